@@ -1,0 +1,206 @@
+"""The ``fedimg`` command line.
+
+Exit codes: 0 success; 1 completed, but inputs were rejected (or ``verify``
+found problems); 2 usage or configuration error, with a message naming the file
+or setting at fault.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from rich.console import Console
+from rich.markup import escape
+
+from datasite_setup import __version__
+from datasite_setup.errors import FedimgError
+
+EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
+SCHEMES = ("iid", "stratified", "dirichlet", "quantity", "natural", "shards")
+
+console = Console()
+error_console = Console(stderr=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return args.handler(args)
+    except FedimgError as exc:
+        error_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        error_console.print("interrupted: nothing was written")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # Unwinds like Ctrl-C, so a half-written output is removed before exiting.
+    raise KeyboardInterrupt
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedimg", description="Federated image datasets on PySyft datasites.")
+    parser.add_argument("--version", action="version", version=f"fedimg {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_convert(commands)
+    _add_simple(commands, "verify", "check every file, checksum, count and the schema of a converted output", _run_verify)
+    _add_simple(commands, "report", "print the per-client table and write label_distribution.png", _run_report)
+    _add_sample(commands)
+    return parser
+
+
+def _add_simple(commands, name: str, help_text: str, handler: Callable) -> None:
+    command = commands.add_parser(name, help=help_text, description=help_text)
+    command.add_argument("out", type=Path, metavar="OUT", help="the output folder of 'fedimg convert'")
+    command.add_argument("--quiet", action="store_true", help="no progress bar")
+    command.set_defaults(handler=handler)
+
+
+def _add_convert(commands) -> None:
+    convert = commands.add_parser(
+        "convert",
+        help="turn an image collection into the federated format",
+        description="Validate, standardise, pseudonymise and partition SRC into OUT (federated format v1).",
+    )
+    convert.add_argument("source", type=Path, metavar="SRC", help="class sub-folders, or any folder with --labels / --label-pattern")
+    convert.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist unless --overwrite)")
+    labels = convert.add_argument_group("labels (default: the first folder under SRC is the label)")
+    labels.add_argument("--labels", type=Path, dest="labels_csv", help="CSV with one row per image")
+    labels.add_argument("--path-column", default="path", help="CSV column with the image path relative to SRC (default: path)")
+    labels.add_argument("--label-column", default="label", help="CSV column with the label (default: label)")
+    labels.add_argument("--group-column", help="CSV column with the patient (group) id: a group never spans clients or splits")
+    labels.add_argument("--client-column", help="CSV column (site, ward…) that decides the client for --scheme natural")
+    labels.add_argument("--label-pattern", help="regex on the file name; group 'label' or group 1 is the label")
+    part = convert.add_argument_group("partition")
+    part.add_argument("--clients", type=int, dest="num_clients", help="number of clients (named client_0…)")
+    part.add_argument("--client-names", type=_comma_list, help="comma-separated client names, e.g. st_marys,royal_free")
+    part.add_argument("--scheme", required=True, choices=SCHEMES, help="how samples are split between clients")
+    part.add_argument("--alpha", type=float, help="Dirichlet concentration for dirichlet (default 0.5) and quantity (default 1.0)")
+    part.add_argument("--min-partition-size", type=int, help="smallest allowed client (default 10 for dirichlet/quantity, else 1)")
+    part.add_argument("--shards-per-client", type=int, help="shards: number of label-sorted shards per client (default 2)")
+    part.add_argument("--self-balancing", action="store_true", help="dirichlet: stop giving samples to clients above the average")
+    part.add_argument("--val-fraction", type=float, default=0.2, help="per-client validation share, stratified and group-aware (default 0.2)")
+    part.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
+    image = convert.add_argument_group("images")
+    image.add_argument("--size", type=int, default=128, help="output width and height in pixels (default 128)")
+    image.add_argument("--mode", default="RGB", choices=("L", "RGB"), help="output colour mode (default RGB)")
+    image.add_argument("--resize", default="letterbox", choices=("letterbox", "crop", "stretch"), help="aspect-ratio policy (default letterbox: pad with black)")
+    image.add_argument("--max-pixels", type=int, default=None, help="reject inputs with more pixels as decompression bombs (default 89,478,485)")
+    run = convert.add_argument_group("run")
+    run.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
+    run.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (atomically, once the new one is complete)")
+    run.add_argument("--secret-file", type=Path, help="federation secret file (default: $FEDIMG_SECRET, $FEDIMG_SECRET_FILE, or ~/.config/fedimg/secret)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    convert.set_defaults(handler=_run_convert)
+
+
+def _add_sample(commands) -> None:
+    sample = commands.add_parser("sample", help="write the bundled sample collection (scikit-learn digits) as image files")
+    sample.add_argument("name", choices=("digits",), help="which sample")
+    sample.add_argument("out", type=Path, metavar="OUT")
+    sample.add_argument("--layout", default="folders", choices=("folders", "csv"), help="class sub-folders, or flat images + labels.csv with patient_id and site")
+    sample.add_argument("--format", dest="image_format", default="png", choices=("png", "jpg", "bmp", "tif"))
+    sample.set_defaults(handler=_run_sample)
+
+
+def _comma_list(value: str) -> list[str]:
+    items = [item.strip() for item in value.split(",") if item.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected comma-separated names, e.g. a,b,c")
+    return items
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from datasite_setup.convert import ConvertOptions, convert
+    from datasite_setup.imaging import DEFAULT_MAX_PIXELS, ImageSpec
+    from datasite_setup.sources import CsvColumns
+
+    options = ConvertOptions(
+        source=args.source,
+        out=args.out,
+        scheme=args.scheme,
+        num_clients=args.num_clients,
+        client_names=args.client_names,
+        labels_csv=args.labels_csv,
+        columns=CsvColumns(args.path_column, args.label_column, args.group_column, args.client_column),
+        label_pattern=args.label_pattern,
+        spec=ImageSpec(size=args.size, mode=args.mode, resize=args.resize, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS),
+        alpha=args.alpha,
+        min_partition_size=args.min_partition_size,
+        shards_per_client=args.shards_per_client,
+        self_balancing=args.self_balancing,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        secret_file=args.secret_file,
+        show_progress=not args.quiet,
+    )
+    result = convert(options)
+    for warning in result.warnings:
+        error_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if not args.quiet:
+        _print_summary(result)
+    return EXIT_REJECTED if result.quarantined else EXIT_OK
+
+
+def _print_summary(result) -> None:
+    from datasite_setup.report import client_table
+
+    console.print(client_table(result.federation))
+    inputs = result.federation["inputs"]
+    console.print(f"{inputs['accepted']} images accepted from {inputs['files_seen']} files; wrote {escape(str(result.out))}", highlight=False)
+    if result.quarantined:
+        error_console.print(
+            f"[yellow]{len(result.quarantined)} inputs rejected[/] ({_reason_counts(inputs['quarantined'])}): see {escape(str(result.out / 'quarantine.jsonl'))}",
+            highlight=False,
+        )
+
+
+def _reason_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{reason} {n}" for reason, n in counts.items())
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from datasite_setup.verify import verify_federation
+
+    problems = verify_federation(args.out, show_progress=not args.quiet)
+    for problem in problems:
+        error_console.print(f"[red]{problem.kind}[/] {escape(problem.path)}: {escape(problem.message)}", highlight=False)
+    if problems:
+        error_console.print(f"{len(problems)} problem(s) in {escape(str(args.out))}", highlight=False)
+        return EXIT_REJECTED
+    console.print(f"{escape(str(args.out))}: OK (every file, checksum, count and the schema verified)", highlight=False)
+    return EXIT_OK
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from datasite_setup.federated_format import PLOT_FILE, load_federation
+    from datasite_setup.report import client_table, plot_label_distribution
+
+    federation = load_federation(args.out)
+    console.print(client_table(federation))
+    plot_label_distribution(federation, args.out / PLOT_FILE)
+    console.print(f"wrote {escape(str(args.out / PLOT_FILE))}", highlight=False)
+    return EXIT_OK
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from datasite_setup.sample_data import write_digits
+
+    path = write_digits(args.out, layout=args.layout, image_format=args.image_format)
+    console.print(f"wrote the digits sample ({args.layout}) to {escape(str(path))}", highlight=False)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

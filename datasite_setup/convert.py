@@ -1,0 +1,377 @@
+"""``fedimg convert``: a source image collection becomes the federated format.
+
+The pipeline streams: workers decode and standardise one image at a time and
+write its PNG to a staging folder inside the (temporary) output, returning only
+hashes. The main process keeps a few hundred bytes per image, deduplicates,
+partitions, then moves staged PNGs into place and writes the manifests. The
+output directory appears only when everything is written.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from datasite_setup import __version__
+from datasite_setup.dedup import resolve_duplicates
+from datasite_setup.errors import FedimgError, PartitionError
+from datasite_setup.federated_format import (
+    CHECKSUMS_FILE,
+    CLIENTS_DIR,
+    FEDERATION_FILE,
+    METADATA_FILE,
+    QUARANTINE_FILE,
+    SampleRow,
+    canonical_json,
+    check_client_name,
+    check_label_name,
+    checksums_file,
+    client_summary,
+    federation_manifest,
+    metadata_csv,
+    atomic_output_dir,
+    sample_file_name,
+    sha256_bytes,
+    write_bytes,
+)
+from datasite_setup.imaging import ImageSpec, RejectedImage, standardise
+from datasite_setup.partition import PartitionInput, build_partitioner, split_train_val
+from datasite_setup.progress import progress_bar
+from datasite_setup.pseudonym import Pseudonymiser
+from datasite_setup.quarantine import QuarantineEntry, Reason, quarantine_jsonl
+from datasite_setup.secret import load_secret
+from datasite_setup.sources import CsvColumns, ScanResult, SourceRecord, scan_class_folders, scan_label_pattern, scan_labels_csv
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything ``fedimg convert`` needs; see the CLI help for each flag."""
+
+    source: Path
+    out: Path
+    scheme: str
+    num_clients: int | None = None
+    client_names: Sequence[str] | None = None
+    labels_csv: Path | None = None
+    columns: CsvColumns = field(default_factory=CsvColumns)
+    label_pattern: str | None = None
+    spec: ImageSpec = field(default_factory=ImageSpec)
+    alpha: float | None = None
+    min_partition_size: int | None = None
+    shards_per_client: int | None = None
+    self_balancing: bool = False
+    val_fraction: float = 0.2
+    seed: int = 0
+    workers: int = 0
+    overwrite: bool = False
+    secret_file: Path | None = None
+    show_progress: bool = True
+
+
+@dataclass
+class ConvertResult:
+    out: Path
+    federation: dict
+    quarantined: list[QuarantineEntry]
+    skipped: Counter
+    warnings: list[str]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.quarantined else 0
+
+
+@dataclass(slots=True)
+class _Processed:
+    """What the main process keeps per accepted image."""
+
+    index: int
+    rel_path: str
+    label: str
+    group_key: str | None
+    client_key: str | None
+    source_sha256: str
+    pixel_sha256: str
+    png_sha256: str
+
+
+def convert(options: ConvertOptions) -> ConvertResult:
+    """Run the whole conversion; raises ``FedimgError`` (exit 2) before writing anything when the request is wrong."""
+    _check_options(options)
+    scan = scan_source(options)
+    clients = resolve_client_names(options, scan.records)
+    partitioner = _partitioner(options, clients)
+    _check_enough_groups(scan.records, clients)
+    pseudonyms = Pseudonymiser(load_secret(options.secret_file))
+    with atomic_output_dir(options.out, overwrite=options.overwrite) as partial:
+        staging = partial / "_staging"
+        staging.mkdir()
+        processed, rejected = _standardise_all(options, scan.records, staging)
+        kept, duplicates = resolve_duplicates(processed)
+        quarantined = scan.rejected + rejected + duplicates
+        federation = _write_federation(partial, staging, kept, clients, partitioner, pseudonyms, options, scan, quarantined)
+    return ConvertResult(options.out, federation, quarantined, scan.skipped, scan.warnings)
+
+
+def _check_options(options: ConvertOptions) -> None:
+    if not options.source.is_dir():
+        raise FedimgError(f"{options.source}: source folder not found")
+    if options.labels_csv and options.label_pattern:
+        raise FedimgError("--labels and --label-pattern are alternatives: give one")
+    if options.labels_csv and not options.labels_csv.is_file():
+        raise FedimgError(f"{options.labels_csv}: labels CSV not found")
+    if not 0 <= options.val_fraction < 1:
+        raise FedimgError(f"--val-fraction must be in [0, 1) (got {options.val_fraction})")
+    if options.out.absolute().is_relative_to(options.source.absolute()):
+        raise FedimgError(f"{options.out}: the output must not be inside the source folder {options.source}")
+    if options.out.exists() and not options.overwrite:
+        raise FedimgError(f"{options.out}: already exists; choose another output or pass --overwrite")
+    needs_csv = [flag for flag, name in (("--group-column", options.columns.group), ("--client-column", options.columns.client)) if name]
+    if needs_csv and not options.labels_csv:
+        raise FedimgError(f"{', '.join(needs_csv)} need --labels (a CSV with those columns)")
+
+
+def scan_source(options: ConvertOptions) -> ScanResult:
+    """Pick the layout from the options and scan it."""
+    if options.labels_csv:
+        return scan_labels_csv(options.source, options.labels_csv, options.columns)
+    if options.label_pattern:
+        return scan_label_pattern(options.source, options.label_pattern)
+    return scan_class_folders(options.source)
+
+
+def resolve_client_names(options: ConvertOptions, records: Sequence[SourceRecord]) -> list[str]:
+    """Client names from ``--client-names``, ``--clients N`` (client_0…), or the natural column's values."""
+    if options.scheme == "natural":
+        return _natural_client_names(options, records)
+    if options.client_names:
+        names = [check_client_name(n) for n in options.client_names]
+        if len(set(names)) != len(names):
+            raise FedimgError(f"--client-names has duplicates: {names}")
+        if options.num_clients is not None and options.num_clients != len(names):
+            raise FedimgError(f"--clients {options.num_clients} disagrees with {len(names)} --client-names")
+        return names
+    if options.num_clients is None:
+        raise FedimgError("say how many clients: --clients N or --client-names a,b,c")
+    if options.num_clients < 1:
+        raise FedimgError(f"--clients must be at least 1 (got {options.num_clients})")
+    return [f"client_{i}" for i in range(options.num_clients)]
+
+
+def _natural_client_names(options: ConvertOptions, records: Sequence[SourceRecord]) -> list[str]:
+    if not options.columns.client:
+        raise FedimgError("--scheme natural needs --client-column C: the labels CSV column (site, ward…) that decides each sample's client")
+    values = sorted({r.client_key for r in records if r.client_key})
+    for value in values:
+        check_client_name(value)
+    if options.client_names:
+        if sorted(options.client_names) != values:
+            raise FedimgError(f"--client-names {list(options.client_names)} must list exactly the values of {options.columns.client!r}: {values}")
+        values = list(options.client_names)
+    if options.num_clients is not None and options.num_clients != len(values):
+        raise FedimgError(f"--clients {options.num_clients}, but column {options.columns.client!r} has {len(values)} values: {values}")
+    if not values:
+        raise FedimgError(f"column {options.columns.client!r} has no values for any image")
+    return values
+
+
+def _partitioner(options: ConvertOptions, clients: list[str]):
+    return build_partitioner(
+        options.scheme,
+        len(clients),
+        seed=options.seed,
+        alpha=options.alpha,
+        min_partition_size=options.min_partition_size,
+        shards_per_client=options.shards_per_client,
+        self_balancing=options.self_balancing,
+        client_values=clients if options.scheme == "natural" else None,
+    )
+
+
+def _group_key(rel_path: str, group_key: str | None, source_sha256: str = "") -> str:
+    # A sample without a patient id is its own group; the prefix keeps the two namespaces apart.
+    return f"patient\x00{group_key}" if group_key is not None else f"sample\x00{source_sha256 or rel_path}"
+
+
+def _check_enough_groups(records: Sequence[SourceRecord], clients: list[str]) -> None:
+    groups = len({_group_key(r.rel_path, r.group_key) for r in records})
+    if groups < len(clients):
+        raise PartitionError(
+            f"cannot split {groups} groups (patients) into {len(clients)} clients: a group never spans two clients; "
+            f"use at most {groups} clients"
+        )
+
+
+# --- decoding on all cores ---------------------------------------------------------------
+
+_worker_state: dict = {}
+
+
+def _init_worker(root: Path, staging: Path, spec: ImageSpec) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool stops workers with SIGTERM
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    _worker_state.update(root=root, staging=staging, spec=spec)
+
+
+def _process(task: tuple[int, str]) -> tuple:
+    """Standardise one file; returns (index, source_sha, pixel_sha, png_sha) or (index, reason, message)."""
+    index, rel_path = task
+    try:
+        data = (_worker_state["root"] / rel_path).read_bytes()
+    except OSError as exc:
+        return index, Reason.UNREADABLE, f"cannot be read ({exc.strerror or exc})"
+    try:
+        result = standardise(data, _worker_state["spec"])
+    except RejectedImage as exc:
+        return index, exc.reason, exc.message
+    (_worker_state["staging"] / f"{index}.png").write_bytes(result.png)
+    return index, sha256_bytes(data), result.pixel_sha256, sha256_bytes(result.png)
+
+
+@contextmanager
+def _standardiser(options: ConvertOptions, staging: Path, num_tasks: int) -> Iterator[Callable]:
+    """Yield a function mapping tasks to outcomes (unordered), on all cores when worth it.
+
+    The pool is forked before any progress thread starts, so no lock is copied held.
+    """
+    workers = options.workers or os.cpu_count() or 1
+    if workers == 1 or num_tasks < 64:
+        _worker_state.update(root=options.source, staging=staging, spec=options.spec)
+        yield lambda tasks: map(_process, tasks)
+        return
+    context = multiprocessing.get_context("fork")
+    with context.Pool(workers, initializer=_init_worker, initargs=(options.source, staging, options.spec)) as pool:
+        yield lambda tasks: pool.imap_unordered(_process, tasks, chunksize=16)
+
+
+def _standardise_all(options: ConvertOptions, records: Sequence[SourceRecord], staging: Path) -> tuple[list[_Processed], list[QuarantineEntry]]:
+    tasks = [(i, r.rel_path) for i, r in enumerate(records)]
+    processed: list[_Processed] = []
+    rejected: list[QuarantineEntry] = []
+    with _standardiser(options, staging, len(tasks)) as run:
+        outcomes = progress_bar(run(tasks), total=len(tasks), description="Standardising images", enabled=options.show_progress)
+        for outcome in outcomes:
+            record = records[outcome[0]]
+            if isinstance(outcome[1], Reason):
+                rejected.append(QuarantineEntry(record.rel_path, outcome[1], outcome[2]))
+            else:
+                processed.append(_Processed(outcome[0], record.rel_path, record.label, record.group_key, record.client_key, *outcome[1:]))
+    return processed, rejected
+
+
+# --- partition and write -------------------------------------------------------------------
+
+
+def _partition_input(kept: Sequence[_Processed], label_names: list[str], natural: bool) -> PartitionInput:
+    label_index = {label: i for i, label in enumerate(label_names)}
+    group_index: dict[str, int] = {}
+    groups = [group_index.setdefault(_group_key(s.rel_path, s.group_key, s.source_sha256), len(group_index)) for s in kept]
+    return PartitionInput(
+        labels=np.array([label_index[s.label] for s in kept], dtype=np.int64),
+        groups=np.array(groups, dtype=np.int64),
+        natural_keys=np.array([s.client_key for s in kept], dtype=object) if natural else None,
+    )
+
+
+def _assign(kept: Sequence[_Processed], label_names: list[str], partitioner, options: ConvertOptions) -> list[tuple[np.ndarray, np.ndarray]]:
+    if not kept:
+        raise PartitionError("no image was accepted: nothing to partition (see quarantine.jsonl)")
+    data = _partition_input(kept, label_names, natural=options.scheme == "natural")
+    parts = partitioner.partition(data)
+    return [split_train_val(data, indices, options.val_fraction, seed=options.seed) for indices in parts]
+
+
+def _write_federation(
+    partial: Path,
+    staging: Path,
+    kept: list[_Processed],
+    clients: list[str],
+    partitioner,
+    pseudonyms: Pseudonymiser,
+    options: ConvertOptions,
+    scan: ScanResult,
+    quarantined: list[QuarantineEntry],
+) -> dict:
+    # Content order, not path order: the partition depends on neither file names nor the secret.
+    kept.sort(key=lambda s: s.source_sha256)
+    label_names = sorted({check_label_name(s.label) for s in kept})
+    assignment = _assign(kept, label_names, partitioner, options)
+    summaries = {name: _write_client(partial, staging, name, kept, splits, pseudonyms, label_names) for name, splits in zip(clients, assignment)}
+    shutil.rmtree(staging)
+    quarantine = quarantine_jsonl(quarantined)
+    write_bytes(partial / QUARANTINE_FILE, quarantine)
+    federation = federation_manifest(
+        tool_version=__version__,
+        image=options.spec.to_manifest(),
+        label_names=label_names,
+        partition=_partition_manifest(options, partitioner),
+        pseudonyms={"algorithm": "HMAC-SHA256", "secret_fingerprint": pseudonyms.fingerprint()},
+        inputs=_inputs_manifest(options, scan, quarantined, len(kept)),
+        clients=summaries,
+        quarantine_sha256=sha256_bytes(quarantine),
+    )
+    write_bytes(partial / FEDERATION_FILE, canonical_json(federation))
+    from datasite_setup.report import write_report_files  # matplotlib import is slow: only when writing
+
+    write_report_files(partial, federation)
+    return federation
+
+
+def _write_client(partial: Path, staging: Path, name: str, kept: list[_Processed], splits: tuple[np.ndarray, np.ndarray], pseudonyms: Pseudonymiser, label_names: list[str]) -> dict:
+    client_dir = partial / CLIENTS_DIR / name
+    rows, checksums = [], {}
+    for split, indices in zip(("train", "val"), splits):
+        for i in indices:
+            sample = kept[int(i)]
+            row = _sample_row(sample, split, pseudonyms)
+            target = client_dir / row.file_name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / f"{sample.index}.png", target)
+            rows.append(row)
+            checksums[row.file_name] = sample.png_sha256
+    metadata, sums = metadata_csv(rows), checksums_file(checksums)
+    write_bytes(client_dir / METADATA_FILE, metadata)
+    write_bytes(client_dir / CHECKSUMS_FILE, sums)
+    return client_summary(rows, label_names, metadata, sums)
+
+
+def _sample_row(sample: _Processed, split: str, pseudonyms: Pseudonymiser) -> SampleRow:
+    sample_id = pseudonyms.sample_id(sample.source_sha256)
+    group_id = pseudonyms.group_id(_group_key(sample.rel_path, sample.group_key, sample.source_sha256))
+    return SampleRow(sample_file_name(sample.label, sample_id), sample.label, split, sample_id, group_id, sample.source_sha256)
+
+
+def _partition_manifest(options: ConvertOptions, partitioner) -> dict:
+    document = {
+        "scheme": options.scheme,
+        "seed": options.seed,
+        "val_fraction": options.val_fraction,
+        "params": partitioner.params(),
+        "group_aware": True,
+    }
+    if options.scheme == "natural":
+        document["reassigned_groups"] = partitioner.reassigned_groups
+        document["reassigned_samples"] = partitioner.reassigned_samples
+    return document
+
+
+def _inputs_manifest(options: ConvertOptions, scan: ScanResult, quarantined: Iterable[QuarantineEntry], accepted: int) -> dict:
+    layout = "labels_csv" if options.labels_csv else "label_pattern" if options.label_pattern else "class_folders"
+    reasons = Counter(entry.reason.value for entry in quarantined)
+    return {
+        "layout": layout,
+        "files_seen": scan.files_seen,
+        "accepted": accepted,
+        "quarantined": dict(sorted(reasons.items())),
+        "skipped": dict(sorted(scan.skipped.items())),
+        "group_column": bool(options.columns.group) if options.labels_csv else False,
+    }

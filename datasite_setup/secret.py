@@ -1,0 +1,66 @@
+"""The federation secret that keys every pseudonym.
+
+It never lives inside the converted output: it comes from ``FEDIMG_SECRET`` (the
+secret itself), from ``FEDIMG_SECRET_FILE`` (a path), or from a file created on
+first use under the user's config directory with mode 0600.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from datasite_setup.errors import FedimgError
+
+SECRET_ENV = "FEDIMG_SECRET"
+SECRET_FILE_ENV = "FEDIMG_SECRET_FILE"
+MIN_SECRET_BYTES = 16
+
+
+def default_secret_path() -> Path:
+    """``$XDG_CONFIG_HOME/fedimg/secret`` (``~/.config/fedimg/secret`` when unset)."""
+    config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config_home) / "fedimg" / "secret"
+
+
+def load_secret(secret_file: Path | None = None) -> bytes:
+    """Return the federation secret, creating the secret file on first use.
+
+    Precedence: ``secret_file`` argument, ``FEDIMG_SECRET``, ``FEDIMG_SECRET_FILE``,
+    then the default path.
+    """
+    if secret_file is None and os.environ.get(SECRET_ENV):
+        return _checked(os.environ[SECRET_ENV].encode(), f"${SECRET_ENV}")
+    if secret_file is None and os.environ.get(SECRET_FILE_ENV):
+        secret_file = Path(os.environ[SECRET_FILE_ENV])
+    path = secret_file or default_secret_path()
+    if not path.exists():
+        _create_secret_file(path)
+    _refuse_loose_permissions(path)
+    return _checked(path.read_bytes().strip(), str(path))
+
+
+def _create_secret_file(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32) + "\n")
+
+
+def _refuse_loose_permissions(path: Path) -> None:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise FedimgError(
+            f"{path}: the federation secret is readable by others (mode {mode:o}); run 'chmod 600 {path}'"
+        )
+
+
+def _checked(secret: bytes, where: str) -> bytes:
+    if len(secret) < MIN_SECRET_BYTES:
+        raise FedimgError(
+            f"{where}: the federation secret is too short ({len(secret)} bytes); "
+            f"use at least {MIN_SECRET_BYTES} random bytes, e.g. 'python -c \"import secrets; print(secrets.token_hex(32))\"'"
+        )
+    return secret

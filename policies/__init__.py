@@ -1,0 +1,1 @@
+"""Data-owner rules: code review, release policies, privacy (see issue 5)."""

@@ -1,0 +1,1 @@
+"""Notebook-side client for researchers (see issue 4)."""

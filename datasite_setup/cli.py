@@ -18,9 +18,9 @@ from rich.markup import escape
 
 from datasite_setup import __version__
 from datasite_setup.errors import FedimgError
+from datasite_setup.partition import SCHEMES
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
-SCHEMES = ("iid", "stratified", "dirichlet", "quantity", "natural", "shards")
 
 console = Console()
 error_console = Console(stderr=True)
@@ -85,7 +85,7 @@ def _add_convert(commands) -> None:
     part.add_argument("--client-names", type=_comma_list, help="comma-separated client names, e.g. st_marys,royal_free")
     part.add_argument("--scheme", required=True, choices=SCHEMES, help="how samples are split between clients")
     part.add_argument("--alpha", type=float, help="Dirichlet concentration for dirichlet (default 0.5) and quantity (default 1.0)")
-    part.add_argument("--min-partition-size", type=int, help="smallest allowed client (default 10 for dirichlet/quantity, else 1)")
+    part.add_argument("--min-partition-size", type=int, help="dirichlet, quantity: smallest allowed client in samples (default 10)")
     part.add_argument("--shards-per-client", type=int, help="shards: number of label-sorted shards per client (default 2)")
     part.add_argument("--self-balancing", action="store_true", help="dirichlet: stop giving samples to clients above the average")
     part.add_argument("--val-fraction", type=float, default=0.2, help="per-client validation share, stratified and group-aware (default 0.2)")
@@ -154,9 +154,9 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _print_summary(result) -> None:
-    from datasite_setup.report import client_table
+    from datasite_setup.report import print_client_table
 
-    console.print(client_table(result.federation))
+    print_client_table(console, result.federation)
     inputs = result.federation["inputs"]
     console.print(f"{inputs['accepted']} images accepted from {inputs['files_seen']} files; wrote {escape(str(result.out))}", highlight=False)
     if result.quarantined:
@@ -185,10 +185,10 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 def _run_report(args: argparse.Namespace) -> int:
     from datasite_setup.federated_format import PLOT_FILE, load_federation
-    from datasite_setup.report import client_table, plot_label_distribution
+    from datasite_setup.report import plot_label_distribution, print_client_table
 
     federation = load_federation(args.out)
-    console.print(client_table(federation))
+    print_client_table(console, federation)
     plot_label_distribution(federation, args.out / PLOT_FILE)
     console.print(f"wrote {escape(str(args.out / PLOT_FILE))}", highlight=False)
     return EXIT_OK

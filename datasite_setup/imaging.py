@@ -146,7 +146,8 @@ def to_mode(image: Image.Image, mode: str) -> Image.Image:
         image = _sixteen_to_eight_bit(image)
     elif image.mode not in _CONVERTIBLE_MODES:
         raise RejectedImage(Reason.UNSUPPORTED_MODE, f"pixel mode {image.mode!r} is not supported")
-    if image.mode in ("LA", "La", "PA", "RGBA", "RGBa") or (image.mode == "P" and "transparency" in image.info):
+    # A tRNS colour key (P, and also L or RGB PNGs) is transparency too: composite it like alpha.
+    if image.mode in ("LA", "La", "PA", "RGBA", "RGBa") or "transparency" in image.info:
         image = _flatten_alpha(image.convert("RGBA"))
     return image if image.mode == mode else image.convert(mode)
 
@@ -188,6 +189,10 @@ def _letterbox(image: Image.Image, size: int) -> Image.Image:
 
 def encode_png(image: Image.Image) -> bytes:
     """PNG with no metadata chunks (no EXIF, no text): only pixels leave this function."""
+    if image.info:
+        # Pillow's PNG writer copies some of ``info`` (ICC profile, tRNS) into the file.
+        image = image.copy()
+        image.info = {}
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()

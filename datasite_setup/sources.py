@@ -18,7 +18,7 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
@@ -82,17 +82,22 @@ def iter_image_files(root: Path, result: ScanResult, *, skip: frozenset[str] = f
     to pass over silently apart from a count (the labels CSV itself).
     """
     resolved_root = root.resolve()
+    found: list[str] = []
     stack = [""]
     while stack:
         rel_dir = stack.pop()
-        entries = sorted(os.scandir(root / rel_dir if rel_dir else root), key=lambda e: e.name, reverse=True)
+        with os.scandir(root / rel_dir if rel_dir else root) as scan:
+            entries = sorted(scan, key=lambda e: e.name)
         for entry in entries:
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
             kind = _classify(entry, rel, resolved_root, result, skip)
             if kind == "dir":
                 stack.append(rel)
             elif kind == "image":
-                yield rel
+                found.append(rel)
+    # A depth-first walk yields a directory's files before (or after) its sub-folders'
+    # and in reverse; sorting the relative paths gives the order the docstring promises.
+    yield from sorted(found)
 
 
 def _classify(entry: os.DirEntry, rel: str, resolved_root: Path, result: ScanResult, skip: frozenset[str]) -> str:
@@ -198,10 +203,15 @@ def scan_labels_csv(root: Path, labels_csv: Path, columns: CsvColumns) -> ScanRe
         if record is None:
             result.rejected.append(QuarantineEntry(rel, Reason.NO_LABEL, f"no row in {labels_csv.name} names this file"))
         elif isinstance(record, QuarantineEntry):
-            result.rejected.append(record)
+            result.rejected.append(replace(record, path=rel))
         else:
-            result.records.append(record)
+            # The row's path is NFC; the file's own name (maybe NFD) is the one that opens it.
+            result.records.append(replace(record, rel_path=rel))
+    # Files the walk already rejected (a symlink leaving the root) are reported once, not twice.
+    walked_rejected = {unicodedata.normalize("NFC", e.path) for e in result.rejected}
     for rel, record in sorted(rows.items()):
+        if rel in walked_rejected:
+            continue
         message = f"{labels_csv.name} names this file but it is not an image file under the source folder"
         if isinstance(record, QuarantineEntry):
             message = record.message + "; " + message

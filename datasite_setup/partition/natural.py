@@ -1,0 +1,65 @@
+"""Natural: a column of the labels CSV (site, ward, scanner) decides each sample's client."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Sequence
+
+import numpy as np
+
+from datasite_setup.errors import PartitionError
+from datasite_setup.partition.base import PartitionInput, Partitioner
+
+
+class NaturalPartitioner(Partitioner):
+    """Keep the federation the data already has: each sample goes to the client named in its row.
+
+    A patient seen at two sites would span two clients; such a group moves whole
+    to the client holding most of its images (ties: the first in
+    ``client_values``). The moves are counted in ``reassigned_groups`` and
+    ``reassigned_samples`` and recorded in ``federation.json``.
+
+    Args:
+        num_clients: how many partitions (must equal ``len(client_values)``).
+        client_values: the column's values, in client order.
+        seed: unused (the partition is not random); accepted for a uniform API.
+
+    Example:
+        >>> import numpy as np
+        >>> from datasite_setup.partition import NaturalPartitioner, PartitionInput
+        >>> data = PartitionInput(labels=np.zeros(4, dtype=int), groups=np.array([0, 0, 0, 1]),
+        ...                       natural_keys=np.array(["a", "a", "b", "b"], dtype=object))
+        >>> partitioner = NaturalPartitioner(2, client_values=["a", "b"])
+        >>> [p.tolist() for p in partitioner.partition(data)], partitioner.reassigned_samples
+        ([[0, 1, 2], [3]], 1)
+    """
+
+    def __init__(self, num_clients: int, *, client_values: Sequence[str], seed: int = 0) -> None:
+        super().__init__(num_clients, seed=seed)
+        values = list(client_values or ())
+        if len(values) != num_clients or len(set(values)) != len(values):
+            raise PartitionError(f"natural: client_values must be {num_clients} distinct values (got {values!r})")
+        self.client_values = values
+        self.reassigned_groups = 0
+        self.reassigned_samples = 0
+
+    def params(self) -> dict:
+        return {"client_values": list(self.client_values)}
+
+    def assign_groups(self, data: PartitionInput, rng: np.random.Generator) -> np.ndarray:
+        if data.natural_keys is None:
+            raise PartitionError("natural: every sample needs a client key (--client-column)")
+        index = {value: i for i, value in enumerate(self.client_values)}
+        unknown = sorted({str(key) for key in data.natural_keys} - set(index))
+        if unknown:
+            raise PartitionError(f"natural: client values {unknown} are not among the clients {self.client_values}")
+        client_of_group = np.empty(data.num_groups, dtype=np.int64)
+        self.reassigned_groups = self.reassigned_samples = 0
+        for group, members in enumerate(data.group_members):
+            votes = Counter(index[key] for key in data.natural_keys[members])
+            client = min(votes, key=lambda c: (-votes[c], c))
+            client_of_group[group] = client
+            if len(votes) > 1:
+                self.reassigned_groups += 1
+                self.reassigned_samples += len(members) - votes[client]
+        return client_of_group

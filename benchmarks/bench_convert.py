@@ -542,7 +542,7 @@ def render_report(results: Results) -> str:
         f"tinted, noised σ={NOISE_SIGMA:g}) in 10 class folders"
         + (f"; the scale run uses {n * s['big_factor']} more of the same kind" if big_label in summary else ""),
         f"- **Output**: {OUTPUT_SIZE}×{OUTPUT_SIZE} RGB PNG (Pillow defaults, bicubic)",
-        f"- **Runs**: {s['repeats']} repeats, interleaved plain/fedimg, median reported"
+        f"- **Runs**: {s['repeats']} repeat(s) of each, interleaved plain/fedimg, median reported"
         + (f"; {s['big_repeats']} scale run(s) at {s['big_factor']}·N" if big_label in summary else "")
         + ("; quick mode" if s["quick"] else ""),
         f"- **Plain loop**: `open → convert('RGB') → resize(({OUTPUT_SIZE}, {OUTPUT_SIZE}), BICUBIC) → save PNG`, one process; "

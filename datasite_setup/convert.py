@@ -131,8 +131,13 @@ def _check_options(options: ConvertOptions) -> None:
         raise FedimgError(f"{options.labels_csv}: labels CSV not found")
     if not 0 <= options.val_fraction < 1:
         raise FedimgError(f"--val-fraction must be in [0, 1) (got {options.val_fraction})")
-    if options.out.absolute().is_relative_to(options.source.absolute()):
+    out, source = options.out.resolve(), options.source.resolve()
+    if out.is_relative_to(source):
         raise FedimgError(f"{options.out}: the output must not be inside the source folder {options.source}")
+    # --overwrite deletes the old OUT: it must not hold the inputs.
+    for flag, path in (("source folder", source), ("--labels", options.labels_csv.resolve() if options.labels_csv else None)):
+        if path is not None and path.is_relative_to(out):
+            raise FedimgError(f"{options.out}: the output must not contain the {flag} {path}; choose an output outside it")
     if options.out.exists() and not options.overwrite:
         raise FedimgError(f"{options.out}: already exists; choose another output or pass --overwrite")
     needs_csv = [flag for flag, name in (("--group-column", options.columns.group), ("--client-column", options.columns.client)) if name]

@@ -172,8 +172,9 @@ def atomic_output_dir(out: Path, *, overwrite: bool) -> Iterator[Path]:
         raise FedimgError(f"{out}: already exists; choose another output or pass --overwrite")
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
-    partial.mkdir()
     try:
+        # Created inside the try: a signal handled right after mkdir returns must still remove it.
+        partial.mkdir()
         yield partial
         _replace_dir(partial, out)
     except BaseException:

@@ -25,6 +25,10 @@ DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold
 _RESAMPLE = Image.Resampling.BICUBIC
 _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 _CONVERTIBLE_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
+# Only the contract's formats are decoded (Pillow's JPEG opener also yields multi-picture
+# "MPO" camera JPEGs); anything else, whatever its extension, is not an image. This also
+# keeps Pillow from handing an EPS disguised as a .png to Ghostscript.
+SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 
 
 class RejectedImage(Exception):
@@ -106,7 +110,7 @@ def _open_and_load(data: bytes, spec: ImageSpec) -> Image.Image:
     previous_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = spec.max_pixels
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=SUPPORTED_FORMATS)
     except UnidentifiedImageError as exc:
         raise RejectedImage(Reason.NOT_AN_IMAGE, "not a readable image in any supported format") from exc
     except (OSError, ValueError, SyntaxError) as exc:

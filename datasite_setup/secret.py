@@ -36,17 +36,33 @@ def load_secret(secret_file: Path | None = None) -> bytes:
     if secret_file is None and os.environ.get(SECRET_FILE_ENV):
         secret_file = Path(os.environ[SECRET_FILE_ENV])
     path = secret_file or default_secret_path()
-    if not path.exists():
-        _create_secret_file(path)
-    _refuse_loose_permissions(path)
-    return _checked(path.read_bytes().strip(), str(path))
+    try:
+        if not path.exists():
+            _create_secret_file(path)
+        _refuse_loose_permissions(path)
+        secret = path.read_bytes().strip()
+    except OSError as exc:  # a directory, an unreadable file, a parent that is a file: name it, no traceback
+        raise FedimgError(
+            f"{path}: the federation secret file cannot be created or read ({exc.strerror or exc}); "
+            f"set ${SECRET_ENV} or ${SECRET_FILE_ENV} to a readable 0600 file"
+        ) from exc
+    return _checked(secret, str(path))
 
 
 def _create_secret_file(path: Path) -> None:
+    # Written aside, then hard-linked into place: a concurrent first run either
+    # wins or finds the other's complete file, never a half-written one.
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32) + "\n")
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _refuse_loose_permissions(path: Path) -> None:

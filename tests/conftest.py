@@ -107,7 +107,8 @@ def make_image() -> Callable[..., Path]:
     Writes a deterministic synthetic image (pixels drawn from ``seed``) as PNG, JPEG,
     BMP, TIFF, WEBP or GIF (inferred from the suffix, case-insensitively) in mode
     L, RGB, RGBA, P, I;16 or CMYK, creating parent folders. Returns the path.
-    WEBP is written lossless, JPEG at quality 95.
+    WEBP is written lossless, JPEG at quality 95. ``image=`` writes a given PIL image instead
+    of synthetic pixels (``size``/``mode``/``seed`` are then ignored).
     """
     return write_image
 

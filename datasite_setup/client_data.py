@@ -1,0 +1,122 @@
+"""Read one client's partition of the federated format into arrays, checking it as it goes.
+
+This is what a datasite ingests: decoded images as ``uint8`` arrays in
+``(N, C, H, W)`` order (what ``torch.nn.Conv2d`` takes), integer labels in the
+federation's label map, and a metadata table with no source names.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from datasite_setup.errors import FedimgError
+from datasite_setup.federated_format import (
+    CHECKSUMS_FILE,
+    METADATA_FILE,
+    SPLITS,
+    load_federation,
+    read_checksums_file,
+    read_metadata_csv,
+    sha256_bytes,
+)
+from datasite_setup.progress import progress_bar
+
+METADATA_TABLE_COLUMNS = ("sample_id", "group_id", "label", "split")
+
+
+@dataclass
+class SplitData:
+    """One split of a client: images ``(N, C, H, W)`` uint8, labels ``(N,)`` int64, and its metadata rows."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    sample_ids: list[str] = field(default_factory=list)
+    group_ids: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ClientPartition:
+    """Everything a datasite ingests for one client."""
+
+    name: str
+    image_size: int
+    channels: int
+    label_names: list[str]
+    splits: dict[str, SplitData]
+    version: str  # sha256 of the client's metadata and checksums: changes whenever the partition does
+    federation: dict
+
+    @property
+    def label_counts(self) -> dict[str, list[int]]:
+        return {split: np.bincount(data.labels, minlength=len(self.label_names)).tolist() for split, data in self.splits.items()}
+
+    def metadata_table(self) -> dict[str, list]:
+        """Columns of the non-identifying metadata asset (pseudonyms, label index, split)."""
+        table: dict[str, list] = {column: [] for column in METADATA_TABLE_COLUMNS}
+        for split, data in self.splits.items():
+            table["sample_id"] += data.sample_ids
+            table["group_id"] += data.group_ids
+            table["label"] += data.labels.tolist()
+            table["split"] += [split] * len(data.labels)
+        return table
+
+
+def find_federation_root(client_dir: Path) -> Path:
+    """``OUT`` for ``OUT/clients/<name>``."""
+    return client_dir.absolute().parent.parent
+
+
+def load_client_partition(client_dir: Path, *, show_progress: bool = False) -> ClientPartition:
+    """Read and check ``OUT/clients/<name>``; ``FedimgError`` names the file when anything is off."""
+    client_dir = Path(client_dir)
+    federation = load_federation(find_federation_root(client_dir))
+    name = client_dir.absolute().name
+    if name not in federation["clients"]:
+        raise FedimgError(f"{client_dir}: not a client of this federation (clients: {', '.join(federation['clients'])})")
+    summary = federation["clients"][name]
+    metadata = _read_checked(client_dir / METADATA_FILE, summary["metadata_sha256"])
+    sums = _read_checked(client_dir / CHECKSUMS_FILE, summary["checksums_sha256"])
+    rows, checksums = read_metadata_csv(metadata), read_checksums_file(sums)
+    label_map = federation["label_map"]
+    size, channels = federation["image"]["size"], 1 if federation["image"]["mode"] == "L" else 3
+    splits = {}
+    for split in SPLITS:
+        split_rows = [row for row in rows if row.split == split]
+        images = np.empty((len(split_rows), channels, size, size), dtype=np.uint8)
+        for i, row in enumerate(progress_bar(split_rows, total=len(split_rows), description=f"Reading {name} {split}", enabled=show_progress)):
+            images[i] = _read_image(client_dir, row.file_name, checksums.get(row.file_name), size, channels)
+        labels = np.array([label_map[row.label] for row in split_rows], dtype=np.int64)
+        splits[split] = SplitData(images, labels, [row.sample_id for row in split_rows], [row.group_id for row in split_rows])
+    version = sha256_bytes((summary["metadata_sha256"] + summary["checksums_sha256"]).encode())[:16]
+    label_names = sorted(label_map, key=label_map.get)
+    return ClientPartition(name, size, channels, label_names, splits, version, federation)
+
+
+def _read_checked(path: Path, expected_sha256: str) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FedimgError(f"{path}: cannot be read ({exc.strerror}); run 'fedimg verify' on the federation") from exc
+    if sha256_bytes(data) != expected_sha256:
+        raise FedimgError(f"{path}: sha256 differs from federation.json; run 'fedimg verify' on the federation")
+    return data
+
+
+def _read_image(client_dir: Path, file_name: str, expected_sha256: str | None, size: int, channels: int) -> np.ndarray:
+    path = client_dir / file_name
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise FedimgError(f"{path}: cannot be read ({exc.strerror}); run 'fedimg verify' on the federation") from exc
+    if sha256_bytes(data) != expected_sha256:
+        raise FedimgError(f"{path}: sha256 differs from SHA256SUMS; run 'fedimg verify' on the federation")
+    with Image.open(io.BytesIO(data)) as image:
+        array = np.asarray(image)
+    if array.shape[:2] != (size, size):
+        raise FedimgError(f"{path}: {array.shape[1]}x{array.shape[0]} pixels, federation.json says {size}x{size}")
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)

@@ -1,0 +1,93 @@
+"""Admin and researcher credentials: from the environment, or generated once into 0600 files.
+
+PySyft's own defaults (``info@openmined.org`` / ``changethis``) are never used.
+Passwords never reach a log or a command line: child processes get them through
+files or their environment, and ``Credentials`` hides the password in its repr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasite_setup.errors import FedimgError
+from datasite_setup.private_file import read_private_file, write_private_file
+
+ADMIN_EMAIL_ENV = "FEDIMG_ADMIN_EMAIL"
+ADMIN_PASSWORD_ENV = "FEDIMG_ADMIN_PASSWORD"
+ADMIN_FILE = "admin-credentials.json"
+MIN_PASSWORD_CHARS = 12
+SYFT_DEFAULT_PASSWORD = "changethis"
+
+
+@dataclass(frozen=True)
+class Credentials:
+    email: str
+    password: str = field(repr=False)
+
+
+def generate_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def admin_credentials(state_dir: Path, site_name: str) -> Credentials:
+    """The site admin's login: ``$FEDIMG_ADMIN_EMAIL``/``$FEDIMG_ADMIN_PASSWORD``, else ``<state_dir>/admin-credentials.json``.
+
+    The file is generated (0600) on first use with a random password.
+    """
+    email, password = os.environ.get(ADMIN_EMAIL_ENV), os.environ.get(ADMIN_PASSWORD_ENV)
+    if email or password:
+        if not (email and password):
+            raise FedimgError(f"set both {ADMIN_EMAIL_ENV} and {ADMIN_PASSWORD_ENV}, or neither (then a generated password is kept in {state_dir / ADMIN_FILE})")
+        return _checked(Credentials(email, password), f"${ADMIN_PASSWORD_ENV}")
+    path = Path(state_dir) / ADMIN_FILE
+    if not path.exists():
+        write_private_file(path, _dump({"email": f"admin@{site_name}.fedimg.org", "password": generate_password()}))
+    return _checked(_load_credentials(path), str(path))
+
+
+def _checked(credentials: Credentials, where: str) -> Credentials:
+    if credentials.password == SYFT_DEFAULT_PASSWORD or len(credentials.password) < MIN_PASSWORD_CHARS:
+        raise FedimgError(f"{where}: the admin password must have at least {MIN_PASSWORD_CHARS} characters and not be PySyft's default")
+    return credentials
+
+
+def _load_credentials(path: Path) -> Credentials:
+    try:
+        document = json.loads(read_private_file(path, "credentials file"))
+        return Credentials(document["email"], document["password"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise FedimgError(f"{path}: not a credentials file ({exc})") from exc
+
+
+def _dump(document: dict) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+
+def researcher_file(secrets_dir: Path, email: str) -> Path:
+    """Where a researcher's credentials live: one 0600 JSON file per researcher."""
+    return Path(secrets_dir) / "researchers" / (re.sub(r"[^A-Za-z0-9._@-]", "_", email) + ".json")
+
+
+def researcher_credentials(secrets_dir: Path, email: str, name: str, site_urls: dict[str, str]) -> dict:
+    """Load (or create) a researcher's credentials file: one generated password per site.
+
+    Existing passwords are kept, so running ``fedimg up`` again changes nothing;
+    new sites get a new password. Returns the file's content.
+    """
+    path = researcher_file(secrets_dir, email)
+    document = json.loads(read_private_file(path, "credentials file")) if path.exists() else {"email": email, "name": name, "sites": {}}
+    changed = not path.exists()
+    for site, url in site_urls.items():
+        entry = document["sites"].setdefault(site, {})
+        if entry.get("url") != url or "password" not in entry:
+            entry.setdefault("password", generate_password())
+            entry["url"] = url
+            changed = True
+    if changed:
+        write_private_file(path, _dump(document), replace=True)
+    return document

@@ -1,0 +1,187 @@
+"""``federation.toml``: the sites an admin runs and the researchers who may use them.
+
+```toml
+[federation]
+data = "demo_out/federated"        # the output of 'fedimg convert' (default data dir: <data>/clients/<site>)
+state_root = "demo_out/state"      # default state dir of a site: <state_root>/<site>
+secrets_dir = "demo_out/secrets"   # generated credentials (0600); default <state_root>/secrets
+
+[[site]]
+name = "hospital_a"
+port = 8081
+# host = "127.0.0.1"               # loopback unless you say otherwise
+# data = "…/clients/hospital_a"    # default <federation.data>/clients/<name>
+# state_dir = "…"                  # default <federation.state_root>/<name>
+# db_url_env = "HOSPITAL_A_DB_URL" # PostgreSQL URL read from this variable (never inline: it holds a password)
+
+[[researcher]]
+email = "ada@university.example"
+name = "Ada Lovelace"
+# sites = ["hospital_a"]           # default: every site
+```
+
+Relative paths are relative to the config file. Unknown keys are errors, so a
+typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasite_setup.errors import FedimgError
+from datasite_setup.federated_format import CLIENTS_DIR, check_client_name
+
+LOOPBACK = "127.0.0.1"
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_KEYS = {
+    "federation": {"data", "state_root", "secrets_dir"},
+    "site": {"name", "port", "host", "data", "state_dir", "db_url_env"},
+    "researcher": {"email", "name", "sites"},
+}
+
+
+@dataclass(frozen=True)
+class SiteConfig:
+    name: str
+    port: int
+    host: str
+    data: Path
+    state_dir: Path
+    db_url_env: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def db_url(self) -> str | None:
+        """The PostgreSQL URL from ``db_url_env``; an unset variable is an error, not a silent SQLite fallback."""
+        if not self.db_url_env:
+            return None
+        value = os.environ.get(self.db_url_env)
+        if not value:
+            raise FedimgError(f"site {self.name}: environment variable {self.db_url_env} (db_url_env) is not set")
+        return value
+
+
+@dataclass(frozen=True)
+class ResearcherConfig:
+    email: str
+    name: str
+    sites: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class FederationConfig:
+    path: Path
+    state_root: Path
+    secrets_dir: Path
+    sites: tuple[SiteConfig, ...]
+    researchers: tuple[ResearcherConfig, ...] = field(default=())
+
+    @property
+    def run_file(self) -> Path:
+        return self.state_root / "run.json"
+
+    def site(self, name: str) -> SiteConfig:
+        for site in self.sites:
+            if site.name == name:
+                return site
+        raise FedimgError(f"{self.path}: no site named {name!r} (sites: {', '.join(s.name for s in self.sites)})")
+
+
+def load_federation_config(path: Path) -> FederationConfig:
+    """Parse and check ``federation.toml``; every error names the file and the setting."""
+    path = Path(path)
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise FedimgError(f"{path}: cannot be read ({exc.strerror})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise FedimgError(f"{path}: not valid TOML ({exc})") from exc
+    unknown = sorted(set(document) - set(_KEYS))
+    if unknown:
+        raise FedimgError(f"{path}: unknown section(s) {unknown}; allowed: [federation], [[site]], [[researcher]]")
+    base = path.absolute().parent
+    federation = _table(path, document.get("federation", {}), "federation")
+    data = _path(base, federation.get("data"))
+    state_root = _path(base, federation.get("state_root")) or base / "fedimg-state"
+    secrets_dir = _path(base, federation.get("secrets_dir")) or state_root / "secrets"
+    sites = tuple(_site(path, base, raw, data, state_root) for raw in _tables(path, document, "site"))
+    if not sites:
+        raise FedimgError(f"{path}: no [[site]] entries")
+    _check_unique(path, "site name", [s.name for s in sites])
+    _check_unique(path, "site address", [f"{s.host}:{s.port}" for s in sites])
+    researchers = tuple(_researcher(path, raw, [s.name for s in sites]) for raw in _tables(path, document, "researcher"))
+    _check_unique(path, "researcher email", [r.email for r in researchers])
+    return FederationConfig(path, state_root, secrets_dir, sites, researchers)
+
+
+def _tables(path: Path, document: dict, key: str) -> list[dict]:
+    value = document.get(key, [])
+    if not isinstance(value, list):
+        raise FedimgError(f"{path}: '{key}' must be an array of tables ([[{key}]])")
+    return [_table(path, item, key) for item in value]
+
+
+def _table(path: Path, value: object, section: str) -> dict:
+    if not isinstance(value, dict):
+        raise FedimgError(f"{path}: [{section}] must be a table")
+    unknown = sorted(set(value) - _KEYS[section])
+    if unknown:
+        raise FedimgError(f"{path}: unknown key(s) {unknown} in [{section}]; allowed: {sorted(_KEYS[section])}")
+    return value
+
+
+def _path(base: Path, value: object) -> Path | None:
+    if value is None:
+        return None
+    return (base / str(value)).absolute()
+
+
+def _site(path: Path, base: Path, raw: dict, data: Path | None, state_root: Path) -> SiteConfig:
+    name = raw.get("name")
+    if not isinstance(name, str):
+        raise FedimgError(f"{path}: every [[site]] needs a name")
+    try:
+        check_client_name(name)
+    except FedimgError as exc:
+        raise FedimgError(f"{path}: site {exc}") from exc
+    port = raw.get("port")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise FedimgError(f"{path}: site {name}: port must be an integer from 1 to 65535 (got {port!r})")
+    site_data = _path(base, raw.get("data")) or (data / CLIENTS_DIR / name if data else None)
+    if site_data is None:
+        raise FedimgError(f"{path}: site {name}: no data dir (set data here or [federation] data)")
+    db_url_env = raw.get("db_url_env")
+    if db_url_env is not None and not (isinstance(db_url_env, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", db_url_env)):
+        raise FedimgError(f"{path}: site {name}: db_url_env must name an environment variable (got {db_url_env!r})")
+    return SiteConfig(
+        name=name,
+        port=port,
+        host=str(raw.get("host", LOOPBACK)),
+        data=site_data,
+        state_dir=_path(base, raw.get("state_dir")) or state_root / name,
+        db_url_env=db_url_env,
+    )
+
+
+def _researcher(path: Path, raw: dict, site_names: list[str]) -> ResearcherConfig:
+    email = raw.get("email")
+    if not isinstance(email, str) or not _EMAIL.match(email):
+        raise FedimgError(f"{path}: researcher email {email!r} is not an e-mail address")
+    sites = raw.get("sites", site_names)
+    if not isinstance(sites, list) or not sites or any(s not in site_names for s in sites):
+        raise FedimgError(f"{path}: researcher {email}: sites must be a non-empty list of {site_names} (got {sites!r})")
+    return ResearcherConfig(email=email, name=str(raw.get("name", email.split("@")[0])), sites=tuple(sites))
+
+
+def _check_unique(path: Path, what: str, values: list[str]) -> None:
+    seen = set()
+    for value in values:
+        if value in seen:
+            raise FedimgError(f"{path}: {what} {value!r} appears twice")
+        seen.add(value)

@@ -367,6 +367,7 @@ class Results:
     runs: dict = field(default_factory=dict)  # label -> list[Run as dict]
     summary: dict = field(default_factory=dict)
     targets: list = field(default_factory=list)
+    contention: dict = field(default_factory=dict)  # CPU used by other processes during the timed runs
 
 
 def machine_info() -> dict:
@@ -445,6 +446,7 @@ def run_benchmark(settings: Settings, *, echo=print) -> Results:
     _warm_page_cache(source)
 
     runs: dict[str, list[Run]] = {}
+    cpu_before, wall_before = _cpu_snapshot(), time.perf_counter()
 
     def record(run: Run) -> None:
         runs.setdefault(run.label, []).append(run)
@@ -460,15 +462,42 @@ def run_benchmark(settings: Settings, *, echo=print) -> Results:
             record(run_fedimg(source, work / "out-fedimg-w1", n, logs / f"fedimg-w1-{repeat}.log", workers=1))
     if big_source is not None:
         _warm_page_cache(big_source)
-        echo(f"scale (10·N-style run, {big_n} images)")
+        echo(f"memory run at {settings.big_factor}·N = {big_n} images")
         for repeat in range(settings.big_repeats):
             run = run_fedimg(big_source, work / "out-fedimg-big", big_n, logs / f"fedimg-big-{repeat}.log")
             run.label = f"fedimg convert at {settings.big_factor}·N"
             record(run)
     results.load_end = os.getloadavg()
+    results.contention = _contention(cpu_before, _cpu_snapshot(), time.perf_counter() - wall_before, [r for group in runs.values() for r in group])
     results.runs = {label: [asdict(r) | {"images_per_second": r.images_per_second} for r in group] for label, group in runs.items()}
     results.summary, results.targets = _summarise(runs, settings)
     return results
+
+
+def _cpu_snapshot() -> tuple[float, float, float]:
+    """(busy CPU seconds of the whole machine, CPU seconds of this process, hypervisor steal seconds) now."""
+    import psutil
+
+    machine = psutil.cpu_times()
+    steal = getattr(machine, "steal", 0.0)
+    # guest time is already counted in user time on Linux; idle, iowait and steal are not ours to use.
+    not_busy = machine.idle + getattr(machine, "iowait", 0.0) + steal + getattr(machine, "guest", 0.0) + getattr(machine, "guest_nice", 0.0)
+    own = os.times()
+    return sum(machine) - not_busy, own.user + own.system, steal
+
+
+def _contention(before: tuple[float, float, float], after: tuple[float, float, float], wall: float, runs: list[Run]) -> dict:
+    """How much CPU everything but the benchmark used while it ran (kernel threads included)."""
+    ours = sum(r.cpu_seconds for r in runs) + (after[1] - before[1])
+    others = max(0.0, (after[0] - before[0]) - ours)
+    capacity = wall * (os.cpu_count() or 1)
+    return {
+        "wall_seconds": round(wall, 1),
+        "benchmark_cpu_seconds": round(ours, 1),
+        "other_cpu_seconds": round(others, 1),
+        "other_share": round(others / capacity, 4) if capacity else 0.0,
+        "steal_share": round((after[2] - before[2]) / capacity, 4) if capacity else 0.0,
+    }
 
 
 def _median_run(group: list[Run]) -> dict:
@@ -538,12 +567,13 @@ def render_report(results: Results) -> str:
         f"fedimg {m['fedimg_version']} at commit {m['fedimg_commit']}",
         f"- **Load average** (1/5/15 min): start {_load(results.load_start)}, end {_load(results.load_end)}"
         + ("  — the machine was not idle (other processes, or a run just before): figures may be pessimistic" if max(results.load_start[0], results.load_end[0]) > 0.5 else ""),
+        _contention_line(results.contention),
         f"- **Inputs**: N = {n} distinct {SOURCE_SIZE}×{SOURCE_SIZE} RGB JPEGs (quality {JPEG_QUALITY}; scikit-learn digits upscaled, shifted, "
         f"tinted, noised σ={NOISE_SIGMA:g}) in 10 class folders"
-        + (f"; the scale run uses {n * s['big_factor']} more of the same kind" if big_label in summary else ""),
+        + (f"; the memory run uses a set of {n * s['big_factor']} made the same way" if big_label in summary else ""),
         f"- **Output**: {OUTPUT_SIZE}×{OUTPUT_SIZE} RGB PNG (Pillow defaults, bicubic)",
         f"- **Runs**: {s['repeats']} repeat(s) of each, interleaved plain/fedimg, median reported"
-        + (f"; {s['big_repeats']} scale run(s) at {s['big_factor']}·N" if big_label in summary else "")
+        + (f"; {s['big_repeats']} memory run(s) at {s['big_factor']}·N" if big_label in summary else "")
         + ("; quick mode" if s["quick"] else ""),
         f"- **Plain loop**: `open → convert('RGB') → resize(({OUTPUT_SIZE}, {OUTPUT_SIZE}), BICUBIC) → save PNG`, one process; "
         "time measured inside the process around the loop (file listing included, interpreter start excluded)",
@@ -587,6 +617,17 @@ def render_report(results: Results) -> str:
     lines += ["", "| target | measured | result |", "| --- | ---: | :---: |"]
     lines += [f"| {t['target']} | {t['measured']} | **{t['result']}** |" for t in results.targets]
     return "\n".join(lines) + "\n"
+
+
+def _contention_line(contention: dict) -> str:
+    if not contention:
+        return "- **Other load during the timed runs**: not measured"
+    return (
+        f"- **Other load during the timed runs**: {contention['other_cpu_seconds']:.1f} CPU-seconds used by other processes "
+        f"in {contention['wall_seconds']:.0f} s, {contention['other_share']:.0%} of the machine "
+        f"(the benchmark itself: {contention['benchmark_cpu_seconds']:.1f} CPU-seconds)"
+        + (f"; hypervisor steal {contention['steal_share']:.0%}" if contention.get("steal_share", 0) >= 0.01 else "")
+    )
 
 
 def _load(values: Sequence[float]) -> str:

@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         error_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        error_console.print("interrupted: nothing was written")
+        error_console.print("interrupted" + (": nothing was written" if args.command == "convert" else ""))
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -55,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simple(commands, "verify", "check every file, checksum, count and the schema of a converted output", _run_verify)
     _add_simple(commands, "report", "print the per-client table and write label_distribution.png", _run_report)
     _add_sample(commands)
+    _add_datasite(commands)
+    _add_federation(commands)
     return parser
 
 
@@ -110,6 +112,36 @@ def _add_sample(commands) -> None:
     sample.add_argument("--layout", default="folders", choices=("folders", "csv"), help="class sub-folders, or flat images + labels.csv with patient_id and site")
     sample.add_argument("--format", dest="image_format", default="png", choices=("png", "jpg", "bmp", "tif"))
     sample.set_defaults(handler=_run_sample)
+
+
+def _add_datasite(commands) -> None:
+    datasite = commands.add_parser("datasite", help="run one hospital's PySyft datasite")
+    actions = datasite.add_subparsers(dest="action", required=True, metavar="ACTION")
+    serve = actions.add_parser(
+        "serve",
+        help="ingest a client's partition and serve its datasite over HTTP",
+        description="Open (or create) the datasite whose state lives in --state-dir, ingest --data, and serve it until stopped. "
+        "Admin login: $FEDIMG_ADMIN_EMAIL/$FEDIMG_ADMIN_PASSWORD, else generated into STATE_DIR/admin-credentials.json (0600).",
+    )
+    serve.add_argument("--name", required=True, help="the datasite's name (the client's name)")
+    serve.add_argument("--data", required=True, type=Path, metavar="CLIENT_DIR", help="OUT/clients/<name> of 'fedimg convert'")
+    serve.add_argument("--port", required=True, type=int)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--state-dir", type=Path, help="signing key, credentials, database and blobs (default ~/.local/state/fedimg/<name>)")
+    serve.add_argument("--db-url", help="PostgreSQL URL (default: $FEDIMG_DB_URL, else SQLite in the state dir); prefer the variable, a URL on the command line shows its password to 'ps'")
+    serve.add_argument("--quiet", action="store_true", help="no progress bar")
+    serve.set_defaults(handler=_run_serve)
+
+
+def _add_federation(commands) -> None:
+    for name, help_text, handler in (
+        ("up", "start every site of federation.toml, ingest, add researchers, print the sites", _run_up),
+        ("status", "show which sites of federation.toml are running, with their datasets", _run_status),
+        ("down", "stop every site of federation.toml", _run_down),
+    ):
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        command.add_argument("config", type=Path, metavar="federation.toml")
+        command.set_defaults(handler=handler)
 
 
 def _comma_list(value: str) -> list[str]:
@@ -200,6 +232,67 @@ def _run_sample(args: argparse.Namespace) -> int:
     path = write_digits(args.out, layout=args.layout, image_format=args.image_format)
     console.print(f"wrote the digits sample ({args.layout}) to {escape(str(path))}", highlight=False)
     return EXIT_OK
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    from datasite_setup.serve import serve_site
+
+    return serve_site(
+        name=args.name, data=args.data, port=args.port, host=args.host, state_dir=args.state_dir, db_url=args.db_url, show_progress=not args.quiet
+    )
+
+
+def _run_up(args: argparse.Namespace) -> int:
+    from datasite_setup.federation_config import load_federation_config
+    from datasite_setup.federation_runner import up
+
+    config = load_federation_config(args.config)
+    statuses, already_running = up(config)
+    if already_running:
+        console.print(f"every site of {escape(str(args.config))} is already running: nothing started", highlight=False)
+    _print_sites(statuses, config, show_created=True)
+    return EXIT_REJECTED if any(s.state != "running" for s in statuses) else EXIT_OK
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from datasite_setup.federation_config import load_federation_config
+    from datasite_setup.federation_runner import status
+
+    config = load_federation_config(args.config)
+    statuses = status(config)
+    _print_sites(statuses, config)
+    return EXIT_OK if all(s.state == "running" for s in statuses) else EXIT_REJECTED
+
+
+def _run_down(args: argparse.Namespace) -> int:
+    from datasite_setup.federation_config import load_federation_config
+    from datasite_setup.federation_runner import down
+
+    config = load_federation_config(args.config)
+    for site in down(config):
+        console.print(f"{escape(site.name)}: stopped", highlight=False)
+    return EXIT_OK
+
+
+def _print_sites(statuses, config, *, show_created: bool = False) -> None:
+    from rich.table import Table
+
+    from datasite_setup.terminal import print_table
+
+    table = Table(title="fedimg sites")
+    columns = ("site", "url", "state", "dataset", "train", "val") + (("researchers added",) if show_created else ())
+    for column in columns:
+        table.add_column(column, no_wrap=True)
+    for site in statuses:
+        counts = site.split_counts
+        row = [site.name, site.url, site.state, site.dataset, str(counts.get("train", "")), str(counts.get("val", ""))]
+        table.add_row(*row, *((str(site.researchers_created),) if show_created else ()))
+    print_table(console, table)
+    for site in statuses:
+        if site.problem:
+            error_console.print(f"[red]{escape(site.name)}[/]: {escape(site.problem)}", highlight=False)
+    if config.researchers:
+        console.print(f"researcher credentials (0600): {escape(str(config.secrets_dir / 'researchers'))}", highlight=False)
 
 
 if __name__ == "__main__":

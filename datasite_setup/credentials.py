@@ -46,7 +46,7 @@ def admin_credentials(state_dir: Path, site_name: str) -> Credentials:
         return _checked(Credentials(email, password), f"${ADMIN_PASSWORD_ENV}")
     path = Path(state_dir) / ADMIN_FILE
     if not path.exists():
-        write_private_file(path, _dump({"email": f"admin@{site_name}.fedimg.org", "password": generate_password()}))
+        write_private_file(path, _dump({"email": f"{site_name}.admin@fedimg.example", "password": generate_password()}))
     return _checked(_load_credentials(path), str(path))
 
 
@@ -79,6 +79,7 @@ def researcher_credentials(secrets_dir: Path, email: str, name: str, site_urls: 
     Existing passwords are kept, so running ``fedimg up`` again changes nothing;
     new sites get a new password. Returns the file's content.
     """
+    Path(secrets_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     path = researcher_file(secrets_dir, email)
     document = json.loads(read_private_file(path, "credentials file")) if path.exists() else {"email": email, "name": name, "sites": {}}
     changed = not path.exists()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 from rich import box
 from rich.console import Console
-from rich.measure import Measurement
 from rich.table import Table
 
+from datasite_setup.terminal import print_table
 from datasite_setup.federated_format import PLOT_FILE, REPORT_FILE, SPLITS, write_bytes
 
 
@@ -38,15 +38,7 @@ def client_table(federation: dict) -> Table:
 
 
 def print_client_table(console: Console, federation: dict) -> None:
-    """Print the table at its natural width: a narrow terminal scrolls rather than squeezing numbers to '…'."""
-    table = client_table(federation)
-    width = Measurement.get(console, console.options.update_width(100_000), table).maximum
-    previous = console.width
-    console.width = max(previous, width)
-    try:
-        console.print(table)
-    finally:
-        console.width = previous
+    print_table(console, client_table(federation))
 
 
 def render_report_markdown(federation: dict) -> str:

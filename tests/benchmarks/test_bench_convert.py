@@ -22,7 +22,7 @@ def test_quick_benchmark_writes_a_report_with_every_row(tmp_path: Path, capsys) 
     for row in ("| plain loop | 80 |", "| fedimg convert | 80 |", "| plain loop + JPEG draft | 80 |", "| fedimg convert --workers 1 | 80 |", "| fedimg convert at 2·N | 160 |"):
         assert row in text
     assert "images/s" in text and "peak RSS" in text
-    assert "**Machine**" in text and "Pillow" in text and "Load average" in text
+    assert "**Machine**" in text and "Pillow" in text and "Load average" in text and "Other load during the timed runs" in text
     assert text.count("**PASS**") + text.count("**MISS**") == 2
     printed = capsys.readouterr().out
     assert "| target | measured | result |" in printed

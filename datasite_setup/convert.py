@@ -10,9 +10,11 @@ output directory appears only when everything is written.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.pool
 import os
 import shutil
 import signal
+import threading
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -253,9 +255,33 @@ def _standardiser(options: ConvertOptions, staging: Path, num_tasks: int) -> Ite
         _worker_state.update(root=options.source, staging=staging, spec=options.spec)
         yield lambda tasks: map(_process, tasks)
         return
-    context = multiprocessing.get_context("fork")
-    with context.Pool(workers, initializer=_init_worker, initargs=(options.source, staging, options.spec)) as pool:
+    with _start_pool(workers, (options.source, staging, options.spec)) as pool:
         yield lambda tasks: pool.imap_unordered(_process, tasks, chunksize=16)
+
+
+def _start_pool(workers: int, initargs: tuple) -> multiprocessing.pool.Pool:
+    """A fork pool started with SIGINT/SIGTERM held until it is complete.
+
+    Interrupted inside ``Pool.__init__`` (after its worker-handler thread starts but
+    before its finaliser exists), the pool is never terminated: at exit the handler
+    thread re-forks the workers that interpreter shutdown kills, and those orphans
+    wait forever on the task queue, holding the caller's stdout/stderr open.
+    """
+    context = multiprocessing.get_context("fork")
+    start = lambda: context.Pool(workers, initializer=_init_worker, initargs=initargs)  # noqa: E731
+    if threading.current_thread() is not threading.main_thread():
+        return start()  # signal handlers can only be swapped in the main thread
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        pool = start()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if held:
+        pool.terminate()
+        signal.raise_signal(held[0])  # now handled as it would have been
+    return pool
 
 
 def _standardise_all(options: ConvertOptions, records: Sequence[SourceRecord], staging: Path) -> tuple[list[_Processed], list[QuarantineEntry]]:

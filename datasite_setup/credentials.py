@@ -7,6 +7,7 @@ files or their environment, and ``Credentials`` hides the password in its repr.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -30,6 +31,17 @@ class Credentials:
     password: str = field(repr=False)
 
 
+def email_problem(email: str) -> str | None:
+    """Why PySyft would refuse ``email`` (its ``EmailStr`` runs email-validator without a DNS check), or None."""
+    import email_validator  # installed with syft (pydantic[email])
+
+    try:
+        email_validator.validate_email(email, check_deliverability=False)
+    except email_validator.EmailNotValidError as exc:
+        return str(exc)
+    return None
+
+
 def generate_password() -> str:
     return secrets.token_urlsafe(24)
 
@@ -43,14 +55,27 @@ def admin_credentials(state_dir: Path, site_name: str) -> Credentials:
     if email or password:
         if not (email and password):
             raise FedimgError(f"set both {ADMIN_EMAIL_ENV} and {ADMIN_PASSWORD_ENV}, or neither (then a generated password is kept in {state_dir / ADMIN_FILE})")
-        return _checked(Credentials(email, password), f"${ADMIN_PASSWORD_ENV}")
+        return _checked(Credentials(email, password), f"${ADMIN_EMAIL_ENV}/${ADMIN_PASSWORD_ENV}")
     path = Path(state_dir) / ADMIN_FILE
     if not path.exists():
-        write_private_file(path, _dump({"email": f"{site_name}.admin@fedimg.example", "password": generate_password()}))
+        write_private_file(path, _dump({"email": generated_admin_email(site_name), "password": generate_password()}))
     return _checked(_load_credentials(path), str(path))
 
 
+def generated_admin_email(site_name: str) -> str:
+    """``<site>.admin@fedimg.example``, kept valid for every allowed site name.
+
+    A site name may hold runs of dots or end in a dot; an e-mail local part may
+    not (email-validator, which PySyft's EmailStr runs, refuses '..').
+    """
+    local = re.sub(r"\.{2,}", ".", site_name).rstrip(".")
+    return f"{local}.admin@fedimg.example"
+
+
 def _checked(credentials: Credentials, where: str) -> Credentials:
+    problem = email_problem(credentials.email)
+    if problem:
+        raise FedimgError(f"{where}: the admin e-mail {credentials.email!r} is not an address PySyft accepts ({problem})")
     if credentials.password == SYFT_DEFAULT_PASSWORD or len(credentials.password) < MIN_PASSWORD_CHARS:
         raise FedimgError(f"{where}: the admin password must have at least {MIN_PASSWORD_CHARS} characters and not be PySyft's default")
     return credentials
@@ -70,7 +95,10 @@ def _dump(document: dict) -> bytes:
 
 def researcher_file(secrets_dir: Path, email: str) -> Path:
     """Where a researcher's credentials live: one 0600 JSON file per researcher."""
-    return Path(secrets_dir) / "researchers" / (re.sub(r"[^A-Za-z0-9._@-]", "_", email) + ".json")
+    safe = re.sub(r"[^A-Za-z0-9._@-]", "_", email)
+    if safe != email:  # keep the name unique: 'a+b@x.org' and 'a_b@x.org' are two researchers
+        safe += "-" + hashlib.sha256(email.encode()).hexdigest()[:12]
+    return Path(secrets_dir) / "researchers" / (safe + ".json")
 
 
 def researcher_credentials(secrets_dir: Path, email: str, name: str, site_urls: dict[str, str]) -> dict:
@@ -82,6 +110,8 @@ def researcher_credentials(secrets_dir: Path, email: str, name: str, site_urls: 
     Path(secrets_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     path = researcher_file(secrets_dir, email)
     document = json.loads(read_private_file(path, "credentials file")) if path.exists() else {"email": email, "name": name, "sites": {}}
+    if document.get("email") != email:
+        raise FedimgError(f"{path}: holds the credentials of {document.get('email')!r}, not {email!r}; move it away")
     changed = not path.exists()
     for site, url in site_urls.items():
         entry = document["sites"].setdefault(site, {})

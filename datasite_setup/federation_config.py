@@ -32,6 +32,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datasite_setup.credentials import email_problem
 from datasite_setup.errors import FedimgError
 from datasite_setup.federated_format import CLIENTS_DIR, check_client_name
 
@@ -100,6 +101,8 @@ def load_federation_config(path: Path) -> FederationConfig:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise FedimgError(f"{path}: cannot be read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise FedimgError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
     except tomllib.TOMLDecodeError as exc:
         raise FedimgError(f"{path}: not valid TOML ({exc})") from exc
     unknown = sorted(set(document) - set(_KEYS))
@@ -173,6 +176,9 @@ def _researcher(path: Path, raw: dict, site_names: list[str]) -> ResearcherConfi
     email = raw.get("email")
     if not isinstance(email, str) or not _EMAIL.match(email):
         raise FedimgError(f"{path}: researcher email {email!r} is not an e-mail address")
+    problem = email_problem(email)
+    if problem:
+        raise FedimgError(f"{path}: researcher email {email!r} is not an e-mail address PySyft accepts ({problem})")
     sites = raw.get("sites", site_names)
     if not isinstance(sites, list) or not sites or any(s not in site_names for s in sites):
         raise FedimgError(f"{path}: researcher {email}: sites must be a non-empty list of {site_names} (got {sites!r})")

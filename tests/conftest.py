@@ -20,6 +20,8 @@ from datasite_setup.imaging import ImageSpec
 from datasite_setup.quarantine import Reason
 from datasite_setup.sources import SkipReason
 
+pytest_plugins = ["tests.support.datasites"]
+
 TEST_SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0" "0112233445566778899aabbccddeeff0"
 assert len(TEST_SECRET) == 64
 

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The whole story so far: write the digits sample, convert it into 3 hospitals
-# (Dirichlet label skew, patient-safe), verify it and print its report.
+# (Dirichlet label skew, patient-safe), verify it, print its report, then bring up
+# one PySyft datasite per hospital, ingest, add a researcher, and print the sites.
+# The sites are stopped at the end unless FEDIMG_DEMO_KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 venv="${FEDIMG_VENV:-.venv}"
 fedimg="$venv/bin/fedimg"
 work="${FEDIMG_DEMO_DIR:-demo_out}"
+port="${FEDIMG_DEMO_PORT:-18081}"
 # The demo keeps its own federation secret (0600) so it never touches yours.
 export FEDIMG_SECRET_FILE="${FEDIMG_SECRET_FILE:-$work/secret}"
 mkdir -p "$work"
@@ -18,4 +21,34 @@ status=0
 [ "$status" -le 1 ] || exit "$status"
 "$fedimg" verify "$work/federated"
 "$fedimg" report "$work/federated"
-echo "demo: federated dataset in $work/federated (report.md, label_distribution.png, clients/)"
+
+cat > "$work/federation.toml" <<TOML
+# Written by scripts/demo.sh: three hospitals on this machine's loopback.
+[federation]
+data = "federated"
+state_root = "state"
+
+[[site]]
+name = "hospital_a"
+port = $port
+
+[[site]]
+name = "hospital_b"
+port = $((port + 1))
+
+[[site]]
+name = "hospital_c"
+port = $((port + 2))
+
+[[researcher]]
+email = "ada@university.example"
+name = "Ada Lovelace"
+TOML
+"$fedimg" down "$work/federation.toml" >/dev/null 2>&1 || true  # a previous demo's sites
+"$fedimg" up "$work/federation.toml"
+if [ "${FEDIMG_DEMO_KEEP:-0}" = 1 ]; then
+  echo "demo: sites left running; stop them with: $fedimg down $work/federation.toml"
+else
+  "$fedimg" down "$work/federation.toml"
+fi
+echo "demo: federated dataset in $work/federated, site state and logs in $work/state"

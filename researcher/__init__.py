@@ -1,1 +1,9 @@
-"""Notebook-side client for researchers (see issue 4)."""
+"""Notebook-side client for researchers: connect to the hospitals' datasites, explore
+their mocks, and train a PyTorch model across them with federated averaging."""
+
+from researcher.aggregation import ServerMomentum, fedavg
+from researcher.federation import Federation, FederationError, Site
+from researcher.job import FedAvgConfig, FedAvgJob, JobError
+from researcher.results import TrainingResult
+
+__all__ = ["FedAvgConfig", "FedAvgJob", "Federation", "FederationError", "JobError", "ServerMomentum", "Site", "TrainingResult", "fedavg"]

@@ -108,6 +108,9 @@ class TrainingResult:
         for name in sites:
             values = [r.sites.get(name, {}).get("val", {}).get(metric, np.nan) for r in self.history]
             axes.plot(rounds, values, marker=".", linestyle="--", label=name)
+        from matplotlib.ticker import MaxNLocator
+
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("round (global model at the start of the round; last = final)")
         axes.set_ylabel(f"val {metric}")
         axes.set_title(f"global model: val {metric} per round")

@@ -63,7 +63,7 @@ class SampleRow:
 
 def check_client_name(name: str) -> str:
     """Return ``name`` if it is usable as a client directory and datasite name, else raise."""
-    if not _CLIENT_NAME.match(name) or name in (".", ".."):
+    if not _CLIENT_NAME.fullmatch(name) or name in (".", ".."):
         raise FedimgError(
             f"client name {name!r} is not allowed: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
         )

@@ -50,7 +50,7 @@ def render_report_markdown(federation: dict) -> str:
         "",
         f"- format: {federation['format']} v{federation['schema_version']}, written by fedimg {federation['tool']['version']}",
         f"- images: {image['size']}x{image['size']} {image['mode']} PNG, resize policy {image['resize']}",
-        f"- partition: {partition['scheme']} {_params(partition['params'])}, seed {partition['seed']}, "
+        f"- partition: {' '.join(filter(None, (partition['scheme'], _params(partition['params']))))}, seed {partition['seed']}, "
         f"val fraction {partition['val_fraction']}, group-aware",
         f"- inputs: {inputs['files_seen']} files seen, {inputs['accepted']} accepted, "
         f"{sum(inputs['quarantined'].values())} quarantined, {sum(inputs['skipped'].values())} skipped",

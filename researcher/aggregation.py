@@ -31,7 +31,7 @@ def fedavg(updates: Sequence[tuple[Mapping[str, np.ndarray], int]]) -> dict[str,
             # integer buffers (e.g. BatchNorm's num_batches_tracked) are not averaged: take the largest
             averaged[name] = np.max([np.asarray(w[name]) for w, _ in updates], axis=0)
             continue
-        averaged[name] = sum(np.asarray(w[name], dtype=np.float64) * (count / total) for w, count in updates).astype(first.dtype)
+        averaged[name] = (sum(np.asarray(w[name], dtype=np.float64) * count for w, count in updates) / total).astype(first.dtype)
     return averaged
 
 

@@ -228,34 +228,40 @@ class FedAvgJob:
         if momentum is not None:
             momentum.velocity = checkpoint.velocity
         while checkpoint.next_round <= self.config.rounds:
-            round_number = checkpoint.next_round
-            callable_sites = [s for s in active if checkpoint.calls.get(s, 0) < self.max_calls]
-            outcomes = self._call_sites(federation, site_function.name, callable_sites, checkpoint.weights, round_number)
-            for name in callable_sites:
-                checkpoint.calls[name] = checkpoint.calls.get(name, 0) + 1
-            answered = {name: out for name, out in outcomes.items() if "error" not in out}
-            record = RoundRecord(round=round_number, sites={name: _site_entry(out) for name, out in outcomes.items()})
-            record.evaluation = aggregate_evaluations([out["val"] for out in answered.values()])
-            if len(answered) < self.config.min_sites:
-                checkpoint.history.append(record)
-                checkpoint.save()
-                raise JobError(
-                    f"round {round_number}: only {len(answered)} site(s) answered, the job needs {self.config.min_sites}; "
-                    f"errors: { {n: o['error'] for n, o in outcomes.items() if 'error' in o} }. Resume later from {checkpoint_dir}."
-                )
-            if round_number < self.config.rounds:
-                averaged = fedavg([(out["weights"], out["num_samples"]) for out in answered.values()])
-                checkpoint.weights = momentum.step(checkpoint.weights, averaged) if momentum else averaged
-                record.train = {
-                    "loss": sum(o["train"]["loss"] * o["num_samples"] for o in answered.values()) / sum(o["num_samples"] for o in answered.values()),
-                    "num_samples": sum(o["num_samples"] for o in answered.values()),
-                }
-            if momentum is not None:
-                checkpoint.velocity = momentum.velocity
-            checkpoint.history.append(record)
-            checkpoint.next_round = round_number + 1
-            checkpoint.save()
+            self._run_round(federation, site_function.name, active, checkpoint, momentum, checkpoint_dir)
         return TrainingResult(checkpoint.weights, self.model_source(), self.model_class.__name__, asdict(self.config), checkpoint.history)
+
+    def _run_round(self, federation: Federation, function_name: str, active: list[str], checkpoint: "Checkpoint", momentum: ServerMomentum | None, checkpoint_dir: Any) -> None:
+        """One round; outputs of sites that answered an earlier, failed attempt of this round are reused, not re-requested."""
+        round_number = checkpoint.next_round
+        earlier = checkpoint.pending
+        to_call = [s for s in active if s not in earlier and checkpoint.calls.get(s, 0) < self.max_calls]
+        outcomes = self._call_sites(federation, function_name, to_call, checkpoint.weights, round_number)
+        for name, output in outcomes.items():
+            if not output.get("unreached"):  # the site may have executed it: it counts against the approved limit
+                checkpoint.calls[name] = checkpoint.calls.get(name, 0) + 1
+        answered = {**earlier, **{name: out for name, out in outcomes.items() if "error" not in out}}
+        record = RoundRecord(round=round_number, sites={name: _site_entry(out) for name, out in {**outcomes, **earlier}.items()})
+        record.evaluation = aggregate_evaluations([out["val"] for out in answered.values()])
+        if len(answered) < self.config.min_sites:
+            checkpoint.pending = answered
+            checkpoint.save()
+            errors = {n: o["error"] for n, o in outcomes.items() if "error" in o}
+            raise JobError(
+                f"round {round_number}: only {len(answered)} site(s) answered, the job needs {self.config.min_sites}; "
+                f"errors: {errors}. Resume later from {checkpoint_dir}."
+            )
+        if round_number < self.config.rounds:
+            averaged = fedavg([(out["weights"], out["num_samples"]) for out in answered.values()])
+            checkpoint.weights = momentum.step(checkpoint.weights, averaged) if momentum else averaged
+            total = sum(o["num_samples"] for o in answered.values())
+            record.train = {"loss": sum(o["train"]["loss"] * o["num_samples"] for o in answered.values()) / total, "num_samples": total}
+        if momentum is not None:
+            checkpoint.velocity = momentum.velocity
+        checkpoint.history.append(record)
+        checkpoint.pending = {}
+        checkpoint.next_round = round_number + 1
+        checkpoint.save()
 
     def model_source(self) -> str:
         from researcher.site_function import model_source
@@ -274,7 +280,7 @@ class FedAvgJob:
                 if not isinstance(output, dict) or "val" not in output:
                     return {"error": f"unexpected output {type(output).__name__}: {str(output)[:200]}"}
             except Exception as exc:  # a site that is down or refuses: recorded, the job goes on
-                return {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                return {"error": f"{type(exc).__name__}: {str(exc)[:300]}", "unreached": _unreached(exc)}
             output["seconds"] = time.perf_counter() - started
             return output
 
@@ -282,6 +288,17 @@ class FedAvgJob:
             return {}
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
             return dict(zip(names, pool.map(call, names)))
+
+
+def _unreached(exc: BaseException) -> bool:
+    """True when the call cannot have reached the site (connection refused, DNS, timeout before sending)."""
+    import requests
+
+    while exc is not None:
+        if isinstance(exc, (requests.exceptions.ConnectionError, ConnectionError)) and "500" not in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _site_entry(output: dict) -> dict:
@@ -318,6 +335,7 @@ class Checkpoint:
     calls: dict[str, int] = field(default_factory=dict)
     history: list[RoundRecord] = field(default_factory=list)
     velocity: dict[str, np.ndarray] = field(default_factory=dict)
+    pending: dict[str, dict] = field(default_factory=dict)  # outputs of sites that answered the unfinished round
 
     @classmethod
     def open(cls, folder: Path, site_code_sha256: str, initial_weights: dict[str, np.ndarray]) -> "Checkpoint":
@@ -334,7 +352,14 @@ class Checkpoint:
             with np.load(folder / "velocity.npz") as archive:
                 velocity = {name: archive[name] for name in archive.files}
         history = [RoundRecord.from_json(item) for item in document["history"]]
-        return cls(folder, site_code_sha256, weights, document["next_round"], document["calls"], history, velocity)
+        pending = {}
+        for name, output in document.get("pending", {}).items():
+            if (folder / f"pending-{name}.npz").exists():
+                with np.load(folder / f"pending-{name}.npz") as archive:
+                    output["weights"] = {key: archive[key] for key in archive.files}
+            output["val"]["confusion"] = np.asarray(output["val"]["confusion"])
+            pending[name] = output
+        return cls(folder, site_code_sha256, weights, document["next_round"], document["calls"], history, velocity, pending)
 
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -346,10 +371,20 @@ class Checkpoint:
             "next_round": self.next_round,
             "calls": self.calls,
             "history": [record.to_json() for record in self.history],
+            "pending": {name: _json_output(output) for name, output in self.pending.items()},
         }
+        for name, output in self.pending.items():
+            if "weights" in output:
+                _save_npz(self.folder / f"pending-{name}.npz", output["weights"])
         temporary = self.folder / "checkpoint.json.tmp"
         temporary.write_text(json.dumps(document, indent=1))
         temporary.replace(self.folder / "checkpoint.json")
+
+
+def _json_output(output: dict) -> dict:
+    document = {key: value for key, value in output.items() if key != "weights"}
+    document["val"] = {**output["val"], "confusion": np.asarray(output["val"]["confusion"]).tolist()}
+    return document
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:

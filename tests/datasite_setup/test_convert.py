@@ -581,22 +581,29 @@ def many_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return src
 
 
-@pytest.mark.parametrize(("sig", "workers"), [(signal.SIGINT, "2"), (signal.SIGTERM, "1")])
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_interrupted_run_leaves_neither_output_nor_partial_dir(sig: int, workers: str, many_images: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     process = subprocess.Popen(
         [*fedimg_command(), "convert", str(many_images), str(out), "--clients", "2", "--scheme", "iid", "--size", "16", "--quiet", "--workers", workers],
-        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
     )
     deadline = time.monotonic() + 30
     seen_partial = False
     while process.poll() is None and time.monotonic() < deadline:
         if siblings_left(out):
             seen_partial = True
-            process.send_signal(sig)
+            process.send_signal(sig)  # the main process only, as a service manager would
             break
         time.sleep(0.001)
-    _, stderr = process.communicate(timeout=60)
+    try:
+        # Orphaned pool workers would hold the pipes open and make this time out.
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail("the interrupted run (or a worker it left behind) did not exit")
     assert seen_partial, "the run finished before its partial directory was seen"
     assert process.returncode == 130, stderr.decode()
     assert "interrupted" in stderr.decode()

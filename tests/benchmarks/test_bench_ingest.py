@@ -1,0 +1,58 @@
+"""Smoke test of the ingest benchmark: it runs end to end on a tiny partition and writes its report.
+
+No timing is asserted: a benchmark's figures belong in its report, not in a test.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import bench_ingest
+
+
+def test_quick_benchmark_writes_a_report_with_every_row(tmp_path: Path, capsys) -> None:
+    report = tmp_path / "report.md"
+    work = tmp_path / "work"
+
+    code = bench_ingest.main(["--quick", "--images", "40", "--sizes", "32", "--workdir", str(work), "--report", str(report)])
+
+    assert code == 0
+    text = report.read_text()
+    for label in (bench_ingest.PLAIN, bench_ingest.FEDIMG, bench_ingest.FULL, bench_ingest.PNG):
+        assert f"| 32 px | {label} | 40 |" in text
+    assert "MB/s" in text and "images/s" in text
+    assert "**Machine**" in text and "PySyft" in text and "Load average" in text and "Other load during the timed runs" in text
+    assert text.count("**PASS**") + text.count("**MISS**") == 1
+    assert "| target | measured | result |" in capsys.readouterr().out
+
+    data = json.loads(report.with_suffix(".json").read_text())
+    entry = data["summary"]["32"]
+    for label in (bench_ingest.PLAIN, bench_ingest.FEDIMG, bench_ingest.FULL, bench_ingest.PNG):
+        row = entry["rows"][label]
+        assert row["images"] == 40
+        assert row["images_per_second"] > 0 and row["mb_per_second"] > 0 and row["payload_bytes"] > 0
+        assert "5 assets" in row["verified"] and "equal" in row["verified"]
+    # Private and mock uint8 images at 32 px RGB, plus int64 labels: the payload both ways upload.
+    assert entry["rows"][bench_ingest.PLAIN]["payload_bytes"] == 2 * 40 * (3 * 32 * 32 + 8)
+    assert entry["upload_ratio"] > 0 and entry["full_ingest_ratio"] > 0
+    assert data["load_start"] and data["load_end"]
+
+    # The converted partition is cached; the scratch datasites are gone.
+    assert len(list(work.glob("ingest-fed-n40-s32-*.done"))) == 1
+    assert not (work / "ingest-state").exists()
+
+    # --record appends a "Dataset ingest" section, then inserts newer reports at its top, keeping everything else.
+    results_file = tmp_path / "RESULTS.md"
+    results = bench_ingest.Results(**{k: tuple(v) if k.startswith("load") else v for k, v in data.items()})
+    results_file.write_text("# Benchmark results\n\nintro\n\n<!-- another benchmark's marker -->\n\n## another benchmark's entry\n")
+    bench_ingest.record_results(results, results_file)
+    first = results_file.read_text()
+    assert first.index("## another benchmark's entry") < first.index(bench_ingest.SECTION_HEADING) < first.index(bench_ingest.SECTION_MARKER)
+    assert first.count("### fedimg ingest vs PySyft's client upload") == 1
+    results.started = "newer"
+    bench_ingest.record_results(results, results_file)
+    second = results_file.read_text()
+    assert second.count(bench_ingest.SECTION_HEADING) == 1 and second.count("### fedimg ingest vs PySyft's client upload") == 2
+    assert second.index(bench_ingest.SECTION_MARKER) < second.index("— newer") < second.index(f"— {data['started']}")
+    assert second.startswith(first.split(bench_ingest.SECTION_MARKER)[0])

@@ -211,6 +211,7 @@ class FedAvgJob:
                 time.sleep(poll_seconds)
                 statuses = self.approval_status(federation)
                 live.update(table(statuses))
+        console.print()
         approved = [name for name, (status, _) in statuses.items() if status == "APPROVED"]
         if len(approved) < self.config.min_sites:
             denied = {name: reason for name, (status, reason) in statuses.items() if status == "REJECTED"}

@@ -2,7 +2,9 @@
 # The whole story so far: write the digits sample, convert it into 3 hospitals
 # (Dirichlet label skew, patient-safe), verify it, print its report, then bring up
 # one PySyft datasite per hospital, ingest, add a researcher, and print the sites.
-# The sites are stopped at the end unless FEDIMG_DEMO_KEEP=1.
+# A researcher then trains a small CNN across the three sites with FedAvg (the
+# approval is the demo's stand-in for the data owners) and gets the global model,
+# a per-round table and plots. The sites are stopped at the end unless FEDIMG_DEMO_KEEP=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
@@ -46,9 +48,12 @@ name = "Ada Lovelace"
 TOML
 "$fedimg" down "$work/federation.toml" >/dev/null 2>&1 || true  # a previous demo's sites
 "$fedimg" up "$work/federation.toml"
+rm -rf "$work/results"
+"$venv/bin/python" scripts/demo_train.py "$work/federation.toml" "${FEDIMG_DEMO_ROUNDS:-3}" || status=$?
 if [ "${FEDIMG_DEMO_KEEP:-0}" = 1 ]; then
   echo "demo: sites left running; stop them with: $fedimg down $work/federation.toml"
 else
   "$fedimg" down "$work/federation.toml"
 fi
-echo "demo: federated dataset in $work/federated, site state and logs in $work/state"
+echo "demo: federated dataset in $work/federated, site state and logs in $work/state, model and plots in $work/results"
+exit "$([ "$status" -le 1 ] && echo 0 || echo "$status")"

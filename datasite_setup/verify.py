@@ -8,11 +8,13 @@ problem names the file, relative to OUT.
 
 from __future__ import annotations
 
+import csv
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from datasite_setup.errors import FedimgError
 from datasite_setup.federated_format import (
     CHECKSUMS_FILE,
     CLIENTS_DIR,
@@ -22,6 +24,7 @@ from datasite_setup.federated_format import (
     SPLITS,
     TOP_LEVEL_FILES,
     SampleRow,
+    check_client_name,
     load_federation,
     read_checksums_file,
     read_metadata_csv,
@@ -37,6 +40,7 @@ _PSEUDONYM = re.compile(r"^[0-9a-f]{20}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _REQUIRED_KEYS = ("schema_version", "tool", "image", "label_map", "partition", "pseudonyms", "inputs", "clients", "totals", "quarantine_sha256")
 _CLIENT_KEYS = ("num_samples", "split_counts", "label_counts", "num_groups", "metadata_sha256", "checksums_sha256")
+_CLIENT_KEY_TYPES = {"num_samples": int, "split_counts": dict, "label_counts": dict, "num_groups": int, "metadata_sha256": str, "checksums_sha256": str}
 
 
 @dataclass(frozen=True)
@@ -78,10 +82,22 @@ def _check_manifest_schema(federation: dict) -> list[Problem]:
     if not isinstance(label_map, dict) or sorted(label_map.values()) != list(range(len(label_map))):
         problems.append(Problem(path, "schema", "label_map must map each label to 0..n-1"))
     for name, client in federation["clients"].items():
+        try:
+            check_client_name(name)  # a name like "../x" would point verify outside OUT
+        except FedimgError as exc:
+            problems.append(Problem(path, "schema", str(exc)))
+        if not isinstance(client, dict):
+            problems.append(Problem(path, "schema", f"client {name!r} must be an object"))
+            continue
         absent = [key for key in _CLIENT_KEYS if key not in client]
         if absent:
             problems.append(Problem(path, "schema", f"client {name!r} lacks {absent}"))
+        mistyped = [key for key, kind in _CLIENT_KEY_TYPES.items() if key in client and not isinstance(client[key], kind)]
+        if mistyped:
+            problems.append(Problem(path, "schema", f"client {name!r} has values of the wrong type for {mistyped}"))
     totals = federation["totals"]
+    if not isinstance(totals, dict):
+        problems.append(Problem(path, "schema", "totals must be an object"))
     if not problems and totals.get("num_samples") != sum(c["num_samples"] for c in federation["clients"].values()):
         problems.append(Problem(path, "count", f"totals.num_samples {totals.get('num_samples')} is not the sum over clients"))
     if not problems and totals.get("num_clients") != len(federation["clients"]):
@@ -119,11 +135,15 @@ def _check_client(out: Path, name: str, federation: dict, client_of_group: dict[
             problems.append(Problem(f"{base}/{file_name}", "altered", "sha256 differs from federation.json"))
     if len(documents) < 2:
         return problems
-    try:
-        rows = read_metadata_csv(documents[METADATA_FILE])
-        checksums = read_checksums_file(documents[CHECKSUMS_FILE])
-    except (ValueError, UnicodeDecodeError) as exc:
-        return problems + [Problem(f"{base}/{METADATA_FILE if 'header' in str(exc) or 'fields' in str(exc) else CHECKSUMS_FILE}", "schema", str(exc))]
+    parsed = {}
+    for file_name, reader in ((METADATA_FILE, read_metadata_csv), (CHECKSUMS_FILE, read_checksums_file)):
+        try:
+            parsed[file_name] = reader(documents[file_name])
+        except (ValueError, UnicodeDecodeError, csv.Error) as exc:  # each file blamed for its own errors
+            problems.append(Problem(f"{base}/{file_name}", "schema", str(exc)))
+    if len(parsed) < 2:
+        return problems
+    rows, checksums = parsed[METADATA_FILE], parsed[CHECKSUMS_FILE]
     problems += _check_rows(f"{base}/{METADATA_FILE}", rows, federation["label_map"])
     if {row.file_name for row in rows} != set(checksums):
         problems.append(Problem(f"{base}/{CHECKSUMS_FILE}", "count", "lists other images than metadata.csv"))
@@ -158,6 +178,8 @@ def _check_counts(path: str, rows: list[SampleRow], client: dict, label_map: dic
         problems.append(Problem(path, "count", f"{len(rows)} rows, federation.json says {client['num_samples']}"))
     if actual != client["label_counts"]:
         problems.append(Problem(path, "count", "samples per split and label differ from federation.json"))
+    if {split: sum(actual[split].values()) for split in SPLITS} != client["split_counts"]:
+        problems.append(Problem(path, "count", "samples per split differ from federation.json (split_counts)"))
     if len({row.group_id for row in rows}) != client["num_groups"]:
         problems.append(Problem(path, "count", f"{len({row.group_id for row in rows})} groups, federation.json says {client['num_groups']}"))
     return problems

@@ -20,7 +20,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-DEFAULT_ALLOWED_IMPORTS = frozenset({"torch", "numpy", "math", "collections", "itertools", "functools", "typing", "dataclasses"})
+# typing and dataclasses are left out on purpose: ForwardRef._evaluate and dataclasses._create_fn run code from strings.
+DEFAULT_ALLOWED_IMPORTS = frozenset({"torch", "numpy", "math"})
 FORBIDDEN_NAMES = frozenset(
     {
         "open", "eval", "exec", "compile", "__import__", "globals", "locals", "vars", "getattr", "setattr", "delattr",
@@ -28,7 +29,8 @@ FORBIDDEN_NAMES = frozenset(
         "__builtins__", "__loader__", "__spec__", "__file__",
         "os", "sys", "subprocess", "socket", "pickle", "shutil", "pathlib", "importlib", "ctypes", "builtins", "marshal",
         "shelve", "tempfile", "urllib", "requests", "http", "multiprocessing", "threading", "signal", "gc", "inspect",
-        "syft", "sy", "context", "server", "worker", "io", "codecs", "dill", "cloudpickle", "joblib",
+        "syft", "sy", "context", "server", "worker", "datasite", "client", "io", "codecs", "dill", "cloudpickle", "joblib",
+        "operator", "ForwardRef", "get_type_hints", "make_dataclass",
     }
 )
 # Attributes that read or write files, unpickle, load native code, or leave the sandbox, whatever object they hang on.
@@ -38,6 +40,8 @@ FORBIDDEN_ATTRIBUTES = frozenset(
         "system", "popen", "spawn", "loadtxt", "savetxt", "genfromtxt", "DataSource", "ctypeslib", "lib", "jit", "compile",
         "storage", "untyped_storage", "data_ptr", "frombuffer", "set_printoptions", "register_forward_hook",
         "f_globals", "f_locals", "f_back", "gi_frame", "tb_frame",
+        "fromregex", "dump", "dumps", "savez", "savez_compressed", "ForwardRef", "get_type_hints", "make_dataclass",
+        "distributed", "fx", "package", "serialization", "library", "multiprocessing", "utils",
     }
 )
 ALLOWED_DUNDERS = frozenset({"__init__"})
@@ -110,13 +114,14 @@ class _Reviewer(ast.NodeVisitor):
                 self.add(node, "forbidden-attribute", f"import of {module!r} reaches {part!r}")
 
     def visit_Name(self, node: ast.Name) -> None:
-        if node.id in self.policy.forbidden_names:
+        if node.id in self.policy.forbidden_names or (node.id.startswith("__") and node.id.endswith("__")):
             self.add(node, "forbidden-name", f"use of {node.id!r}")
         self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
-        if node.attr.startswith("__") and node.attr.endswith("__") and node.attr not in ALLOWED_DUNDERS:
-            self.add(node, "dunder-attribute", f"access to {node.attr!r} (interpreter internals)")
+        if node.attr.startswith("_") and node.attr not in ALLOWED_DUNDERS:
+            # private and dunder attributes lead to frames, globals, builtins and the server's objects
+            self.add(node, "private-attribute", f"access to {node.attr!r} (private or interpreter internals)")
         elif node.attr in self.policy.forbidden_attributes:
             self.add(node, "forbidden-attribute", f"access to .{node.attr} (files, pickling, native code or frames)")
         self.generic_visit(node)
@@ -124,6 +129,11 @@ class _Reviewer(ast.NodeVisitor):
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, str) and "__" in node.value and any(d in node.value for d in ("__class__", "__subclasses__", "__globals__", "__builtins__", "__import__")):
             self.add(node, "suspicious-string", f"string {node.value!r} names interpreter internals")
+        self.generic_visit(node)
+
+    def visit_arg(self, node: ast.arg) -> None:
+        if node.arg in self.policy.forbidden_names:  # syft injects a client for some parameter names (e.g. 'datasite')
+            self.add(node, "forbidden-parameter", f"parameter named {node.arg!r}")
         self.generic_visit(node)
 
     def visit_Global(self, node: ast.Global) -> None:

@@ -285,10 +285,16 @@ def _run_measured(command: Sequence[str], *, env: dict, log: Path) -> tuple[floa
         process = subprocess.Popen(list(command), stdout=output, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
         sampler = TreeRssSampler(process.pid)
         sampler.start()
-        # Wait without reaping, so the sampler never looks at a recycled pid; then reap for rusage.
-        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
-        wall = time.perf_counter() - started
-        sampler.stop()
+        try:
+            # Wait without reaping, so the sampler never looks at a recycled pid; then reap for rusage.
+            os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+        except BaseException:  # Ctrl-C: do not leave the contender running
+            process.terminate()
+            process.wait()
+            raise
+        finally:
+            wall = time.perf_counter() - started
+            sampler.stop()
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
     return wall, process.returncode, sampler, usage

@@ -16,14 +16,15 @@ Both upload the same ``sy.Dataset`` (``datasite_setup.ingest.build_dataset``:
 five assets, each with its mock twin), built from arrays already in memory;
 only the upload is timed. A third row times fedimg's whole
 ``ingest_partition`` (read and check the client folder, generate the mock,
-build, upload). A context row (``--no-context`` skips it) uploads the images as
-lists of PNG bytes through the client path, to show whether the asset
-representation, rather than the upload path, is the lever.
+build, upload). Two context rows (``--no-context`` skips them) try other asset
+representations: the images as lists of PNG bytes through the client path, and
+the image arrays cut into shards of at most 16 MiB through fedimg's path (large
+arrays cross size cliffs in PySyft's serialiser and glibc's allocator).
 
 Every run uses a fresh datasite (new state dir) and is checked afterwards
 through an admin client: the dataset is there with its five assets and the
 private ``train_images`` equal the input, so a broken fast path cannot win.
-Runs are interleaved (plain, fedimg, full ingest, context, per size, per
+Runs are interleaved (plain, fedimg, full ingest, context rows, per size, per
 repeat) and the median of ``--repeats`` is reported.
 
 Usage (from the repository root)::
@@ -45,6 +46,7 @@ import io
 import json
 import logging
 import os
+import resource
 import shutil
 import statistics
 import sys
@@ -83,11 +85,14 @@ ADMIN_EMAIL = "bench.admin@fedimg.example"
 ADMIN_PASSWORD = "bench-ingest-password-0123"  # a throw-away datasite in the work folder, deleted after each run
 ASSET_NAMES = ("metadata", "train_images", "train_labels", "val_images", "val_labels")
 
+SHARD_BYTES = 16 * 2**20  # context row: image assets cut into shards of at most this many bytes
+
 PLAIN = "PySyft client upload"
 FEDIMG = "fedimg server-side upload"
 FULL = "fedimg full ingest"
 PNG = "PySyft client upload, PNG bytes"
-LABELS = (PLAIN, FEDIMG, FULL, PNG)
+SHARDED = "fedimg server-side upload, sharded"
+LABELS = (PLAIN, FEDIMG, FULL, PNG, SHARDED)
 
 
 class BenchmarkError(RuntimeError):
@@ -214,6 +219,29 @@ def build_png_dataset(partition: Partition) -> Any:
     return dataset
 
 
+def build_sharded_dataset(partition: Partition, shard_bytes: int = SHARD_BYTES) -> Any:
+    """``build_dataset``'s assets, each images array cut into ``<split>_images_NNN`` shards of at most ``shard_bytes``."""
+    import syft as sy
+
+    from datasite_setup.ingest import build_dataset
+
+    base = build_dataset(partition.private, partition.mock)
+    dataset = sy.Dataset(name=base.name, summary=base.summary, description=base.description)
+    for asset in base.asset_list:
+        split, _, kind = asset.name.partition("_")
+        if kind != "images":
+            dataset.add_asset(asset)
+            continue
+        real, fake = partition.private.splits[split].images, partition.mock.splits[split].images
+        per_shard = max(1, shard_bytes // max(1, real[0].nbytes))
+        for number, start in enumerate(range(0, len(real), per_shard)):
+            stop = min(start + per_shard, len(real))
+            dataset.add_asset(
+                sy.Asset(name=f"{asset.name}_{number:03d}", description=f"{split} images {start}..{stop - 1}, uint8 (n, C, H, W)", data=real[start:stop], mock=fake[start:stop])
+            )
+    return dataset
+
+
 # --- one run --------------------------------------------------------------------------------
 
 
@@ -225,6 +253,7 @@ class Run:
     payload_bytes: int
     seconds: float  # the timed part only (see the module docstring)
     cpu_seconds: float  # CPU time of this process (all its threads) in the timed part
+    minor_faults: int  # page faults of this process in the timed part (fresh memory being mapped in)
     verified: str  # what the check after the run confirmed
 
     @property
@@ -234,6 +263,19 @@ class Run:
     @property
     def mb_per_second(self) -> float:
         return self.payload_bytes / 1e6 / self.seconds
+
+
+class Stopwatch:
+    """Wall time, CPU time and minor page faults of this process between ``start()`` and ``stop()``."""
+
+    def start(self) -> None:
+        gc.collect()
+        self._faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+
+    def stop(self) -> None:
+        self.seconds, self.cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
+        self.faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self._faults
 
 
 @contextlib.contextmanager
@@ -287,8 +329,12 @@ def _close(worker: Any, state_dir: Path) -> None:
     _clean(state_dir)
 
 
-def verify(client: Any, name: str, partition: Partition, *, png: bool = False) -> str:
-    """Raise ``BenchmarkError`` unless the datasite holds dataset ``name`` with all five assets and the real train images."""
+def verify(client: Any, name: str, partition: Partition, *, kind: str = "array") -> str:
+    """Raise ``BenchmarkError`` unless the datasite holds dataset ``name`` with every asset and the real train images.
+
+    ``kind``: ``"array"`` (the five assets of ``build_dataset``), ``"png"`` (images as PNG bytes) or
+    ``"sharded"`` (``build_sharded_dataset``: the train shards, concatenated, must equal the input).
+    """
     import numpy as np
 
     with quiet():
@@ -296,10 +342,17 @@ def verify(client: Any, name: str, partition: Partition, *, png: bool = False) -
         if name not in datasets:
             raise BenchmarkError(f"dataset {name} missing after the upload (datasets: {sorted(datasets)})")
         assets = sorted(asset.name for asset in datasets[name].assets)
-        if assets != sorted(ASSET_NAMES):
-            raise BenchmarkError(f"dataset {name} has assets {assets}, expected {sorted(ASSET_NAMES)}")
-        stored = datasets[name].assets["train_images"].data
-    if png:
+        if kind == "sharded":
+            expected_names = sorted(build_sharded_dataset_names(partition))
+            if assets != expected_names:
+                raise BenchmarkError(f"dataset {name} has assets {assets}, expected {expected_names}")
+            shards = [datasets[name].assets[asset].data for asset in assets if asset.startswith("train_images_")]
+            stored = np.concatenate(shards) if shards and all(isinstance(shard, np.ndarray) for shard in shards) else None
+        else:
+            if assets != sorted(ASSET_NAMES):
+                raise BenchmarkError(f"dataset {name} has assets {assets}, expected {sorted(ASSET_NAMES)}")
+            stored = datasets[name].assets["train_images"].data
+    if kind == "png":
         expected = partition.png["train"][0]
         if not isinstance(stored, list) or stored != expected:
             raise BenchmarkError(f"dataset {name}: the stored train PNG bytes differ from the input ({type(stored).__name__})")
@@ -307,7 +360,17 @@ def verify(client: Any, name: str, partition: Partition, *, png: bool = False) -
     expected = partition.private.splits["train"].images
     if not isinstance(stored, np.ndarray) or stored.dtype != expected.dtype or not np.array_equal(stored, expected):
         raise BenchmarkError(f"dataset {name}: the stored private train_images differ from the input ({type(stored).__name__})")
+    if kind == "sharded":
+        return f"{len(assets)} assets, {len(shards)} train shards = train_images {stored.dtype} {tuple(stored.shape)} equal"
     return f"5 assets, train_images {stored.dtype} {tuple(stored.shape)} equal"
+
+
+def build_sharded_dataset_names(partition: Partition, shard_bytes: int = SHARD_BYTES) -> list[str]:
+    names = [name for name in ASSET_NAMES if not name.endswith("_images")]
+    for split, data in partition.private.splits.items():
+        per_shard = max(1, shard_bytes // max(1, data.images[0].nbytes))
+        names += [f"{split}_images_{number:03d}" for number in range(-(-len(data.images) // per_shard))]
+    return names
 
 
 def run_plain(partition: Partition, state_dir: Path, *, png: bool = False) -> Run:
@@ -318,34 +381,34 @@ def run_plain(partition: Partition, state_dir: Path, *, png: bool = False) -> Ru
     try:
         client = _admin_client(worker)
         dataset = build_png_dataset(partition) if png else build_dataset(partition.private, partition.mock)
-        gc.collect()
+        watch = Stopwatch()
         with quiet():
-            started, cpu_started = time.perf_counter(), time.process_time()
+            watch.start()
             client.upload_dataset(dataset)
-            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        checked = verify(client, dataset.name, partition, png=png)
+            watch.stop()
+        checked = verify(client, dataset.name, partition, kind="png" if png else "array")
     finally:
         _close(worker, state_dir)
     payload = partition.png_payload_bytes if png else partition.payload_bytes
-    return Run(PNG if png else PLAIN, partition.size, partition.images, payload, seconds, cpu, checked)
+    return Run(PNG if png else PLAIN, partition.size, partition.images, payload, watch.seconds, watch.cpu, watch.faults, checked)
 
 
-def run_fedimg(partition: Partition, state_dir: Path) -> Run:
+def run_fedimg(partition: Partition, state_dir: Path, *, sharded: bool = False) -> Run:
     """fedimg's path: ``upload_server_side``. No client logs in before it, as in ``fedimg datasite serve``."""
     from datasite_setup.ingest import build_dataset, upload_server_side
 
     worker = _open(state_dir, partition.size)
     try:
-        dataset = build_dataset(partition.private, partition.mock)
-        gc.collect()
+        dataset = build_sharded_dataset(partition) if sharded else build_dataset(partition.private, partition.mock)
+        watch = Stopwatch()
         with quiet():
-            started, cpu_started = time.perf_counter(), time.process_time()
+            watch.start()
             upload_server_side(worker, dataset)
-            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        checked = verify(_admin_client(worker), dataset.name, partition)
+            watch.stop()
+        checked = verify(_admin_client(worker), dataset.name, partition, kind="sharded" if sharded else "array")
     finally:
         _close(worker, state_dir)
-    return Run(FEDIMG, partition.size, partition.images, partition.payload_bytes, seconds, cpu, checked)
+    return Run(SHARDED if sharded else FEDIMG, partition.size, partition.images, partition.payload_bytes, watch.seconds, watch.cpu, watch.faults, checked)
 
 
 def run_full_ingest(partition: Partition, state_dir: Path) -> Run:
@@ -354,17 +417,17 @@ def run_full_ingest(partition: Partition, state_dir: Path) -> Run:
 
     worker = _open(state_dir, partition.size)
     try:
-        gc.collect()
+        watch = Stopwatch()
         with quiet():
-            started, cpu_started = time.perf_counter(), time.process_time()
+            watch.start()
             result = ingest_partition(worker, partition.client_dir)
-            seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+            watch.stop()
         if not result.created or result.num_samples != partition.images:
             raise BenchmarkError(f"ingest_partition: {result}")
         checked = verify(_admin_client(worker), result.dataset, partition)
     finally:
         _close(worker, state_dir)
-    return Run(FULL, partition.size, partition.images, partition.payload_bytes, seconds, cpu, checked)
+    return Run(FULL, partition.size, partition.images, partition.payload_bytes, watch.seconds, watch.cpu, watch.faults, checked)
 
 
 # --- the benchmark ---------------------------------------------------------------------------
@@ -453,6 +516,7 @@ def run_benchmark(settings: Settings, *, echo=print) -> Results:
             "read_seconds": round(p.read_seconds, 2),
             "mock_seconds": round(p.mock_seconds, 2),
             "payload_bytes": p.payload_bytes,
+            "largest_array_bytes": max(split.images.nbytes for split in p.private.splits.values()),
             "png_payload_bytes": p.png_payload_bytes if settings.context else None,
         }
     with quiet():
@@ -481,6 +545,7 @@ def run_benchmark(settings: Settings, *, echo=print) -> Results:
             record(run_full_ingest(partition, state / "full"))
             if settings.context:
                 record(run_plain(partition, state / "png", png=True))
+                record(run_fedimg(partition, state / "sharded", sharded=True))
     results.load_end = os.getloadavg()
     after = _cpu_snapshot()
     results.contention = _contention(cpu_before, after, time.perf_counter() - wall_before)
@@ -514,6 +579,7 @@ def _median_row(group: list[Run]) -> dict:
         "mb_per_second": group[0].payload_bytes / 1e6 / seconds,
         "runs_images_per_second": [round(r.images_per_second, 1) for r in group],
         "cpu_seconds": statistics.median(r.cpu_seconds for r in group),
+        "minor_faults": int(statistics.median(r.minor_faults for r in group)),
         "verified": group[-1].verified,
     }
 
@@ -530,6 +596,8 @@ def _summarise(runs: dict[str, list[Run]], settings: Settings) -> tuple[dict, li
         }
         if PNG in rows:
             ratios["png_ratio"] = rows[PNG]["images_per_second"] / plain["images_per_second"]
+        if SHARDED in rows:
+            ratios["sharded_ratio"] = rows[SHARDED]["images_per_second"] / plain["images_per_second"]
         summary[str(size)] = {"rows": rows, **ratios}
         targets.append(
             {
@@ -582,34 +650,37 @@ def render_report(results: Results, *, heading: str = "##") -> str:
         f"- **{FULL}**: `ingest_partition(worker, client_dir)`: read and check the client folder (sha256 of every file, PNG decode), "
         "generate the mock, build, upload",
         (
-            f"- **{PNG}** (context, not a target): the same dataset with the images as lists of PNG bytes "
-            "(the partition's own files; the mock PNG-encoded), through the client path"
+            f"- **Context rows** (not targets): *{PNG}*: the same dataset with the images as lists of PNG bytes "
+            f"(the partition's own files; the mock PNG-encoded) through the client path; *{SHARDED}*: each images array cut into "
+            f"assets `<split>_images_NNN` of at most {SHARD_BYTES // 2**20} MiB, through fedimg's path"
             if s["context"]
-            else "- **Context row** (PNG bytes): skipped (`--no-context`)"
+            else "- **Context rows** (PNG bytes, shards): skipped (`--no-context`)"
         ),
         f"- **Runs**: {s['repeats']} repeat(s), each on a fresh datasite (new state dir, SQLite + on-disk blobs), interleaved; "
         "median reported; only the upload (or the whole `ingest_partition`) is timed; after each run an admin client checks the dataset "
-        "(5 assets, private `train_images` equal to the input)" + ("; quick mode" if s["quick"] else ""),
+        "(5 assets, private `train_images` equal to the input); CPU and minor page faults are this process's during the timed part"
+        + ("; quick mode" if s["quick"] else ""),
         "",
-        "| size | way | images | payload (MB) | time (s) | MB/s | images/s | per run (images/s) | CPU (s) |",
-        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        "| size | way | images | payload (MB) | time (s) | MB/s | images/s | per run (images/s) | CPU (s) | page faults |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
     ]
     for size in s["sizes"]:
         for label, row in summary[str(size)]["rows"].items():
             lines.append(
                 f"| {size} px | {label} | {row['images']} | {_mb(row['payload_bytes'])} | {row['seconds']:.2f} | {row['mb_per_second']:.1f} | "
-                f"{row['images_per_second']:.1f} | {', '.join(f'{v:.1f}' for v in row['runs_images_per_second'])} | {row['cpu_seconds']:.1f} |"
+                f"{row['images_per_second']:.1f} | {', '.join(f'{v:.1f}' for v in row['runs_images_per_second'])} | {row['cpu_seconds']:.1f} | {row['minor_faults'] / 1000:.0f} k |"
             )
     lines.append("")
     for size in s["sizes"]:
         entry, prep = summary[str(size)], results.preparation[str(size)]
         rows = entry["rows"]
         lines.append(
-            f"- **{size} px**: fedimg's upload {rows[FEDIMG]['mb_per_second']:.1f} MB/s ({rows[FEDIMG]['images_per_second']:.0f} images/s) "
+            f"- **{size} px** (largest array: train_images, {prep['largest_array_bytes'] / 1e6:.1f} MB): fedimg's upload {rows[FEDIMG]['mb_per_second']:.1f} MB/s ({rows[FEDIMG]['images_per_second']:.0f} images/s) "
             f"vs PySyft's client upload {rows[PLAIN]['mb_per_second']:.1f} MB/s ({rows[PLAIN]['images_per_second']:.0f} images/s): "
             f"**{entry['upload_ratio']:.2f}×**; the whole `ingest_partition` (read {prep['read_seconds']:.1f} s and mock {prep['mock_seconds']:.1f} s "
             f"when measured alone) {entry['full_ingest_ratio']:.2f}× the client upload alone"
-            + (f"; PNG bytes through the client path {entry['png_ratio']:.2f}× the uint8 arrays" if "png_ratio" in entry else "")
+            + (f"; PNG bytes through the client path {entry['png_ratio']:.2f}× the client upload of uint8 arrays" if "png_ratio" in entry else "")
+            + (f"; fedimg's path with {SHARD_BYTES // 2**20}-MiB shards {entry['sharded_ratio']:.2f}× it" if "sharded_ratio" in entry else "")
         )
     lines.append(
         f"- **Reference** (the issue): PySyft's plain upload of one uint8 array, in-process, ~{ISSUE_PLAIN_MB_S:g} MB/s on this class of machine"
@@ -659,7 +730,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--images", type=int, help="N, images in the client's partition (default 2000; 60 with --quick)")
     parser.add_argument("--sizes", type=_sizes, help="image sizes in px, comma-separated (default 64,128; 64 with --quick)")
     parser.add_argument("--repeats", type=int, help="interleaved runs of each way; the median is reported (default 3; 1 with --quick)")
-    parser.add_argument("--no-context", action="store_true", help="skip the context row (PNG bytes through the client path)")
+    parser.add_argument("--no-context", action="store_true", help="skip the context rows (PNG bytes through the client path, shards through fedimg's)")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="cache for generated inputs and scratch datasites (default benchmarks/_work)")
     parser.add_argument("--report", type=Path, help="markdown report path (default WORKDIR/ingest-report.md; a .json twin is written beside it)")
     parser.add_argument("--record", action="store_true", help="also add the report to the Dataset ingest section of benchmarks/RESULTS.md")

@@ -165,7 +165,7 @@ def _run_convert(args: argparse.Namespace) -> int:
         labels_csv=args.labels_csv,
         columns=CsvColumns(args.path_column, args.label_column, args.group_column, args.client_column),
         label_pattern=args.label_pattern,
-        spec=ImageSpec(size=args.size, mode=args.mode, resize=args.resize, max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS),
+        spec=ImageSpec(size=args.size, mode=args.mode, resize=args.resize, max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels),
         alpha=args.alpha,
         min_partition_size=args.min_partition_size,
         shards_per_client=args.shards_per_client,

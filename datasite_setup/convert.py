@@ -131,6 +131,8 @@ def _check_options(options: ConvertOptions) -> None:
         raise FedimgError("--labels and --label-pattern are alternatives: give one")
     if options.labels_csv and not options.labels_csv.is_file():
         raise FedimgError(f"{options.labels_csv}: labels CSV not found")
+    if options.workers < 0:
+        raise FedimgError(f"--workers must be 0 (all cores) or more (got {options.workers})")
     if not 0 <= options.val_fraction < 1:
         raise FedimgError(f"--val-fraction must be in [0, 1) (got {options.val_fraction})")
     out, source = options.out.resolve(), options.source.resolve()

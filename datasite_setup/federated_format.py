@@ -189,7 +189,10 @@ def _replace_dir(new: Path, out: Path) -> None:
     retired = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
     os.rename(out, retired)
     os.rename(new, out)
-    shutil.rmtree(retired, ignore_errors=True)
+    if retired.is_dir() and not retired.is_symlink():
+        shutil.rmtree(retired, ignore_errors=True)
+    else:  # a file or a symlink was in the way: rmtree would leave it behind
+        retired.unlink(missing_ok=True)
 
 
 def client_summary(rows: Sequence[SampleRow], label_names: Sequence[str], metadata: bytes, checksums: bytes) -> dict:

@@ -82,6 +82,7 @@ class FederationConfig:
     secrets_dir: Path
     sites: tuple[SiteConfig, ...]
     researchers: tuple[ResearcherConfig, ...] = field(default=())
+    data: Path | None = None  # [federation] data: the output of 'fedimg convert'
 
     @property
     def run_file(self) -> Path:
@@ -120,7 +121,7 @@ def load_federation_config(path: Path) -> FederationConfig:
     _check_unique(path, "site address", [f"{s.host}:{s.port}" for s in sites])
     researchers = tuple(_researcher(path, raw, [s.name for s in sites]) for raw in _tables(path, document, "researcher"))
     _check_unique(path, "researcher email", [r.email for r in researchers])
-    return FederationConfig(path, state_root, secrets_dir, sites, researchers)
+    return FederationConfig(path, state_root, secrets_dir, sites, researchers, data)
 
 
 def _tables(path: Path, document: dict, key: str) -> list[dict]:

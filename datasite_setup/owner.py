@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,11 @@ class PendingRequest:
     output_policy_kwargs: dict
     status: str
 
+    @property
+    def code_sha256(self) -> str:
+        """sha256 of the code as submitted (equals the researcher's ``SiteFunction.sha256``)."""
+        return hashlib.sha256(self.code.encode()).hexdigest()
+
 
 def describe(request: Any) -> PendingRequest:
     code = request.code
@@ -32,7 +38,7 @@ def describe(request: Any) -> PendingRequest:
         code=code.raw_code,
         inputs=_inputs(code),
         output_policy=getattr(output_policy, "__name__", str(output_policy)),
-        output_policy_kwargs=dict(code.output_policy_init_kwargs or {}),
+        output_policy_kwargs={k: v for k, v in (code.output_policy_init_kwargs or {}).items() if k != "id"},
         status=request.status.name,
     )
 

@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -153,9 +154,14 @@ class FedAvgJob:
             )
             existing = self._existing_request(site, site_function.name)
             if existing is not None:  # submitted before (e.g. by a notebook that restarted): reuse it
+                warnings.warn(
+                    f"site {name}: job {self.name!r} was submitted before; reusing its request {existing} "
+                    "(its approved runs may be spent: give a new job a new name)",
+                    stacklevel=2,
+                )
                 self._requests[name] = existing
                 continue
-            with contextlib.redirect_stdout(io.StringIO()):
+            with _quiet_output():
                 submission = decorator(site_function.function)
                 request = site.client.code.request_code_execution(submission, reason=f"{text}; site code sha256 {site_function.sha256}")
             if not hasattr(request, "id"):
@@ -289,6 +295,19 @@ class FedAvgJob:
             return {}
         with ThreadPoolExecutor(max_workers=len(names)) as pool:
             return dict(zip(names, pool.map(call, names)))
+
+
+@contextlib.contextmanager
+def _quiet_output():
+    """Silence PySyft's success banners: on stdout, and through IPython's display in notebooks."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            from IPython.utils.capture import capture_output
+        except ImportError:
+            yield
+            return
+        with capture_output():
+            yield
 
 
 def _unreached(exc: BaseException) -> bool:

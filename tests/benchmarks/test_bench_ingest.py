@@ -19,7 +19,7 @@ def test_quick_benchmark_writes_a_report_with_every_row(tmp_path: Path, capsys) 
 
     assert code == 0
     text = report.read_text()
-    for label in (bench_ingest.PLAIN, bench_ingest.FEDIMG, bench_ingest.FULL, bench_ingest.PNG):
+    for label in bench_ingest.LABELS:
         assert f"| 32 px | {label} | 40 |" in text
     assert "MB/s" in text and "images/s" in text
     assert "**Machine**" in text and "PySyft" in text and "Load average" in text and "Other load during the timed runs" in text
@@ -28,11 +28,12 @@ def test_quick_benchmark_writes_a_report_with_every_row(tmp_path: Path, capsys) 
 
     data = json.loads(report.with_suffix(".json").read_text())
     entry = data["summary"]["32"]
-    for label in (bench_ingest.PLAIN, bench_ingest.FEDIMG, bench_ingest.FULL, bench_ingest.PNG):
+    for label in bench_ingest.LABELS:
         row = entry["rows"][label]
         assert row["images"] == 40
-        assert row["images_per_second"] > 0 and row["mb_per_second"] > 0 and row["payload_bytes"] > 0
-        assert "5 assets" in row["verified"] and "equal" in row["verified"]
+        assert row["images_per_second"] > 0 and row["mb_per_second"] > 0 and row["payload_bytes"] > 0 and row["minor_faults"] >= 0
+        assert "equal" in row["verified"]
+        assert ("train shards" if label == bench_ingest.SHARDED else "5 assets") in row["verified"]
     # Private and mock uint8 images at 32 px RGB, plus int64 labels: the payload both ways upload.
     assert entry["rows"][bench_ingest.PLAIN]["payload_bytes"] == 2 * 40 * (3 * 32 * 32 + 8)
     assert entry["upload_ratio"] > 0 and entry["full_ingest_ratio"] > 0

@@ -177,4 +177,3 @@ def test_secret_file_flag_is_used_and_a_loose_one_refused(tmp_path: Path) -> Non
     result = fedimg("convert", src, tmp_path / "out2", "--clients", "2", "--scheme", "iid", "--size", "8", "--secret-file", secret, "--quiet", env=env)
     assert result.returncode == 2 and str(secret) in result.stderr and "chmod 600" in result.stderr
     assert not (tmp_path / "out2").exists()
-    shutil.rmtree(tmp_path / "out")

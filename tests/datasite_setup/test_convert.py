@@ -383,6 +383,12 @@ def test_stratified_clients_share_the_label_mix_and_shards_do_not(scheme_outputs
     assert all(len(counts) <= 2 for counts in shards.values()), shards
 
 
+def test_dirichlet_self_balancing_is_applied_and_recorded(csv_dataset: CsvDataset, tmp_path: Path) -> None:
+    convert(csv_options(csv_dataset, tmp_path / "out", "dirichlet", alpha=1.0, min_partition_size=5, self_balancing=True))
+    assert federation_of(tmp_path / "out")["partition"]["params"]["self_balancing"] is True
+    assert_group_safe(tmp_path / "out")
+
+
 def test_val_fraction_zero_puts_everything_in_train(csv_dataset: CsvDataset, tmp_path: Path) -> None:
     convert(csv_options(csv_dataset, tmp_path / "out", "iid", val_fraction=0.0))
     federation = federation_of(tmp_path / "out")
@@ -488,6 +494,11 @@ ERROR_CASES = {
     "val fraction one": (["--clients", "2", "--scheme", "iid", "--val-fraction", "1"], ["--val-fraction"]),
     "size zero": (["--clients", "2", "--scheme", "iid", "--size", "0"], ["--size"]),
     "bad client name": (["--client-names", "a/b,c", "--scheme", "iid"], ["'a/b'"]),
+    "self balancing with quantity": (["--clients", "2", "--scheme", "quantity", "--self-balancing"], ["--self-balancing", "quantity"]),
+    "negative workers": (["--clients", "2", "--scheme", "iid", "--workers", "-1"], ["--workers"]),
+    "max pixels zero": (["--clients", "2", "--scheme", "iid", "--max-pixels", "0"], ["--max-pixels"]),
+    "negative seed": (["--clients", "2", "--scheme", "iid", "--seed", "-1"], ["seed"]),
+    "min partition size zero": (["--clients", "2", "--scheme", "quantity", "--min-partition-size", "0"], ["min_partition_size"]),
     "labels and label pattern": (["--clients", "2", "--scheme", "iid", "--label-pattern", "(x)"], ["--labels", "--label-pattern"]),
 }
 
@@ -503,6 +514,17 @@ def test_configuration_errors_exit_2_naming_the_setting_and_write_nothing(case: 
         assert word in err, err
     assert not out.exists()
     assert siblings_left(out) == []
+
+
+def test_dirichlet_that_cannot_meet_the_minimum_size_in_its_draws_exits_2(csv_dataset: CsvDataset, tmp_path: Path) -> None:
+    # Enough samples in total (6 x 5 <= ~60), but at alpha 0.001 each of the 3 labels goes wholly
+    # to one client, so at least 3 of the 6 clients stay empty in every draw.
+    out = tmp_path / "out"
+    code, _, err = run_cli(["convert", csv_dataset.root, out, "--labels", csv_dataset.labels_csv, "--group-column", "patient_id", "--clients", "6",
+                            "--scheme", "dirichlet", "--alpha", "0.001", "--min-partition-size", "5", "--quiet", "--size", "16"])
+    assert code == 2, err
+    assert "draws" in err and "alpha=0.001" in err and "--min-partition-size" in err
+    assert not out.exists() and siblings_left(out) == []
 
 
 def test_missing_source_exits_2_naming_it(tmp_path: Path) -> None:

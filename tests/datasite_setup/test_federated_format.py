@@ -206,6 +206,23 @@ def test_atomic_output_dir_overwrite_swaps_whole_folders(tmp_path: Path) -> None
     assert _entries(out) == ["new"] and _entries(tmp_path) == ["out"]
 
 
+@pytest.mark.parametrize("kind", ["file", "symlink"])
+def test_atomic_output_dir_overwrite_replaces_a_file_or_symlink_without_leftovers(tmp_path: Path, kind: str) -> None:
+    out = tmp_path / "out"
+    if kind == "file":
+        out.write_text("in the way")
+    else:
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "keep").write_text("k")
+        out.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with atomic_output_dir(out, overwrite=True) as partial:
+        (partial / "new").write_text("n")
+    assert out.is_dir() and not out.is_symlink() and _entries(out) == ["new"]
+    assert [name for name in _entries(tmp_path) if name.startswith(".")] == []
+    if kind == "symlink":
+        assert (tmp_path / "elsewhere" / "keep").is_file()  # what the link pointed at is not deleted
+
+
 def test_atomic_output_dir_creates_missing_parents(tmp_path: Path) -> None:
     with atomic_output_dir(tmp_path / "a" / "b" / "out", overwrite=False) as partial:
         (partial / "x").write_text("x")

@@ -20,7 +20,7 @@ from PIL import Image, PngImagePlugin
 
 from datasite_setup.convert import convert
 from datasite_setup.sources import CsvColumns
-from tests.datasite_setup.test_convert import SECRET, options, read_outputs, run_cli
+from tests.datasite_setup.test_convert import options, read_outputs, run_cli
 
 UNICODE_NAME = "Ünïcödé name"
 # Strings that must not appear anywhere in OUT, in any of the forms of ``forms``.

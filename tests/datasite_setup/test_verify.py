@@ -241,6 +241,78 @@ def test_schema_problems_in_federation_json(out: Path, edit) -> None:
     assert {p.path for p in problems} == {"federation.json"}
 
 
+def test_edited_split_counts_are_a_count_problem(out: Path) -> None:
+    def shift(federation: dict) -> None:
+        counts = federation["clients"]["client_0"]["split_counts"]
+        counts["train"] += 1
+        counts["val"] -= 1
+
+    edit_federation(out, shift)
+    assert kinds_by_path(verify_federation(out)) == {"clients/client_0/metadata.csv": {"count"}}
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda f: f["clients"].update(client_0=5),
+        lambda f: f.update(totals=[1, 2]),
+        lambda f: f["clients"]["client_0"].update(num_samples="12"),
+        lambda f: f["clients"]["client_1"].update(label_counts=None),
+        lambda f: f["clients"].update({"../escape": f["clients"].pop("client_1")}),
+    ],
+    ids=["client not an object", "totals not an object", "count as text", "label_counts null", "client name with path"],
+)
+def test_mistyped_federation_json_is_a_schema_problem_not_a_crash(out: Path, edit) -> None:
+    edit_federation(out, edit)
+    problems = verify_federation(out)
+    assert problems and {(p.path, p.kind) for p in problems} == {("federation.json", "schema")}
+    code, _, err = run_cli(["verify", out, "--quiet"])
+    assert code == 1 and "schema federation.json" in err and "Traceback" not in err
+
+
+def _forge_metadata(out: Path, client: str, data: bytes) -> None:
+    """Replace a client's metadata.csv and record its hash, so only its content is wrong."""
+    import hashlib
+
+    (out / "clients" / client / "metadata.csv").write_bytes(data)
+    edit_federation(out, lambda f: f["clients"][client].update(metadata_sha256=hashlib.sha256(data).hexdigest()))
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda data: data.replace(b"file_name,", b"filename,", 1),
+        lambda data: data + b"a,b,c\n",
+        lambda data: data[:-40] + b"\xff\xfe\n",
+    ],
+    ids=["wrong header", "short row", "not utf-8"],
+)
+def test_a_malformed_metadata_csv_is_a_schema_problem_of_that_file(out: Path, mangle) -> None:
+    path = out / "clients" / "client_0" / "metadata.csv"
+    _forge_metadata(out, "client_0", mangle(path.read_bytes()))
+    assert kinds_by_path(verify_federation(out)) == {"clients/client_0/metadata.csv": {"schema"}}
+
+
+def test_a_malformed_sha256sums_is_a_schema_problem_of_that_file(out: Path) -> None:
+    import hashlib
+
+    data = b"not a checksum line\n"
+    (out / "clients" / "client_1" / "SHA256SUMS").write_bytes(data)
+    edit_federation(out, lambda f: f["clients"]["client_1"].update(checksums_sha256=hashlib.sha256(data).hexdigest()))
+    found = kinds_by_path(verify_federation(out))
+    assert found.pop("clients/client_1/SHA256SUMS") == {"schema"}
+    # With no usable listing, the client's images are unaccounted for.
+    assert found and all(path.startswith("clients/client_1/images/") and kinds == {"extra"} for path, kinds in found.items())
+
+
+def test_a_metadata_row_with_a_bad_label_or_pseudonym_is_a_schema_problem(out: Path) -> None:
+    rows = rows_of(out, "client_0")
+    rows[0] = replace(rows[0], sample_id="SMITH_JOHN")
+    _forge_metadata(out, "client_0", metadata_csv(rows))
+    found = kinds_by_path(verify_federation(out))
+    assert "schema" in found["clients/client_0/metadata.csv"]
+
+
 def test_a_metadata_csv_with_a_wrong_header_is_a_schema_problem(out: Path) -> None:
     rows = rows_of(out, "client_0")
     rewrite_client(out, "client_0", rows)  # consistent hashes first, then break the header

@@ -112,7 +112,7 @@ def test_data_owner_approves_and_researcher_trains(federation_toml: Path, tmp_pa
 
     review = texts(owner, "bound_inputs(")
     assert review.count("OutputPolicyExecuteCount(limit=3)") == 2  # rounds + 1, at both sites
-    assert "def fedimg_digits_cnn_" in review and "researcher-owned" in review
+    assert "def fedimg_digits_cnn_" in review and "researcher-owned" in review and "static review: no findings" in review
     decisions = texts(owner, "owner.approve(")
     assert decisions.count(": approved ") == 2 and decisions.count("APPROVED") == 2
 

@@ -1,0 +1,986 @@
+"""Benchmark: FedAvg's accuracy against centralised training, and the overhead of a round over HTTP datasites.
+
+**Accuracy.** scikit-learn's 1,797 digits are split (seeded, stratified by
+label: ``split_train_val``) into a held-out test set (20 %) and a training
+pool. The pool is written as class folders (``write_digits``' files) and
+converted with ``fedimg convert``'s own code into 5 hospitals, ``--scheme iid``
+and ``--scheme dirichlet --alpha 0.5`` (16 px grayscale, each hospital split
+80/20 into train/val); the test images go through the same ``standardise``.
+FedAvg calls the generated site function (``build_site_function``: the exact
+code a site runs) for every hospital in this process and averages with
+``researcher.aggregation.fedavg``; the transport does not change accuracy.
+The centralised baseline is the same site function (same model, optimiser, lr,
+batch size) trained once on the union of the hospitals' train splits for
+rounds × local epochs epochs. Both start from the same initial weights and are
+evaluated on the same held-out test set, for several seeds (each seed redraws
+the test split, the partition and the initial weights).
+
+**Overhead.** Three real datasites (``fedimg datasite serve`` subprocesses over
+HTTP, the digits converted into 3 clients at 32 px) run a ``FedAvgJob``
+submitted by a researcher and approved by the owners. Each training round's
+wall time (the job's own round: send the weights, train at the sites in
+parallel, fetch the results, FedAvg, checkpoint) is compared with the same
+three site-function calls done one after another in this process, on the same
+partitions (measured before and after the HTTP job). Local epochs are
+calibrated so that every site's call is at least 2 s of compute.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.bench_fedavg [--quick] [--record] [--seeds 3] [--skip-overhead] [--skip-accuracy]
+                                      [--workdir benchmarks/_work] [--report PATH] [--wait-load 1.5]
+
+The report (markdown, plus a ``.json`` twin) goes to ``--report`` (default
+``WORKDIR/fedavg-report.md``); ``--record`` also adds it to the "FedAvg accuracy
+and overhead" section of ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from benchmarks.bench_convert import BENCH_SECRET, _cpu_snapshot, _load, machine_info
+from benchmarks.bench_ingest import _extra_machine_info, quiet, wait_for_quiet_machine
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_FILE = REPO_ROOT / "benchmarks" / "RESULTS.md"
+SECTION_HEADING = "## FedAvg accuracy and overhead"
+SECTION_MARKER = "<!-- fedavg results: newest first; `python -m benchmarks.bench_fedavg --record` inserts below -->"
+DEFAULT_WORKDIR = REPO_ROOT / "benchmarks" / "_work"
+DIGITS_VERSION = 1  # bump when the written digits change: invalidates the cache
+
+IID_TARGET = 2.0  # FedAvg within 2 accuracy points of centralised on IID
+DIRICHLET_TARGET = 4.0  # … and within 4 points on Dirichlet α = 0.5
+OVERHEAD_TARGET = 1.3  # a round over 3 HTTP datasites ≤ 1.3× the same local training in one process
+MIN_COMPUTE_SECONDS = 2.0  # the overhead target is stated for rounds with at least this much compute per site call
+CALIBRATION_TARGET_SECONDS = 3.0  # local epochs are chosen so a site's call is about this long in-process
+MAX_START_LOAD = 0.5
+MAX_END_LOAD = 1.5  # the benchmark keeps the machine busy itself: flag the end load only above this
+
+RESEARCHER_EMAIL = "bench.researcher@fedimg.example"
+RESEARCHER_PASSWORD = "bench-fedavg-researcher-0123"  # throw-away sites in the work folder, deleted after the run
+SCHEMES = ("iid", "dirichlet")
+
+
+class BenchmarkError(RuntimeError):
+    """A run produced something wrong or incomplete: its figures would mean nothing."""
+
+
+@dataclass
+class Settings:
+    seeds: int
+    rounds: int
+    local_epochs: int
+    lr: float
+    momentum: float
+    batch_size: int
+    width: int
+    size: int
+    hospitals: int
+    alpha: float
+    test_fraction: float
+    val_fraction: float
+    fedprox_mu: float
+    accuracy: bool
+    overhead: bool
+    overhead_rounds: int
+    overhead_epochs: int | None  # None: calibrated
+    overhead_size: int
+    overhead_sites: int
+    workdir: Path
+    report: Path
+    record: bool
+    quick: bool
+    wait_load: float | None = None
+    wait_timeout: float = 600.0
+
+
+@dataclass
+class Results:
+    settings: dict
+    machine: dict
+    load_start: tuple
+    load_end: tuple
+    started: str
+    waited: dict = field(default_factory=dict)
+    accuracy: dict = field(default_factory=dict)
+    overhead: dict = field(default_factory=dict)
+    targets: list = field(default_factory=list)
+
+
+# --- shared: the model, the job's configuration and its site function --------------------------------------
+
+
+def model_kwargs(channels: int, size: int, width: int) -> dict:
+    return {"channels": channels, "image_size": size, "num_classes": 10, "width": width}
+
+
+def make_job(name: str, *, channels: int, size: int, settings: Settings, seed: int, rounds: int, local_epochs: int, mu: float = 0.0, min_sites: int = 1) -> Any:
+    """The researcher's ``FedAvgJob`` (SmallCNN, SGD with momentum): its config, initial weights and site function."""
+    from researcher import FedAvgJob
+    from researcher.models import SmallCNN
+
+    return FedAvgJob(
+        SmallCNN,
+        name=name,
+        rounds=rounds,
+        local_epochs=local_epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        optimizer="sgd",
+        momentum=settings.momentum,
+        mu=mu,
+        min_sites=min_sites,
+        seed=seed,
+        model_kwargs=model_kwargs(channels, size, settings.width),
+    )
+
+
+def site_function(job: Any, folder: Path, **overrides: Any) -> Callable[..., dict]:
+    """The job's generated site function (``build_site_function``, as ``FedAvgJob.site_function`` builds it), with config overrides."""
+    from researcher.site_function import build_site_function
+
+    config = {**asdict(job.config), "num_classes": 10, **overrides}
+    return build_site_function(f"fedimg_{job.name}", job.model_class, config, folder=folder).function
+
+
+def _empty(channels: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, channels, size, size), dtype=np.uint8), np.zeros(0, dtype=np.int64)
+
+
+def evaluate(function: Callable[..., dict], weights: dict, images: np.ndarray, labels: np.ndarray, rounds: int) -> dict:
+    """Accuracy of ``weights`` on (images, labels) through the site function's evaluation-only call (``rnd == rounds``)."""
+    train_images, train_labels = _empty(images.shape[1], images.shape[2])
+    result = function(train_images, train_labels, images, labels, weights, rounds)
+    return {key: value for key, value in result["val"].items() if key != "confusion"}
+
+
+# --- accuracy: inputs -------------------------------------------------------------------------------------
+
+
+def digits_source(workdir: Path) -> Path:
+    """All 1,797 digits as class folders (``write_digits``: ``<label>/digit_NNNN.png``, 8×8 grayscale), cached."""
+    from datasite_setup.sample_data import write_digits
+
+    source = workdir / f"fedavg-digits-v{DIGITS_VERSION}"
+    done = workdir / f"{source.name}.done"
+    if not (done.is_file() and source.is_dir()):
+        shutil.rmtree(source, ignore_errors=True)
+        staging = workdir / f".{source.name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        write_digits(staging, layout="folders")
+        os.rename(staging, source)
+        done.write_text(json.dumps({"version": DIGITS_VERSION}) + "\n")
+    return source
+
+
+def digit_file(source: Path, index: int, label: int) -> Path:
+    path = source / str(label) / f"digit_{index:04d}.png"
+    if not path.is_file():
+        raise BenchmarkError(f"{path}: missing (write_digits' file names changed?); delete {source} and rerun")
+    return path
+
+
+def held_out_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training pool, test) indices: stratified by label, seeded (the project's own ``split_train_val``)."""
+    from datasite_setup.partition import PartitionInput, split_train_val
+
+    everything = np.arange(len(labels))
+    return split_train_val(PartitionInput(labels=labels, groups=everything), everything, test_fraction, seed=seed)
+
+
+def test_set(source: Path, indices: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The held-out images through ``standardise`` (what ``fedimg convert`` does to every input), as ``(N, 1, S, S)`` uint8."""
+    from PIL import Image
+
+    from datasite_setup.imaging import ImageSpec, standardise
+
+    spec = ImageSpec(size=size, mode="L")
+    images = np.empty((len(indices), 1, size, size), dtype=np.uint8)
+    for row, index in enumerate(indices):
+        png = standardise(digit_file(source, int(index), int(labels[index])).read_bytes(), spec).png
+        with Image.open(io.BytesIO(png)) as image:
+            images[row, 0] = np.asarray(image)
+    return images, labels[indices].astype(np.int64)
+
+
+def convert_hospitals(source: Path, pool: np.ndarray, labels: np.ndarray, out: Path, scheme: str, seed: int, settings: Settings, secret: Path) -> list[Any]:
+    """Hard-link the pool's files into a source folder, ``fedimg convert`` it into hospitals, read each one back."""
+    from datasite_setup.client_data import load_client_partition
+    from datasite_setup.convert import ConvertOptions, convert
+    from datasite_setup.federated_format import CLIENTS_DIR
+    from datasite_setup.imaging import ImageSpec
+
+    pool_dir = out.parent / f"{out.name}-pool"
+    shutil.rmtree(pool_dir, ignore_errors=True)
+    for index in pool:
+        original = digit_file(source, int(index), int(labels[index]))
+        target = pool_dir / original.parent.name / original.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.link(original, target)
+    result = convert(
+        ConvertOptions(
+            source=pool_dir,
+            out=out,
+            scheme=scheme,
+            num_clients=settings.hospitals,
+            spec=ImageSpec(size=settings.size, mode="L"),
+            alpha=settings.alpha if scheme == "dirichlet" else None,
+            val_fraction=settings.val_fraction,
+            seed=seed,
+            overwrite=True,
+            secret_file=secret,
+            show_progress=False,
+        )
+    )
+    accepted = result.federation["inputs"]["accepted"]
+    if result.exit_code != 0 or accepted != len(pool):
+        raise BenchmarkError(f"fedimg convert accepted {accepted} of {len(pool)} images; see {out / 'quarantine.jsonl'}")
+    shutil.rmtree(pool_dir)
+    return [load_client_partition(out / CLIENTS_DIR / name) for name in sorted(result.federation["clients"])]
+
+
+def _secret(workdir: Path) -> Path:
+    from datasite_setup.private_file import write_private_file
+
+    secret = workdir / "fedavg-secret"
+    if not secret.exists():
+        write_private_file(secret, (BENCH_SECRET + "\n").encode())
+    return secret
+
+
+def hospital_stats(hospitals: list[Any]) -> dict:
+    """Sizes and label skew of the hospitals' train splits."""
+    sizes = [len(h.splits["train"].labels) for h in hospitals]
+    counts = [np.bincount(h.splits["train"].labels, minlength=10) for h in hospitals]
+    return {
+        "train_sizes": sizes,
+        "val_sizes": [len(h.splits["val"].labels) for h in hospitals],
+        "top_label_share": [round(float(c.max() / max(c.sum(), 1)), 3) for c in counts],
+        "labels_with_5pct": [int((c >= 0.05 * c.sum()).sum()) for c in counts],
+        "train_label_counts": [c.tolist() for c in counts],
+    }
+
+
+# --- accuracy: training -----------------------------------------------------------------------------------
+
+
+def train_fedavg(function: Callable[..., dict], hospitals: list[Any], weights: dict, rounds: int, test: tuple[np.ndarray, np.ndarray]) -> dict:
+    """``rounds`` of FedAvg: every hospital's site-function call in turn, then ``fedavg``; test accuracy after each round."""
+    from researcher.aggregation import fedavg
+
+    curve = []
+    started = time.perf_counter()
+    for rnd in range(rounds):
+        updates = []
+        for hospital in hospitals:
+            train, val = hospital.splits["train"], hospital.splits["val"]
+            output = function(train.images, train.labels, val.images, val.labels, weights, rnd)
+            updates.append((output["weights"], output["num_samples"]))
+        weights = fedavg(updates)
+        curve.append(evaluate(function, weights, *test, rounds)["accuracy"])
+    return {"accuracy": curve[-1], "curve": [round(a, 4) for a in curve], "seconds": round(time.perf_counter() - started, 2)}
+
+
+def train_centralised(job: Any, folder: Path, hospitals: list[Any], weights: dict, epochs: int, test: tuple[np.ndarray, np.ndarray]) -> dict:
+    """The same site function, one call on the union of the hospitals' train splits for ``epochs`` epochs (and half as many)."""
+    images = np.concatenate([h.splits["train"].images for h in hospitals])
+    labels = np.concatenate([h.splits["train"].labels for h in hospitals])
+    started = time.perf_counter()
+    result = {}
+    for key, count in (("half", max(1, epochs // 2)), ("full", epochs)):
+        function = site_function(job, folder, rounds=1, local_epochs=count)
+        trained = function(images, labels, *test, weights, 0)["weights"]
+        result[key] = {"epochs": count, "accuracy": evaluate(function, trained, *test, 1)["accuracy"]}
+    return {"accuracy": result["full"]["accuracy"], "half": result["half"], "train_samples": int(len(labels)), "seconds": round(time.perf_counter() - started, 2)}
+
+
+def run_accuracy(settings: Settings, echo: Callable[..., None]) -> dict:
+    from datasite_setup.sample_data import load_digit_images
+
+    work = settings.workdir / "fedavg-accuracy"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    source = digits_source(settings.workdir)
+    secret = _secret(settings.workdir)
+    _, labels = load_digit_images()
+    epochs = settings.rounds * settings.local_epochs
+    variants = [("fedavg", 0.0)] + ([("fedprox", settings.fedprox_mu)] if settings.fedprox_mu > 0 else [])
+    runs: list[dict] = []
+    for seed in range(settings.seeds):
+        pool, held_out = held_out_split(labels, settings.test_fraction, seed)
+        test = test_set(source, held_out, labels, settings.size)
+        for scheme in SCHEMES:
+            hospitals = convert_hospitals(source, pool, labels, work / f"{scheme}-seed{seed}", scheme, seed, settings, secret)
+            job = make_job(f"acc_{scheme}_{seed}", channels=1, size=settings.size, settings=settings, seed=seed, rounds=settings.rounds, local_epochs=settings.local_epochs)
+            initial = job.initial_weights()
+            central = train_centralised(job, work / "functions", hospitals, initial, epochs, test)
+            run = {"seed": seed, "scheme": scheme, "test_samples": int(len(test[1])), "pool_samples": int(len(pool)), "hospitals": hospital_stats(hospitals), "centralised": central}
+            for variant, mu in variants:
+                function = site_function(job, work / "functions", mu=mu)
+                run[variant] = train_fedavg(function, hospitals, initial, settings.rounds, test)
+            runs.append(run)
+            echo(
+                f"  seed {seed}  {scheme:<9}  centralised {central['accuracy']:.2%}  FedAvg {run['fedavg']['accuracy']:.2%}"
+                + (f"  FedProx {run['fedprox']['accuracy']:.2%}" if "fedprox" in run else "")
+                + f"  (train sizes {run['hospitals']['train_sizes']})"
+            )
+    return {"runs": runs, "summary": summarise_accuracy(runs, settings)}
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    return float(statistics.mean(values)), float(statistics.stdev(values)) if len(values) > 1 else 0.0
+
+
+def summarise_accuracy(runs: list[dict], settings: Settings) -> dict:
+    summary = {}
+    for scheme in SCHEMES:
+        chosen = [r for r in runs if r["scheme"] == scheme]
+        central = [100 * r["centralised"]["accuracy"] for r in chosen]
+        entry = {"centralised": _mean_std(central), "centralised_half": _mean_std([100 * r["centralised"]["half"]["accuracy"] for r in chosen])}
+        for variant in ("fedavg", "fedprox"):
+            if variant not in chosen[0]:
+                continue
+            accuracy = [100 * r[variant]["accuracy"] for r in chosen]
+            entry[variant] = _mean_std(accuracy)
+            entry[f"{variant}_gap"] = _mean_std([c - a for c, a in zip(central, accuracy)])
+            entry[f"{variant}_half"] = _mean_std([100 * r[variant]["curve"][max(0, settings.rounds // 2 - 1)] for r in chosen])
+        summary[scheme] = entry
+    return summary
+
+
+# --- overhead: three HTTP datasites -------------------------------------------------------------------------
+
+
+def overhead_federation(workdir: Path, sites: int, size: int) -> Path:
+    """The digits (synthetic patients kept whole) converted into ``sites`` clients at ``size`` px grayscale, cached."""
+    from tests.support.datasites import convert_sample
+
+    out = workdir / f"fedavg-overhead-c{sites}-s{size}-v{DIGITS_VERSION}"
+    done = workdir / f"{out.name}.done"
+    if not (done.is_file() and out.is_dir()):
+        convert_sample(out, clients=sites, size=size)
+        done.write_text(json.dumps({"clients": sites, "size": size}) + "\n")
+    return out
+
+
+def _process_tree_cpu(pids: Sequence[int]) -> float:
+    """User + system CPU seconds of these processes and their descendants, now."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                times = process.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def run_local(function: Callable[..., dict], partitions: dict[str, Any], weights: dict, rounds: int) -> list[dict]:
+    """The baseline: the job's rounds with every site's call one after another in this process (and FedAvg between rounds)."""
+    from researcher.aggregation import fedavg
+
+    rows = []
+    for rnd in range(rounds + 1):
+        calls, updates = {}, []
+        started, cpu_started = time.perf_counter(), time.process_time()
+        for name, partition in partitions.items():
+            train, val = partition.splits["train"], partition.splits["val"]
+            call_started, call_cpu = time.perf_counter(), time.process_time()
+            output = function(train.images, train.labels, val.images, val.labels, weights, rnd)
+            calls[name] = {"seconds": time.perf_counter() - call_started, "cpu_seconds": time.process_time() - call_cpu}
+            if "weights" in output:
+                updates.append((output["weights"], output["num_samples"]))
+            calls[name]["val_accuracy"] = output["val"]["accuracy"]
+        if updates:
+            weights = fedavg(updates)
+        rows.append({"round": rnd, "training": rnd < rounds, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started, "calls": calls})
+    return rows
+
+
+def calibrate_epochs(job_factory: Callable[[int], Any], folder: Path, partitions: dict[str, Any]) -> dict:
+    """Local epochs so the largest site's in-process call takes about CALIBRATION_TARGET_SECONDS (at least MIN_COMPUTE_SECONDS)."""
+    name = max(partitions, key=lambda n: len(partitions[n].splits["train"].labels))
+    train, val = partitions[name].splits["train"], partitions[name].splits["val"]
+    job = job_factory(1)
+    function = site_function(job, folder)
+    weights = job.initial_weights()
+    function(train.images, train.labels, val.images, val.labels, weights, 0)  # warm-up
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        function(train.images, train.labels, val.images, val.labels, weights, 0)
+        timings.append(time.perf_counter() - started)
+    one_epoch = statistics.median(timings)
+    return {"site": name, "one_epoch_call_seconds": round(one_epoch, 3), "local_epochs": max(1, math.ceil(CALIBRATION_TARGET_SECONDS / one_epoch))}
+
+
+def _serialisation(weights: dict, output: dict) -> dict:
+    """Size and time of syft's serialisation of what travels each way: the weights (in), the site's output (out)."""
+    import syft as sy
+
+    figures = {}
+    for key, value in (("weights", weights), ("output", output)):
+        timings, size = [], 0
+        for _ in range(5):
+            started = time.perf_counter()
+            blob = sy.serialize(value, to_bytes=True)
+            sy.deserialize(blob, from_bytes=True)
+            timings.append(time.perf_counter() - started)
+            size = len(blob)
+        figures[key] = {"bytes": size, "array_bytes": int(sum(np.asarray(v).nbytes for v in (value if key == "weights" else value["weights"]).values())), "seconds": statistics.median(timings)}
+    return figures
+
+
+def run_overhead(settings: Settings, echo: Callable[..., None]) -> dict:
+    from datasite_setup.client_data import load_client_partition
+    from datasite_setup.federated_format import CLIENTS_DIR
+    from datasite_setup.owner import approve, requests
+    from datasite_setup.site_admin import ensure_researcher, login
+    from researcher import Federation
+    from tests.support.datasites import RunningSite, free_port
+
+    size, count = settings.overhead_size, settings.overhead_sites
+    echo(f"overhead: the digits converted into {count} clients at {size} px (cached)…")
+    federation_dir = overhead_federation(settings.workdir, count, size)
+    names = sorted(p.name for p in (federation_dir / CLIENTS_DIR).iterdir() if p.is_dir())
+    partitions = {name: load_client_partition(federation_dir / CLIENTS_DIR / name) for name in names}
+    work = settings.workdir / "fedavg-overhead"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    stamp = datetime.now(timezone.utc).strftime("%H%M%S")
+
+    def job_factory(local_epochs: int) -> Any:
+        return make_job(f"overhead_{stamp}", channels=1, size=size, settings=settings, seed=0, rounds=settings.overhead_rounds, local_epochs=local_epochs, min_sites=count)
+
+    if settings.overhead_epochs is None:
+        calibration = calibrate_epochs(job_factory, work / "functions", partitions)
+        local_epochs = calibration["local_epochs"]
+        echo(f"  calibration: one epoch on {calibration['site']} takes {calibration['one_epoch_call_seconds']:.2f} s in-process → {local_epochs} local epochs")
+    else:
+        calibration, local_epochs = {}, settings.overhead_epochs
+    job = job_factory(local_epochs)
+
+    sites = [RunningSite(name, federation_dir / CLIENTS_DIR / name, work / f"state-{name}", free_port()) for name in names]
+    result: dict = {"sites": names, "local_epochs": local_epochs, "calibration": calibration, "image_size": size, "rounds": settings.overhead_rounds}
+    result["partitions"] = {name: {split: len(p.splits[split].labels) for split in ("train", "val")} for name, p in partitions.items()}
+    try:
+        started = time.perf_counter()
+        for site in sites:
+            site.start(wait=False)
+        for site in sites:
+            site.wait_until_answering()
+        result["sites_start_seconds"] = round(time.perf_counter() - started, 1)
+        echo(f"  {count} datasites answering after {result['sites_start_seconds']:.0f} s")
+        for site in sites:
+            ensure_researcher(login(site.url, site.admin), email=RESEARCHER_EMAIL, name="Bench Researcher", password=RESEARCHER_PASSWORD)
+        with quiet():
+            federation = Federation.from_urls({s.name: s.url for s in sites}, RESEARCHER_EMAIL, {s.name: RESEARCHER_PASSWORD for s in sites})
+        function = job.site_function(federation).function  # the very function the sites will run
+        initial = job.initial_weights()
+
+        echo("  in-process baseline (before)…")
+        local_before = run_local(function, partitions, initial, settings.overhead_rounds)
+
+        with quiet():
+            job.submit(federation, reason="bench_fedavg overhead")
+        for site in sites:
+            admin = login(site.url, site.admin)
+            for request in requests(admin):
+                approve(admin, request.id)
+        with quiet():
+            approved = job.wait_for_approval(federation, timeout=120, poll_seconds=0.5, show=False)
+        if sorted(approved) != names:
+            raise BenchmarkError(f"only {approved} approved")
+
+        echo(f"  FedAvg job over HTTP: {settings.overhead_rounds} training round(s) + the final evaluation…")
+        pids = [site.process.pid for site in sites]
+        rounds, calls = [], []
+        run_round, call_sites = job._run_round, job._call_sites  # instrumented: the job's own round, timed from outside
+
+        def timed_call_sites(*args: Any, **kwargs: Any) -> Any:
+            begun = time.perf_counter()
+            outcome = call_sites(*args, **kwargs)
+            calls.append(time.perf_counter() - begun)
+            return outcome
+
+        def timed_round(*args: Any, **kwargs: Any) -> Any:
+            sites_cpu, own_cpu, machine = _process_tree_cpu(pids), time.process_time(), _cpu_snapshot()
+            begun = time.perf_counter()
+            outcome = run_round(*args, **kwargs)
+            wall = time.perf_counter() - begun
+            after = _cpu_snapshot()
+            sites_used, own_used = _process_tree_cpu(pids) - sites_cpu, time.process_time() - own_cpu
+            rounds.append(
+                {
+                    "seconds": wall,
+                    "sites_cpu_seconds": sites_used,
+                    "researcher_cpu_seconds": own_used,
+                    "other_cpu_seconds": max(0.0, (after[0] - machine[0]) - sites_used - own_used),
+                }
+            )
+            return outcome
+
+        job._call_sites, job._run_round = timed_call_sites, timed_round
+        try:
+            training = job.run(federation, work / "checkpoint")
+        finally:
+            del job._call_sites, job._run_round
+        for number, (row, call_seconds) in enumerate(zip(rounds, calls)):
+            record = training.history[number]
+            row.update(
+                round=number,
+                training=number < settings.overhead_rounds,
+                call_phase_seconds=call_seconds,
+                site_seconds={name: entry.get("seconds") for name, entry in record.sites.items()},
+                statuses={name: entry["status"] for name, entry in record.sites.items()},
+            )
+        if any(status != "ok" for row in rounds for status in row["statuses"].values()):
+            raise BenchmarkError(f"a site call failed: {[row['statuses'] for row in rounds]}; see {work}/state-*.log")
+
+        echo("  in-process baseline (after)…")
+        local_after = run_local(function, partitions, initial, settings.overhead_rounds)
+        train, val = partitions[names[0]].splits["train"], partitions[names[0]].splits["val"]
+        result["serialisation"] = _serialisation(initial, function(train.images, train.labels, val.images, val.labels, initial, 0))
+        result.update(
+            http_rounds=rounds,
+            local_before=local_before,
+            local_after=local_after,
+            http_final_accuracy=training.final_accuracy,
+            local_final_accuracy=_val_accuracy(local_after[-1], partitions),
+        )
+    finally:
+        for site in sites:
+            site.stop()
+    result["summary"] = summarise_overhead(result, settings)
+    shutil.rmtree(work / "functions", ignore_errors=True)
+    return result
+
+
+def _val_accuracy(row: dict, partitions: dict[str, Any]) -> float:
+    """Sample-weighted val accuracy of a local evaluation round (what the job's history reports)."""
+    counts = {name: len(p.splits["val"].labels) for name, p in partitions.items()}
+    return sum(row["calls"][name]["val_accuracy"] * counts[name] for name in counts) / sum(counts.values())
+
+
+def summarise_overhead(result: dict, settings: Settings) -> dict:
+    http = [r for r in result["http_rounds"] if r["training"]]
+    evaluation = [r for r in result["http_rounds"] if not r["training"]]
+    local = [r for rows in (result["local_before"], result["local_after"]) for r in rows if r["training"]]
+    local_eval = [r for rows in (result["local_before"], result["local_after"]) for r in rows if not r["training"]]
+    names = result["sites"]
+    median = statistics.median
+    summary = {
+        "local_round_seconds": median(r["seconds"] for r in local),
+        "local_round_runs": [round(r["seconds"], 2) for r in local],
+        "local_round_cpu_seconds": median(r["cpu_seconds"] for r in local),
+        "local_site_seconds": {name: median(r["calls"][name]["seconds"] for r in local) for name in names},
+        "local_eval_call_seconds": median(r["calls"][name]["seconds"] for r in local_eval for name in names),
+        "http_round_seconds": median(r["seconds"] for r in http),
+        "http_round_runs": [round(r["seconds"], 2) for r in http],
+        "http_first_round_seconds": http[0]["seconds"],
+        "http_call_phase_seconds": median(r["call_phase_seconds"] for r in http),
+        "http_site_seconds": {name: median(r["site_seconds"][name] for r in http) for name in names},
+        "http_sites_cpu_seconds": median(r["sites_cpu_seconds"] for r in http),
+        "http_researcher_cpu_seconds": median(r["researcher_cpu_seconds"] for r in http),
+        "http_other_cpu_seconds": median(r["other_cpu_seconds"] for r in http),
+        "http_eval_round_seconds": evaluation[0]["seconds"] if evaluation else float("nan"),
+        "http_eval_call_seconds": median(evaluation[0]["site_seconds"].values()) if evaluation else float("nan"),
+    }
+    summary["ratio"] = summary["http_round_seconds"] / summary["local_round_seconds"]
+    summary["first_round_ratio"] = summary["http_first_round_seconds"] / summary["local_round_seconds"]
+    summary["researcher_after_calls_seconds"] = summary["http_round_seconds"] - summary["http_call_phase_seconds"]
+    summary["fixed_call_seconds"] = summary["http_eval_call_seconds"] - summary["local_eval_call_seconds"]
+    summary["min_site_compute_seconds"] = min(summary["local_site_seconds"].values())
+    summary["extra_cpu_seconds"] = summary["http_sites_cpu_seconds"] + summary["http_researcher_cpu_seconds"] - summary["local_round_cpu_seconds"]
+    return summary
+
+
+# --- the benchmark ---------------------------------------------------------------------------------------------
+
+
+def _software() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    info = _extra_machine_info()
+    for package in ("torch", "scikit-learn"):
+        try:
+            info[package] = version(package)
+        except PackageNotFoundError:
+            info[package] = "unknown"
+    import torch
+
+    info["torch_threads"] = torch.get_num_threads()
+    return info
+
+
+def run_benchmark(settings: Settings, *, echo: Callable[..., None] = print) -> Results:
+    from datasite_setup.datasite import clear_syft_import_environment
+
+    clear_syft_import_environment()  # before the first 'import syft' of this process
+    settings.workdir.mkdir(parents=True, exist_ok=True)
+    results = Results(
+        settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+        machine=machine_info() | _software(),
+        load_start=(),
+        load_end=(),
+        started=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    if settings.wait_load is not None:
+        results.waited = wait_for_quiet_machine(settings.wait_load, settings.wait_timeout, echo)
+    results.load_start = os.getloadavg()
+    if settings.accuracy:
+        import torch
+
+        echo(f"accuracy: {settings.seeds} seed(s) × {len(SCHEMES)} schemes, {settings.rounds} rounds × {settings.local_epochs} local epoch(s)…")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # reproducible, and robust on a busy machine; only the overhead part's timings matter
+        try:
+            results.accuracy = run_accuracy(settings, echo)
+        finally:
+            torch.set_num_threads(threads)
+    if settings.overhead:
+        load = os.getloadavg()
+        results.overhead = run_overhead(settings, echo)
+        results.overhead["load_start"] = load
+        results.overhead["load_end"] = os.getloadavg()
+    results.load_end = os.getloadavg()
+    results.targets = targets(results, settings)
+    return results
+
+
+def targets(results: Results, settings: Settings) -> list[dict]:
+    rows = []
+    note = "" if not settings.quick else " (quick mode: too few rounds/seeds to judge)"
+    if results.accuracy:
+        for scheme, limit, label in (("iid", IID_TARGET, "IID"), ("dirichlet", DIRICHLET_TARGET, f"Dirichlet α={settings.alpha:g}")):
+            gap, spread = results.accuracy["summary"][scheme]["fedavg_gap"]
+            rows.append(
+                {
+                    "target": f"FedAvg within {limit:g} points of centralised, {label} (mean gap over {settings.seeds} seed(s)){note}",
+                    "measured": f"{gap:+.2f} ± {spread:.2f} points",
+                    "result": "PASS" if gap <= limit else "MISS",
+                }
+            )
+    if results.overhead:
+        summary = results.overhead["summary"]
+        precondition = summary["min_site_compute_seconds"] >= MIN_COMPUTE_SECONDS
+        extra = "" if precondition else f" (every site's call is under {MIN_COMPUTE_SECONDS:g} s of compute here: the target does not apply)"
+        rows.append(
+            {
+                "target": f"a training round over {len(results.overhead['sites'])} HTTP datasites ≤ {OVERHEAD_TARGET:g}× the same local training in one process (median round){extra}",
+                "measured": f"{summary['ratio']:.2f}×",
+                "result": ("PASS" if summary["ratio"] <= OVERHEAD_TARGET else "MISS") if precondition else "n/a",
+            }
+        )
+    return rows
+
+
+# --- the report ------------------------------------------------------------------------------------------------
+
+
+def _pm(pair: Sequence[float], digits: int = 2) -> str:
+    return f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
+
+
+def render_report(results: Results, *, heading: str = "##") -> str:
+    m, s = results.machine, results.settings
+    load_flag = results.load_start and results.load_end and (results.load_start[0] > MAX_START_LOAD or results.load_end[0] > MAX_END_LOAD)
+    lines = [
+        f"{heading} FedAvg: accuracy against centralised training, overhead of a round over HTTP — {results.started}",
+        "",
+        f"- **Machine**: {m['cpu_model']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable, {m['physical_cores']} physical cores), "
+        f"{m['ram_bytes'] / 2**30:.1f} GiB RAM, {m['os']}",
+        f"- **Software**: Python {m['python']}, torch {m['torch']} ({m['torch_threads']} intra-op threads), PySyft {m['syft']}, numpy {m['numpy']}, "
+        f"scikit-learn {m['scikit-learn']}, fedimg {m['fedimg_version']} at commit {m['fedimg_commit']}",
+        f"- **Load average** (1/5/15 min): start {_load(results.load_start)}, end {_load(results.load_end)}"
+        + ("  — the machine was not idle (other processes, or the benchmark's own sites): timings may be pessimistic" if load_flag else ""),
+    ]
+    waited = results.waited
+    if waited:
+        lines.append(
+            f"- **Waited** {waited['seconds']:.0f} s for the 1-minute load to drop below {waited['max_load']:g}"
+            + ("" if waited["quiet"] else f" (it did not within {waited['timeout']:.0f} s: {waited['load']:.2f})")
+        )
+    if s["quick"]:
+        lines.append("- **Quick mode**: a smoke run; its figures do not judge the targets")
+    if results.accuracy:
+        lines += ["", *_accuracy_section(results, heading + "#")]
+    if results.overhead:
+        lines += ["", *_overhead_section(results, heading + "#")]
+    lines += ["", "| target | measured | result |", "| --- | ---: | :---: |"]
+    lines += [f"| {t['target']} | {t['measured']} | **{t['result']}** |" for t in results.targets]
+    return "\n".join(lines) + "\n"
+
+
+def _accuracy_section(results: Results, heading: str) -> list[str]:
+    s, accuracy = results.settings, results.accuracy
+    summary, runs = accuracy["summary"], accuracy["runs"]
+    epochs = s["rounds"] * s["local_epochs"]
+    first = runs[0]
+    fedprox = s["fedprox_mu"] > 0
+    lines = [
+        f"{heading} Accuracy: FedAvg vs centralised training on the digits",
+        "",
+        f"- **Data**: scikit-learn's 1,797 digits (8×8 scans). Per seed: a held-out test set of {s['test_fraction']:.0%} "
+        f"({first['test_samples']} images; stratified by label, `split_train_val`) and a training pool of {first['pool_samples']}, "
+        f"converted with `fedimg convert` (`--clients {s['hospitals']} --size {s['size']} --mode L --val-fraction {s['val_fraction']:g}`, "
+        f"each image its own group) into {s['hospitals']} hospitals, `--scheme iid` and `--scheme dirichlet --alpha {s['alpha']:g}`; "
+        "the test images go through the same `standardise` (8 → "
+        f"{s['size']} px, bicubic)",
+        f"- **Model and optimiser**: `SmallCNN(width={s['width']})`, SGD lr {s['lr']:g}, momentum {s['momentum']:g}, batch {s['batch_size']}, "
+        "cross-entropy; every seed redraws the test split, the partition and the initial weights (shared by both contenders)",
+        f"- **FedAvg**: {s['rounds']} rounds × {s['local_epochs']} local epoch(s); each round calls the generated site function "
+        "(`build_site_function`, the code the sites run) for every hospital in this process, then `researcher.aggregation.fedavg` "
+        "(sample-weighted); no HTTP (the transport does not change the arithmetic)"
+        + (f"; **FedProx** (context): the same with μ = {s['fedprox_mu']:g}" if fedprox else ""),
+        f"- **Centralised**: the same site function, one call on the union of the hospitals' train splits for {epochs} epochs "
+        f"(= rounds × local epochs); the val splits are used by neither",
+        f"- **Seeds**: {s['seeds']}; mean ± standard deviation over seeds; accuracy on the held-out test set, in %; "
+        "gap = centralised − FedAvg, in points (positive: FedAvg is worse)",
+        "",
+        "| scheme | centralised acc (%) | FedAvg acc (%) | gap (points) | target | result |" + (" FedProx acc (%) | FedProx gap |" if fedprox else ""),
+        "| --- | ---: | ---: | ---: | ---: | :---: |" + (" ---: | ---: |" if fedprox else ""),
+    ]
+    for scheme, limit, label in (("iid", IID_TARGET, "IID"), ("dirichlet", DIRICHLET_TARGET, f"Dirichlet α={s['alpha']:g}")):
+        entry = summary[scheme]
+        gap = entry["fedavg_gap"][0]
+        lines.append(
+            f"| {label} | {_pm(entry['centralised'])} | {_pm(entry['fedavg'])} | {_pm(entry['fedavg_gap'])} | ≤ {limit:g} | "
+            f"**{'PASS' if gap <= limit else 'MISS'}** |" + (f" {_pm(entry['fedprox'])} | {_pm(entry['fedprox_gap'])} |" if fedprox else "")
+        )
+    lines += [
+        "",
+        "| seed | scheme | hospitals' train sizes | top label's share per hospital | centralised (%) | FedAvg (%) | gap |" + (" FedProx (%) |" if fedprox else ""),
+        "| ---: | --- | --- | --- | ---: | ---: | ---: |" + (" ---: |" if fedprox else ""),
+    ]
+    for run in runs:
+        hospitals = run["hospitals"]
+        central, fed = 100 * run["centralised"]["accuracy"], 100 * run["fedavg"]["accuracy"]
+        lines.append(
+            f"| {run['seed']} | {run['scheme']} | {', '.join(map(str, hospitals['train_sizes']))} | "
+            f"{', '.join(f'{v:.0%}' for v in hospitals['top_label_share'])} | {central:.2f} | {fed:.2f} | {central - fed:+.2f} |"
+            + (f" {100 * run['fedprox']['accuracy']:.2f} |" if fedprox else "")
+        )
+    half_round = max(1, s["rounds"] // 2)
+    convergence = "; ".join(
+        f"{scheme}: centralised {_pm(summary[scheme]['centralised_half'], 1)} % after {max(1, epochs // 2)} epochs vs {_pm(summary[scheme]['centralised'], 1)} % after {epochs}, "
+        f"FedAvg {_pm(summary[scheme]['fedavg_half'], 1)} % after round {half_round} vs {_pm(summary[scheme]['fedavg'], 1)} % after {s['rounds']}"
+        for scheme in SCHEMES
+    )
+    seconds = [r["fedavg"]["seconds"] for r in runs], [r["centralised"]["seconds"] for r in runs]
+    lines += [
+        "",
+        f"- **Convergence** (half the budget vs all of it): {convergence}",
+        f"- **Time**: a FedAvg run takes {statistics.median(seconds[0]):.1f} s in-process (with a test evaluation after every round), "
+        f"the centralised pair (half and full budget) {statistics.median(seconds[1]):.1f} s (medians)",
+    ]
+    return lines
+
+
+def _overhead_section(results: Results, heading: str) -> list[str]:
+    s, o = results.settings, results.overhead
+    summary = o["summary"]
+    names = o["sites"]
+    cores = results.machine["usable_cpus"]
+    ser = o["serialisation"]
+    calibration = o["calibration"]
+    sizes = ", ".join(f"{name} {counts['train']}/{counts['val']}" for name, counts in o["partitions"].items())
+    lines = [
+        f"{heading} Overhead: a round over {len(names)} HTTP datasites vs the same local training in one process",
+        "",
+        f"- **Data**: the digits (synthetic patients kept whole) converted into {len(names)} clients at {o['image_size']} px grayscale "
+        f"(train/val: {sizes})",
+        f"- **Job**: `FedAvgJob(SmallCNN(width={s['width']}))`, {o['rounds']} training round(s) + the final evaluation, "
+        f"{o['local_epochs']} local epochs, SGD lr {s['lr']:g} momentum {s['momentum']:g}, batch {s['batch_size']}"
+        + (
+            f"; local epochs calibrated so the largest site's call takes ~{CALIBRATION_TARGET_SECONDS:g} s in-process "
+            f"(one epoch: {calibration['one_epoch_call_seconds']:.2f} s on {calibration['site']})"
+            if calibration
+            else " (set by --overhead-epochs)"
+        ),
+        f"- **Over HTTP**: {len(names)} `fedimg datasite serve` subprocesses on 127.0.0.1 (SQLite, on-disk blobs; started in "
+        f"{o['sites_start_seconds']:.0f} s), a researcher account, `job.submit`, every owner approves (`datasite_setup.owner.approve`), "
+        "`job.run`. A round is the job's own round (`FedAvgJob._run_round`, timed from outside): the global weights go to every site, "
+        "the sites evaluate and train **in parallel** (one thread per site at the researcher), the results come back, FedAvg, checkpoint",
+        f"- **In one process** (the baseline): the same generated function on the same partitions, the {len(names)} sites' calls "
+        "**one after another**, FedAvg between rounds; run before and after the HTTP job (median of both)",
+        f"- **Cores**: {cores} usable for {len(names)} site processes, each with torch's default {results.machine['torch_threads']} threads; "
+        f"the baseline also uses {results.machine['torch_threads']} threads: running the sites in parallel can gain little over the "
+        "sequential baseline here, while syft's work and thread oversubscription cost CPU",
+        f"- **Same work**: final val accuracy over HTTP {o['http_final_accuracy']:.2%} vs in-process {o['local_final_accuracy']:.2%}"
+        f"; load average around the part: {_load(o['load_start'])} → {_load(o['load_end'])}",
+        "",
+        "| round | over HTTP (s) | in one process (s) | ratio | call phase (s) | researcher after calls (s) | CPU at sites (s) | researcher CPU (s) | other processes' CPU (s) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    local_rows = {row["round"]: [row, after] for row, after in zip(o["local_before"], o["local_after"])}
+    for row in o["http_rounds"]:
+        local = statistics.median(r["seconds"] for r in local_rows[row["round"]])
+        kind = f"{row['round']} (training{', first' if row['round'] == 0 else ''})" if row["training"] else f"{row['round']} (evaluation only)"
+        lines.append(
+            f"| {kind} | {row['seconds']:.2f} | {local:.2f} | {row['seconds'] / local:.2f}× | {row['call_phase_seconds']:.2f} | "
+            f"{row['seconds'] - row['call_phase_seconds']:.2f} | {row['sites_cpu_seconds']:.1f} | {row['researcher_cpu_seconds']:.1f} | {row['other_cpu_seconds']:.1f} |"
+        )
+    lines += [
+        "",
+        "| site | training call in one process (s) | the same call over HTTP, seen by the researcher (s) |",
+        "| --- | ---: | ---: |",
+    ]
+    for name in names:
+        lines.append(f"| {name} | {summary['local_site_seconds'][name]:.2f} | {summary['http_site_seconds'][name]:.2f} |")
+    local, http = summary["local_round_seconds"], summary["http_round_seconds"]
+    rest = http - local
+    slowest = max(summary["http_site_seconds"].values())
+    lines += [
+        "",
+        f"- **Ratio**: median training round {http:.2f} s over HTTP (rounds: {', '.join(f'{v:.2f}' for v in summary['http_round_runs'])}) vs "
+        f"{local:.2f} s in one process (rounds: {', '.join(f'{v:.2f}' for v in summary['local_round_runs'])}): **{summary['ratio']:.2f}×**; "
+        f"the first round (cold: the sites load the approved code) {summary['http_first_round_seconds']:.2f} s, {summary['first_round_ratio']:.2f}×",
+        f"- **Where the rest goes** ({rest:+.2f} s per round, medians): the call phase (all sites, in parallel) takes "
+        f"{summary['http_call_phase_seconds']:.2f} s, its slowest site {slowest:.2f} s; the researcher's FedAvg and checkpoint after the calls "
+        f"{summary['researcher_after_calls_seconds']:.2f} s. A call's fixed cost (transport, syft's policy checks, loading the site's "
+        f"assets, (de)serialising, storing and fetching the result), measured by the evaluation-only round: "
+        f"{summary['http_eval_call_seconds']:.2f} s per call over HTTP vs {summary['local_eval_call_seconds']:.2f} s in-process, "
+        f"**{summary['fixed_call_seconds']:.2f} s** (the sites pay it in parallel). CPU: the sites used {summary['http_sites_cpu_seconds']:.1f} s and the "
+        f"researcher {summary['http_researcher_cpu_seconds']:.1f} s per training round vs {summary['local_round_cpu_seconds']:.1f} s in one process: "
+        f"**{summary['extra_cpu_seconds']:+.1f} CPU-seconds** (syft and HTTP work, and torch threads oversubscribing {cores} cores); "
+        f"other processes took {summary['http_other_cpu_seconds']:.1f} CPU-seconds per round",
+        f"- **Payload** (syft serialisation, in-process): the global weights {ser['weights']['bytes'] / 1e3:.0f} kB "
+        f"({ser['weights']['array_bytes'] / 1e3:.0f} kB of arrays), serialise + deserialise {1e3 * ser['weights']['seconds']:.1f} ms; "
+        f"a site's output {ser['output']['bytes'] / 1e3:.0f} kB, {1e3 * ser['output']['seconds']:.1f} ms: negligible against the round",
+    ]
+    return lines
+
+
+def write_report(results: Results, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Benchmark report: FedAvg\n\n" + render_report(results))
+    path.with_suffix(".json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
+    return path
+
+
+def record_results(results: Results, results_file: Path = RESULTS_FILE) -> None:
+    """Insert the report at the top of the "FedAvg accuracy and overhead" section of ``benchmarks/RESULTS.md`` (appended if missing)."""
+    text = results_file.read_text() if results_file.is_file() else "# Benchmark results\n"
+    if SECTION_MARKER not in text:
+        text = (
+            text.rstrip("\n")
+            + f"\n\n{SECTION_HEADING}\n\nFedAvg against centralised training on the digits, and a round over HTTP datasites against the same "
+            + "training in one process (`.venv/bin/python -m benchmarks.bench_fedavg --record`; how to read it: [README.md](README.md)).\n\n"
+            + f"{SECTION_MARKER}\n"
+        )
+    head, tail = text.split(SECTION_MARKER, 1)
+    tail = tail.strip("\n")
+    results_file.write_text(f"{head}{SECTION_MARKER}\n\n{render_report(results, heading='###')}" + (f"\n{tail}\n" if tail else ""))
+
+
+# --- command line ------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> Settings:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_fedavg", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, help="seeds of the accuracy part (default 3; 1 with --quick)")
+    parser.add_argument("--rounds", type=int, help="FedAvg rounds (default 20; 3 with --quick); centralised trains rounds × local epochs epochs")
+    parser.add_argument("--local-epochs", type=int, default=1, help="local epochs per round (default 1)")
+    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05)")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    parser.add_argument("--width", type=int, default=16, help="SmallCNN width (default 16)")
+    parser.add_argument("--size", type=int, default=16, help="image size of the accuracy part, px, a multiple of 4 (default 16)")
+    parser.add_argument("--hospitals", type=int, default=5, help="hospitals of the accuracy part (default 5)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (default 0.5)")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="held-out test share of the digits (default 0.2)")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="each hospital's val share, as fedimg convert --val-fraction (default 0.2)")
+    parser.add_argument("--fedprox-mu", type=float, default=0.0, help="also run FedProx with this μ as a context column (default 0: off)")
+    parser.add_argument("--skip-accuracy", action="store_true", help="skip the accuracy part")
+    parser.add_argument("--skip-overhead", action="store_true", help="skip the overhead part (no datasites are started)")
+    parser.add_argument("--overhead-rounds", type=int, help="training rounds of the HTTP job (default 3; 1 with --quick)")
+    parser.add_argument("--overhead-epochs", type=int, help="local epochs of the HTTP job (default: calibrated to ~3 s per site call; 1 with --quick)")
+    parser.add_argument("--overhead-size", type=int, help="image size of the overhead part, px (default 32; 16 with --quick)")
+    parser.add_argument("--overhead-sites", type=int, default=3, help="HTTP datasites (default 3)")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="cache and scratch folder (default benchmarks/_work)")
+    parser.add_argument("--report", type=Path, help="markdown report path (default WORKDIR/fedavg-report.md; a .json twin is written beside it)")
+    parser.add_argument("--record", action="store_true", help="also add the report to the FedAvg section of benchmarks/RESULTS.md")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 3 rounds; overhead 1 round, 1 epoch, 16 px")
+    parser.add_argument("--wait-load", type=float, help="first wait until the 1-minute load average is below this (default 1.5 with --record)")
+    parser.add_argument("--wait-timeout", type=float, default=600.0, help="give up waiting for --wait-load after this many seconds (default 600)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    settings = Settings(
+        seeds=args.seeds if args.seeds is not None else (1 if quick else 3),
+        rounds=args.rounds if args.rounds is not None else (3 if quick else 20),
+        local_epochs=args.local_epochs,
+        lr=args.lr,
+        momentum=args.momentum,
+        batch_size=args.batch_size,
+        width=args.width,
+        size=args.size,
+        hospitals=args.hospitals,
+        alpha=args.alpha,
+        test_fraction=args.test_fraction,
+        val_fraction=args.val_fraction,
+        fedprox_mu=args.fedprox_mu,
+        accuracy=not args.skip_accuracy,
+        overhead=not args.skip_overhead,
+        overhead_rounds=args.overhead_rounds if args.overhead_rounds is not None else (1 if quick else 3),
+        overhead_epochs=args.overhead_epochs if args.overhead_epochs is not None else (1 if quick else None),
+        overhead_size=args.overhead_size if args.overhead_size is not None else (16 if quick else 32),
+        overhead_sites=args.overhead_sites,
+        workdir=args.workdir.absolute(),
+        report=(args.report or args.workdir.absolute() / "fedavg-report.md").absolute(),
+        record=args.record,
+        quick=quick,
+        wait_load=args.wait_load if args.wait_load is not None else (1.5 if args.record else None),
+        wait_timeout=args.wait_timeout,
+    )
+    if not (settings.accuracy or settings.overhead):
+        parser.error("--skip-accuracy and --skip-overhead together leave nothing to run")
+    positive = {"--seeds": settings.seeds, "--rounds": settings.rounds, "--local-epochs": settings.local_epochs, "--hospitals": settings.hospitals, "--overhead-rounds": settings.overhead_rounds}
+    for flag, value in positive.items():
+        if value < 1:
+            parser.error(f"{flag} must be at least 1")
+    if settings.overhead_sites < 2:
+        parser.error("--overhead-sites must be at least 2")
+    if settings.overhead_epochs is not None and settings.overhead_epochs < 1:
+        parser.error("--overhead-epochs must be at least 1")
+    for flag, value in (("--size", settings.size), ("--overhead-size", settings.overhead_size)):
+        if value < 4 or value % 4:
+            parser.error(f"{flag} must be a multiple of 4 (SmallCNN pools twice)")
+    if not 0 < settings.test_fraction < 1 or not 0 <= settings.val_fraction < 1:
+        parser.error("--test-fraction must be in (0, 1) and --val-fraction in [0, 1)")
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_args(argv)
+    results = run_benchmark(settings)
+    report = write_report(results, settings.report)
+    print()
+    print(render_report(results))
+    print(f"report: {report} (+ {report.with_suffix('.json').name})")
+    if settings.record:
+        record_results(results)
+        print(f"recorded in {RESULTS_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

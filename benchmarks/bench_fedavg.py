@@ -278,34 +278,48 @@ def hospital_stats(hospitals: list[Any]) -> dict:
 # --- accuracy: training -----------------------------------------------------------------------------------
 
 
+def checkpoints(rounds: int) -> list[int]:
+    """The rounds at which the budget table compares FedAvg with centralised training: R/4, R/2, R."""
+    return sorted({max(1, rounds // 4), max(1, rounds // 2), rounds})
+
+
 def train_fedavg(function: Callable[..., dict], hospitals: list[Any], weights: dict, rounds: int, test: tuple[np.ndarray, np.ndarray]) -> dict:
-    """``rounds`` of FedAvg: every hospital's site-function call in turn, then ``fedavg``; test accuracy after each round."""
+    """``rounds`` of FedAvg: every hospital's site-function call in turn, then ``fedavg``; test accuracy after each round.
+
+    ``val_curve[r]`` is the hospitals' pooled val accuracy of the model after ``r`` rounds (``r = 0 … rounds``), as the job's history reports it.
+    """
     from researcher.aggregation import fedavg
 
-    curve = []
+    curve, val_curve = [], []
     started = time.perf_counter()
     for rnd in range(rounds):
-        updates = []
+        updates, correct, seen = [], 0.0, 0
         for hospital in hospitals:
             train, val = hospital.splits["train"], hospital.splits["val"]
             output = function(train.images, train.labels, val.images, val.labels, weights, rnd)
             updates.append((output["weights"], output["num_samples"]))
+            correct += output["val"]["accuracy"] * output["val"]["num_samples"]
+            seen += output["val"]["num_samples"]
+        val_curve.append(correct / max(seen, 1))
         weights = fedavg(updates)
         curve.append(evaluate(function, weights, *test, rounds)["accuracy"])
-    return {"accuracy": curve[-1], "curve": [round(a, 4) for a in curve], "seconds": round(time.perf_counter() - started, 2)}
+    val_images = np.concatenate([h.splits["val"].images for h in hospitals])
+    val_labels = np.concatenate([h.splits["val"].labels for h in hospitals])
+    val_curve.append(evaluate(function, weights, val_images, val_labels, rounds)["accuracy"])
+    return {"accuracy": curve[-1], "curve": [round(a, 4) for a in curve], "val_curve": [round(a, 4) for a in val_curve], "seconds": round(time.perf_counter() - started, 2)}
 
 
-def train_centralised(job: Any, folder: Path, hospitals: list[Any], weights: dict, epochs: int, test: tuple[np.ndarray, np.ndarray]) -> dict:
-    """The same site function, one call on the union of the hospitals' train splits for ``epochs`` epochs (and half as many)."""
+def train_centralised(job: Any, folder: Path, hospitals: list[Any], weights: dict, budgets: Sequence[int], test: tuple[np.ndarray, np.ndarray]) -> dict:
+    """The same site function, one call on the union of the hospitals' train splits, for each budget (epochs)."""
     images = np.concatenate([h.splits["train"].images for h in hospitals])
     labels = np.concatenate([h.splits["train"].labels for h in hospitals])
     started = time.perf_counter()
-    result = {}
-    for key, count in (("half", max(1, epochs // 2)), ("full", epochs)):
-        function = site_function(job, folder, rounds=1, local_epochs=count)
+    accuracy = {}
+    for epochs in budgets:
+        function = site_function(job, folder, rounds=1, local_epochs=epochs)
         trained = function(images, labels, *test, weights, 0)["weights"]
-        result[key] = {"epochs": count, "accuracy": evaluate(function, trained, *test, 1)["accuracy"]}
-    return {"accuracy": result["full"]["accuracy"], "half": result["half"], "train_samples": int(len(labels)), "seconds": round(time.perf_counter() - started, 2)}
+        accuracy[epochs] = evaluate(function, trained, *test, 1)["accuracy"]
+    return {"accuracy": accuracy[max(budgets)], "by_epochs": {str(k): v for k, v in accuracy.items()}, "train_samples": int(len(labels)), "seconds": round(time.perf_counter() - started, 2)}
 
 
 def run_accuracy(settings: Settings, echo: Callable[..., None]) -> dict:
@@ -317,7 +331,6 @@ def run_accuracy(settings: Settings, echo: Callable[..., None]) -> dict:
     source = digits_source(settings.workdir)
     secret = _secret(settings.workdir)
     _, labels = load_digit_images()
-    epochs = settings.rounds * settings.local_epochs
     variants = [("fedavg", 0.0)] + ([("fedprox", settings.fedprox_mu)] if settings.fedprox_mu > 0 else [])
     runs: list[dict] = []
     for seed in range(settings.seeds):
@@ -327,7 +340,7 @@ def run_accuracy(settings: Settings, echo: Callable[..., None]) -> dict:
             hospitals = convert_hospitals(source, pool, labels, work / f"{scheme}-seed{seed}", scheme, seed, settings, secret)
             job = make_job(f"acc_{scheme}_{seed}", channels=1, size=settings.size, settings=settings, seed=seed, rounds=settings.rounds, local_epochs=settings.local_epochs)
             initial = job.initial_weights()
-            central = train_centralised(job, work / "functions", hospitals, initial, epochs, test)
+            central = train_centralised(job, work / "functions", hospitals, initial, [k * settings.local_epochs for k in checkpoints(settings.rounds)], test)
             run = {"seed": seed, "scheme": scheme, "test_samples": int(len(test[1])), "pool_samples": int(len(pool)), "hospitals": hospital_stats(hospitals), "centralised": central}
             for variant, mu in variants:
                 function = site_function(job, work / "functions", mu=mu)
@@ -350,14 +363,20 @@ def summarise_accuracy(runs: list[dict], settings: Settings) -> dict:
     for scheme in SCHEMES:
         chosen = [r for r in runs if r["scheme"] == scheme]
         central = [100 * r["centralised"]["accuracy"] for r in chosen]
-        entry = {"centralised": _mean_std(central), "centralised_half": _mean_std([100 * r["centralised"]["half"]["accuracy"] for r in chosen])}
+        entry: dict = {"centralised": _mean_std(central), "budgets": {}}
         for variant in ("fedavg", "fedprox"):
             if variant not in chosen[0]:
                 continue
             accuracy = [100 * r[variant]["accuracy"] for r in chosen]
             entry[variant] = _mean_std(accuracy)
             entry[f"{variant}_gap"] = _mean_std([c - a for c, a in zip(central, accuracy)])
-            entry[f"{variant}_half"] = _mean_std([100 * r[variant]["curve"][max(0, settings.rounds // 2 - 1)] for r in chosen])
+        for rounds in checkpoints(settings.rounds):
+            epochs = rounds * settings.local_epochs
+            c = [100 * r["centralised"]["by_epochs"][str(epochs)] for r in chosen]
+            f = [100 * r["fedavg"]["curve"][rounds - 1] for r in chosen]
+            entry["budgets"][str(rounds)] = {"epochs": epochs, "centralised": _mean_std(c), "fedavg": _mean_std(f), "gap": _mean_std([a - b for a, b in zip(c, f)])}
+        quarter = max(1, settings.rounds // 4)
+        entry["val_last_quarter_change"] = _mean_std([100 * (r["fedavg"]["val_curve"][-1] - r["fedavg"]["val_curve"][-1 - quarter]) for r in chosen])
         summary[scheme] = entry
     return summary
 
@@ -569,6 +588,8 @@ def run_overhead(settings: Settings, echo: Callable[..., None]) -> dict:
     finally:
         for site in sites:
             site.stop()
+    for site in sites:  # their logs (next to each state dir) stay for inspection
+        shutil.rmtree(site.state_dir, ignore_errors=True)
     result["summary"] = summarise_overhead(result, settings)
     shutil.rmtree(work / "functions", ignore_errors=True)
     return result
@@ -610,6 +631,7 @@ def summarise_overhead(result: dict, settings: Settings) -> dict:
     summary["fixed_call_seconds"] = summary["http_eval_call_seconds"] - summary["local_eval_call_seconds"]
     summary["min_site_compute_seconds"] = min(summary["local_site_seconds"].values())
     summary["extra_cpu_seconds"] = summary["http_sites_cpu_seconds"] + summary["http_researcher_cpu_seconds"] - summary["local_round_cpu_seconds"]
+    summary["cpu_bound_seconds"] = (summary["http_sites_cpu_seconds"] + summary["http_researcher_cpu_seconds"]) / (os.cpu_count() or 1)
     return summary
 
 
@@ -697,7 +719,7 @@ def targets(results: Results, settings: Settings) -> list[dict]:
 
 
 def _pm(pair: Sequence[float], digits: int = 2) -> str:
-    return f"{pair[0]:.{digits}f} ± {pair[1]:.{digits}f}"
+    return f"{round(pair[0], digits) + 0.0:.{digits}f} ± {pair[1]:.{digits}f}"
 
 
 def render_report(results: Results, *, heading: str = "##") -> str:
@@ -779,18 +801,29 @@ def _accuracy_section(results: Results, heading: str) -> list[str]:
             f"{', '.join(f'{v:.0%}' for v in hospitals['top_label_share'])} | {central:.2f} | {fed:.2f} | {central - fed:+.2f} |"
             + (f" {100 * run['fedprox']['accuracy']:.2f} |" if fedprox else "")
         )
-    half_round = max(1, s["rounds"] // 2)
-    convergence = "; ".join(
-        f"{scheme}: centralised {_pm(summary[scheme]['centralised_half'], 1)} % after {max(1, epochs // 2)} epochs vs {_pm(summary[scheme]['centralised'], 1)} % after {epochs}, "
-        f"FedAvg {_pm(summary[scheme]['fedavg_half'], 1)} % after round {half_round} vs {_pm(summary[scheme]['fedavg'], 1)} % after {s['rounds']}"
-        for scheme in SCHEMES
-    )
+    labels = {"iid": "IID", "dirichlet": f"Dirichlet α={s['alpha']:g}"}
+    lines += [
+        "",
+        "Gap by budget (the FedAvg run's test accuracy after R rounds; centralised trained afresh for R × local epochs epochs):",
+        "",
+        "| rounds | epochs | " + " | ".join(f"{labels[scheme]}: centralised (%) | FedAvg (%) | gap" for scheme in SCHEMES) + " |",
+        "| ---: | ---: | " + " | ".join("---: | ---: | ---:" for _ in SCHEMES) + " |",
+    ]
+    for rounds in checkpoints(s["rounds"]):
+        cells = []
+        for scheme in SCHEMES:
+            budget = summary[scheme]["budgets"][str(rounds)]
+            cells.append(f"{_pm(budget['centralised'])} | {_pm(budget['fedavg'])} | {_pm(budget['gap'])}")
+        lines.append(f"| {rounds} | {summary['iid']['budgets'][str(rounds)]['epochs']} | " + " | ".join(cells) + " |")
+    quarter = max(1, s["rounds"] // 4)
     seconds = [r["fedavg"]["seconds"] for r in runs], [r["centralised"]["seconds"] for r in runs]
     lines += [
         "",
-        f"- **Convergence** (half the budget vs all of it): {convergence}",
-        f"- **Time**: a FedAvg run takes {statistics.median(seconds[0]):.1f} s in-process (with a test evaluation after every round), "
-        f"the centralised pair (half and full budget) {statistics.median(seconds[1]):.1f} s (medians)",
+        f"- **Convergence**: the hospitals' pooled val accuracy (the job's own metric, not the test set) moved by "
+        + ", ".join(f"{_pm(summary[scheme]['val_last_quarter_change'])} points ({labels[scheme]})" for scheme in SCHEMES)
+        + f" over FedAvg's last {quarter} round(s)",
+        f"- **Time** (torch on one thread in this part): a FedAvg run takes {statistics.median(seconds[0]):.1f} s in-process (with a test "
+        f"evaluation after every round), the centralised runs at every budget {statistics.median(seconds[1]):.1f} s (medians)",
     ]
     return lines
 
@@ -862,7 +895,9 @@ def _overhead_section(results: Results, heading: str) -> list[str]:
         f"**{summary['fixed_call_seconds']:.2f} s** (the sites pay it in parallel). CPU: the sites used {summary['http_sites_cpu_seconds']:.1f} s and the "
         f"researcher {summary['http_researcher_cpu_seconds']:.1f} s per training round vs {summary['local_round_cpu_seconds']:.1f} s in one process: "
         f"**{summary['extra_cpu_seconds']:+.1f} CPU-seconds** (syft and HTTP work, and torch threads oversubscribing {cores} cores); "
-        f"other processes took {summary['http_other_cpu_seconds']:.1f} CPU-seconds per round",
+        f"spread perfectly over {cores} cores, the round's CPU needs at least {summary['cpu_bound_seconds']:.2f} s of wall time "
+        f"(the baseline's {summary['local_round_cpu_seconds']:.1f} CPU-seconds took {local:.2f} s: torch keeps "
+        f"{summary['local_round_cpu_seconds'] / local:.1f} cores busy). Other processes took {summary['http_other_cpu_seconds']:.1f} CPU-seconds per round",
         f"- **Payload** (syft serialisation, in-process): the global weights {ser['weights']['bytes'] / 1e3:.0f} kB "
         f"({ser['weights']['array_bytes'] / 1e3:.0f} kB of arrays), serialise + deserialise {1e3 * ser['weights']['seconds']:.1f} ms; "
         f"a site's output {ser['output']['bytes'] / 1e3:.0f} kB, {1e3 * ser['output']['seconds']:.1f} ms: negligible against the round",
@@ -898,8 +933,8 @@ def record_results(results: Results, results_file: Path = RESULTS_FILE) -> None:
 def parse_args(argv: Sequence[str] | None) -> Settings:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_fedavg", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, help="seeds of the accuracy part (default 3; 1 with --quick)")
-    parser.add_argument("--rounds", type=int, help="FedAvg rounds (default 20; 3 with --quick); centralised trains rounds × local epochs epochs")
-    parser.add_argument("--local-epochs", type=int, default=1, help="local epochs per round (default 1)")
+    parser.add_argument("--rounds", type=int, help="FedAvg rounds (default 20; 2 with --quick); centralised trains rounds × local epochs epochs")
+    parser.add_argument("--local-epochs", type=int, help="local epochs per round (default 2; 1 with --quick)")
     parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05)")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
@@ -919,15 +954,15 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="cache and scratch folder (default benchmarks/_work)")
     parser.add_argument("--report", type=Path, help="markdown report path (default WORKDIR/fedavg-report.md; a .json twin is written beside it)")
     parser.add_argument("--record", action="store_true", help="also add the report to the FedAvg section of benchmarks/RESULTS.md")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 3 rounds; overhead 1 round, 1 epoch, 16 px")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 rounds of 1 epoch; overhead 1 round, 1 epoch, 16 px")
     parser.add_argument("--wait-load", type=float, help="first wait until the 1-minute load average is below this (default 1.5 with --record)")
     parser.add_argument("--wait-timeout", type=float, default=600.0, help="give up waiting for --wait-load after this many seconds (default 600)")
     args = parser.parse_args(argv)
     quick = args.quick
     settings = Settings(
         seeds=args.seeds if args.seeds is not None else (1 if quick else 3),
-        rounds=args.rounds if args.rounds is not None else (3 if quick else 20),
-        local_epochs=args.local_epochs,
+        rounds=args.rounds if args.rounds is not None else (2 if quick else 20),
+        local_epochs=args.local_epochs if args.local_epochs is not None else (1 if quick else 2),
         lr=args.lr,
         momentum=args.momentum,
         batch_size=args.batch_size,

@@ -237,10 +237,15 @@ def _read_label_rows(labels_csv: Path, columns: CsvColumns) -> tuple[dict, ScanR
     except OSError as exc:
         raise FedimgError(f"{labels_csv}: cannot be opened ({exc.strerror})") from exc
     with handle:
-        reader = csv.DictReader(handle)
-        _check_columns(labels_csv, reader.fieldnames or [], columns)
-        for line_number, row in enumerate(reader, start=2):
-            _add_row(rows, first_line, result, labels_csv.name, line_number, row, columns)
+        try:
+            reader = csv.DictReader(handle)
+            _check_columns(labels_csv, reader.fieldnames or [], columns)
+            for line_number, row in enumerate(reader, start=2):
+                _add_row(rows, first_line, result, labels_csv.name, line_number, row, columns)
+        except UnicodeDecodeError as exc:
+            raise FedimgError(f"{labels_csv}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the CSV as UTF-8") from exc
+        except csv.Error as exc:
+            raise FedimgError(f"{labels_csv}: not a readable CSV ({exc})") from exc
     return rows, result
 
 

@@ -85,7 +85,7 @@ class Partitioner(ABC):
         if isinstance(num_clients, bool) or not isinstance(num_clients, int) or num_clients < 1:
             raise PartitionError(f"num_clients must be an integer >= 1 (got {num_clients!r})")
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise PartitionError(f"seed must be a non-negative integer (got {seed!r})")
+            raise PartitionError(f"--seed must be a non-negative integer (got {seed!r})")
         self.num_clients = num_clients
         self.seed = seed
 
@@ -160,7 +160,7 @@ def check_min_partition_size(value: int, num_clients: int, data: PartitionInput,
 
 def validate_min_partition_size(value: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PartitionError(f"min_partition_size must be an integer >= 1 (got {value!r})")
+        raise PartitionError(f"--min-partition-size must be an integer >= 1 (got {value!r})")
     return value
 
 

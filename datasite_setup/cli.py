@@ -129,6 +129,7 @@ def _add_datasite(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--state-dir", type=Path, help="signing key, credentials, database and blobs (default ~/.local/state/fedimg/<name>)")
     serve.add_argument("--db-url", help="PostgreSQL URL (default: $FEDIMG_DB_URL, else SQLite in the state dir); prefer the variable, a URL on the command line shows its password to 'ps'")
+    serve.add_argument("--policy", type=Path, help="the site's policy file (default STATE_DIR/policy.toml, else built-in defaults)")
     serve.add_argument("--quiet", action="store_true", help="no progress bar")
     serve.set_defaults(handler=_run_serve)
 
@@ -238,7 +239,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     from datasite_setup.serve import serve_site
 
     return serve_site(
-        name=args.name, data=args.data, port=args.port, host=args.host, state_dir=args.state_dir, db_url=args.db_url, show_progress=not args.quiet
+        name=args.name, data=args.data, port=args.port, host=args.host, state_dir=args.state_dir, db_url=args.db_url,
+        show_progress=not args.quiet, policy_file=args.policy,
     )
 
 

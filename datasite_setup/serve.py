@@ -18,7 +18,7 @@ def default_state_dir(name: str) -> Path:
     return Path(state_home) / "fedimg" / name
 
 
-def serve_site(*, name: str, data: Path, port: int, host: str, state_dir: Path | None, db_url: str | None, show_progress: bool) -> int:
+def serve_site(*, name: str, data: Path, port: int, host: str, state_dir: Path | None, db_url: str | None, show_progress: bool, policy_file: Path | None = None) -> int:
     """Run until SIGINT/SIGTERM; returns the exit code."""
     from datasite_setup.federated_format import check_client_name
 
@@ -33,9 +33,31 @@ def serve_site(*, name: str, data: Path, port: int, host: str, state_dir: Path |
 
     worker = open_datasite(name, state_dir, admin, db_url=db_url)
     result = ingest_partition(worker, data, show_progress=show_progress)
+    policy = _install_release_policy(worker, state_dir, policy_file, data)
     action = "ingested" if result.created else "already holds"
     removed = f"; removed previous version(s) {', '.join(result.removed)}" if result.removed else ""
     print(f"datasite {name} {action} {result.dataset} ({result.num_samples} samples){removed}", flush=True)
+    print(f"datasite {name} release policy: {policy.source} (min {policy.min_samples} samples, "
+          f"{'differential privacy on' if policy.privacy else 'no differential privacy'})", flush=True)
     print(f"datasite {name} serving http://{host}:{port} (state {state_dir}, database {redact_url(db_url) if db_url else 'SQLite'})", flush=True)
     serve(worker, host=host, port=port)
     return 0
+
+
+def _install_release_policy(worker, state_dir: Path, policy_file: Path | None, data: Path):
+    """The site's policy (``--policy``, else ``<state_dir>/policy.toml``, else the defaults), enforced on every run."""
+    from datasite_setup.errors import FedimgError
+    from datasite_setup.federated_format import load_federation
+    from datasite_setup.client_data import find_federation_root
+    from policies.enforcement import install
+    from policies.site_policy import POLICY_FILE, PolicyError, load_site_policy
+
+    if policy_file is not None and not policy_file.exists():
+        raise FedimgError(f"{policy_file}: policy file not found")
+    try:
+        policy = load_site_policy(policy_file or state_dir / POLICY_FILE)
+    except PolicyError as exc:
+        raise FedimgError(str(exc)) from exc
+    num_classes = len(load_federation(find_federation_root(data))["label_map"])
+    install(worker, state_dir, policy, num_classes=num_classes)
+    return policy

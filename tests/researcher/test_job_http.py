@@ -55,7 +55,8 @@ def test_fedavg_end_to_end_over_http(two_sites, tmp_path) -> None:
     assert pending.output_policy == "OutputPolicyExecuteCount" and pending.output_policy_kwargs["limit"] == 3
     assert pending.inputs == {"train_images": "Matches", "train_labels": "Matches", "val_images": "Matches", "val_labels": "Matches", "weights": "UserOwned", "rnd": "UserOwned"}
     assert "class SmallCNN" in pending.code
-    assert job.submit(federation) == ids  # resubmitting the same job reuses its requests
+    with pytest.warns(UserWarning, match="submitted before; reusing its request"):
+        assert job.submit(federation) == ids  # resubmitting the same job reuses its requests
     decide(sites, {})
     assert job.wait_for_approval(federation, timeout=60, show=False) == ["client_0", "client_1"]
     result = job.run(federation, tmp_path / "checkpoint")

@@ -1,0 +1,161 @@
+"""The release policy, enforced inside the datasite process around every execution of user code.
+
+PySyft 0.9.5 runs approved code in the server process and returns whatever it
+returns. fedimg owns that process, so it wraps the one place user code executes
+(``syft.service.action.action_service.execute_byte_code``) and, for every run:
+
+1. refuses code whose output policy is researcher-written (a ``UserPolicy``);
+2. refuses a run past the number of executions the owner approved (counted per
+   code in the state dir, so a restart does not reset it) — before it touches data;
+3. checks the output against the release rules (``policies.release``);
+4. applies differential privacy to model updates when the site's policy asks for
+   it, charging the researcher's budget (``policies.privacy``);
+5. writes every execution, release and refusal to the audit log (``policies.audit``).
+
+A refusal reaches the researcher as an error naming the rule; nothing is stored.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from policies.audit import AuditLog
+from policies.privacy import BudgetExceeded, PrivacyLedger, noise_multiplier_for, privatize_update
+from policies.release import ReleaseRefused, check_release
+from policies.site_policy import SitePolicy
+
+AUDIT_FILE = "audit.jsonl"
+COUNTS_FILE = "executions.json"
+LEDGER_FILE = "privacy-ledger.json"
+_enforcers: dict[str, "SiteEnforcer"] = {}
+_call = threading.local()  # which run of the current call this is: the private run comes first
+
+
+@dataclass
+class SiteEnforcer:
+    site: str
+    state_dir: Path
+    policy: SitePolicy
+    num_classes: int
+
+    @property
+    def audit(self) -> AuditLog:
+        return AuditLog(self.state_dir / AUDIT_FILE)
+
+    def count_execution(self, code_id: str, limit: int) -> int:
+        """Record one private execution of ``code_id``; refuse (without recording) past ``limit``."""
+        path = self.state_dir / COUNTS_FILE
+        fd = os.open(path.with_name(COUNTS_FILE + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd) as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            counts = json.loads(path.read_text()) if path.exists() else {}
+            done = counts.get(code_id, 0)
+            if done >= limit:
+                raise ReleaseRefused(f"this code has run {done} of the {limit} times its owner approved")
+            counts[code_id] = done + 1
+            temporary = path.with_name(COUNTS_FILE + ".tmp")
+            temporary.write_text(json.dumps(counts))
+            os.chmod(temporary, 0o600)
+            temporary.replace(path)
+            return done + 1
+
+
+def install(worker: Any, state_dir: Path, policy: SitePolicy, *, num_classes: int) -> SiteEnforcer:
+    """Enforce ``policy`` on every user-code run of ``worker`` (idempotent per process)."""
+    enforcer = SiteEnforcer(worker.name, Path(state_dir), policy, num_classes)
+    _enforcers[str(worker.id)] = enforcer
+    _patch_syft()
+    return enforcer
+
+
+def _patch_syft() -> None:
+    import syft.service.action.action_service as action_service
+
+    if getattr(action_service.execute_byte_code, "_fedimg_release", False):
+        return
+    original_execute = action_service.execute_byte_code
+    original_call = action_service.ActionService._user_code_execute
+
+    def user_code_execute(self, context, code_item, kwargs, result_id=None):  # type: ignore[no-untyped-def]
+        _call.runs = 0
+        try:
+            return original_call(self, context, code_item, kwargs, result_id)
+        finally:
+            _call.runs = 0
+
+    def execute_byte_code(code_item, kwargs, context):  # type: ignore[no-untyped-def]
+        enforcer = _enforcers.get(str(context.server.id))
+        if enforcer is None:
+            return original_execute(code_item, kwargs, context)
+        private = getattr(_call, "runs", 0) == 0
+        _call.runs = getattr(_call, "runs", 0) + 1
+        return _enforced_run(enforcer, original_execute, code_item, kwargs, context, private)
+
+    execute_byte_code._fedimg_release = True  # type: ignore[attr-defined]
+    action_service.execute_byte_code = execute_byte_code
+    action_service.ActionService._user_code_execute = user_code_execute
+
+
+def _refuse(enforcer: SiteEnforcer, code_item: Any, researcher: str, reason: str) -> None:
+    from syft.types.errors import SyftException
+
+    enforcer.audit.append("refusal", code_id=str(code_item.id), function=code_item.service_func_name, researcher=researcher, reason=reason)
+    raise SyftException(public_message=f"release refused by site {enforcer.site}: {reason}")
+
+
+def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs: dict, context: Any, private: bool) -> Any:
+    from syft.service.policy.policy import UserPolicy
+
+    researcher = str(code_item.user_verify_key)
+    if isinstance(code_item.output_policy_type, UserPolicy):
+        _refuse(enforcer, code_item, researcher, "researcher-written output policies are not accepted; use the job template's")
+    limit = int((code_item.output_policy_init_kwargs or {}).get("limit", 1))
+    if private:
+        try:
+            run = enforcer.count_execution(str(code_item.id), limit)
+        except ReleaseRefused as refusal:
+            _refuse(enforcer, code_item, researcher, str(refusal))
+    outcome = original(code_item, kwargs, context)
+    if outcome.errored:
+        if private:
+            enforcer.audit.append("execution", code_id=str(code_item.id), function=code_item.service_func_name, researcher=researcher, run=run, errored=True)
+        return outcome
+    global_weights = kwargs.get("weights")
+    try:
+        check_release(
+            outcome.result,
+            global_weights=global_weights,
+            num_train=len(kwargs["train_labels"]) if "train_labels" in kwargs else 0,
+            num_val=len(kwargs["val_labels"]) if "val_labels" in kwargs else 0,
+            num_classes=enforcer.num_classes,
+            min_samples=enforcer.policy.min_samples,
+            max_output_bytes=int(enforcer.policy.max_output_mb * 2**20),
+        )
+    except ReleaseRefused as refusal:
+        _refuse(enforcer, code_item, researcher, str(refusal))
+    if not private:
+        return outcome  # the mock run: checked, but it spends no budget and is not audited as a release
+    release: dict[str, Any] = {"code_id": str(code_item.id), "function": code_item.service_func_name, "researcher": researcher, "run": run, "limit": limit}
+    privacy = enforcer.policy.privacy
+    if privacy is not None and "weights" in outcome.result:
+        multiplier = noise_multiplier_for(privacy.epsilon_per_job, privacy.delta, max(limit - 1, 1))
+        ledger = PrivacyLedger(enforcer.state_dir / LEDGER_FILE, privacy.delta)
+        try:
+            spent = ledger.charge(researcher, multiplier, privacy.budget_epsilon)
+        except BudgetExceeded as exceeded:
+            _refuse(enforcer, code_item, researcher, str(exceeded))
+        outcome.result["weights"] = privatize_update(global_weights, outcome.result["weights"], max_update_norm=privacy.max_update_norm, noise_multiplier=multiplier)
+        outcome.result["privacy"] = {"epsilon_spent": spent, "delta": privacy.delta, "noise_multiplier": multiplier, "max_update_norm": privacy.max_update_norm}
+        release.update(epsilon_spent=round(spent, 4), noise_multiplier=round(multiplier, 4))
+    release["keys"] = sorted(outcome.result)
+    release["bytes"] = int(sum(np.asarray(v).nbytes for v in outcome.result.get("weights", {}).values()))
+    enforcer.audit.append("release", **release)
+    return outcome

@@ -37,6 +37,7 @@ and overhead" section of ``benchmarks/RESULTS.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -48,7 +49,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -468,12 +469,101 @@ def _serialisation(weights: dict, output: dict) -> dict:
     return figures
 
 
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run torch in this process on ``count`` intra-op threads (None: leave it alone)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def start_sites(sites: Sequence[Any]) -> float:
+    """Start every site at once, wait until all answer; returns the seconds it took."""
+    started = time.perf_counter()
+    for site in sites:
+        site.start(wait=False)
+    for site in sites:
+        site.wait_until_answering()
+    return round(time.perf_counter() - started, 1)
+
+
+def connect(sites: Sequence[Any]) -> Any:
+    from researcher import Federation
+
+    with quiet():
+        return Federation.from_urls({s.name: s.url for s in sites}, RESEARCHER_EMAIL, {s.name: RESEARCHER_PASSWORD for s in sites})
+
+
+def http_job(job: Any, federation: Any, sites: Sequence[Any], checkpoint: Path) -> dict:
+    """Submit ``job``, approve it as every site's owner, run it; time each of the job's own rounds from outside.
+
+    The job's ``_run_round`` and ``_call_sites`` are wrapped (on this instance only) to time the whole
+    round and its call phase, and to read the CPU the site processes and this process used meanwhile.
+    """
+    from datasite_setup.owner import approve, requests
+    from datasite_setup.site_admin import login
+
+    names = [site.name for site in sites]
+    with quiet():
+        job.submit(federation, reason="bench_fedavg overhead")
+    for site in sites:
+        admin = login(site.url, site.admin)
+        for request in requests(admin):
+            approve(admin, request.id)
+    with quiet():
+        approved = job.wait_for_approval(federation, timeout=120, poll_seconds=0.5, show=False)
+    if sorted(approved) != sorted(names):
+        raise BenchmarkError(f"only {approved} of {names} approved the job")
+
+    pids = [site.process.pid for site in sites]
+    rounds, calls = [], []
+    run_round, call_sites = job._run_round, job._call_sites
+
+    def timed_call_sites(*args: Any, **kwargs: Any) -> Any:
+        begun = time.perf_counter()
+        outcome = call_sites(*args, **kwargs)
+        calls.append(time.perf_counter() - begun)
+        return outcome
+
+    def timed_round(*args: Any, **kwargs: Any) -> Any:
+        sites_cpu, own_cpu, machine = _process_tree_cpu(pids), time.process_time(), _cpu_snapshot()
+        begun = time.perf_counter()
+        outcome = run_round(*args, **kwargs)
+        wall = time.perf_counter() - begun
+        after = _cpu_snapshot()
+        sites_used, own_used = _process_tree_cpu(pids) - sites_cpu, time.process_time() - own_cpu
+        rounds.append({"seconds": wall, "sites_cpu_seconds": sites_used, "researcher_cpu_seconds": own_used, "other_cpu_seconds": max(0.0, (after[0] - machine[0]) - sites_used - own_used)})
+        return outcome
+
+    job._call_sites, job._run_round = timed_call_sites, timed_round
+    try:
+        training = job.run(federation, checkpoint)
+    finally:
+        del job._call_sites, job._run_round
+    for number, (row, call_seconds) in enumerate(zip(rounds, calls)):
+        record = training.history[number]
+        row.update(
+            round=number,
+            training=number < job.config.rounds,
+            call_phase_seconds=call_seconds,
+            site_seconds={name: entry.get("seconds") for name, entry in record.sites.items()},
+            statuses={name: entry["status"] for name, entry in record.sites.items()},
+        )
+    if len(rounds) != job.config.rounds + 1 or any(status != "ok" for row in rounds for status in row["statuses"].values()):
+        raise BenchmarkError(f"the job did not run every round at every site: {[row['statuses'] for row in rounds]}; see the sites' logs")
+    return {"rounds": rounds, "final_accuracy": training.final_accuracy}
+
+
 def run_overhead(settings: Settings, echo: Callable[..., None]) -> dict:
     from datasite_setup.client_data import load_client_partition
     from datasite_setup.federated_format import CLIENTS_DIR
-    from datasite_setup.owner import approve, requests
     from datasite_setup.site_admin import ensure_researcher, login
-    from researcher import Federation
     from tests.support.datasites import RunningSite, free_port
 
     size, count = settings.overhead_size, settings.overhead_sites
@@ -486,112 +576,66 @@ def run_overhead(settings: Settings, echo: Callable[..., None]) -> dict:
     work.mkdir(parents=True)
     stamp = datetime.now(timezone.utc).strftime("%H%M%S")
 
-    def job_factory(local_epochs: int) -> Any:
-        return make_job(f"overhead_{stamp}", channels=1, size=size, settings=settings, seed=0, rounds=settings.overhead_rounds, local_epochs=local_epochs, min_sites=count)
+    def job_factory(local_epochs: int, tag: str = "") -> Any:
+        return make_job(f"overhead_{stamp}{tag}", channels=1, size=size, settings=settings, seed=0, rounds=settings.overhead_rounds, local_epochs=local_epochs, min_sites=count)
 
     if settings.overhead_epochs is None:
         calibration = calibrate_epochs(job_factory, work / "functions", partitions)
         local_epochs = calibration["local_epochs"]
-        echo(f"  calibration: one epoch on {calibration['site']} takes {calibration['one_epoch_call_seconds']:.2f} s in-process → {local_epochs} local epochs")
+        echo(f"  calibration: a 1-epoch call on {calibration['site']} takes {calibration['one_epoch_call_seconds']:.2f} s in-process → {local_epochs} local epochs")
     else:
         calibration, local_epochs = {}, settings.overhead_epochs
     job = job_factory(local_epochs)
 
     sites = [RunningSite(name, federation_dir / CLIENTS_DIR / name, work / f"state-{name}", free_port()) for name in names]
-    result: dict = {"sites": names, "local_epochs": local_epochs, "calibration": calibration, "image_size": size, "rounds": settings.overhead_rounds}
-    result["partitions"] = {name: {split: len(p.splits[split].labels) for split in ("train", "val")} for name, p in partitions.items()}
+    result: dict = {
+        "sites": names,
+        "local_epochs": local_epochs,
+        "calibration": calibration,
+        "image_size": size,
+        "rounds": settings.overhead_rounds,
+        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+        "partitions": {name: {split: len(p.splits[split].labels) for split in ("train", "val")} for name, p in partitions.items()},
+    }
     try:
-        started = time.perf_counter()
-        for site in sites:
-            site.start(wait=False)
-        for site in sites:
-            site.wait_until_answering()
-        result["sites_start_seconds"] = round(time.perf_counter() - started, 1)
+        result["sites_start_seconds"] = start_sites(sites)
         echo(f"  {count} datasites answering after {result['sites_start_seconds']:.0f} s")
         for site in sites:
             ensure_researcher(login(site.url, site.admin), email=RESEARCHER_EMAIL, name="Bench Researcher", password=RESEARCHER_PASSWORD)
-        with quiet():
-            federation = Federation.from_urls({s.name: s.url for s in sites}, RESEARCHER_EMAIL, {s.name: RESEARCHER_PASSWORD for s in sites})
+        federation = connect(sites)
         function = job.site_function(federation).function  # the very function the sites will run
         initial = job.initial_weights()
 
         echo("  in-process baseline (before)…")
-        local_before = run_local(function, partitions, initial, settings.overhead_rounds)
-
-        with quiet():
-            job.submit(federation, reason="bench_fedavg overhead")
-        for site in sites:
-            admin = login(site.url, site.admin)
-            for request in requests(admin):
-                approve(admin, request.id)
-        with quiet():
-            approved = job.wait_for_approval(federation, timeout=120, poll_seconds=0.5, show=False)
-        if sorted(approved) != names:
-            raise BenchmarkError(f"only {approved} approved")
-
+        result["local_before"] = run_local(function, partitions, initial, settings.overhead_rounds)
         echo(f"  FedAvg job over HTTP: {settings.overhead_rounds} training round(s) + the final evaluation…")
-        pids = [site.process.pid for site in sites]
-        rounds, calls = [], []
-        run_round, call_sites = job._run_round, job._call_sites  # instrumented: the job's own round, timed from outside
-
-        def timed_call_sites(*args: Any, **kwargs: Any) -> Any:
-            begun = time.perf_counter()
-            outcome = call_sites(*args, **kwargs)
-            calls.append(time.perf_counter() - begun)
-            return outcome
-
-        def timed_round(*args: Any, **kwargs: Any) -> Any:
-            sites_cpu, own_cpu, machine = _process_tree_cpu(pids), time.process_time(), _cpu_snapshot()
-            begun = time.perf_counter()
-            outcome = run_round(*args, **kwargs)
-            wall = time.perf_counter() - begun
-            after = _cpu_snapshot()
-            sites_used, own_used = _process_tree_cpu(pids) - sites_cpu, time.process_time() - own_cpu
-            rounds.append(
-                {
-                    "seconds": wall,
-                    "sites_cpu_seconds": sites_used,
-                    "researcher_cpu_seconds": own_used,
-                    "other_cpu_seconds": max(0.0, (after[0] - machine[0]) - sites_used - own_used),
-                }
-            )
-            return outcome
-
-        job._call_sites, job._run_round = timed_call_sites, timed_round
-        try:
-            training = job.run(federation, work / "checkpoint")
-        finally:
-            del job._call_sites, job._run_round
-        for number, (row, call_seconds) in enumerate(zip(rounds, calls)):
-            record = training.history[number]
-            row.update(
-                round=number,
-                training=number < settings.overhead_rounds,
-                call_phase_seconds=call_seconds,
-                site_seconds={name: entry.get("seconds") for name, entry in record.sites.items()},
-                statuses={name: entry["status"] for name, entry in record.sites.items()},
-            )
-        if any(status != "ok" for row in rounds for status in row["statuses"].values()):
-            raise BenchmarkError(f"a site call failed: {[row['statuses'] for row in rounds]}; see {work}/state-*.log")
-
+        main = http_job(job, federation, sites, work / "checkpoint")
+        result.update(http_rounds=main["rounds"], http_final_accuracy=main["final_accuracy"])
         echo("  in-process baseline (after)…")
-        local_after = run_local(function, partitions, initial, settings.overhead_rounds)
+        result["local_after"] = run_local(function, partitions, initial, settings.overhead_rounds)
+        result["local_final_accuracy"] = _val_accuracy(result["local_after"][-1], partitions)
         train, val = partitions[names[0]].splits["train"], partitions[names[0]].splits["val"]
         result["serialisation"] = _serialisation(initial, function(train.images, train.labels, val.images, val.labels, initial, 0))
-        result.update(
-            http_rounds=rounds,
-            local_before=local_before,
-            local_after=local_after,
-            http_final_accuracy=training.final_accuracy,
-            local_final_accuracy=_val_accuracy(local_after[-1], partitions),
-        )
+
+        if settings.context:
+            echo("  context: the sites restarted with OMP_NUM_THREADS=1, a new job; the in-process baseline on one thread…")
+            for site in sites:
+                site.stop()
+                site.env = {"OMP_NUM_THREADS": "1"}
+            result["context_start_seconds"] = start_sites(sites)
+            federation = connect(sites)
+            single = job_factory(local_epochs, "_t1")
+            context = http_job(single, federation, sites, work / "checkpoint-t1")
+            with torch_threads(1):
+                local_single = run_local(single.site_function(federation).function, partitions, initial, settings.overhead_rounds)
+            result["context"] = {"http_rounds": context["rounds"], "http_final_accuracy": context["final_accuracy"], "local_single_thread": local_single}
     finally:
         for site in sites:
             site.stop()
     for site in sites:  # their logs (next to each state dir) stay for inspection
         shutil.rmtree(site.state_dir, ignore_errors=True)
-    result["summary"] = summarise_overhead(result, settings)
     shutil.rmtree(work / "functions", ignore_errors=True)
+    result["summary"] = summarise_overhead(result, settings)
     return result
 
 

@@ -590,8 +590,12 @@ def _summarise(runs: dict[str, list[Run]], settings: Settings) -> tuple[dict, li
     for size in settings.sizes:
         rows = {label: _median_row(runs[f"{size}|{label}"]) for label in LABELS if f"{size}|{label}" in runs}
         plain, fedimg, full = rows[PLAIN], rows[FEDIMG], rows[FULL]
+        pairs = zip(runs[f"{size}|{PLAIN}"], runs[f"{size}|{FEDIMG}"])
         ratios = {
             "upload_ratio": fedimg["images_per_second"] / plain["images_per_second"],
+            # runs of the same repeat ran back to back: their ratio cancels slow drift in machine load
+            "upload_ratio_per_repeat": [round(p.seconds / f.seconds, 2) for p, f in pairs],
+            "cpu_ratio": plain["cpu_seconds"] / fedimg["cpu_seconds"] if fedimg["cpu_seconds"] else None,
             "full_ingest_ratio": full["images_per_second"] / plain["images_per_second"],
         }
         if PNG in rows:
@@ -677,7 +681,9 @@ def render_report(results: Results, *, heading: str = "##") -> str:
         lines.append(
             f"- **{size} px** (largest array: train_images, {prep['largest_array_bytes'] / 1e6:.1f} MB): fedimg's upload {rows[FEDIMG]['mb_per_second']:.1f} MB/s ({rows[FEDIMG]['images_per_second']:.0f} images/s) "
             f"vs PySyft's client upload {rows[PLAIN]['mb_per_second']:.1f} MB/s ({rows[PLAIN]['images_per_second']:.0f} images/s): "
-            f"**{entry['upload_ratio']:.2f}×**; the whole `ingest_partition` (read {prep['read_seconds']:.1f} s and mock {prep['mock_seconds']:.1f} s "
+            f"**{entry['upload_ratio']:.2f}×** (per repeat {', '.join(f'{r:.2f}×' for r in entry['upload_ratio_per_repeat'])}"
+            + (f"; CPU seconds {entry['cpu_ratio']:.2f}×" if entry.get("cpu_ratio") else "")
+            + f"); the whole `ingest_partition` (read {prep['read_seconds']:.1f} s and mock {prep['mock_seconds']:.1f} s "
             f"when measured alone) {entry['full_ingest_ratio']:.2f}× the client upload alone"
             + (f"; PNG bytes through the client path {entry['png_ratio']:.2f}× the client upload of uint8 arrays" if "png_ratio" in entry else "")
             + (f"; fedimg's path with {SHARD_BYTES // 2**20}-MiB shards {entry['sharded_ratio']:.2f}× it" if "sharded_ratio" in entry else "")

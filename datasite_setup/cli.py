@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(commands)
     _add_datasite(commands)
     _add_federation(commands)
+    _add_review(commands)
+    _add_audit(commands)
     return parser
 
 
@@ -143,6 +145,31 @@ def _add_federation(commands) -> None:
         command = commands.add_parser(name, help=help_text, description=help_text)
         command.add_argument("config", type=Path, metavar="federation.toml")
         command.set_defaults(handler=handler)
+
+
+def _add_review(commands) -> None:
+    review = commands.add_parser(
+        "review",
+        help="list, read, approve or deny a site's code requests, with the checks' report",
+        description="Data owner's review of code requests. Decisions go to the site's audit log.",
+    )
+    review.add_argument("--site", required=True, help="site name (from --config) or URL (with --state-dir)")
+    review.add_argument("--config", type=Path, help="federation.toml (default ./federation.toml)")
+    review.add_argument("--state-dir", type=Path, help="the site's state dir (admin credentials, policy, audit log)")
+    review.add_argument("--policy", type=Path, help="the site's policy file (default STATE_DIR/policy.toml)")
+    review.add_argument("action", nargs="?", default="list", choices=("list", "show", "approve", "deny", "auto"))
+    review.add_argument("request", nargs="?", help="request id (or a unique prefix) for show/approve/deny")
+    review.add_argument("--reason", help="deny: the reason the researcher sees")
+    review.add_argument("--force", action="store_true", help="approve even though checks fail")
+    review.set_defaults(handler=_run_review)
+
+
+def _add_audit(commands) -> None:
+    audit = commands.add_parser("audit", help="check a site's audit log")
+    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    verify = actions.add_parser("verify", help="detect edited, removed or reordered lines")
+    verify.add_argument("log", type=Path, metavar="AUDIT_LOG", help="e.g. STATE_DIR/audit.jsonl")
+    verify.set_defaults(handler=_run_audit_verify)
 
 
 def _comma_list(value: str) -> list[str]:
@@ -273,6 +300,29 @@ def _run_down(args: argparse.Namespace) -> int:
     config = load_federation_config(args.config)
     for site in down(config):
         console.print(f"{escape(site.name)}: stopped", highlight=False)
+    return EXIT_OK
+
+
+def _run_review(args: argparse.Namespace) -> int:
+    from datasite_setup.review_command import resolve_site, run_review
+
+    if args.action in ("approve", "deny") and not args.request:
+        raise FedimgError(f"review {args.action} needs a request id (see 'fedimg review --site {args.site} list')")
+    access = resolve_site(args.site, args.config, args.state_dir)
+    return run_review(access, args.action, args.request, args.reason, args.force, args.policy, lambda text: console.print(escape(text), highlight=False))
+
+
+def _run_audit_verify(args: argparse.Namespace) -> int:
+    from policies.audit import verify_audit_log
+
+    if not args.log.is_file():
+        raise FedimgError(f"{args.log}: audit log not found")
+    problems = verify_audit_log(args.log)
+    for problem in problems:
+        error_console.print(f"[red]line {problem.line}[/]: {escape(problem.message)}", highlight=False)
+    if problems:
+        return EXIT_REJECTED
+    console.print(f"{escape(str(args.log))}: intact ({len(args.log.read_text().splitlines())} entries, hash chain verified)", highlight=False)
     return EXIT_OK
 
 

@@ -21,6 +21,7 @@ class PendingRequest:
     output_policy: str
     output_policy_kwargs: dict
     status: str
+    bound_assets: dict = None  # input name -> "dataset/asset" it is matched to (None: not an asset of this site)
 
     @property
     def code_sha256(self) -> str:
@@ -28,7 +29,8 @@ class PendingRequest:
         return hashlib.sha256(self.code.encode()).hexdigest()
 
 
-def describe(request: Any) -> PendingRequest:
+def describe(request: Any, assets: dict[str, str] | None = None) -> PendingRequest:
+    """An owner's view of ``request``; ``assets`` maps asset action ids to "dataset/asset" names."""
     code = request.code
     output_policy = getattr(code, "output_policy_type", None)
     return PendingRequest(
@@ -40,7 +42,23 @@ def describe(request: Any) -> PendingRequest:
         output_policy=getattr(output_policy, "__name__", str(output_policy)),
         output_policy_kwargs={k: v for k, v in (code.output_policy_init_kwargs or {}).items() if k != "id"},
         status=request.status.name,
+        bound_assets=_bound_assets(code, assets or {}),
     )
+
+
+def _bound_assets(code: Any, assets: dict[str, str]) -> dict[str, str | None]:
+    bound = {}
+    for kwargs in (code.input_policy_init_kwargs or {}).values():
+        for name, rule in kwargs.items():
+            value = getattr(rule, "val", None)
+            if value is not None:
+                bound[name] = assets.get(str(value))
+    return bound
+
+
+def site_assets(admin: Any) -> dict[str, str]:
+    """Action id of every asset on the site -> "dataset/asset"."""
+    return {str(asset.action_id): f"{dataset.name}/{asset.name}" for dataset in admin.datasets for asset in dataset.assets}
 
 
 def _inputs(code: Any) -> dict[str, str]:
@@ -54,7 +72,8 @@ def _inputs(code: Any) -> dict[str, str]:
 
 def requests(admin: Any, *, status: str | None = "PENDING") -> list[PendingRequest]:
     """The site's code requests (pending ones by default), oldest first."""
-    found = [describe(r) for r in admin.requests if getattr(r, "code", None) is not None]
+    assets = site_assets(admin)
+    found = [describe(r, assets) for r in admin.requests if getattr(r, "code", None) is not None]
     return [r for r in found if status is None or r.status == status]
 
 

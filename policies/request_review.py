@@ -1,0 +1,103 @@
+"""Everything a data owner needs to decide on a code request: static review, template match, policy checks.
+
+``review_request`` runs the checks of ``policies.review`` on the submitted code,
+re-renders fedimg's job template from the request's own model and configuration
+to show what differs, checks the inputs and the execution limit, and says whether
+the site's policy lets it be approved without a person (only when the code *is*
+an allowed template and every check passes).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import json
+import textwrap
+from dataclasses import dataclass, field
+
+from policies.review import ReviewReport, review_code
+from policies.site_policy import SitePolicy
+
+ASSET_INPUTS = ("train_images", "train_labels", "val_images", "val_labels")
+
+
+@dataclass(frozen=True)
+class TemplateMatch:
+    template_id: str  # e.g. "fedavg-1:3f2a…": allowed in a site policy's auto_approve_templates
+    matches: bool
+    diff: str  # unified diff, template → submitted ('' when they match)
+    config: dict = field(default_factory=dict)
+
+
+def template_id() -> str:
+    from researcher.site_function import SITE_FUNCTION_TEMPLATE, TEMPLATE_VERSION
+
+    return f"{TEMPLATE_VERSION}:{hashlib.sha256(SITE_FUNCTION_TEMPLATE.encode()).hexdigest()[:12]}"
+
+
+def match_template(code: str) -> TemplateMatch:
+    """Re-render the job template from the code's own model class and CONFIG; compare line by line."""
+    from researcher.site_function import render_site_source
+
+    identity = template_id()
+    try:
+        function = next(node for node in ast.parse(code).body if isinstance(node, ast.FunctionDef))
+        config_node = next(n for n in function.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "CONFIG")
+        config = ast.literal_eval(config_node.value)
+        model = next(n for n in function.body if isinstance(n, ast.ClassDef))
+        model_source = textwrap.dedent(ast.get_source_segment(code, model, padded=True)) + "\n"
+        rendered = render_site_source(function.name, model_source, model.name, config)
+    except (StopIteration, SyntaxError, ValueError, TypeError, KeyError) as exc:
+        return TemplateMatch(identity, False, f"not built from the job template ({type(exc).__name__}: {exc})")
+    if rendered == code:
+        return TemplateMatch(identity, True, "", config)
+    diff = "".join(difflib.unified_diff(rendered.splitlines(True), code.splitlines(True), "job template", "submitted"))
+    return TemplateMatch(identity, False, diff, config)
+
+
+@dataclass
+class RequestReview:
+    request: object  # datasite_setup.owner.PendingRequest
+    static: ReviewReport
+    template: TemplateMatch
+    checks: dict[str, bool]
+    auto_approvable: bool
+
+    def render(self) -> str:
+        lines = [f"request {self.request.id} from {self.request.requester}: {self.request.function_name} (code sha256 {self.request.code_sha256})"]
+        lines += [f"  [{'ok' if ok else 'FAIL'}] {name}" for name, ok in self.checks.items()]
+        lines.append(f"  template {self.template.template_id}: {'matches' if self.template.matches else 'DIFFERS'}")
+        if self.template.diff:
+            lines.append(textwrap.indent(self.template.diff, "    "))
+        lines.append(textwrap.indent(self.static.render(), "  "))
+        lines.append(f"  automatic approval: {'allowed by the site policy' if self.auto_approvable else 'no: a person decides'}")
+        return "\n".join(lines)
+
+
+def review_request(request: object, policy: SitePolicy) -> RequestReview:
+    """Review one ``datasite_setup.owner.PendingRequest`` under ``policy``."""
+    static = review_code(request.code, policy.review_policy)
+    template = match_template(request.code)
+    rounds = template.config.get("rounds")
+    limit = request.output_policy_kwargs.get("limit")
+    checks = {
+        "static review passes (imports, files, sockets, internals)": static.passed,
+        "the code is the job template (model and settings aside)": template.matches,
+        "output policy is PySyft's execution count, not researcher code": request.output_policy == "OutputPolicyExecuteCount",
+        f"execution limit {limit} = declared rounds {rounds} + 1": isinstance(rounds, int) and limit == rounds + 1,
+        "private inputs are this site's four assets; weights and round come from the researcher": _inputs_ok(request.inputs, request.bound_assets or {}),
+    }
+    auto = all(checks.values()) and template.template_id in policy.auto_approve_templates
+    return RequestReview(request, static, template, checks, auto)
+
+
+def _inputs_ok(inputs: dict[str, str], bound: dict[str, str | None]) -> bool:
+    rules_ok = all(inputs.get(name) == "Matches" for name in ASSET_INPUTS) and inputs.get("weights") == "UserOwned" and inputs.get("rnd") == "UserOwned" and len(inputs) == 6
+    # each asset input must be bound to the asset of the same name in one of this site's fedimg datasets
+    assets_ok = all((bound.get(name) or "").startswith("fedimg-") and bound[name].endswith(f"/{name}") for name in ASSET_INPUTS)
+    return rules_ok and assets_ok
+
+
+def summary_json(review: RequestReview) -> str:
+    return json.dumps({"id": review.request.id, "checks": review.checks, "template": review.template.template_id, "auto": review.auto_approvable})

@@ -47,6 +47,10 @@ from typing import Sequence
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO_ROOT / "benchmarks" / "RESULTS.md"
 RESULTS_MARKER = "<!-- results: newest first; `python -m benchmarks.bench_convert --record` inserts below -->"
+RESULTS_SECTION = (
+    "## Conversion\n\n`fedimg convert` against a plain single-process Pillow loop "
+    "(`.venv/bin/python -m benchmarks.bench_convert --record`; how to read it: [README.md](README.md)).\n\n" + RESULTS_MARKER
+)
 DEFAULT_WORKDIR = REPO_ROOT / "benchmarks" / "_work"
 
 GENERATOR_VERSION = 1  # bump when the generated images change: invalidates the cache
@@ -559,13 +563,13 @@ def _mib(value: int | float) -> str:
     return f"{value / 2**20:.0f} MiB"
 
 
-def render_report(results: Results) -> str:
+def render_report(results: Results, *, heading_level: int = 2) -> str:
     m, s, summary = results.machine, results.settings, results.summary
     n = s["images"]
     big_label = f"fedimg convert at {s['big_factor']}·N"
     plain, fedimg = summary["plain loop"], summary["fedimg convert"]
     lines = [
-        f"## fedimg convert vs a plain Pillow loop — {results.started}",
+        f"{'#' * heading_level} fedimg convert vs a plain Pillow loop — {results.started}",
         "",
         f"- **Machine**: {m['cpu_model']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable, {m['physical_cores']} physical cores), "
         f"{m['ram_bytes'] / 2**30:.1f} GiB RAM, {m['os']}",
@@ -648,13 +652,16 @@ def write_report(results: Results, path: Path) -> Path:
 
 
 def record_results(results: Results, results_file: Path = RESULTS_FILE) -> None:
-    """Insert the report at the top of the results list in ``benchmarks/RESULTS.md``."""
-    text = results_file.read_text() if results_file.is_file() else f"# Benchmark results\n\n{RESULTS_MARKER}\n"
+    """Insert the report at the top of the "Conversion" section of ``benchmarks/RESULTS.md`` (appended if missing).
+
+    Other benchmarks keep their own sections in the same file; they are left as they are.
+    """
+    text = results_file.read_text() if results_file.is_file() else "# Benchmark results\n"
     if RESULTS_MARKER not in text:
-        text = text.rstrip("\n") + f"\n\n{RESULTS_MARKER}\n"
+        text = text.rstrip("\n") + f"\n\n{RESULTS_SECTION}\n"
     head, tail = text.split(RESULTS_MARKER, 1)
     tail = tail.strip("\n")
-    results_file.write_text(f"{head}{RESULTS_MARKER}\n\n{render_report(results)}" + (f"\n{tail}\n" if tail else ""))
+    results_file.write_text(f"{head}{RESULTS_MARKER}\n\n{render_report(results, heading_level=3)}" + (f"\n{tail}\n" if tail else ""))
 
 
 # --- command line --------------------------------------------------------------------------

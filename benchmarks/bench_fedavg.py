@@ -101,6 +101,7 @@ class Settings:
     overhead_epochs: int | None  # None: calibrated
     overhead_size: int
     overhead_sites: int
+    context: bool
     workdir: Path
     report: Path
     record: bool
@@ -607,6 +608,8 @@ def run_overhead(settings: Settings, echo: Callable[..., None]) -> dict:
         initial = job.initial_weights()
 
         echo("  in-process baseline (before)…")
+        warm = partitions[names[0]].splits
+        function(warm["train"].images, warm["train"].labels, warm["val"].images, warm["val"].labels, initial, 0)  # torch's first-use costs, untimed
         result["local_before"] = run_local(function, partitions, initial, settings.overhead_rounds)
         echo(f"  FedAvg job over HTTP: {settings.overhead_rounds} training round(s) + the final evaluation…")
         main = http_job(job, federation, sites, work / "checkpoint")
@@ -645,12 +648,12 @@ def _val_accuracy(row: dict, partitions: dict[str, Any]) -> float:
     return sum(row["calls"][name]["val_accuracy"] * counts[name] for name in counts) / sum(counts.values())
 
 
-def summarise_overhead(result: dict, settings: Settings) -> dict:
-    http = [r for r in result["http_rounds"] if r["training"]]
-    evaluation = [r for r in result["http_rounds"] if not r["training"]]
-    local = [r for rows in (result["local_before"], result["local_after"]) for r in rows if r["training"]]
-    local_eval = [r for rows in (result["local_before"], result["local_after"]) for r in rows if not r["training"]]
-    names = result["sites"]
+def _summarise_runs(http_rounds: list[dict], local_rows: list[dict], names: Sequence[str]) -> dict:
+    """Medians of one HTTP job's rounds against in-process rounds of the same job."""
+    http = [r for r in http_rounds if r["training"]]
+    evaluation = [r for r in http_rounds if not r["training"]]
+    local = [r for r in local_rows if r["training"]]
+    local_eval = [r for r in local_rows if not r["training"]]
     median = statistics.median
     summary = {
         "local_round_seconds": median(r["seconds"] for r in local),
@@ -666,8 +669,8 @@ def summarise_overhead(result: dict, settings: Settings) -> dict:
         "http_sites_cpu_seconds": median(r["sites_cpu_seconds"] for r in http),
         "http_researcher_cpu_seconds": median(r["researcher_cpu_seconds"] for r in http),
         "http_other_cpu_seconds": median(r["other_cpu_seconds"] for r in http),
-        "http_eval_round_seconds": evaluation[0]["seconds"] if evaluation else float("nan"),
-        "http_eval_call_seconds": median(evaluation[0]["site_seconds"].values()) if evaluation else float("nan"),
+        "http_eval_round_seconds": evaluation[0]["seconds"],
+        "http_eval_call_seconds": median(evaluation[0]["site_seconds"].values()),
     }
     summary["ratio"] = summary["http_round_seconds"] / summary["local_round_seconds"]
     summary["first_round_ratio"] = summary["http_first_round_seconds"] / summary["local_round_seconds"]
@@ -676,6 +679,15 @@ def summarise_overhead(result: dict, settings: Settings) -> dict:
     summary["min_site_compute_seconds"] = min(summary["local_site_seconds"].values())
     summary["extra_cpu_seconds"] = summary["http_sites_cpu_seconds"] + summary["http_researcher_cpu_seconds"] - summary["local_round_cpu_seconds"]
     summary["cpu_bound_seconds"] = (summary["http_sites_cpu_seconds"] + summary["http_researcher_cpu_seconds"]) / (os.cpu_count() or 1)
+    return summary
+
+
+def summarise_overhead(result: dict, settings: Settings) -> dict:
+    summary = _summarise_runs(result["http_rounds"], result["local_before"] + result["local_after"], result["sites"])
+    if "context" in result:
+        context = _summarise_runs(result["context"]["http_rounds"], result["context"]["local_single_thread"], result["sites"])
+        context["ratio_vs_default_baseline"] = context["http_round_seconds"] / summary["local_round_seconds"]
+        summary["context"] = context
     return summary
 
 
@@ -899,7 +911,8 @@ def _overhead_section(results: Results, heading: str) -> list[str]:
         "the sites evaluate and train **in parallel** (one thread per site at the researcher), the results come back, FedAvg, checkpoint",
         f"- **In one process** (the baseline): the same generated function on the same partitions, the {len(names)} sites' calls "
         "**one after another**, FedAvg between rounds; run before and after the HTTP job (median of both)",
-        f"- **Cores**: {cores} usable for {len(names)} site processes, each with torch's default {results.machine['torch_threads']} threads; "
+        f"- **Cores**: {cores} usable for {len(names)} site processes, each with torch's default {results.machine['torch_threads']} intra-op threads "
+        f"({'OMP_NUM_THREADS unset' if o['omp_num_threads_env'] is None else 'OMP_NUM_THREADS=' + o['omp_num_threads_env']}); "
         f"the baseline also uses {results.machine['torch_threads']} threads: running the sites in parallel can gain little over the "
         "sequential baseline here, while syft's work and thread oversubscription cost CPU",
         f"- **Same work**: final val accuracy over HTTP {o['http_final_accuracy']:.2%} vs in-process {o['local_final_accuracy']:.2%}"
@@ -942,11 +955,27 @@ def _overhead_section(results: Results, heading: str) -> list[str]:
         f"spread perfectly over {cores} cores, the round's CPU needs at least {summary['cpu_bound_seconds']:.2f} s of wall time "
         f"(the baseline's {summary['local_round_cpu_seconds']:.1f} CPU-seconds took {local:.2f} s: torch keeps "
         f"{summary['local_round_cpu_seconds'] / local:.1f} cores busy). Other processes took {summary['http_other_cpu_seconds']:.1f} CPU-seconds per round",
+        *_context_lines(o, summary, cores),
         f"- **Payload** (syft serialisation, in-process): the global weights {ser['weights']['bytes'] / 1e3:.0f} kB "
         f"({ser['weights']['array_bytes'] / 1e3:.0f} kB of arrays), serialise + deserialise {1e3 * ser['weights']['seconds']:.1f} ms; "
         f"a site's output {ser['output']['bytes'] / 1e3:.0f} kB, {1e3 * ser['output']['seconds']:.1f} ms: negligible against the round",
     ]
     return lines
+
+
+def _context_lines(o: dict, summary: dict, cores: int) -> list[str]:
+    if "context" not in summary:
+        return []
+    c = summary["context"]
+    return [
+        f"- **Context: one torch thread per site** (not the target: the sites restarted with `OMP_NUM_THREADS=1`, a new job of the same "
+        f"configuration, final val accuracy {o['context']['http_final_accuracy']:.2%}): median training round {c['http_round_seconds']:.2f} s "
+        f"(rounds: {', '.join(f'{v:.2f}' for v in c['http_round_runs'])}), **{c['ratio_vs_default_baseline']:.2f}×** the default in-process "
+        f"baseline and {c['ratio']:.2f}× the same calls in one process on one thread ({c['local_round_seconds']:.2f} s); "
+        f"the sites used {c['http_sites_cpu_seconds']:.1f} CPU-seconds per round (one thread in one process: {c['local_round_cpu_seconds']:.1f}); "
+        f"a call's fixed cost {c['fixed_call_seconds']:.2f} s; per site over HTTP "
+        + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in c["http_site_seconds"].items())
+    ]
 
 
 def write_report(results: Results, path: Path) -> Path:
@@ -995,6 +1024,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--overhead-epochs", type=int, help="local epochs of the HTTP job (default: calibrated to ~3 s per site call; 1 with --quick)")
     parser.add_argument("--overhead-size", type=int, help="image size of the overhead part, px (default 32; 16 with --quick)")
     parser.add_argument("--overhead-sites", type=int, default=3, help="HTTP datasites (default 3)")
+    parser.add_argument("--no-context", action="store_true", help="skip the context run of the overhead part (sites on one torch thread each)")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="cache and scratch folder (default benchmarks/_work)")
     parser.add_argument("--report", type=Path, help="markdown report path (default WORKDIR/fedavg-report.md; a .json twin is written beside it)")
     parser.add_argument("--record", action="store_true", help="also add the report to the FedAvg section of benchmarks/RESULTS.md")
@@ -1023,6 +1053,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         overhead_epochs=args.overhead_epochs if args.overhead_epochs is not None else (1 if quick else None),
         overhead_size=args.overhead_size if args.overhead_size is not None else (16 if quick else 32),
         overhead_sites=args.overhead_sites,
+        context=not args.no_context,
         workdir=args.workdir.absolute(),
         report=(args.report or args.workdir.absolute() / "fedavg-report.md").absolute(),
         record=args.record,

@@ -709,7 +709,7 @@ def record_results(results: Results, results_file: Path = RESULTS_FILE) -> None:
     if SECTION_MARKER not in text:
         text = (
             text.rstrip("\n")
-            + f"\n\n{SECTION_HEADING}\n\nFedimg's server-side ingest against PySyft's client upload "
+            + f"\n\n{SECTION_HEADING}\n\nfedimg's server-side ingest against PySyft's client upload "
             + "(`.venv/bin/python -m benchmarks.bench_ingest --record`; how to read it: [README.md](README.md)).\n\n"
             + f"{SECTION_MARKER}\n"
         )

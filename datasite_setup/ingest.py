@@ -49,10 +49,13 @@ def dataset_name(partition: ClientPartition) -> str:
     return f"{DATASET_PREFIX}{partition.name}-{partition.version}"
 
 
-def dataset_info(partition: ClientPartition) -> dict:
-    """What a researcher needs to know about the partition, machine-readable (also in the description)."""
+def dataset_info(partition: ClientPartition, extra: dict | None = None) -> dict:
+    """What a researcher needs to know about the partition, machine-readable (also in the description).
+
+    ``extra`` adds site facts such as the site's secure-aggregation public key.
+    """
     image = partition.federation["image"]
-    return {
+    return (extra or {}) | {
         "client": partition.name,
         "version": partition.version,
         "image": {"size": image["size"], "mode": image["mode"], "channels": partition.channels, "layout": "NCHW", "dtype": "uint8"},
@@ -72,12 +75,12 @@ def parse_dataset_info(description: str) -> dict | None:
     return json.loads(body[: body.index("```")])
 
 
-def build_dataset(private: ClientPartition, mock: ClientPartition) -> Any:
+def build_dataset(private: ClientPartition, mock: ClientPartition, extra_info: dict | None = None) -> Any:
     """The ``sy.Dataset`` (not yet uploaded) for a partition and its mock twin."""
     import pandas as pd
     import syft as sy
 
-    info = dataset_info(private)
+    info = dataset_info(private, extra_info)
     description = (
         f"Federated image partition of {private.name}: {info['image']['size']}x{info['image']['size']} {info['image']['mode']} images, "
         f"labels {', '.join(private.label_names)}; train {info['split_counts']['train']}, val {info['split_counts']['val']}. "
@@ -140,14 +143,14 @@ def _megabytes(value: Any) -> float:
     return (nbytes or 0) / 2**20
 
 
-def ingest_partition(worker: Datasite, client_dir: Path, *, show_progress: bool = False) -> IngestResult:
+def ingest_partition(worker: Datasite, client_dir: Path, *, show_progress: bool = False, extra_info: dict | None = None) -> IngestResult:
     """Make the datasite hold exactly the current version of ``client_dir`` (see the module docstring)."""
     partition = load_client_partition(client_dir, show_progress=show_progress)
     name = dataset_name(partition)
     existing = list_datasets(worker)
     created = name not in existing
     if created:
-        upload_server_side(worker, build_dataset(partition, mock_partition(partition)))
+        upload_server_side(worker, build_dataset(partition, mock_partition(partition), extra_info))
         log.info("ingested %s (%d samples)", name, sum(len(d.labels) for d in partition.splits.values()))
     stale = tuple(sorted(other for other in existing if other.startswith(f"{DATASET_PREFIX}{partition.name}-") and other != name))
     context = admin_context(worker)

@@ -31,8 +31,11 @@ def serve_site(*, name: str, data: Path, port: int, host: str, state_dir: Path |
     from datasite_setup.datasite import open_datasite, serve
     from datasite_setup.ingest import ingest_partition
 
+    from policies.secure_aggregation import load_or_create_site_key, public_key_hex
+
     worker = open_datasite(name, state_dir, admin, db_url=db_url)
-    result = ingest_partition(worker, data, show_progress=show_progress)
+    site_key = public_key_hex(load_or_create_site_key(state_dir))
+    result = ingest_partition(worker, data, show_progress=show_progress, extra_info={"secure_aggregation_public_key": site_key})
     policy = _install_release_policy(worker, state_dir, policy_file, data)
     action = "ingested" if result.created else "already holds"
     removed = f"; removed previous version(s) {', '.join(result.removed)}" if result.removed else ""

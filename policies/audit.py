@@ -95,6 +95,9 @@ def verify_audit_log(path: Path) -> list[AuditProblem]:
         except json.JSONDecodeError:
             problems.append(AuditProblem(number, "not JSON"))
             continue
+        if not isinstance(record, dict):
+            problems.append(AuditProblem(number, "not a JSON object"))
+            continue
         if record.get("hash") != _line_hash(record):
             problems.append(AuditProblem(number, "edited: its hash does not match its content"))
         if record.get("prev") != prev:
@@ -102,7 +105,11 @@ def verify_audit_log(path: Path) -> list[AuditProblem]:
         if record.get("seq") != number - 1:
             problems.append(AuditProblem(number, f"sequence number {record.get('seq')} where {number - 1} was expected"))
         prev = record.get("hash", "")
-    head_hash, head_count = log._head()
+    try:
+        head_hash, head_count = log._head()
+    except (ValueError, KeyError, TypeError):
+        problems.append(AuditProblem(len(lines), f"the head file {log.head_path.name} is unreadable: the end of the log cannot be checked"))
+        return problems
     if head_count != len(lines) or (lines and head_hash != prev):
         problems.append(AuditProblem(len(lines), f"the log ends early or late: {len(lines)} lines, {head_count} were written"))
     return problems

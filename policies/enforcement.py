@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ AUDIT_FILE = "audit.jsonl"
 COUNTS_FILE = "executions.json"
 LEDGER_FILE = "privacy-ledger.json"
 _enforcers: dict[str, "SiteEnforcer"] = {}
+log = logging.getLogger("fedimg.release")
 _call = threading.local()  # which run of the current call this is: the private run comes first
 
 
@@ -125,6 +127,8 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
             _refuse(enforcer, code_item, researcher, str(refusal))
     outcome = original(code_item, kwargs, context)
     if outcome.errored:
+        # the researcher sees only "contact the admin"; the owner's log gets the error
+        log.warning("code %s (%s) failed at %s: %s", code_item.service_func_name, code_item.id, enforcer.site, (getattr(outcome, "stderr", "") or "")[-2000:])
         if private:
             enforcer.audit.append("execution", code_id=str(code_item.id), function=code_item.service_func_name, researcher=researcher, run=run, errored=True)
         return outcome
@@ -146,7 +150,8 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
     release: dict[str, Any] = {"code_id": str(code_item.id), "function": code_item.service_func_name, "researcher": researcher, "run": run, "limit": limit}
     privacy = enforcer.policy.privacy
     if privacy is not None and "weights" in outcome.result:
-        multiplier = noise_multiplier_for(privacy.epsilon_per_job, privacy.delta, max(limit - 1, 1))
+        # the researcher picks the round number, so any of the `limit` runs may be a training release
+        multiplier = noise_multiplier_for(privacy.epsilon_per_job, privacy.delta, max(limit, 1))
         ledger = PrivacyLedger(enforcer.state_dir / LEDGER_FILE, privacy.delta)
         try:
             spent = ledger.charge(researcher, multiplier, privacy.budget_epsilon)
@@ -155,7 +160,34 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
         outcome.result["weights"] = privatize_update(global_weights, outcome.result["weights"], max_update_norm=privacy.max_update_norm, noise_multiplier=multiplier)
         outcome.result["privacy"] = {"epsilon_spent": spent, "delta": privacy.delta, "noise_multiplier": multiplier, "max_update_norm": privacy.max_update_norm}
         release.update(epsilon_spent=round(spent, 4), noise_multiplier=round(multiplier, 4))
+    cohort = kwargs.get("cohort")
+    if cohort and "weights" in outcome.result:
+        try:
+            outcome.result["weights"] = _masked_update(enforcer, code_item, outcome.result, cohort, int(kwargs.get("rnd", 0)))
+        except ValueError as problem:
+            _refuse(enforcer, code_item, researcher, f"secure aggregation: {problem}")
+        release["secure_aggregation_cohort"] = sorted(cohort)
+    elif enforcer.policy.require_secure_aggregation and "weights" in outcome.result:
+        _refuse(enforcer, code_item, researcher, "this site releases model updates only under secure aggregation (send a cohort)")
     release["keys"] = sorted(outcome.result)
     release["bytes"] = int(sum(np.asarray(v).nbytes for v in outcome.result.get("weights", {}).values()))
     enforcer.audit.append("release", **release)
     return outcome
+
+
+def _masked_update(enforcer: SiteEnforcer, code_item: Any, result: dict, cohort: Any, round_number: int) -> dict:
+    """``n · weights`` of the float tensors, masked for the cohort (``policies.secure_aggregation``)."""
+    from policies.secure_aggregation import context_bytes, load_or_create_site_key, mask_weights
+
+    if not isinstance(cohort, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in cohort.items()):
+        raise ValueError("the cohort must map site names to public keys")
+    if len(cohort) < enforcer.policy.min_cohort:
+        raise ValueError(f"a cohort of {len(cohort)} site(s) is below this site's minimum of {enforcer.policy.min_cohort}")
+    peers = enforcer.policy.secure_aggregation_peers
+    unknown = sorted(name for name, key in cohort.items() if name != enforcer.site and peers and peers.get(name) != key)
+    if unknown:
+        raise ValueError(f"cohort members {unknown} are not this site's known peers (or their keys differ)")
+    weighted = {name: np.asarray(value, dtype=np.float64) * result["num_samples"] for name, value in result["weights"].items() if np.asarray(value).dtype.kind == "f"}
+    key = load_or_create_site_key(enforcer.state_dir)
+    # every site holds its own copy of the code (its own id); the function name is what the cohort shares
+    return mask_weights(weighted, enforcer.site, key, cohort, context=context_bytes(code_item.service_func_name, round_number, cohort))

@@ -10,8 +10,9 @@ RDP accountant in a ledger per researcher, kept in the site's state dir. A relea
 that would take a researcher past ``budget_epsilon`` is refused.
 
 Evaluation figures (val loss, accuracy, confusion matrix) are released without
-noise, as aggregates over at least ``min_samples`` samples: they are not covered
-by the (ε, δ) guarantee.
+noise, as aggregates over at least ``min_samples`` val samples: they are not
+covered by the (ε, δ) guarantee. The noise is calibrated for all ``limit`` runs a
+request may make (the researcher chooses which are training calls).
 """
 
 from __future__ import annotations

@@ -41,6 +41,9 @@ def check_release(output: Any, *, global_weights: Mapping[str, Any] | None, num_
     """Raise ``ReleaseRefused`` unless ``output`` is an aggregate the template may release."""
     if num_train < min_samples:
         raise ReleaseRefused(f"this site has {num_train} training samples, fewer than its minimum of {min_samples}: it releases nothing")
+    if num_val < min_samples:
+        raise ReleaseRefused(f"this site has {num_val} validation samples, fewer than its minimum of {min_samples}: it releases no evaluation")
+    _refuse_disguised(output, "the output")
     if not isinstance(output, dict) or not set(output) <= TOP_KEYS or not {"round", "val"} <= set(output):
         keys = sorted(output) if isinstance(output, dict) else type(output).__name__
         raise ReleaseRefused(f"the output must be a dict with keys {sorted(TOP_KEYS)} (got {keys})")
@@ -60,6 +63,23 @@ def check_release(output: Any, *, global_weights: Mapping[str, Any] | None, num_
     size = _nbytes(output)
     if size > max_output_bytes:
         raise ReleaseRefused(f"the output is {size / 2**20:.1f} MB, above this site's limit of {max_output_bytes / 2**20:.1f} MB")
+
+
+def _refuse_disguised(value: Any, where: str) -> None:
+    """Refuse subclasses of dict, str, numpy arrays and numbers anywhere in the output.
+
+    Their methods are the researcher's: an ndarray subclass can report the shape the checks want while holding
+    (and serialising) the images, a dict subclass can hide a key from ``set(output)``.
+    """
+    bases = (dict, str, np.ndarray, int, float, np.generic)
+    kind = type(value)
+    if isinstance(value, bases) and kind not in (dict, str, np.ndarray, int, float, bool) and not (isinstance(value, np.generic) and kind.__module__ == "numpy"):
+        base = next(b for b in bases if isinstance(value, b))
+        raise ReleaseRefused(f"{where} is a {kind.__name__}, a subclass of {base.__name__}: a release holds only plain dicts, arrays and numbers")
+    if kind is dict:
+        for key, item in value.items():
+            _refuse_disguised(key, f"a key of {where}")
+            _refuse_disguised(item, f"{where}[{key!r}]")
 
 
 def _check_val(val: Any, num_val: int, num_classes: int) -> None:
@@ -82,6 +102,9 @@ def _check_weights(weights: Any, global_weights: Mapping[str, Any] | None) -> No
         raise ReleaseRefused("weights must have exactly the names of the global weights sent in, in the same order")
     for name, value in weights.items():
         expected = np.asarray(global_weights[name])
+        if isinstance(value, np.ndarray) and value.dtype.kind not in "biuf":
+            # object, string, bytes and record arrays carry anything (and their nbytes hides their size)
+            raise ReleaseRefused(f"weights[{name!r}] must be a numeric array (got dtype {value.dtype})")
         if not isinstance(value, np.ndarray) or value.shape != expected.shape or value.dtype != expected.dtype:
             raise ReleaseRefused(f"weights[{name!r}] must be an array of shape {expected.shape} and dtype {expected.dtype}")
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):

@@ -80,20 +80,22 @@ def review_request(request: object, policy: SitePolicy) -> RequestReview:
     static = review_code(request.code, policy.review_policy)
     template = match_template(request.code)
     rounds = template.config.get("rounds")
+    restarts = template.config.get("max_restarts", 0) if template.config.get("secure_aggregation") else 0
     limit = request.output_policy_kwargs.get("limit")
     checks = {
         "static review passes (imports, files, sockets, internals)": static.passed,
         "the code is the job template (model and settings aside)": template.matches,
         "output policy is PySyft's execution count, not researcher code": request.output_policy == "OutputPolicyExecuteCount",
-        f"execution limit {limit} = declared rounds {rounds} + 1": isinstance(rounds, int) and limit == rounds + 1,
-        "private inputs are this site's four assets; weights and round come from the researcher": _inputs_ok(request.inputs, request.bound_assets or {}),
+        f"execution limit {limit} = declared rounds {rounds} + 1 + restarts {restarts}": isinstance(rounds, int) and limit == rounds + 1 + restarts,
+        "private inputs are this site's four assets; weights, round and cohort come from the researcher": _inputs_ok(request.inputs, request.bound_assets or {}),
     }
     auto = all(checks.values()) and template.template_id in policy.auto_approve_templates
     return RequestReview(request, static, template, checks, auto)
 
 
 def _inputs_ok(inputs: dict[str, str], bound: dict[str, str | None]) -> bool:
-    rules_ok = all(inputs.get(name) == "Matches" for name in ASSET_INPUTS) and inputs.get("weights") == "UserOwned" and inputs.get("rnd") == "UserOwned" and len(inputs) == 6
+    owned = ("weights", "rnd", "cohort")
+    rules_ok = all(inputs.get(name) == "Matches" for name in ASSET_INPUTS) and all(inputs.get(name) == "UserOwned" for name in owned) and len(inputs) == 7
     # each asset input must be bound to the asset of the same name in one of this site's fedimg datasets
     assets_ok = all((bound.get(name) or "").startswith("fedimg-") and bound[name].endswith(f"/{name}") for name in ASSET_INPUTS)
     return rules_ok and assets_ok

@@ -41,9 +41,25 @@ FORBIDDEN_ATTRIBUTES = frozenset(
         "storage", "untyped_storage", "data_ptr", "frombuffer", "set_printoptions", "register_forward_hook",
         "f_globals", "f_locals", "f_back", "gi_frame", "tb_frame",
         "fromregex", "dump", "dumps", "savez", "savez_compressed", "ForwardRef", "get_type_hints", "make_dataclass",
-        "distributed", "fx", "package", "serialization", "library", "multiprocessing", "utils",
+        "distributed", "fx", "package", "serialization", "library", "multiprocessing", "utils", "f2py", "distutils", "testing",
+        "cr_frame", "ag_frame", "f_builtins",
     }
 )
+# Modules hang off the allowed ones as plain attributes (torch.os, torch.sys, torch.builtins, np.compat.pickle,
+# torch.export.zipfile, torch.cuda.tunable.shutil...), and a few helpers read files or look attributes up by string:
+# these names are refused as attributes too (found by walking every attribute of torch and numpy, red-team suite).
+MODULE_ATTRIBUTES = frozenset(
+    {
+        "os", "sys", "builtins", "subprocess", "socket", "pickle", "shutil", "pathlib", "importlib", "ctypes", "marshal",
+        "shelve", "tempfile", "urllib", "requests", "http", "threading", "signal", "gc", "inspect", "io", "codecs",
+        "dill", "cloudpickle", "joblib", "operator", "glob", "platform", "types", "zipfile", "tarfile", "gzip", "bz2",
+        "lzma", "logging", "linecache", "tokenize", "traceback", "runpy", "pkgutil", "sysconfig", "mp", "compat",
+        "syft", "policies", "datasite_setup", "server", "context", "environ",
+        "open", "exec", "globals", "locals", "vars", "getattr", "setattr", "delattr", "attrgetter", "methodcaller",
+        "bltns", "loads", "recfromtxt", "recfromcsv", "lookfor", "test", "testing", "onnx", "profiler", "export", "compiler", "cpp",
+    }
+)
+FORBIDDEN_ATTRIBUTES = FORBIDDEN_ATTRIBUTES | MODULE_ATTRIBUTES
 ALLOWED_DUNDERS = frozenset({"__init__"})
 
 
@@ -103,6 +119,11 @@ class _Reviewer(ast.NodeVisitor):
         if node.level:
             self.add(node, "relative-import", "relative imports are not allowed")
         self._check_module(node, node.module or "")
+        for alias in node.names:  # `from torch import load` reaches what `torch.load` would
+            if alias.name == "*":
+                self.add(node, "star-import", f"'from {node.module} import *' hides which names are used")
+            else:
+                self._check_part(node, f"{node.module}.{alias.name}", alias.name)
         self.generic_visit(node)
 
     def _check_module(self, node: ast.AST, module: str) -> None:
@@ -110,8 +131,13 @@ class _Reviewer(ast.NodeVisitor):
         if top not in self.policy.allowed_imports:
             self.add(node, "import-not-allowed", f"import of {module!r}: allowed modules are {', '.join(sorted(self.policy.allowed_imports))}")
         for part in module.split(".")[1:]:
-            if part in self.policy.forbidden_attributes:
-                self.add(node, "forbidden-attribute", f"import of {module!r} reaches {part!r}")
+            self._check_part(node, module, part)
+
+    def _check_part(self, node: ast.AST, module: str, part: str) -> None:
+        if part.startswith("_") and part not in ALLOWED_DUNDERS:
+            self.add(node, "private-attribute", f"import of {module!r} reaches {part!r} (private or interpreter internals)")
+        elif part in self.policy.forbidden_attributes:
+            self.add(node, "forbidden-attribute", f"import of {module!r} reaches {part!r}")
 
     def visit_Name(self, node: ast.Name) -> None:
         if node.id in self.policy.forbidden_names or (node.id.startswith("__") and node.id.endswith("__")):
@@ -124,11 +150,20 @@ class _Reviewer(ast.NodeVisitor):
             self.add(node, "private-attribute", f"access to {node.attr!r} (private or interpreter internals)")
         elif node.attr in self.policy.forbidden_attributes:
             self.add(node, "forbidden-attribute", f"access to .{node.attr} (files, pickling, native code or frames)")
+        elif node.attr in ("format", "format_map") and not (isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            # only a literal format string can be checked for the attributes its fields read
+            self.add(node, "suspicious-string", f".{node.attr} of a string built at run time (format fields read attributes by name)")
         self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
         if isinstance(node.value, str) and "__" in node.value and any(d in node.value for d in ("__class__", "__subclasses__", "__globals__", "__builtins__", "__import__")):
             self.add(node, "suspicious-string", f"string {node.value!r} names interpreter internals")
+        elif isinstance(node.value, str) and "{" in node.value:
+            # str.format looks attributes up by name: "{0.gi_frame.f_back.f_locals}".format(generator) walks frames
+            for part in _format_attributes(node.value):
+                if (part.startswith("_") and part not in ALLOWED_DUNDERS) or part in self.policy.forbidden_attributes:
+                    self.add(node, "suspicious-string", f"format string {node.value!r} reaches attribute {part!r}")
+                    break
         self.generic_visit(node)
 
     def visit_arg(self, node: ast.arg) -> None:
@@ -145,6 +180,21 @@ class _Reviewer(ast.NodeVisitor):
     def visit_AsyncFunctionDef(self, node: ast.AsyncFunctionDef) -> None:
         self.add(node, "async", "async code is not allowed")
         self.generic_visit(node)
+
+
+def _format_attributes(text: str) -> list[str]:
+    """The attribute names a format string's fields read (``{0.a.b[k]}`` -> ``a``, ``b``)."""
+    import re
+    import string
+
+    names: list[str] = []
+    try:
+        fields = [field for _, field, spec, _ in string.Formatter().parse(text) if field] + [spec for _, _, spec, _ in string.Formatter().parse(text) if spec]
+    except ValueError:
+        fields = re.findall(r"\{([^{}]*)\}", text)
+    for field in fields:
+        names += re.findall(r"\.([A-Za-z_][A-Za-z_0-9]*)", field)
+    return names
 
 
 def review_code(source: str, policy: ReviewPolicy | None = None) -> ReviewReport:

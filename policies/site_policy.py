@@ -14,11 +14,17 @@ epsilon_per_job = 4.0                 # (epsilon, delta) target for one job's re
 delta = 1e-5
 max_update_norm = 1.0                 # L2 clipping of each update (new weights - global weights)
 budget_epsilon = 10.0                 # total per researcher at this site, across jobs
+
+[secure_aggregation]
+required = false                      # true: model updates leave only masked
+min_cohort = 2                        # smallest cohort a masked update is released to
+peers = {}                            # site name -> X25519 public key (hex) of the other hospitals; empty: any
 ```
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +36,7 @@ _KEYS = {
     "review": {"extra_allowed_imports", "auto_approve_templates"},
     "release": {"min_samples", "max_output_mb"},
     "privacy": {"epsilon_per_job", "delta", "max_update_norm", "budget_epsilon"},
+    "secure_aggregation": {"required", "min_cohort", "peers"},
 }
 
 
@@ -56,6 +63,9 @@ class SitePolicy:
     min_samples: int = 20
     max_output_mb: float = 50.0
     privacy: PrivacySettings | None = None
+    require_secure_aggregation: bool = False
+    min_cohort: int = 2
+    secure_aggregation_peers: dict = field(default_factory=dict)
     source: str = "defaults"
 
     @property
@@ -78,15 +88,41 @@ def load_site_policy(path: Path | None) -> SitePolicy:
         if unknown:
             raise PolicyError(f"{path}: unknown key(s) {unknown} in [{section}]; allowed: {sorted(_KEYS[section])}")
     review, release = document.get("review", {}), document.get("release", {})
-    privacy = PrivacySettings(**document["privacy"]) if "privacy" in document else None
+    for key in ("extra_allowed_imports", "auto_approve_templates"):
+        names = review.get(key, [])
+        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+            raise PolicyError(f"{path}: [review] {key} must be a list of names (got {names!r})")
+    privacy = None
+    if "privacy" in document:
+        values = document["privacy"]
+        bad = {key: value for key, value in values.items() if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)}
+        if bad:
+            raise PolicyError(f"{path}: [privacy] values must be finite numbers (got {bad})")
+        try:
+            privacy = PrivacySettings(**values)
+        except PolicyError as exc:
+            raise PolicyError(f"{path}: [privacy] {exc}") from exc
+    max_output_mb = release.get("max_output_mb", 50.0)
+    if isinstance(max_output_mb, bool) or not isinstance(max_output_mb, (int, float)) or not 0 < max_output_mb < math.inf:
+        raise PolicyError(f"{path}: [release] max_output_mb must be a finite number > 0 (got {max_output_mb!r})")
     min_samples = release.get("min_samples", 20)
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
         raise PolicyError(f"{path}: [release] min_samples must be an integer >= 1 (got {min_samples!r})")
+    secagg = document.get("secure_aggregation", {})
+    min_cohort = secagg.get("min_cohort", 2)
+    if isinstance(min_cohort, bool) or not isinstance(min_cohort, int) or min_cohort < 2:
+        raise PolicyError(f"{path}: [secure_aggregation] min_cohort must be an integer >= 2 (got {min_cohort!r})")
+    peers = secagg.get("peers", {})
+    if not isinstance(peers, dict) or not all(isinstance(v, str) and len(v) == 64 for v in peers.values()):
+        raise PolicyError(f"{path}: [secure_aggregation] peers must map site names to 64-hex-digit public keys")
     return SitePolicy(
+        require_secure_aggregation=bool(secagg.get("required", False)),
+        min_cohort=min_cohort,
+        secure_aggregation_peers=dict(peers),
         extra_allowed_imports=tuple(review.get("extra_allowed_imports", ())),
         auto_approve_templates=tuple(review.get("auto_approve_templates", ())),
         min_samples=min_samples,
-        max_output_mb=float(release.get("max_output_mb", 50.0)),
+        max_output_mb=float(max_output_mb),
         privacy=privacy,
         source=str(path),
     )

@@ -56,6 +56,8 @@ class FedAvgConfig:
     mu: float = 0.0
     server_momentum: float = 0.0
     server_lr: float = 1.0
+    secure_aggregation: bool = False
+    max_restarts: int = 0
     model_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,6 +73,8 @@ class FedAvgConfig:
             raise ValueError(f"loss must be one of {LOSSES} (got {self.loss!r})")
         if self.mu < 0 or not 0 <= self.server_momentum < 1 or not 0 <= self.momentum < 1:
             raise ValueError("mu must be >= 0; momentum and server_momentum must be in [0, 1)")
+        if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < 0:
+            raise ValueError(f"max_restarts must be an integer >= 0 (got {self.max_restarts!r})")
         json.dumps(self.model_kwargs)  # must travel as a literal
 
 
@@ -113,8 +117,8 @@ class FedAvgJob:
 
     @property
     def max_calls(self) -> int:
-        """Executions a site approves: one per round and a final evaluation."""
-        return self.config.rounds + 1
+        """Executions a site approves: one per round, a final evaluation, and (secure aggregation) restarts."""
+        return self.config.rounds + 1 + (self.config.max_restarts if self.config.secure_aggregation else 0)
 
     # --- before submission ---------------------------------------------------------------
 
@@ -149,7 +153,7 @@ class FedAvgJob:
         for name, site in federation.sites.items():
             assets = {asset: site.asset(asset) for asset in ASSETS}
             decorator = sy.syft_function(
-                input_policy=sy.MixedInputPolicy(**assets, weights=dict, rnd=int, client=site.client),
+                input_policy=sy.MixedInputPolicy(**assets, weights=dict, rnd=int, cohort=dict, client=site.client),
                 output_policy=OutputPolicyExecuteCount(limit=self.max_calls),
             )
             existing = self._existing_request(site, site_function.name)
@@ -243,15 +247,27 @@ class FedAvgJob:
         round_number = checkpoint.next_round
         earlier = checkpoint.pending
         to_call = [s for s in active if s not in earlier and checkpoint.calls.get(s, 0) < self.max_calls]
-        outcomes = self._call_sites(federation, function_name, to_call, checkpoint.weights, round_number)
-        for name, output in outcomes.items():
-            if not output.get("unreached"):  # the site may have executed it: it counts against the approved limit
-                checkpoint.calls[name] = checkpoint.calls.get(name, 0) + 1
+        masked = self.config.secure_aggregation and round_number < self.config.rounds
+        restarts = self.config.max_restarts if masked else 0
+        while True:
+            cohort = {name: federation.sites[name].info["secure_aggregation_public_key"] for name in to_call} if masked else {}
+            outcomes = self._call_sites(federation, function_name, to_call, checkpoint.weights, round_number, cohort)
+            for name, output in outcomes.items():
+                if not output.get("unreached"):  # the site may have executed it: it counts against the approved limit
+                    checkpoint.calls[name] = checkpoint.calls.get(name, 0) + 1
+            survivors = [name for name, out in outcomes.items() if "error" not in out]
+            # masks cancel only over the whole cohort: a dropout restarts the round with the survivors
+            if not masked or len(survivors) == len(to_call) or restarts == 0 or len(survivors) < self.config.min_sites:
+                break
+            restarts -= 1
+            to_call = [name for name in survivors if checkpoint.calls.get(name, 0) < self.max_calls]
+        if masked and len(survivors) != len(to_call):
+            outcomes = {name: (out if "error" in out else {"error": "dropped: the cohort was incomplete, masks do not cancel"}) for name, out in outcomes.items()}
         answered = {**earlier, **{name: out for name, out in outcomes.items() if "error" not in out}}
         record = RoundRecord(round=round_number, sites={name: _site_entry(out) for name, out in {**outcomes, **earlier}.items()})
         record.evaluation = aggregate_evaluations([out["val"] for out in answered.values()])
         if len(answered) < self.config.min_sites:
-            checkpoint.pending = answered
+            checkpoint.pending = {} if masked else answered
             checkpoint.save()
             errors = {n: o["error"] for n, o in outcomes.items() if "error" in o}
             raise JobError(
@@ -259,7 +275,7 @@ class FedAvgJob:
                 f"errors: {errors}. Resume later from {checkpoint_dir}."
             )
         if round_number < self.config.rounds:
-            averaged = fedavg([(out["weights"], out["num_samples"]) for out in answered.values()])
+            averaged = secure_average(checkpoint.weights, list(answered.values())) if masked else fedavg([(out["weights"], out["num_samples"]) for out in answered.values()])
             checkpoint.weights = momentum.step(checkpoint.weights, averaged) if momentum else averaged
             total = sum(o["num_samples"] for o in answered.values())
             record.train = {"loss": sum(o["train"]["loss"] * o["num_samples"] for o in answered.values()) / total, "num_samples": total}
@@ -275,7 +291,7 @@ class FedAvgJob:
 
         return getattr(self.model_class, "__fedimg_source__", None) or model_source(self.model_class)
 
-    def _call_sites(self, federation: Federation, function_name: str, names: list[str], weights: dict, round_number: int) -> dict[str, dict]:
+    def _call_sites(self, federation: Federation, function_name: str, names: list[str], weights: dict, round_number: int, cohort: dict | None = None) -> dict[str, dict]:
         def call(name: str) -> dict:
             site = federation.sites[name]
             started = time.perf_counter()
@@ -283,7 +299,7 @@ class FedAvgJob:
                 function = getattr(site.client.code, function_name)
                 assets = {asset: site.asset(asset) for asset in ASSETS}
                 # (no stdout redirection here: it is process-wide and these calls run in threads)
-                output = function(**assets, weights=weights, rnd=round_number).get()
+                output = function(**assets, weights=weights, rnd=round_number, cohort=cohort or {}).get()
                 if not isinstance(output, dict) or "val" not in output:
                     return {"error": f"unexpected output {type(output).__name__}: {str(output)[:200]}"}
             except Exception as exc:  # a site that is down or refuses: recorded, the job goes on
@@ -328,7 +344,18 @@ def _site_entry(output: dict) -> dict:
     if "train" in output:
         entry["train"] = output["train"]
         entry["num_samples"] = output["num_samples"]
+    if "privacy" in output:
+        entry["privacy"] = output["privacy"]  # the site's epsilon spent so far for this researcher
     return entry
+
+
+def secure_average(global_weights: dict[str, np.ndarray], outputs: list[dict]) -> dict[str, np.ndarray]:
+    """FedAvg from masked, sample-weighted updates: only their sum is ever decoded."""
+    from policies.secure_aggregation import unmask_sum
+
+    total = unmask_sum([out["weights"] for out in outputs])
+    count = sum(out["num_samples"] for out in outputs)
+    return {name: (total[name] / count).astype(value.dtype) if name in total else value for name, value in global_weights.items()}
 
 
 def load_model_class(source: str, name: str) -> type:

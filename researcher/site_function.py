@@ -26,8 +26,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 SITE_FUNCTION_TEMPLATE = '''\
-def {function_name}(train_images, train_labels, val_images, val_labels, weights, rnd):
-    """fedimg FedAvg site function (template {template_version}): evaluate the global model, then train it locally."""
+def {function_name}(train_images, train_labels, val_images, val_labels, weights, rnd, cohort=None):
+    """fedimg FedAvg site function (template {template_version}): evaluate the global model, then train it locally.
+
+    cohort: the sites of this round and their public keys, read by the site's release policy for secure
+    aggregation (the function itself does not use it).
+    """
     import numpy as np
     import torch
     import torch.nn as nn
@@ -87,7 +91,7 @@ def {function_name}(train_images, train_labels, val_images, val_labels, weights,
     result["train"] = {{"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}}
     return result
 '''
-TEMPLATE_VERSION = "fedavg-1"
+TEMPLATE_VERSION = "fedavg-2"
 
 
 @dataclass(frozen=True)
@@ -116,10 +120,21 @@ def render_site_source(function_name: str, model_class_source: str, model_name: 
     return SITE_FUNCTION_TEMPLATE.format(
         function_name=function_name,
         template_version=TEMPLATE_VERSION,
-        config=json.dumps(config, sort_keys=True),
+        config=python_literal(config),
         model_source=textwrap.indent(model_class_source, "    "),
         model_name=model_name,
     )
+
+
+def python_literal(value: Any) -> str:
+    """A deterministic Python literal (dict keys sorted) for JSON-like ``value``: what ``ast.literal_eval`` reads back."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{python_literal(str(k))}: {python_literal(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(python_literal(v) for v in value) + "]"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return repr(value)
+    raise TypeError(f"job settings must be plain data (got {type(value).__name__})")
 
 
 def build_site_function(function_name: str, model_class: type, config: dict, *, folder: Path | None = None) -> SiteFunction:

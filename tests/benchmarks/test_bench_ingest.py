@@ -36,7 +36,7 @@ def test_quick_benchmark_writes_a_report_with_every_row(tmp_path: Path, capsys) 
         assert ("train shards" if label == bench_ingest.SHARDED else "5 assets") in row["verified"]
     # Private and mock uint8 images at 32 px RGB, plus int64 labels: the payload both ways upload.
     assert entry["rows"][bench_ingest.PLAIN]["payload_bytes"] == 2 * 40 * (3 * 32 * 32 + 8)
-    assert entry["upload_ratio"] > 0 and entry["full_ingest_ratio"] > 0
+    assert entry["upload_ratio"] > 0 and entry["full_ingest_ratio"] > 0 and len(entry["upload_ratio_per_repeat"]) == 1
     assert data["load_start"] and data["load_end"]
 
     # The converted partition is cached; the scratch datasites are gone.

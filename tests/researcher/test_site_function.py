@@ -37,7 +37,7 @@ def initial(seed=0):
 
 def test_source_is_deterministic_and_readable(site) -> None:
     assert render_site_source("fedimg_test_job", inspect.getsource(SmallCNN), "SmallCNN", CONFIG) == site.source
-    assert "class SmallCNN" in site.source and '"rounds": 2' in site.source
+    assert "class SmallCNN" in site.source and "'rounds': 2" in site.source
     assert inspect.getsource(site.function) == site.source  # what PySyft will read and ship
 
 

@@ -52,6 +52,6 @@ def _mock_images(rng: np.random.Generator, templates: np.ndarray, labels: np.nda
         batch = labels[start : start + 512]
         shifts = rng.integers(-size // 8, size // 8 + 1, (len(batch), 2))
         patterns = np.stack([np.roll(templates[label], tuple(shift), axis=(1, 2)) for label, shift in zip(batch, shifts)]) if len(batch) else templates[:0]
-        noisy = patterns + rng.normal(0, 48, patterns.shape)
+        noisy = patterns.astype(np.float32) + rng.standard_normal(patterns.shape, dtype=np.float32) * np.float32(48)
         images[start : start + len(batch)] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
     return images

@@ -127,7 +127,7 @@ class RedTeam:
         """Call an approved function with the site's assets and ``inputs`` (those its signature takes)."""
         parameters = inspect.signature(self.functions[name]).parameters
         kwargs = {asset: self.researcher.asset(asset) for asset in ASSETS if asset in parameters}
-        kwargs |= {key: value for key, value in inputs.items() if key in parameters}
+        kwargs |= {key: value for key, value in {"weights": {}, "cohort": {}, **inputs}.items() if key in parameters}
         with quiet():
             return getattr(self.researcher.client.code, name)(**kwargs).get()
 

@@ -60,25 +60,25 @@ def looks_harmless(team: RedTeam, request_id: str) -> object:
 # The attempts: functions a researcher submits. Imports sit inside, as PySyft ships only the function's source.
 
 
-def rt_raw_images(train_images, rnd):
+def rt_raw_images(train_images, train_labels, val_images, val_labels, weights, rnd):
     import numpy as np
 
     return {"round": int(rnd), "images": np.asarray(train_images)}
 
 
-def rt_labels_as_confusion(val_labels, rnd):
+def rt_labels_as_confusion(train_images, train_labels, val_images, val_labels, weights, rnd):
     import numpy as np
 
     labels = np.asarray(val_labels)
     return {"round": int(rnd), "val": {"loss": 0.0, "accuracy": 0.0, "num_samples": int(len(labels)), "confusion": labels}}
 
 
-def rt_read_file(train_labels, rnd):
+def rt_read_file(train_images, train_labels, val_images, val_labels, weights, rnd):
     hostname = open("/etc/hostname").read()
     return {"round": int(rnd), "val": {"loss": hostname, "accuracy": 0.0, "num_samples": 0, "confusion": None}}
 
 
-def rt_socket(train_labels, rnd, port):
+def rt_socket(train_images, train_labels, val_images, val_labels, weights, rnd, port):
     import socket
 
     connection = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -87,19 +87,19 @@ def rt_socket(train_labels, rnd, port):
     return {"round": int(rnd), "peer": str(peer), "labels": [int(v) for v in train_labels[:16]]}
 
 
-def rt_pickle(train_images, rnd):
+def rt_pickle(train_images, train_labels, val_images, val_labels, weights, rnd):
     import pickle
 
     return {"round": int(rnd), "blob": pickle.dumps(train_images)}
 
 
-def rt_eval_exec(train_labels, rnd):
+def rt_eval_exec(train_images, train_labels, val_images, val_labels, weights, rnd):
     scope = {"labels": train_labels}
     exec("leak = [int(v) for v in labels]", scope)
     return {"round": int(rnd), "val": eval("leak", scope)}
 
 
-def rt_subclasses_to_builtins(train_labels, rnd):
+def rt_subclasses_to_builtins(train_images, train_labels, val_images, val_labels, weights, rnd):
     for candidate in ().__class__.__base__.__subclasses__():
         namespace = getattr(candidate.__init__, "__globals__", {}).get("__builtins__")
         if namespace is not None:
@@ -108,7 +108,7 @@ def rt_subclasses_to_builtins(train_labels, rnd):
     return {"round": int(rnd)}
 
 
-def rt_frames_to_server(train_labels, rnd):
+def rt_frames_to_server(train_images, train_labels, val_images, val_labels, weights, rnd):
     import sys
 
     frame = sys._getframe()
@@ -118,29 +118,29 @@ def rt_frames_to_server(train_labels, rnd):
     return {"round": int(rnd), "server": str(context.server), "role": str(context.role)}
 
 
-def rt_gc_to_server(train_labels, rnd):
+def rt_gc_to_server(train_images, train_labels, val_images, val_labels, weights, rnd):
     import gc
 
     servers = [str(o) for o in gc.get_objects() if o.__class__.__name__ == "Datasite"]
     return {"round": int(rnd), "servers": servers}
 
 
-def rt_registry_to_admin(train_labels, rnd):
+def rt_registry_to_admin(train_images, train_labels, val_images, val_labels, weights, rnd):
     from syft.server.server import AuthServerContextRegistry
 
     contexts = AuthServerContextRegistry.__server_context_registry__
     return {"round": int(rnd), "roles": [str(c.role) for c in contexts.values()]}
 
 
-def rt_datasite_parameter(train_labels, rnd, datasite):
+def rt_datasite_parameter(train_images, train_labels, val_images, val_labels, weights, rnd, datasite):
     return {"round": int(rnd), "client": str(datasite)}
 
 
-def rt_context_parameter(train_labels, rnd, context):
+def rt_context_parameter(train_images, train_labels, val_images, val_labels, weights, rnd, context):
     return {"round": int(rnd), "server": str(context.server)}
 
 
-def rt_forwardref_eval(train_labels, rnd):
+def rt_forwardref_eval(train_images, train_labels, val_images, val_labels, weights, rnd):
     import typing
 
     source = "(lambda v=" + "_" * 2 + "import" + "_" * 2 + "('platform').node(): v)"
@@ -148,14 +148,14 @@ def rt_forwardref_eval(train_labels, rnd):
     return {"round": int(rnd), "node": leak()}
 
 
-def rt_create_fn_exec(train_labels, rnd):
+def rt_create_fn_exec(train_images, train_labels, val_images, val_labels, weights, rnd):
     import dataclasses
 
     body = ["return " + "_" * 2 + "import" + "_" * 2 + "('platform').node()"]
     return {"round": int(rnd), "node": dataclasses._create_fn("g", [], body, globals={})()}
 
 
-def rt_write_files(train_images, rnd):
+def rt_write_files(train_images, train_labels, val_images, val_labels, weights, rnd):
     import numpy as np
 
     np.save("/tmp/fedimg-redteam-never-written.npy", train_images)
@@ -163,7 +163,7 @@ def rt_write_files(train_images, rnd):
     return {"round": int(rnd)}
 
 
-def rt_numpy_file_helpers(train_images, rnd):
+def rt_numpy_file_helpers(train_images, train_labels, val_images, val_labels, weights, rnd):
     import numpy as np
 
     hostname = np.fromregex("/etc/hostname", r"(.+)", [("line", "U64")])
@@ -172,7 +172,7 @@ def rt_numpy_file_helpers(train_images, rnd):
     return {"round": int(rnd), "hostname": hostname}
 
 
-def rt_modules_hanging_off_torch(train_labels, rnd):
+def rt_modules_hanging_off_torch(train_images, train_labels, val_images, val_labels, weights, rnd):
     import torch
 
     descriptor = torch.os.open("/etc/hostname", torch.os.O_RDONLY)
@@ -181,19 +181,19 @@ def rt_modules_hanging_off_torch(train_labels, rnd):
     return {"round": int(rnd), "hostname": hostname, "modules": len(torch.sys.modules)}
 
 
-def rt_from_import_alias(train_labels, rnd):
+def rt_from_import_alias(train_images, train_labels, val_images, val_labels, weights, rnd):
     from numpy import fromregex as parse_lines
 
     return {"round": int(rnd), "hostname": parse_lines("/etc/hostname", r"(.+)", [("line", "U64")])}
 
 
-def rt_unpickle_via_numpy(weights, rnd):
+def rt_unpickle_via_numpy(train_images, train_labels, val_images, val_labels, weights, rnd):
     import numpy as np
 
     return {"round": int(rnd), "object": np.compat.pickle.loads(weights["blob"])}
 
 
-def rt_format_string_frames(train_labels, rnd):
+def rt_format_string_frames(train_images, train_labels, val_images, val_labels, weights, rnd):
     def walker():
         yield "{0.gi_frame.f_back.f_back.f_back.f_locals[context].server}".format(generator)
 
@@ -201,7 +201,7 @@ def rt_format_string_frames(train_labels, rnd):
     return {"round": int(rnd), "server": next(generator)}
 
 
-def rt_array_that_lies_about_its_shape(train_images, val_labels, weights, rnd):
+def rt_array_that_lies_about_its_shape(train_images, train_labels, val_images, val_labels, weights, rnd):
     import numpy as np
 
     class Disguised(np.ndarray):
@@ -224,7 +224,7 @@ def rt_array_that_lies_about_its_shape(train_images, val_labels, weights, rnd):
     }
 
 
-def rt_images_in_right_shaped_weights(train_images, val_labels, weights, rnd):
+def rt_images_in_right_shaped_weights(train_images, train_labels, val_images, val_labels, weights, rnd):
     import numpy as np
 
     pixels = np.asarray(train_images, dtype=np.float32).ravel() / 255.0
@@ -261,7 +261,7 @@ class ReleaseEverything(sy.CustomOutputPolicy):
         return outputs
 
 
-def rt_behind_own_policy(train_images, rnd):
+def rt_behind_own_policy(train_images, train_labels, val_images, val_labels, weights, rnd):
     import numpy as np
 
     return {"round": int(rnd), "images": np.asarray(train_images)}
@@ -373,7 +373,8 @@ def test_images_in_right_shaped_weights_are_stopped_by_review_only(team, job_par
     team.deny(request, "not the job template: writes pixels into the weights")
     # what the release check alone would do with this output (run here on stand-in data): accept it
     images = np.random.default_rng(0).integers(0, 255, (40, 1, 16, 16), dtype=np.uint8)
-    output = rt_images_in_right_shaped_weights(images, np.zeros(30, np.int64), weights, 0)
+    labels = np.zeros(40, np.int64)
+    output = rt_images_in_right_shaped_weights(images, labels, images[:30], labels[:30], weights, 0)
     check_release(output, global_weights=weights, num_train=40, num_val=30, num_classes=NUM_CLASSES, min_samples=20, max_output_bytes=2**26)
     with pytest.raises(Exception, match="(?i)denied|not approved|approval"):
         team.run("rt_images_in_right_shaped_weights", weights=weights, rnd=0)

@@ -9,6 +9,7 @@ output directory appears only when everything is written.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import multiprocessing.pool
 import os
@@ -270,6 +271,9 @@ def _start_pool(workers: int, initargs: tuple) -> multiprocessing.pool.Pool:
     wait forever on the task queue, holding the caller's stdout/stderr open.
     """
     context = multiprocessing.get_context("fork")
+    # Objects alive now (the scanned records) move to a permanent generation: the workers'
+    # garbage collector then never writes to them, so the forked pages stay shared.
+    gc.freeze()
     start = lambda: context.Pool(workers, initializer=_init_worker, initargs=initargs)  # noqa: E731
     if threading.current_thread() is not threading.main_thread():
         return start()  # signal handlers can only be swapped in the main thread

@@ -104,6 +104,27 @@ def _patch_syft() -> None:
     execute_byte_code._fedimg_release = True  # type: ignore[attr-defined]
     action_service.execute_byte_code = execute_byte_code
     action_service.ActionService._user_code_execute = user_code_execute
+    _audit_syft_refusals()
+
+
+def _audit_syft_refusals() -> None:
+    """Log PySyft's own refusals too: a call past the approved runs (syft_fixes), of pending or denied code.
+
+    Those are refused before any user code runs, so the hook above never sees them.
+    """
+    from syft.service.code.user_code_service import IsExecutionAllowedEnum, UserCodeService
+
+    original = UserCodeService.is_execution_allowed
+
+    def is_execution_allowed(self, code, context, output_policy):  # type: ignore[no-untyped-def]
+        verdict = original(self, code, context, output_policy)
+        enforcer = _enforcers.get(str(context.server.id))
+        if enforcer is not None and verdict is not IsExecutionAllowedEnum.ALLOWED:
+            enforcer.audit.append("refusal", code_id=str(code.id), function=code.service_func_name, researcher=str(code.user_verify_key), reason=str(verdict.value))
+        return verdict
+
+    is_execution_allowed._fedimg_fixed = getattr(original, "_fedimg_fixed", False)  # type: ignore[attr-defined]
+    UserCodeService.is_execution_allowed = is_execution_allowed
 
 
 def _refuse(enforcer: SiteEnforcer, code_item: Any, researcher: str, reason: str) -> None:

@@ -497,8 +497,8 @@ ERROR_CASES = {
     "self balancing with quantity": (["--clients", "2", "--scheme", "quantity", "--self-balancing"], ["--self-balancing", "quantity"]),
     "negative workers": (["--clients", "2", "--scheme", "iid", "--workers", "-1"], ["--workers"]),
     "max pixels zero": (["--clients", "2", "--scheme", "iid", "--max-pixels", "0"], ["--max-pixels"]),
-    "negative seed": (["--clients", "2", "--scheme", "iid", "--seed", "-1"], ["seed"]),
-    "min partition size zero": (["--clients", "2", "--scheme", "quantity", "--min-partition-size", "0"], ["min_partition_size"]),
+    "negative seed": (["--clients", "2", "--scheme", "iid", "--seed", "-1"], ["--seed"]),
+    "min partition size zero": (["--clients", "2", "--scheme", "quantity", "--min-partition-size", "0"], ["--min-partition-size"]),
     "labels and label pattern": (["--clients", "2", "--scheme", "iid", "--label-pattern", "(x)"], ["--labels", "--label-pattern"]),
 }
 

@@ -97,6 +97,7 @@ class RedTeam:
         self.federation = Federation.from_urls({site.name: site.url}, email, {site.name: password})
         self.researcher = self.federation.sites[site.name]
         self.functions: dict[str, Callable] = {}
+        self._admin = None
 
     # --- the researcher ------------------------------------------------------------------
 
@@ -138,7 +139,7 @@ class RedTeam:
             output = self.run(name, **inputs)
             raise AssertionError(f"{name}: the site released {str(output)[:300]}")
         message = str(refusal.value)
-        assert re.search(match, message), f"{name}: refused, but not for {match!r}: {message[:800]}"
+        assert re.search(match, message) and re.search("release refused by site|Execution denied", message), f"{name}: refused, but not for {match!r}: {message[:800]}"
         entries = [r for r in self.audit_records()[before:] if r["event"] == "refusal" and r.get("function") == name]
         assert entries, f"{name}: no refusal in the audit log after: {message[:300]}"
         assert re.search(match, entries[-1]["reason"]), entries[-1]
@@ -156,9 +157,10 @@ class RedTeam:
         from datasite_setup.site_admin import login
         from policies.request_review import review_request
 
-        with quiet():
-            admin = login(self.site.url, self.site.admin)
-        (pending,) = [r for r in requests(admin, status=None) if r.id == request_id]
+        if self._admin is None:
+            with quiet():
+                self._admin = login(self.site.url, self.site.admin)
+        (pending,) = [r for r in requests(self._admin, status=None) if r.id == request_id]
         return review_request(pending, load_site_policy(self.state_dir / POLICY_FILE))
 
     def fedimg_review(self, *arguments: str) -> tuple[int, str]:
@@ -191,11 +193,13 @@ class RedTeam:
         assert entry["forced"] is False
         return entry
 
-    def force_approve(self, request_id: str, *, process: bool = False) -> dict:
-        """The careless owner: ``approve`` refuses (exit 2, checks fail), ``approve --force`` goes through."""
-        code, printed = (self.fedimg_review_process if process else self.fedimg_review)("approve", request_id)
-        assert code == 2 and "--force" in printed, printed
-        assert not [r for r in self.audit_records() if r["event"] == "decision" and r["request_id"] == request_id]
+    def force_approve(self, request_id: str, *, first_try: bool = False, process: bool = False) -> dict:
+        """The careless owner: ``approve --force``. With ``first_try``, a plain ``approve`` is tried first and must
+        refuse (exit 2: checks fail) without approving or logging a decision."""
+        if first_try or process:
+            code, printed = (self.fedimg_review_process if process else self.fedimg_review)("approve", request_id)
+            assert code == 2 and "--force" in printed, printed
+            assert not [r for r in self.audit_records() if r["event"] == "decision" and r["request_id"] == request_id]
         code, printed = self.fedimg_review("approve", request_id, "--force")
         assert code == 0, printed
         entry = self.decision(request_id, "approved")

@@ -195,7 +195,8 @@ def rt_unpickle_via_numpy(train_images, train_labels, val_images, val_labels, we
 
 def rt_format_string_frames(train_images, train_labels, val_images, val_labels, weights, rnd):
     def walker():
-        yield "{0.gi_frame.f_back.f_back.f_back.f_locals[context].server}".format(generator)
+        # generator -> this function -> PySyft's wrapper -> eval -> execute_byte_code, whose locals hold the context
+        yield "{0.gi_frame.f_back.f_back.f_back.f_back.f_locals[context].server}".format(generator)
 
     generator = walker()
     return {"round": int(rnd), "server": next(generator)}
@@ -275,13 +276,13 @@ def test_raw_images(team) -> None:
     request = team.submit(rt_raw_images)
     looks_harmless(team, request)
     team.force_approve(request, process=True)
-    team.refused("rt_raw_images", r"release refused .*must be a dict with keys .*'images'", rnd=0)
+    team.refused("rt_raw_images", r"must be a dict with keys .*'images'", rnd=0)
 
 
 def test_labels_as_the_confusion_matrix(team) -> None:
     request = team.submit(rt_labels_as_confusion)
     looks_harmless(team, request)
-    team.force_approve(request)
+    team.force_approve(request, first_try=True)
     team.refused("rt_labels_as_confusion", r"val.confusion must be a 10x10 integer array", rnd=0)
 
 
@@ -292,7 +293,7 @@ def test_template_with_an_extra_key_holding_images(team, job_parts) -> None:
     request = team.submit(function)
     review = looks_harmless(team, request)
     assert '+    result["images"] = np.asarray(train_images[:8])' in review.template.diff
-    team.force_approve(request)
+    team.force_approve(request, first_try=True)
     team.refused(function.__name__, r"must be a dict with keys .*'images'", weights=weights, rnd=0, cohort={})
 
 
@@ -307,7 +308,7 @@ result["val"]["confusion"] = per_sample.numpy()
     function = tampered_template(job.site_function(team.federation), payload, folder)
     request = team.submit(function)
     looks_harmless(team, request)
-    team.force_approve(request)
+    team.force_approve(request, first_try=True)
     team.refused(function.__name__, r"val.confusion must be a 10x10 integer array", weights=weights, rnd=0, cohort={})
 
 
@@ -326,7 +327,7 @@ result["weights"][first] = np.stack(gradients).astype(np.float32)
     function = tampered_template(job.site_function(team.federation), payload, folder)
     request = team.submit(function)
     looks_harmless(team, request)
-    team.force_approve(request)
+    team.force_approve(request, first_try=True)
     team.refused(function.__name__, r"weights\['conv1.weight'\] must be an array of shape \(4, 1, 3, 3\)", weights=weights, rnd=0, cohort={})
 
 
@@ -337,7 +338,7 @@ def test_labels_in_a_weights_array_of_the_wrong_shape(team, job_parts) -> None:
     function = tampered_template(job.site_function(team.federation), payload, folder)
     request = team.submit(function)
     looks_harmless(team, request)
-    team.force_approve(request)
+    team.force_approve(request, first_try=True)
     team.refused(function.__name__, r"weights\['head.bias'\] must be an array of shape \(10,\)", weights=weights, rnd=0, cohort={})
 
 
@@ -348,7 +349,7 @@ def test_images_in_a_weights_entry_of_the_right_name(team, job_parts) -> None:
     function = tampered_template(job.site_function(team.federation), payload, folder)
     request = team.submit(function)
     looks_harmless(team, request)
-    team.force_approve(request)
+    team.force_approve(request, first_try=True)
     team.refused(function.__name__, r"weights\['conv1.weight'\] must be an array of shape \(4, 1, 3, 3\) and dtype float32", weights=weights, rnd=0, cohort={})
 
 
@@ -356,7 +357,7 @@ def test_an_array_that_lies_about_its_shape(team, job_parts) -> None:
     weights, _ = job_parts
     request = team.submit(rt_array_that_lies_about_its_shape)
     looks_harmless(team, request)
-    team.force_approve(request)
+    team.force_approve(request, first_try=True)
     team.refused("rt_array_that_lies_about_its_shape", r"is a Disguised, a subclass of ndarray", weights=weights, rnd=0)
 
 

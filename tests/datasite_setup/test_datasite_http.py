@@ -145,25 +145,29 @@ def test_researcher_sees_mocks_but_not_private_data_users_or_approvals(site, res
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_everything_survives_sigkill(backend, request) -> None:
+def test_everything_survives_sigkill(backend, request, tmp_path) -> None:
+    from researcher import Federation, FedAvgJob
+    from researcher.models import SmallCNN
+
     site = request.getfixturevalue("site" if backend == "sqlite" else "postgres_site")
-    researcher = add_researcher(site)
+    add_researcher(site)
     if backend == "postgresql":
         password = site.env["FEDIMG_DB_URL"].split(":")[2].split("@")[0]
         assert password not in site.log()
         assert not list((site.state_dir / "db").iterdir()), "PostgreSQL site wrote a SQLite database"
-    (dataset,) = researcher.datasets
-    labels_asset = dataset.assets["train_labels"]
-    submit_label_count(researcher, labels_asset)
+    federation = Federation.from_urls({site.name: site.url}, "ada@university.example", {site.name: RESEARCHER_PASSWORD})
+    job = FedAvgJob(SmallCNN, name="durable", rounds=1, min_sites=1, model_kwargs=dict(channels=1, image_size=16, num_classes=10, width=4))
+    job.submit(federation)
     admin = login(site.url, site.admin)
-    (request,) = admin.requests
+    (request_,) = admin.requests
     with contextlib.redirect_stdout(io.StringIO()):
-        request.approve()
-    result = researcher.code.count_labels(labels=labels_asset).get()
+        request_.approve()
+    first = job._call_sites(federation, job.site_function(federation).name, [site.name], job.initial_weights(), 0)[site.name]
+    assert "weights" in first, first
     before = {
         "datasets": [d.name for d in admin.datasets],
         "users": sorted(u.email for u in admin.users.get_all()),
-        "request": (str(request.id), str(admin.requests[0].status)),
+        "request": (str(request_.id), str(admin.requests[0].status)),
     }
     site.kill()
     site.start()
@@ -175,10 +179,16 @@ def test_everything_survives_sigkill(backend, request) -> None:
     }
     assert after == before
     assert "APPROVED" in after["request"][1]
-    researcher = quiet_login(site.url, "ada@university.example", RESEARCHER_PASSWORD)
     (code,) = admin.code
     assert len(code.output_history) == 1
-    assert np.array_equal(code.output_history[0].outputs[0].get(), result)
+    stored = code.output_history[0].outputs[0].get()
+    assert np.array_equal(stored["val"]["confusion"], first["val"]["confusion"])
+    # the execution count survived too: one run left (the final evaluation), then refused
+    federation = Federation.from_urls({site.name: site.url}, "ada@university.example", {site.name: RESEARCHER_PASSWORD})
+    name = job.site_function(federation).name
+    assert "val" in job._call_sites(federation, name, [site.name], first["weights"], 1)[site.name]
+    refused = job._call_sites(federation, name, [site.name], first["weights"], 1)[site.name]
+    assert "error" in refused and ("run 2 of the 2 times" in refused["error"] or "not valid" in refused["error"] or "denied" in refused["error"].lower()), refused
 
 
 def test_serving_again_adds_nothing_and_a_changed_partition_replaces_the_old_version(site_factory, sample_federation, tmp_path) -> None:

@@ -53,7 +53,7 @@ def test_fedavg_end_to_end_over_http(two_sites, tmp_path) -> None:
     admin = login(sites[0].url, sites[0].admin)
     (pending,) = requests(admin)
     assert pending.output_policy == "OutputPolicyExecuteCount" and pending.output_policy_kwargs["limit"] == 3
-    assert pending.inputs == {"train_images": "Matches", "train_labels": "Matches", "val_images": "Matches", "val_labels": "Matches", "weights": "UserOwned", "rnd": "UserOwned"}
+    assert pending.inputs == {"train_images": "Matches", "train_labels": "Matches", "val_images": "Matches", "val_labels": "Matches", "weights": "UserOwned", "rnd": "UserOwned", "cohort": "UserOwned"}
     assert "class SmallCNN" in pending.code
     with pytest.warns(UserWarning, match="submitted before; reusing its request"):
         assert job.submit(federation) == ids  # resubmitting the same job reuses its requests

@@ -117,8 +117,13 @@ def _audit_syft_refusals() -> None:
     original = UserCodeService.is_execution_allowed
 
     def is_execution_allowed(self, code, context, output_policy):  # type: ignore[no-untyped-def]
-        verdict = original(self, code, context, output_policy)
+        from syft.service.policy.policy import UserPolicy
+
         enforcer = _enforcers.get(str(context.server.id))
+        if enforcer is not None and any(isinstance(p, UserPolicy) for p in (code.output_policy_type, code.input_policy_type)):
+            # refused here, before PySyft calls the researcher's own is_valid (unreviewed code in this process)
+            _refuse(enforcer, code, str(code.user_verify_key), "researcher-written output (or input) policies are not accepted; use the job template's")
+        verdict = original(self, code, context, output_policy)
         if enforcer is not None and verdict is not IsExecutionAllowedEnum.ALLOWED:
             enforcer.audit.append("refusal", code_id=str(code.id), function=code.service_func_name, researcher=str(code.user_verify_key), reason=str(verdict.value))
         return verdict

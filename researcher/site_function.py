@@ -139,7 +139,8 @@ def python_literal(value: Any) -> str:
 
 def build_site_function(function_name: str, model_class: type, config: dict, *, folder: Path | None = None) -> SiteFunction:
     """Render, write to ``folder`` (a temp dir by default) and import the site function."""
-    source = render_site_source(function_name, model_source(model_class), model_class.__name__, config)
+    class_source = getattr(model_class, "__fedimg_source__", None) or model_source(model_class)  # source-text models carry it
+    source = render_site_source(function_name, class_source, model_class.__name__, config)
     folder = Path(folder or tempfile.mkdtemp(prefix="fedimg-job-"))
     folder.mkdir(parents=True, exist_ok=True)
     module_name = f"fedimg_site_{hashlib.sha256(source.encode()).hexdigest()[:16]}"

@@ -6,9 +6,9 @@ real ``fedimg review`` command line, which writes the decision to the site's aud
 hook writes every refusal there too. One site per test module (module-scoped), stopped at teardown.
 
 The ``fedimg review`` decisions run ``datasite_setup.cli.main`` in the test process (the same argument parsing,
-exit codes and audit writes as ``python -m datasite_setup.cli``, without paying a second syft import per
-decision); ``RedTeam.fedimg_review_process`` runs the same command as a separate process, and the suite does so
-for one denial and one refused approval to show the two are the same thing.
+exit codes and audit writes as ``python -m datasite_setup.cli``, without paying a syft import and an admin login
+per decision); ``RedTeam.fedimg_review_process`` runs the same command as a separate process, and the suite does
+so for one denial and one refused approval to show the two are the same thing.
 """
 
 from __future__ import annotations
@@ -164,12 +164,27 @@ class RedTeam:
         return review_request(pending, load_site_policy(self.state_dir / POLICY_FILE))
 
     def fedimg_review(self, *arguments: str) -> tuple[int, str]:
-        """``fedimg review --site URL --state-dir STATE ARGUMENTS``: (exit code, what it printed)."""
+        """``fedimg review --site URL --state-dir STATE ARGUMENTS``: (exit code, what it printed).
+
+        The command's admin login (2-3 s each on a busy machine) is made once per site and reused.
+        """
+        import datasite_setup.site_admin as site_admin
         from datasite_setup.cli import main
 
+        login = site_admin.login
+
+        def reused_login(url: str, credentials: Any) -> Any:
+            if self._admin is None:
+                self._admin = login(url, credentials)
+            return self._admin
+
         out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(["review", "--site", self.site.url, "--state-dir", str(self.state_dir), *arguments])
+        site_admin.login = reused_login
+        try:
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = main(["review", "--site", self.site.url, "--state-dir", str(self.state_dir), *arguments])
+        finally:
+            site_admin.login = login
         return code, " ".join((out.getvalue() + err.getvalue()).split())
 
     def fedimg_review_process(self, *arguments: str) -> tuple[int, str]:

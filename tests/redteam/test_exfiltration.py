@@ -379,6 +379,7 @@ def test_images_in_right_shaped_weights_are_stopped_by_review_only(team, job_par
     check_release(output, global_weights=weights, num_train=40, num_val=30, num_classes=NUM_CLASSES, min_samples=20, max_output_bytes=2**26)
     with pytest.raises(Exception, match="(?i)denied|not approved|approval"):
         team.run("rt_images_in_right_shaped_weights", weights=weights, rnd=0)
+    assert [r for r in team.audit_records() if r["event"] == "refusal" and r["function"] == "rt_images_in_right_shaped_weights"]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -422,8 +423,10 @@ def test_write_files_with_numpy(team) -> None:
     review = blocked_by_review(team, request, "forbidden-attribute")
     assert {".save", ".tofile"} <= {f.message.split()[2] for f in review.static.errors}
     team.deny(request, "writes files on the site", process=True)
+    # the denied code cannot be run; the attempt is refused before it starts, and logged
     with pytest.raises(Exception, match="(?i)denied|not approved|approval"):
         team.run("rt_write_files", rnd=0)
+    assert [r for r in team.audit_records() if r["event"] == "refusal" and r["function"] == "rt_write_files"]
     assert not Path("/tmp/fedimg-redteam-never-written.npy").exists()
 
 
@@ -551,7 +554,7 @@ def test_a_researcher_written_output_policy(team) -> None:
     review = team.review(request)
     assert not check(review, "output policy is PySyft's execution count"), review.render()
     team.force_approve(request)
-    team.refused("rt_behind_own_policy", r"researcher-written output policies are not accepted", rnd=0)
+    team.refused("rt_behind_own_policy", r"researcher-written output (\(or input\) )?policies are not accepted", rnd=0)
 
 
 def test_the_audit_log_is_intact(team) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.redteam.conftest import RedTeam, check, small_job, start_sites, submit_job
+from tests.redteam.conftest import RedTeam, check, function_from_source, small_job, start_sites, submit_job
 
 MIN_SAMPLES_POLICY = "[release]\nmin_samples = 100000\n"
 # epsilon_per_job is met over every approved run of a job (2 for a one-round job); the budget then lets a
@@ -91,15 +91,17 @@ def test_over_the_privacy_budget(privacy_site) -> None:
     assert team.verify_audit() == []
 
 
-def test_a_model_that_memorises_images_is_drowned_by_dp(privacy_site) -> None:
+def test_a_model_that_memorises_images_is_drowned_by_dp(privacy_site, tmp_path) -> None:
     """The model is researcher code inside the real template: every check passes. Without [privacy] its buffer
     would carry four validation images out; with it, the update is clipped to norm 1 and noised."""
     from datasite_setup.client_data import load_client_partition
+    from policies.release import check_release
     from researcher.job import FedAvgJob
 
     team = RedTeam(privacy_site, "mallory@attacker.example")
     spec = team.federation.image_spec
-    job = FedAvgJob(model_source=MEMORISER, model_name="Memoriser", name="memoriser", model_kwargs=dict(channels=spec["channels"], image_size=spec["size"], num_classes=10),
+    memoriser = function_from_source("import torch\nimport torch.nn as nn\n\n\n" + MEMORISER, "Memoriser", tmp_path)
+    job = FedAvgJob(memoriser, name="memoriser", model_kwargs=dict(channels=spec["channels"], image_size=spec["size"], num_classes=10),
                     rounds=1, local_epochs=1, batch_size=64, lr=0.05, min_sites=1, seed=0)
     request = submit_job(team, job)
     review = team.review(request)
@@ -114,6 +116,7 @@ def test_a_model_that_memorises_images_is_drowned_by_dp(privacy_site) -> None:
     # the same code on the same data, without the site's release policy, returns the images exactly
     local = job.site_function(team.federation).function(train.images, train.labels, val.images, val.labels, weights, 0)
     assert np.allclose(local["weights"]["stash"], truth)
+    check_release(local, global_weights=weights, num_train=len(train.labels), num_val=len(val.labels), num_classes=10, min_samples=20, max_output_bytes=2**26)
     stash = np.asarray(released["weights"]["stash"], np.float64)
     correlation = float(np.corrcoef(stash.ravel(), truth.ravel())[0, 1])
     assert abs(correlation) < 0.2, correlation

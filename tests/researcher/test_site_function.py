@@ -89,8 +89,12 @@ def test_job_validates_its_configuration() -> None:
 
 def test_model_from_source_text() -> None:
     source = "class Tiny(nn.Module):\n    def __init__(self):\n        super().__init__()\n        self.fc = nn.Linear(4, 2)\n\n    def forward(self, x):\n        return self.fc(x.flatten(1))\n"
-    job = FedAvgJob(model_source=source, model_name="Tiny", rounds=1)
+    job = FedAvgJob(model_source=source, model_name="Tiny", rounds=1, model_kwargs={})
     assert job.model_source() == source
+    from researcher.site_function import build_site_function
+
+    site = build_site_function("fedimg_tiny", job.model_class, {"rounds": 1}, folder=None)
+    assert "class Tiny(nn.Module):" in site.source
     assert set(job.initial_weights()) == {"fc.weight", "fc.bias"}
     with pytest.raises(ValueError, match="defines no class 'Nope'"):
         load_model_class(source, "Nope")

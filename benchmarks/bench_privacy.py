@@ -1,0 +1,587 @@
+"""Benchmark: FedAvg's test accuracy under the sites' differential privacy, ε ∈ {1, 4, 8}, against no DP.
+
+**Data and training** are ``bench_fedavg``'s accuracy protocol, through its own
+helpers: scikit-learn's 1,797 digits, per seed a held-out stratified test set
+(20 %) and a training pool converted with ``fedimg convert``'s code into 5
+hospitals (``--scheme iid`` and ``--scheme dirichlet --alpha 0.5``, 16 px
+grayscale, 80/20 train/val); ``SmallCNN``, SGD with momentum; FedAvg calls the
+generated site function (``build_site_function``: the code a site runs) for
+every hospital in this process and averages with ``researcher.aggregation.fedavg``.
+
+**Differential privacy** is applied to every training call's weights exactly as
+a site's release hook does it (``policies.enforcement``): the noise multiplier
+is ``noise_multiplier_for(ε, δ, rounds + 1)`` (the job's approved executions:
+``rounds`` training calls and the final evaluation), and the released weights
+are ``privatize_update(global, new, max_update_norm=C, noise_multiplier=z)``:
+the update clipped to L2 norm ``C`` plus ``N(0, (2zC)²)`` noise on every float
+parameter. The accounted ε of the whole job is ``epsilon_of([z] * (rounds + 1), δ)``.
+
+``C`` is, per rounds setting and partition scheme, the median unclipped update
+norm of the first no-DP run (seed 0), rounded to two significant digits
+(``--clip`` sets it); the later seeds keep it, as a site's policy would.
+Each rounds setting also runs *clip only* (``z = 0``) to separate the cost of
+clipping from the cost of noise, and (IID) a few larger ε as context, to show
+where accuracy comes back.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.bench_privacy [--quick] [--record] [--seeds 3] [--rounds 20,5] [--epsilons 1,4,8]
+                                       [--context-epsilons 64,256,1024,4096] [--clip C] [--iid-only]
+                                       [--workdir benchmarks/_work] [--report PATH] [--wait-load 2]
+
+The report (markdown, plus a ``.json`` twin) goes to ``--report`` (default
+``WORKDIR/privacy-report.md``); ``--record`` also adds it to the "Differential
+privacy" section of ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from benchmarks import bench_fedavg
+from benchmarks.bench_convert import _load, machine_info
+from benchmarks.bench_ingest import wait_for_quiet_machine
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_FILE = REPO_ROOT / "benchmarks" / "RESULTS.md"
+SECTION_HEADING = "## Differential privacy"
+SECTION_MARKER = "<!-- privacy results: newest first; `python -m benchmarks.bench_privacy --record` inserts below -->"
+DEFAULT_WORKDIR = REPO_ROOT / "benchmarks" / "_work"
+MAX_START_LOAD = 2.0
+SCHEME_LABELS = {"iid": "IID", "dirichlet": "Dirichlet"}
+
+
+@dataclass
+class Settings:
+    seeds: int
+    rounds: list[int]
+    local_epochs: int
+    epsilons: list[float]
+    context_epsilons: list[float]
+    delta: float
+    clip: float | None  # None: calibrated per rounds setting
+    schemes: list[str]
+    lr: float
+    momentum: float
+    batch_size: int
+    width: int
+    size: int
+    hospitals: int
+    alpha: float
+    test_fraction: float
+    val_fraction: float
+    workdir: Path
+    report: Path
+    record: bool
+    quick: bool
+    wait_load: float | None = None
+    wait_timeout: float = 600.0
+
+
+@dataclass
+class Results:
+    settings: dict
+    machine: dict
+    load_start: tuple
+    load_end: tuple
+    started: str
+    waited: dict = field(default_factory=dict)
+    clip: dict = field(default_factory=dict)  # "rounds|scheme" -> {"C": ..., "source": ...}
+    calibration: dict = field(default_factory=dict)  # "rounds|epsilon" -> {"noise_multiplier", "epsilon_accounted", "loose"}
+    runs: list = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+    parameters: int = 0
+    seconds: float = 0.0
+
+
+# --- the site's DP, as the release hook applies it --------------------------------------------------------
+
+
+def calibrate(epsilon: float, delta: float, rounds: int) -> dict:
+    """The noise multiplier a site uses for a job of ``rounds`` rounds (``limit = rounds + 1`` runs), and the ε it accounts."""
+    from policies.privacy import epsilon_of, noise_multiplier_for
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        z = noise_multiplier_for(epsilon, delta, rounds + 1)
+        accounted = epsilon_of([z] * (rounds + 1), delta)
+    # Opacus warns when the best RDP order is its smallest: the bound (so z) is then looser than it could be
+    loose = any("smallest alpha" in str(w.message) for w in caught)
+    return {"noise_multiplier": z, "epsilon_accounted": accounted, "loose": loose}
+
+
+def update_norm(global_weights: dict, new_weights: dict) -> float:
+    """L2 norm of the float part of ``new - global``: what ``privatize_update`` clips."""
+    total = 0.0
+    for name, value in new_weights.items():
+        if np.asarray(value).dtype.kind == "f":
+            total += float(((np.asarray(value, dtype=np.float64) - np.asarray(global_weights[name], dtype=np.float64)) ** 2).sum())
+    return math.sqrt(total)
+
+
+def float_parameters(weights: dict) -> int:
+    return int(sum(np.asarray(v).size for v in weights.values() if np.asarray(v).dtype.kind == "f"))
+
+
+def noise_to_clip(noise_multiplier: float, sizes: Sequence[int], parameters: int) -> float:
+    """Expected L2 norm of the noise in the sample-weighted FedAvg of the releases, in units of ``C`` (a clipped update's largest norm)."""
+    total = sum(sizes)
+    return 2 * noise_multiplier * math.sqrt(parameters * sum(n * n for n in sizes)) / total
+
+
+def train_private_fedavg(function: Callable[..., dict], hospitals: list[Any], weights: dict, rounds: int, test: tuple[np.ndarray, np.ndarray], *, clip: float | None, noise_multiplier: float, rng: np.random.Generator) -> dict:
+    """``rounds`` of FedAvg over the hospitals' site-function calls; with ``clip``, every release goes through ``privatize_update``.
+
+    ``clip=None`` is plain FedAvg (no DP); ``noise_multiplier=0`` with a clip is clipping only.
+    """
+    from policies.privacy import privatize_update
+    from researcher.aggregation import fedavg
+
+    norms: list[float] = []
+    started = time.perf_counter()
+    for rnd in range(rounds):
+        updates = []
+        for hospital in hospitals:
+            train, val = hospital.splits["train"], hospital.splits["val"]
+            output = function(train.images, train.labels, val.images, val.labels, weights, rnd)
+            released = output["weights"]
+            norms.append(update_norm(weights, released))
+            if clip is not None:
+                released = privatize_update(weights, released, max_update_norm=clip, noise_multiplier=noise_multiplier, rng=rng)
+            updates.append((released, output["num_samples"]))
+        weights = fedavg(updates)
+    final = bench_fedavg.evaluate(function, weights, *test, rounds)
+    return {
+        "accuracy": final["accuracy"],
+        "loss": final["loss"] if math.isfinite(final["loss"]) else None,
+        "median_update_norm": float(statistics.median(norms)),
+        "clipped_share": (sum(n > clip for n in norms) / len(norms)) if clip is not None else None,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+# --- the runs ----------------------------------------------------------------------------------------------
+
+
+def fedavg_settings(settings: Settings) -> Any:
+    """``bench_fedavg``'s settings for the same data and model (through its command line, so its defaults stay its own)."""
+    argv = [
+        "--skip-overhead",
+        "--workdir", str(settings.workdir),
+        "--local-epochs", str(settings.local_epochs),
+        "--lr", repr(settings.lr),
+        "--momentum", repr(settings.momentum),
+        "--batch-size", str(settings.batch_size),
+        "--width", str(settings.width),
+        "--size", str(settings.size),
+        "--hospitals", str(settings.hospitals),
+        "--alpha", repr(settings.alpha),
+        "--test-fraction", repr(settings.test_fraction),
+        "--val-fraction", repr(settings.val_fraction),
+    ]  # fmt: skip
+    return bench_fedavg.parse_args(argv)
+
+
+def _significant(value: float, digits: int = 2) -> float:
+    if value <= 0 or not math.isfinite(value):
+        raise bench_fedavg.BenchmarkError(f"cannot calibrate the clipping norm from a median update norm of {value}")
+    return float(f"{value:.{digits}g}")
+
+
+def run_accuracy(settings: Settings, results: Results, echo: Callable[..., None]) -> None:
+    from datasite_setup.sample_data import load_digit_images
+
+    fed = fedavg_settings(settings)
+    work = settings.workdir / "privacy-accuracy"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    source = bench_fedavg.digits_source(settings.workdir)
+    secret = bench_fedavg._secret(settings.workdir)
+    _, labels = load_digit_images()
+    for rounds in settings.rounds:
+        for scheme in settings.schemes:
+            if settings.clip is not None:
+                results.clip[f"{rounds}|{scheme}"] = {"C": settings.clip, "source": "--clip"}
+        for epsilon in sorted(set(settings.epsilons) | set(settings.context_epsilons)):
+            results.calibration[f"{rounds}|{epsilon:g}"] = calibrate(epsilon, settings.delta, rounds)
+    for seed in range(settings.seeds):
+        pool, held_out = bench_fedavg.held_out_split(labels, settings.test_fraction, seed)
+        test = bench_fedavg.test_set(source, held_out, labels, settings.size)
+        majority = float(np.bincount(test[1]).max() / len(test[1]))
+        for scheme_index, scheme in enumerate(settings.schemes):
+            hospitals = bench_fedavg.convert_hospitals(source, pool, labels, work / f"{scheme}-seed{seed}", scheme, seed, fed, secret)
+            stats = bench_fedavg.hospital_stats(hospitals)
+            sizes = stats["train_sizes"]
+            for rounds in settings.rounds:
+                job = bench_fedavg.make_job(f"dp_{scheme}_{seed}_{rounds}", channels=1, size=settings.size, settings=fed, seed=seed, rounds=rounds, local_epochs=settings.local_epochs)
+                function = bench_fedavg.site_function(job, work / "functions")
+                initial = job.initial_weights()
+                results.parameters = float_parameters(initial)
+                base = {"seed": seed, "scheme": scheme, "rounds": rounds, "train_sizes": sizes, "top_label_share": stats["top_label_share"], "test_samples": int(len(test[1])), "majority_share": majority}
+
+                def one(kind: str, epsilon: float | None, clip: float | None, z: float) -> dict:
+                    rng = np.random.default_rng([seed, scheme_index, rounds, int(round(1000 * (epsilon or 0))), 1 if kind == "clip only" else 0])
+                    run = base | {"kind": kind, "epsilon": epsilon, "clip": clip, "noise_multiplier": z}
+                    run |= train_private_fedavg(function, hospitals, initial, rounds, test, clip=clip, noise_multiplier=z, rng=rng)
+                    run["noise_to_clip"] = noise_to_clip(z, sizes, results.parameters) if clip is not None else 0.0
+                    results.runs.append(run)
+                    echo(
+                        f"  seed {seed}  {scheme:<9}  {rounds:>3} rounds  {kind:<10}"
+                        + (f" ε={epsilon:<6g} z={z:<8.3f}" if epsilon is not None else " " * 25)
+                        + f"  acc {run['accuracy']:.2%}  (median update norm {run['median_update_norm']:.3f}, {run['seconds']:.1f} s)"
+                    )
+                    return run
+
+                plain = one("no DP", None, None, 0.0)
+                if f"{rounds}|{scheme}" not in results.clip:
+                    results.clip[f"{rounds}|{scheme}"] = {"C": _significant(plain["median_update_norm"]), "source": f"seed {seed}'s no-DP median {plain['median_update_norm']:.4f}"}
+                clip = results.clip[f"{rounds}|{scheme}"]["C"]
+                one("clip only", None, clip, 0.0)
+                for epsilon in settings.epsilons:
+                    one("DP", epsilon, clip, results.calibration[f"{rounds}|{epsilon:g}"]["noise_multiplier"])
+                if scheme == "iid":
+                    for epsilon in settings.context_epsilons:
+                        one("context", epsilon, clip, results.calibration[f"{rounds}|{epsilon:g}"]["noise_multiplier"])
+
+
+def _mean_std(values: Sequence[float]) -> list[float]:
+    return [float(statistics.mean(values)), float(statistics.stdev(values)) if len(values) > 1 else 0.0]
+
+
+def summarise(results: Results, settings: Settings) -> dict:
+    """Mean ± std over seeds per (rounds, scheme, kind, ε); the gap is paired: no-DP − DP of the same seed, in points."""
+    summary: dict = {}
+    plain = {(r["seed"], r["scheme"], r["rounds"]): r for r in results.runs if r["kind"] == "no DP"}
+    groups: dict[tuple, list[dict]] = {}
+    for run in results.runs:
+        groups.setdefault((run["rounds"], run["scheme"], run["kind"], run["epsilon"]), []).append(run)
+    for (rounds, scheme, kind, epsilon), runs in groups.items():
+        accuracy = [100 * r["accuracy"] for r in runs]
+        gaps = [100 * (plain[(r["seed"], r["scheme"], r["rounds"])]["accuracy"] - r["accuracy"]) for r in runs]
+        key = f"{rounds}|{scheme}|{kind}|{'' if epsilon is None else f'{epsilon:g}'}"
+        summary[key] = {
+            "rounds": rounds,
+            "scheme": scheme,
+            "kind": kind,
+            "epsilon": epsilon,
+            "accuracy": _mean_std(accuracy),
+            "per_seed": [round(a, 2) for a in accuracy],
+            "gap": _mean_std(gaps),
+            "noise_to_clip": statistics.mean(r["noise_to_clip"] for r in runs),
+            "median_update_norm": statistics.median(r["median_update_norm"] for r in runs),
+            "clipped_share": statistics.mean(r["clipped_share"] for r in runs) if runs[0]["clipped_share"] is not None else None,
+            "majority_share": statistics.mean(r["majority_share"] for r in runs),
+        }
+    return summary
+
+
+def _software() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    info = bench_fedavg._software()
+    try:
+        info["opacus"] = version("opacus")
+    except PackageNotFoundError:
+        info["opacus"] = "unknown"
+    return info
+
+
+def run_benchmark(settings: Settings, *, echo: Callable[..., None] = print) -> Results:
+    import torch
+
+    settings.workdir.mkdir(parents=True, exist_ok=True)
+    results = Results(
+        settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
+        machine=machine_info() | _software(),
+        load_start=(),
+        load_end=(),
+        started=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    )
+    if settings.wait_load is not None:
+        results.waited = wait_for_quiet_machine(settings.wait_load, settings.wait_timeout, echo)
+    results.load_start = os.getloadavg()
+    echo(
+        f"privacy: {settings.seeds} seed(s) × {len(settings.schemes)} scheme(s) × rounds {settings.rounds}, "
+        f"ε ∈ {settings.epsilons} (context {settings.context_epsilons}), δ = {settings.delta:g}…"
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # reproducible, and robust on a busy machine: nothing here is a timing
+    started = time.perf_counter()
+    try:
+        run_accuracy(settings, results, echo)
+    finally:
+        torch.set_num_threads(threads)
+    results.seconds = round(time.perf_counter() - started, 1)
+    results.load_end = os.getloadavg()
+    results.summary = summarise(results, settings)
+    return results
+
+
+# --- the report -------------------------------------------------------------------------------------------
+
+
+def _pm(pair: Sequence[float], digits: int = 2) -> str:
+    return f"{round(pair[0], digits) + 0.0:.{digits}f} ± {pair[1]:.{digits}f}"
+
+
+def _entry(results: Results, rounds: int, scheme: str, kind: str, epsilon: float | None = None) -> dict | None:
+    return results.summary.get(f"{rounds}|{scheme}|{kind}|{'' if epsilon is None else f'{epsilon:g}'}")
+
+
+def render_report(results: Results, *, heading: str = "##") -> str:
+    m, s = results.machine, results.settings
+    eps_list = ", ".join(f"{e:g}" for e in s["epsilons"])
+    load_flag = results.load_start and results.load_end and max(results.load_start[0], results.load_end[0]) > MAX_START_LOAD
+    lines = [
+        f"{heading} Differential privacy: FedAvg accuracy at ε ∈ {{{eps_list}}} against no DP — {results.started}",
+        "",
+        f"- **Machine**: {m['cpu_model']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable, {m['physical_cores']} physical cores), "
+        f"{m['ram_bytes'] / 2**30:.1f} GiB RAM, {m['os']}",
+        f"- **Software**: Python {m['python']}, torch {m['torch']} (one intra-op thread here), opacus {m['opacus']}, numpy {m['numpy']}, "
+        f"scikit-learn {m['scikit-learn']}, fedimg {m['fedimg_version']} at commit {m['fedimg_commit']}",
+        f"- **Load average** (1/5/15 min): start {_load(results.load_start)}, end {_load(results.load_end)}"
+        + ("  — the machine was busy (shared): nothing here is timed, only the run took longer" if load_flag else "")
+        + f"; the whole run took {results.seconds:.0f} s",
+    ]
+    waited = results.waited
+    if waited:
+        lines.append(
+            f"- **Waited** {waited['seconds']:.0f} s for the 1-minute load to drop below {waited['max_load']:g}"
+            + ("" if waited["quiet"] else f" (it did not within {waited['timeout']:.0f} s: {waited['load']:.2f})")
+        )
+    if s["quick"]:
+        lines.append("- **Quick mode**: a smoke run; its figures mean nothing")
+    first = results.runs[0]
+    schemes = " and ".join(f"`--scheme {x}`" + (f" `--alpha {s['alpha']:g}`" if x == "dirichlet" else "") for x in s["schemes"])
+    lines += [
+        f"- **Data** (`bench_fedavg`'s protocol and helpers): scikit-learn's 1,797 digits; per seed a held-out stratified test set of "
+        f"{s['test_fraction']:.0%} ({first['test_samples']} images; the largest class is {100 * first['majority_share']:.1f} % of it: chance level) and a "
+        f"training pool converted with `fedimg convert` into {s['hospitals']} hospitals, {schemes}, {s['size']} px grayscale, "
+        f"val fraction {s['val_fraction']:g}",
+        f"- **Model and training**: `SmallCNN(width={s['width']})` ({results.parameters:,} float parameters), SGD lr {s['lr']:g} momentum {s['momentum']:g}, "
+        f"batch {s['batch_size']}, {s['local_epochs']} local epoch(s) per round; FedAvg calls the generated site function (the code the sites run) "
+        "for every hospital in this process, then `researcher.aggregation.fedavg`; test accuracy of the final model",
+        f"- **DP, as a site's release hook applies it** (`policies.enforcement`): per job of R rounds, z = `noise_multiplier_for(ε, δ, R + 1)` "
+        "(R training calls + the final evaluation are the runs the owner approves); every training call's weights go through "
+        "`privatize_update(global, new, max_update_norm=C, noise_multiplier=z)` (the update clipped to L2 norm C, then N(0, (2zC)²) on every "
+        f"float parameter; the noise is drawn from a seeded generator instead of the site's `secrets` one) before FedAvg; δ = {s['delta']:g}. "
+        "*ε accounted* = `epsilon_of([z] × (R + 1), δ)`, the RDP accountant a site's ledger charges",
+        "- **Clipping norm C**, per rounds setting and scheme: the median unclipped update norm of seed 0's no-DP run, to two significant "
+        "digits, kept for the other seeds (as a site's policy would be): "
+        + "; ".join(f"R = {key.split('|')[0]} {SCHEME_LABELS[key.split('|')[1]]}: **C = {value['C']:g}** ({value['source']})" for key, value in results.clip.items())
+        + ". Once an update is clipped, the noise grows with C as fast as the signal does, so a larger C only adds noise; a smaller one "
+        "only throws signal away. *Clip only* is the same C with z = 0",
+        "- **noise / C**: the expected L2 norm of the noise in one round's averaged update (sample-weighted over the hospitals) divided by C, "
+        "the largest norm a clipped update can have: 2z·√(parameters · Σnᵢ²) / Σnᵢ",
+        f"- **Seeds**: {s['seeds']} (each redraws the test split, the partition, the initial weights and the noise); mean ± standard deviation; "
+        "gap = no DP − with DP, paired by seed, in points (positive: DP is worse)",
+        "",
+        "| rounds (runs) | scheme | ε | δ | noise multiplier z | clip C | ε accounted | noise / C per round | test accuracy (%) | per seed | gap to no DP (points) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for rounds in s["rounds"]:
+        for scheme in s["schemes"]:
+            clip = results.clip[f"{rounds}|{scheme}"]["C"]
+            label = SCHEME_LABELS[scheme] + (f" α={s['alpha']:g}" if scheme == "dirichlet" else "")
+            prefix = f"| {rounds} ({rounds + 1}) | {label} |"
+            plain = _entry(results, rounds, scheme, "no DP")
+            lines.append(f"{prefix} ∞ (no DP) | — | — | — | — | — | {_pm(plain['accuracy'])} | {', '.join(f'{a:.1f}' for a in plain['per_seed'])} | — |")
+            clipped = _entry(results, rounds, scheme, "clip only")
+            lines.append(f"{prefix} ∞ (clip only) | — | 0 | {clip:g} | — | 0 | {_pm(clipped['accuracy'])} | {', '.join(f'{a:.1f}' for a in clipped['per_seed'])} | {_pm(clipped['gap'])} |")
+            for epsilon in sorted(s["epsilons"], reverse=True):
+                entry = _entry(results, rounds, scheme, "DP", epsilon)
+                cal = results.calibration[f"{rounds}|{epsilon:g}"]
+                lines.append(
+                    f"{prefix} **{epsilon:g}** | {s['delta']:g} | {cal['noise_multiplier']:.3f} | {clip:g} | {cal['epsilon_accounted']:.2f} | "
+                    f"{entry['noise_to_clip']:.0f} | **{_pm(entry['accuracy'])}** | {', '.join(f'{a:.1f}' for a in entry['per_seed'])} | {_pm(entry['gap'])} |"
+                )
+    if s["context_epsilons"] and "iid" in s["schemes"]:
+        lines += [
+            "",
+            "Context (IID; not a privacy anyone would sign off): how large ε must be before accuracy comes back, with the IID C of the same rounds",
+            "",
+            "| rounds (runs) | ε | noise multiplier z | ε accounted | noise / C per round | test accuracy (%) | per seed | gap to no DP (points) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
+        ]
+        for rounds in s["rounds"]:
+            for epsilon in s["context_epsilons"]:
+                entry = _entry(results, rounds, "iid", "context", epsilon)
+                cal = results.calibration[f"{rounds}|{epsilon:g}"]
+                lines.append(
+                    f"| {rounds} ({rounds + 1}) | {epsilon:g} | {cal['noise_multiplier']:.4f}{'¹' if cal['loose'] else ''} | {cal['epsilon_accounted']:.1f} | "
+                    f"{entry['noise_to_clip']:.1f} | {_pm(entry['accuracy'])} | {', '.join(f'{a:.1f}' for a in entry['per_seed'])} | {_pm(entry['gap'])} |"
+                )
+        if any(results.calibration[f"{r}|{e:g}"]["loose"] for r in s["rounds"] for e in s["context_epsilons"]):
+            lines += ["", "¹ Opacus's best RDP order is its smallest one here: the bound is loose, a smaller z would meet the same ε."]
+    lines += ["", *_observations(results)]
+    return "\n".join(lines) + "\n"
+
+
+def _observations(results: Results) -> list[str]:
+    s = results.settings
+    lines = []
+    norms = []
+    for rounds in s["rounds"]:
+        for scheme in s["schemes"]:
+            plain = _entry(results, rounds, scheme, "no DP")
+            shares = sorted({round(100 * _entry(results, rounds, scheme, "DP", e)["clipped_share"]) for e in s["epsilons"]})
+            dp_norm = statistics.median(_entry(results, rounds, scheme, "DP", e)["median_update_norm"] for e in s["epsilons"])
+            norms.append(
+                f"R = {rounds} {SCHEME_LABELS[scheme]}: median unclipped norm {plain['median_update_norm']:.2f} without DP; "
+                f"{100 * _entry(results, rounds, scheme, 'clip only')['clipped_share']:.0f} % of updates clipped with clipping only, "
+                f"{'–'.join(map(str, shares[:: max(len(shares) - 1, 1)]))} % with DP (median norm {dp_norm:.3g})"
+            )
+    lines.append(
+        "- **Update norms**: " + "; ".join(norms) + ". With DP, every update after the first round starts from a noisy global model far "
+        "from any good one, so it is large and clipped (first-round updates start from the clean initial weights)"
+    )
+    best = max((e for e in results.summary.values() if e["kind"] == "DP"), key=lambda e: e["accuracy"][0])
+    chance = 100 * results.runs[0]["majority_share"]
+    lines.append(
+        f"- **Best with DP at ε ≤ {max(s['epsilons']):g}**: {_pm(best['accuracy'])} % (R = {best['rounds']}, {SCHEME_LABELS[best['scheme']]}, "
+        f"ε = {best['epsilon']:g}); chance is {chance:.1f} %"
+    )
+    if s["context_epsilons"] and "iid" in s["schemes"]:
+        back = []
+        for rounds in s["rounds"]:
+            within = [e for e in s["context_epsilons"] if _entry(results, rounds, "iid", "context", e)["gap"][0] <= 5.0]
+            back.append(f"R = {rounds}: " + (f"ε = {min(within):g}" if within else f"not even at ε = {max(s['context_epsilons']):g}"))
+        lines.append("- **Within 5 points of no DP (IID)**: " + "; ".join(back))
+    lines.append(f"- **Time**: {len(results.runs)} FedAvg runs in {results.seconds:.0f} s on one torch thread")
+    return lines
+
+
+def write_report(results: Results, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# Benchmark report: differential privacy\n\n" + render_report(results))
+    path.with_suffix(".json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
+    return path
+
+
+def record_results(results: Results, results_file: Path = RESULTS_FILE) -> None:
+    """Insert the report at the top of the "Differential privacy" section of ``benchmarks/RESULTS.md`` (appended if missing)."""
+    text = results_file.read_text() if results_file.is_file() else "# Benchmark results\n"
+    if SECTION_MARKER not in text:
+        text = (
+            text.rstrip("\n")
+            + f"\n\n{SECTION_HEADING}\n\nFedAvg's test accuracy on the digits under the sites' DP (clip + Gaussian noise on every release, "
+            + "as `policies.enforcement` applies it) at several ε, against no DP (`.venv/bin/python -m benchmarks.bench_privacy --record`; "
+            + "how to read it: [README.md](README.md)).\n\n"
+            + f"{SECTION_MARKER}\n"
+        )
+    head, tail = text.split(SECTION_MARKER, 1)
+    tail = tail.strip("\n")
+    results_file.write_text(f"{head}{SECTION_MARKER}\n\n{render_report(results, heading='###')}" + (f"\n{tail}\n" if tail else ""))
+
+
+# --- command line -----------------------------------------------------------------------------------------
+
+
+def _numbers(text: str, kind: type) -> list:
+    if text.strip().lower() in ("", "none"):
+        return []
+    return [kind(part) for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: Sequence[str] | None) -> Settings:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_privacy", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, help="seeds (default 3; 1 with --quick)")
+    parser.add_argument("--rounds", help="FedAvg rounds settings, comma-separated (default 20,5; 2 with --quick)")
+    parser.add_argument("--local-epochs", type=int, help="local epochs per round (default 2; 1 with --quick)")
+    parser.add_argument("--epsilons", default="1,4,8", help="ε per job of the main table (default 1,4,8)")
+    parser.add_argument("--context-epsilons", help="larger ε of the context table, IID only; 'none' skips it (default 64,256,1024,4096; 64 with --quick)")
+    parser.add_argument("--delta", type=float, default=1e-5, help="δ (default 1e-5, the site policy's default)")
+    parser.add_argument("--clip", type=float, help="clipping norm C for every run (default: per rounds setting and scheme, the median unclipped update norm of seed 0's no-DP run)")
+    parser.add_argument("--iid-only", action="store_true", help="skip the Dirichlet partition")
+    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05, as bench_fedavg)")
+    parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
+    parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
+    parser.add_argument("--width", type=int, default=16, help="SmallCNN width (default 16)")
+    parser.add_argument("--size", type=int, default=16, help="image size, px, a multiple of 4 (default 16)")
+    parser.add_argument("--hospitals", type=int, default=5, help="hospitals (default 5)")
+    parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (default 0.5)")
+    parser.add_argument("--test-fraction", type=float, default=0.2, help="held-out test share of the digits (default 0.2)")
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="each hospital's val share (default 0.2)")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="cache and scratch folder (default benchmarks/_work)")
+    parser.add_argument("--report", type=Path, help="markdown report path (default WORKDIR/privacy-report.md; a .json twin is written beside it)")
+    parser.add_argument("--record", action="store_true", help="also add the report to the Differential privacy section of benchmarks/RESULTS.md")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 rounds of 1 epoch, context ε 64")
+    parser.add_argument("--wait-load", type=float, help="first wait until the 1-minute load average is below this (default 2 with --record)")
+    parser.add_argument("--wait-timeout", type=float, default=600.0, help="give up waiting for --wait-load after this many seconds (default 600)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    try:
+        rounds = _numbers(args.rounds if args.rounds is not None else ("2" if quick else "20,5"), int)
+        epsilons = _numbers(args.epsilons, float)
+        context = _numbers(args.context_epsilons if args.context_epsilons is not None else ("64" if quick else "64,256,1024,4096"), float)
+    except ValueError as exc:
+        parser.error(f"--rounds, --epsilons and --context-epsilons are comma-separated numbers ({exc})")
+    settings = Settings(
+        seeds=args.seeds if args.seeds is not None else (1 if quick else 3),
+        rounds=rounds,
+        local_epochs=args.local_epochs if args.local_epochs is not None else (1 if quick else 2),
+        epsilons=epsilons,
+        context_epsilons=context,
+        delta=args.delta,
+        clip=args.clip,
+        schemes=["iid"] if args.iid_only else ["iid", "dirichlet"],
+        lr=args.lr,
+        momentum=args.momentum,
+        batch_size=args.batch_size,
+        width=args.width,
+        size=args.size,
+        hospitals=args.hospitals,
+        alpha=args.alpha,
+        test_fraction=args.test_fraction,
+        val_fraction=args.val_fraction,
+        workdir=args.workdir.absolute(),
+        report=(args.report or args.workdir.absolute() / "privacy-report.md").absolute(),
+        record=args.record,
+        quick=quick,
+        wait_load=args.wait_load if args.wait_load is not None else (2.0 if args.record else None),
+        wait_timeout=args.wait_timeout,
+    )
+    if settings.seeds < 1 or settings.local_epochs < 1 or settings.hospitals < 1:
+        parser.error("--seeds, --local-epochs and --hospitals must be at least 1")
+    if not rounds or min(rounds) < 1 or len(set(rounds)) != len(rounds):
+        parser.error("--rounds must list distinct numbers of at least 1")
+    if not epsilons or min(epsilons + (context or [1.0])) <= 0:
+        parser.error("--epsilons (and --context-epsilons) must be positive")
+    if not 0 < settings.delta < 1:
+        parser.error("--delta must be in (0, 1)")
+    if settings.clip is not None and not settings.clip > 0:
+        parser.error("--clip must be positive")
+    if settings.size < 4 or settings.size % 4:
+        parser.error("--size must be a multiple of 4 (SmallCNN pools twice)")
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_args(argv)
+    results = run_benchmark(settings)
+    report = write_report(results, settings.report)
+    print()
+    print(render_report(results))
+    print(f"report: {report} (+ {report.with_suffix('.json').name})")
+    if settings.record:
+        record_results(results)
+        print(f"recorded in {RESULTS_FILE}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -80,9 +80,9 @@ def test_quick_overhead_run_over_http_datasites(tmp_path: Path) -> None:
 
     assert code == 0
     text = report.read_text()
-    assert "Overhead: a round over 2 HTTP datasites" in text and "Where the rest goes" in text
+    assert "Overhead: a round over 2 HTTP datasites" in text and "Where the time goes" in text and "torch on **1 thread per site**" in text
     assert "| 0 (training, first) |" in text and "| 1 (evaluation only) |" in text
-    assert "Context: one torch thread per site" not in text  # --no-context: the sites are started once (keeps the test short)
+    assert "**Context:" not in text  # --no-context: the sites are started once (keeps the test short)
     data = json.loads(report.with_suffix(".json").read_text())
     overhead = data["overhead"]
     assert overhead["sites"] == ["client_0", "client_1"]

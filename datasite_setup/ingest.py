@@ -22,14 +22,14 @@ once to store it).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from datasite_setup.client_data import ClientPartition, load_client_partition
+from datasite_setup.heap import heap_for_large_copies
 from datasite_setup.mock import mock_partition
 
 if TYPE_CHECKING:
@@ -136,44 +136,8 @@ def upload_server_side(worker: Datasite, dataset: Any) -> None:
         dataset.asset_list[i] = asset
     dataset.mb_size = sum(_megabytes(asset.data) for asset in dataset.asset_list)
     dataset.check()
-    with _heap_for_large_copies():
+    with heap_for_large_copies():
         worker.services.dataset.add(context, dataset)
-
-
-@contextlib.contextmanager
-def _heap_for_large_copies() -> Iterator[None]:
-    """Serve the upload's large temporary copies from the heap instead of fresh mmaps.
-
-    glibc maps every allocation above its mmap threshold afresh from the kernel,
-    so each of syft's copies of a large array pays a page fault per 4 KiB page
-    (over a million for a 128 px partition). While uploading, a high threshold
-    lets copies reuse heap pages; afterwards the threshold is restored and the
-    heap trimmed, so the process keeps no extra memory. A no-op without glibc.
-    """
-    libc = _glibc()
-    if libc is None:
-        yield
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 1 << 30)
-    libc.mallopt(m_trim_threshold, 1 << 30)
-    try:
-        yield
-    finally:
-        libc.mallopt(m_mmap_threshold, 128 * 1024)
-        libc.mallopt(m_trim_threshold, 128 * 1024)
-        libc.malloc_trim(0)
-
-
-def _glibc() -> Any:
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
 
 
 def _megabytes(value: Any) -> float:

@@ -29,6 +29,7 @@ def serve_site(*, name: str, data: Path, port: int, host: str, state_dir: Path |
     db_url = db_url or os.environ.get(DB_URL_ENV) or None
     admin = admin_credentials(state_dir, name)
     from datasite_setup.datasite import open_datasite, serve
+    from datasite_setup.heap import use_serving_thresholds
     from datasite_setup.ingest import ingest_partition
 
     from policies.secure_aggregation import load_or_create_site_key, public_key_hex
@@ -42,6 +43,7 @@ def serve_site(*, name: str, data: Path, port: int, host: str, state_dir: Path |
     print(f"datasite {name} {action} {result.dataset} ({result.num_samples} samples){removed}", flush=True)
     print(f"datasite {name} release policy: {policy.source} (min {policy.min_samples} samples, "
           f"{'differential privacy on' if policy.privacy else 'no differential privacy'})", flush=True)
+    use_serving_thresholds()  # also when nothing was ingested: the same heap behaviour however the site started
     print(f"datasite {name} serving http://{host}:{port} (state {state_dir}, database {redact_url(db_url) if db_url else 'SQLite'})", flush=True)
     serve(worker, host=host, port=port)
     return 0

@@ -36,6 +36,7 @@ from policies.site_policy import SitePolicy
 AUDIT_FILE = "audit.jsonl"
 COUNTS_FILE = "executions.json"
 LEDGER_FILE = "privacy-ledger.json"
+MOCK_RESULT = "not computed: fedimg runs approved code on the private data only (run it on the mocks locally)"
 _enforcers: dict[str, "SiteEnforcer"] = {}
 log = logging.getLogger("fedimg.release")
 _call = threading.local()  # which run of the current call this is: the private run comes first
@@ -145,18 +146,18 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
     researcher = str(code_item.user_verify_key)
     if isinstance(code_item.output_policy_type, UserPolicy):
         _refuse(enforcer, code_item, researcher, "researcher-written output policies are not accepted; use the job template's")
+    if not private:
+        return _mock_run_skipped(code_item)
     limit = int((code_item.output_policy_init_kwargs or {}).get("limit", 1))
-    if private:
-        try:
-            run = enforcer.count_execution(str(code_item.id), limit)
-        except ReleaseRefused as refusal:
-            _refuse(enforcer, code_item, researcher, str(refusal))
+    try:
+        run = enforcer.count_execution(str(code_item.id), limit)
+    except ReleaseRefused as refusal:
+        _refuse(enforcer, code_item, researcher, str(refusal))
     outcome = original(code_item, kwargs, context)
     if outcome.errored:
         # the researcher sees only "contact the admin"; the owner's log gets the error
         log.warning("code %s (%s) failed at %s: %s", code_item.service_func_name, code_item.id, enforcer.site, (getattr(outcome, "stderr", "") or "")[-2000:])
-        if private:
-            enforcer.audit.append("execution", code_id=str(code_item.id), function=code_item.service_func_name, researcher=researcher, run=run, errored=True)
+        enforcer.audit.append("execution", code_id=str(code_item.id), function=code_item.service_func_name, researcher=researcher, run=run, errored=True)
         return outcome
     global_weights = kwargs.get("weights")
     try:
@@ -171,8 +172,6 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
         )
     except ReleaseRefused as refusal:
         _refuse(enforcer, code_item, researcher, str(refusal))
-    if not private:
-        return outcome  # the mock run: checked, but it spends no budget and is not audited as a release
     release: dict[str, Any] = {"code_id": str(code_item.id), "function": code_item.service_func_name, "researcher": researcher, "run": run, "limit": limit}
     privacy = enforcer.policy.privacy
     if privacy is not None and "weights" in outcome.result:
@@ -199,6 +198,20 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
     release["bytes"] = int(sum(np.asarray(v).nbytes for v in outcome.result.get("weights", {}).values()))
     enforcer.audit.append("release", **release)
     return outcome
+
+
+def _mock_run_skipped(code_item: Any) -> Any:
+    """What PySyft's second run of an approved call (on the assets' mock twins) gets instead of running.
+
+    PySyft 0.9.5 runs every approved call twice, on the private data and then on
+    the mocks, to build a twin result whose mock half nobody reads here: that run
+    doubled a training round's compute at the site. Researchers run the site
+    function on the mocks locally (``FedAvgJob.dry_run``).
+    """
+    from syft.service.code.user_code import UserCodeExecutionOutput
+    from syft.types.uid import UID
+
+    return UserCodeExecutionOutput(id=UID(), user_code_id=code_item.id, stdout="", stderr="", result=MOCK_RESULT)
 
 
 def _masked_update(enforcer: SiteEnforcer, code_item: Any, result: dict, cohort: Any, round_number: int) -> dict:

@@ -557,6 +557,19 @@ def test_a_researcher_written_output_policy(team) -> None:
     team.refused("rt_behind_own_policy", r"researcher-written output (\(or input\) )?policies are not accepted", rnd=0)
 
 
+def test_approved_code_runs_once_per_call_not_again_on_the_mocks(team, job_parts) -> None:
+    """Not an attack: PySyft 0.9.5 would run every approved call a second time on the mock twins; the site does not."""
+    weights, folder = job_parts
+    runs = folder / "runs.txt"
+    job = small_job(team.federation, "runs_once")
+    function = tampered_template(job.site_function(team.federation), f'open({str(runs)!r}, "a").write(f"{{len(train_labels)}}\\n")', folder)
+    request = team.submit(function)
+    team.force_approve(request)
+    released = team.run(function.__name__, weights=weights, rnd=0, cohort={})
+    assert set(released) >= {"weights", "val", "train"}
+    assert runs.read_text().splitlines() == [str(released["num_samples"])]
+
+
 def test_the_audit_log_is_intact(team) -> None:
     """Runs last in this module: every decision and refusal above is in one hash chain."""
     records = team.audit_records()

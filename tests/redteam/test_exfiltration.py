@@ -47,12 +47,35 @@ def blocked_by_review(team: RedTeam, request_id: str, *expected_rules: str) -> o
     return review
 
 
+def blocked_then_refused(team: RedTeam, function: object, rules: tuple[str, ...], match: str, **inputs: object) -> object:
+    """The static review blocks ``function`` with ``rules``; a careless owner force-approves it anyway, and the
+    release policy still refuses its output with ``match``. Returns the review."""
+    request = team.submit(function)
+    review = blocked_by_review(team, request, *rules)
+    team.force_approve(request)
+    team.refused(function.__name__, match, **inputs)
+    return review
+
+
 def looks_harmless(team: RedTeam, request_id: str) -> object:
     """Static review passes; only the template check (and limits/inputs) gives the attempt away."""
     review = team.review(request_id)
     assert check(review, "static review"), review.render()
     assert not check(review, "the code is the job template")
     assert "+" in review.template.diff or "not built from the job template" in review.template.diff
+    return review
+
+
+def tampered_and_refused(team: RedTeam, job_parts: tuple, name: str, payload: str, match: str) -> object:
+    """The job template with ``payload`` added: it looks harmless to the static review, the template diff gives
+    it away, a careless owner force-approves it, and the release policy refuses its output with ``match``."""
+    weights, folder = job_parts
+    job = small_job(team.federation, name)
+    function = tampered_template(job.site_function(team.federation), payload, folder)
+    request = team.submit(function)
+    review = looks_harmless(team, request)
+    team.force_approve(request, first_try=True)
+    team.refused(function.__name__, match, weights=weights, rnd=0, cohort={})
     return review
 
 
@@ -287,33 +310,20 @@ def test_labels_as_the_confusion_matrix(team) -> None:
 
 
 def test_template_with_an_extra_key_holding_images(team, job_parts) -> None:
-    weights, folder = job_parts
-    job = small_job(team.federation, "extra_key")
-    function = tampered_template(job.site_function(team.federation), 'result["images"] = np.asarray(train_images[:8])', folder)
-    request = team.submit(function)
-    review = looks_harmless(team, request)
+    review = tampered_and_refused(team, job_parts, "extra_key", 'result["images"] = np.asarray(train_images[:8])', r"must be a dict with keys .*'images'")
     assert '+    result["images"] = np.asarray(train_images[:8])' in review.template.diff
-    team.force_approve(request, first_try=True)
-    team.refused(function.__name__, r"must be a dict with keys .*'images'", weights=weights, rnd=0, cohort={})
 
 
 def test_per_sample_losses_in_place_of_the_confusion_matrix(team, job_parts) -> None:
-    weights, folder = job_parts
     payload = """
 with torch.no_grad():
     per_sample = F.cross_entropy(model(as_inputs(val_images)), torch.as_tensor(np.asarray(val_labels)), reduction="none")
 result["val"]["confusion"] = per_sample.numpy()
 """
-    job = small_job(team.federation, "per_sample_loss")
-    function = tampered_template(job.site_function(team.federation), payload, folder)
-    request = team.submit(function)
-    looks_harmless(team, request)
-    team.force_approve(request, first_try=True)
-    team.refused(function.__name__, r"val.confusion must be a 10x10 integer array", weights=weights, rnd=0, cohort={})
+    tampered_and_refused(team, job_parts, "per_sample_loss", payload, r"val.confusion must be a 10x10 integer array")
 
 
 def test_per_sample_gradients_as_weights(team, job_parts) -> None:
-    weights, folder = job_parts
     payload = """
 gradients = []
 for i in range(8):
@@ -323,34 +333,17 @@ for i in range(8):
 first = next(iter(result["weights"]))
 result["weights"][first] = np.stack(gradients).astype(np.float32)
 """
-    job = small_job(team.federation, "per_sample_grad")
-    function = tampered_template(job.site_function(team.federation), payload, folder)
-    request = team.submit(function)
-    looks_harmless(team, request)
-    team.force_approve(request, first_try=True)
-    team.refused(function.__name__, r"weights\['conv1.weight'\] must be an array of shape \(4, 1, 3, 3\)", weights=weights, rnd=0, cohort={})
+    tampered_and_refused(team, job_parts, "per_sample_grad", payload, r"weights\['conv1.weight'\] must be an array of shape \(4, 1, 3, 3\)")
 
 
 def test_labels_in_a_weights_array_of_the_wrong_shape(team, job_parts) -> None:
-    weights, folder = job_parts
     payload = 'result["weights"]["head.bias"] = np.asarray(train_labels, dtype=np.float32)'
-    job = small_job(team.federation, "labels_in_bias")
-    function = tampered_template(job.site_function(team.federation), payload, folder)
-    request = team.submit(function)
-    looks_harmless(team, request)
-    team.force_approve(request, first_try=True)
-    team.refused(function.__name__, r"weights\['head.bias'\] must be an array of shape \(10,\)", weights=weights, rnd=0, cohort={})
+    tampered_and_refused(team, job_parts, "labels_in_bias", payload, r"weights\['head.bias'\] must be an array of shape \(10,\)")
 
 
 def test_images_in_a_weights_entry_of_the_right_name(team, job_parts) -> None:
-    weights, folder = job_parts
     payload = 'result["weights"]["conv1.weight"] = as_inputs(train_images[:4]).numpy()'
-    job = small_job(team.federation, "images_in_conv")
-    function = tampered_template(job.site_function(team.federation), payload, folder)
-    request = team.submit(function)
-    looks_harmless(team, request)
-    team.force_approve(request, first_try=True)
-    team.refused(function.__name__, r"weights\['conv1.weight'\] must be an array of shape \(4, 1, 3, 3\) and dtype float32", weights=weights, rnd=0, cohort={})
+    tampered_and_refused(team, job_parts, "images_in_conv", payload, r"weights\['conv1.weight'\] must be an array of shape \(4, 1, 3, 3\) and dtype float32")
 
 
 def test_an_array_that_lies_about_its_shape(team, job_parts) -> None:
@@ -389,33 +382,21 @@ def test_images_in_right_shaped_weights_are_stopped_by_review_only(team, job_par
 
 
 def test_read_a_file(team) -> None:
-    request = team.submit(rt_read_file)
-    blocked_by_review(team, request, "forbidden-name")
-    team.force_approve(request)
-    team.refused("rt_read_file", r"val.loss must be a finite number \(got str\)", rnd=0)
+    blocked_then_refused(team, rt_read_file, ("forbidden-name",), r"val.loss must be a finite number \(got str\)", rnd=0)
 
 
 def test_open_a_socket(team) -> None:
-    request = team.submit(rt_socket)
-    review = blocked_by_review(team, request, "import-not-allowed", "forbidden-name")
+    review = blocked_then_refused(team, rt_socket, ("import-not-allowed", "forbidden-name"), r"must be a dict with keys .*'labels'", rnd=0, port=team.site.port)
     assert any("'socket'" in f.message for f in review.static.errors)
-    team.force_approve(request)
-    team.refused("rt_socket", r"must be a dict with keys .*'labels'", rnd=0, port=team.site.port)
 
 
 def test_pickle_the_images(team) -> None:
-    request = team.submit(rt_pickle)
-    blocked_by_review(team, request, "import-not-allowed", "forbidden-name", "forbidden-attribute")
-    team.force_approve(request)
-    team.refused("rt_pickle", r"must be a dict with keys .*'blob'", rnd=0)
+    blocked_then_refused(team, rt_pickle, ("import-not-allowed", "forbidden-name", "forbidden-attribute"), r"must be a dict with keys .*'blob'", rnd=0)
 
 
 def test_eval_and_exec(team) -> None:
-    request = team.submit(rt_eval_exec)
-    review = blocked_by_review(team, request, "forbidden-name")
+    review = blocked_then_refused(team, rt_eval_exec, ("forbidden-name",), r"val must hold exactly", rnd=0)
     assert {"'eval'", "'exec'"} <= {f.message.split()[-1] for f in review.static.errors}
-    team.force_approve(request)
-    team.refused("rt_eval_exec", r"val must hold exactly", rnd=0)
 
 
 def test_write_files_with_numpy(team) -> None:
@@ -451,24 +432,15 @@ def test_unpickle_through_numpy(team) -> None:
 
 
 def test_builtins_through_subclasses(team) -> None:
-    request = team.submit(rt_subclasses_to_builtins)
-    blocked_by_review(team, request, "private-attribute", "forbidden-name")
-    team.force_approve(request)
-    team.refused("rt_subclasses_to_builtins", r"must be a dict with keys .*'hostname'", rnd=0)
+    blocked_then_refused(team, rt_subclasses_to_builtins, ("private-attribute", "forbidden-name"), r"must be a dict with keys .*'hostname'", rnd=0)
 
 
 def test_frames_to_the_server_context(team) -> None:
-    request = team.submit(rt_frames_to_server)
-    blocked_by_review(team, request, "import-not-allowed", "private-attribute", "forbidden-attribute", "forbidden-name")
-    team.force_approve(request)
-    team.refused("rt_frames_to_server", r"must be a dict with keys .*'server'", rnd=0)
+    blocked_then_refused(team, rt_frames_to_server, ("import-not-allowed", "private-attribute", "forbidden-attribute", "forbidden-name"), r"must be a dict with keys .*'server'", rnd=0)
 
 
 def test_gc_to_the_server(team) -> None:
-    request = team.submit(rt_gc_to_server)
-    blocked_by_review(team, request, "import-not-allowed", "forbidden-name", "private-attribute")
-    team.force_approve(request)
-    team.refused("rt_gc_to_server", r"must be a dict with keys .*'servers'", rnd=0)
+    blocked_then_refused(team, rt_gc_to_server, ("import-not-allowed", "forbidden-name", "private-attribute"), r"must be a dict with keys .*'servers'", rnd=0)
 
 
 def test_syft_context_registry(team) -> None:
@@ -478,11 +450,8 @@ def test_syft_context_registry(team) -> None:
 
 
 def test_a_parameter_named_datasite(team) -> None:
-    request = team.submit(rt_datasite_parameter)
-    review = blocked_by_review(team, request, "forbidden-parameter")
+    review = blocked_then_refused(team, rt_datasite_parameter, ("forbidden-parameter",), r"must be a dict with keys .*'client'", rnd=0)
     assert not check(review, "private inputs are this site's four assets")
-    team.force_approve(request)
-    team.refused("rt_datasite_parameter", r"must be a dict with keys .*'client'", rnd=0)
 
 
 def test_a_parameter_named_context(team) -> None:
@@ -492,10 +461,7 @@ def test_a_parameter_named_context(team) -> None:
 
 
 def test_forwardref_evaluates_a_string(team) -> None:
-    request = team.submit(rt_forwardref_eval)
-    blocked_by_review(team, request, "import-not-allowed", "private-attribute", "forbidden-attribute")
-    team.force_approve(request)
-    team.refused("rt_forwardref_eval", r"must be a dict with keys .*'node'", rnd=0)
+    blocked_then_refused(team, rt_forwardref_eval, ("import-not-allowed", "private-attribute", "forbidden-attribute"), r"must be a dict with keys .*'node'", rnd=0)
 
 
 def test_dataclasses_create_fn_runs_a_string(team) -> None:
@@ -505,26 +471,17 @@ def test_dataclasses_create_fn_runs_a_string(team) -> None:
 
 
 def test_modules_hanging_off_torch(team) -> None:
-    request = team.submit(rt_modules_hanging_off_torch)
-    review = blocked_by_review(team, request, "forbidden-attribute")
+    review = blocked_then_refused(team, rt_modules_hanging_off_torch, ("forbidden-attribute",), r"must be a dict with keys .*'hostname'", rnd=0)
     assert {".os", ".sys", ".open"} <= {f.message.split()[2] for f in review.static.errors}
-    team.force_approve(request)
-    team.refused("rt_modules_hanging_off_torch", r"must be a dict with keys .*'hostname'", rnd=0)
 
 
 def test_from_import_of_a_forbidden_name(team) -> None:
-    request = team.submit(rt_from_import_alias)
-    blocked_by_review(team, request, "forbidden-attribute")
-    team.force_approve(request)
-    team.refused("rt_from_import_alias", r"must be a dict with keys .*'hostname'", rnd=0)
+    blocked_then_refused(team, rt_from_import_alias, ("forbidden-attribute",), r"must be a dict with keys .*'hostname'", rnd=0)
 
 
 def test_format_string_walks_frames(team) -> None:
-    request = team.submit(rt_format_string_frames)
-    review = blocked_by_review(team, request, "suspicious-string")
+    review = blocked_then_refused(team, rt_format_string_frames, ("suspicious-string",), r"must be a dict with keys .*'server'", rnd=0)
     assert any("gi_frame" in f.message for f in review.static.errors)
-    team.force_approve(request)
-    team.refused("rt_format_string_frames", r"must be a dict with keys .*'server'", rnd=0)
 
 
 # --------------------------------------------------------------------------------------------------------------

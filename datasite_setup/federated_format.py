@@ -18,6 +18,7 @@ order with no timestamps, so the same inputs, seed and secret give identical byt
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -183,16 +184,64 @@ def atomic_output_dir(out: Path, *, overwrite: bool) -> Iterator[Path]:
 
 
 def _replace_dir(new: Path, out: Path) -> None:
+    """Put ``new`` at ``out``; at every instant one of the two complete outputs is at ``out``."""
     if not out.exists():
         os.rename(new, out)
         return
-    retired = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
-    os.rename(out, retired)
-    os.rename(new, out)
+    if _exchange(new, out):  # one atomic swap: even SIGKILL cannot land between two renames
+        retired = new
+    else:
+        retired = out.parent / f".{out.name}.old-{secrets.token_hex(4)}"
+        with _signals_deferred():
+            os.rename(out, retired)
+            os.rename(new, out)
     if retired.is_dir() and not retired.is_symlink():
         shutil.rmtree(retired, ignore_errors=True)
     else:  # a file or a symlink was in the way: rmtree would leave it behind
         retired.unlink(missing_ok=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    error = ctypes.get_errno()
+    if error in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EXDEV):
+        return False
+    raise OSError(error, os.strerror(error), str(b))
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM/SIGHUP until the block ends, then deliver them (main thread only; elsewhere a no-op).
+
+    The Python handlers are swapped for ones that only take note: a signal mask
+    would not do, since a process-directed signal goes to any thread that does
+    not block it (the worker pool has threads) and Python then raises in the main
+    thread all the same.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)  # None: a handler not set from Python
+        for number in dict.fromkeys(received):
+            signal.raise_signal(number)
 
 
 def client_summary(rows: Sequence[SampleRow], label_names: Sequence[str], metadata: bytes, checksums: bytes) -> dict:

@@ -223,6 +223,45 @@ def test_atomic_output_dir_overwrite_replaces_a_file_or_symlink_without_leftover
         assert (tmp_path / "elsewhere" / "keep").is_file()  # what the link pointed at is not deleted
 
 
+@pytest.mark.parametrize("swap", ["exchange", "two renames"])
+def test_overwrite_swaps_by_exchange_or_by_two_renames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str) -> None:
+    import datasite_setup.federated_format as federated_format
+
+    if swap == "two renames":  # where renameat2(RENAME_EXCHANGE) is missing (not Linux, old kernels, some filesystems)
+        monkeypatch.setattr(federated_format, "_exchange", lambda a, b: False)
+    out = tmp_path / "out"
+    (out / "old").mkdir(parents=True)
+    with atomic_output_dir(out, overwrite=True) as partial:
+        (partial / "new").write_text("n")
+    assert _entries(out) == ["new"] and _entries(tmp_path) == ["out"]
+
+
+def test_exchange_swaps_two_folders_in_one_step(tmp_path: Path) -> None:
+    from datasite_setup.federated_format import _exchange
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "from_a").write_text("a")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "from_b").write_text("b")
+    if not _exchange(tmp_path / "a", tmp_path / "b"):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is not available here")
+    assert _entries(tmp_path / "a") == ["from_b"] and _entries(tmp_path / "b") == ["from_a"]
+
+
+def test_a_signal_during_the_two_renames_waits_until_both_are_done() -> None:
+    import os
+    import signal
+
+    from datasite_setup.federated_format import _signals_deferred
+
+    reached = []
+    with pytest.raises(KeyboardInterrupt):
+        with _signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            reached.append("after the signal")  # without the mask, KeyboardInterrupt would land before this line
+    assert reached == ["after the signal"]
+
+
 def test_atomic_output_dir_creates_missing_parents(tmp_path: Path) -> None:
     with atomic_output_dir(tmp_path / "a" / "b" / "out", overwrite=False) as partial:
         (partial / "x").write_text("x")

@@ -104,6 +104,16 @@ def test_guest_cannot_sign_up_and_wrong_password_is_refused(site) -> None:
         quiet_login(site.url, site.admin.email, "wrong-password-123")
 
 
+def test_an_unknown_email_and_a_wrong_password_get_the_same_answer(site) -> None:
+    """No account enumeration: PySyft 0.9.5 says "not found" for an unknown e-mail; fedimg's sites do not."""
+    answers = []
+    for email in (site.admin.email, "nobody@nowhere.example"):
+        with pytest.raises(SyftException) as refused:
+            quiet_login(site.url, email, "wrong-password-123")
+        answers.append(str(refused.value.public_message))
+    assert answers[0] == answers[1] == "Invalid credentials.", answers
+
+
 def test_dataset_has_private_assets_with_mock_twins(site, sample_federation) -> None:
     admin = login(site.url, site.admin)
     (dataset,) = admin.datasets

@@ -15,6 +15,8 @@ Both now get the same message after the same work.
 
 from __future__ import annotations
 
+import functools
+
 
 def apply_syft_fixes() -> None:
     """Idempotent; call before a datasite serves requests."""
@@ -46,6 +48,7 @@ def _uniform_login_failures() -> None:
         return
     stand_in: list[str] = []  # a bcrypt hash with syft's 12 rounds, made on the first unknown e-mail
 
+    @functools.wraps(original)  # syft looks services up by the method's qualified name
     def exchange_credentials(self, context):  # type: ignore[no-untyped-def]
         try:
             return original(self, context)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -40,18 +39,20 @@ import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
+from benchmarks import report
+from benchmarks.machine import contention, contention_line, cpu_snapshot, load_line, machine_info, machine_line
+from benchmarks.machine import format_load as _load  # noqa: F401  (re-exported: bench_privacy imports it from here)
+from benchmarks.report import ResultsSection
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_FILE = REPO_ROOT / "benchmarks" / "RESULTS.md"
-RESULTS_MARKER = "<!-- results: newest first; `python -m benchmarks.bench_convert --record` inserts below -->"
-RESULTS_SECTION = (
-    "## Conversion\n\n`fedimg convert` against a plain single-process Pillow loop "
-    "(`.venv/bin/python -m benchmarks.bench_convert --record`; how to read it: [README.md](README.md)).\n\n" + RESULTS_MARKER
+SECTION = ResultsSection(  # where --record puts the report in benchmarks/RESULTS.md
+    heading="## Conversion",
+    intro="`fedimg convert` against a plain single-process Pillow loop (`.venv/bin/python -m benchmarks.bench_convert --record`; how to read it: [README.md](README.md)).",
+    marker="<!-- results: newest first; `python -m benchmarks.bench_convert --record` inserts below -->",
 )
-DEFAULT_WORKDIR = REPO_ROOT / "benchmarks" / "_work"
 
 GENERATOR_VERSION = 1  # bump when the generated images change: invalidates the cache
 SOURCE_SIZE = 256
@@ -64,6 +65,7 @@ SAMPLE_INTERVAL = 0.05  # seconds between RSS samples
 SPEED_TARGET = 1.5  # fedimg ≥ 1.5× the plain loop (on a 2-core machine)
 RSS_TARGET = 1.3  # peak RSS at 10·N ≤ 1.3× that at N
 TARGET_CORES = 2
+MAX_LOAD = 0.5  # flag a report whose 1-minute load at start or end was above this
 
 FEDIMG_ARGS = ["--clients", "3", "--scheme", "iid", "--size", str(OUTPUT_SIZE), "--mode", "RGB", "--seed", "0", "--quiet", "--overwrite"]
 
@@ -367,12 +369,7 @@ class Settings:
 
 
 @dataclass
-class Results:
-    settings: dict
-    machine: dict
-    load_start: tuple
-    load_end: tuple
-    started: str
+class Results(report.ReportHeader):
     generation_seconds: dict = field(default_factory=dict)
     runs: dict = field(default_factory=dict)  # label -> list[Run as dict]
     summary: dict = field(default_factory=dict)
@@ -380,67 +377,12 @@ class Results:
     contention: dict = field(default_factory=dict)  # CPU used by other processes during the timed runs
 
 
-def machine_info() -> dict:
-    import psutil
-    from PIL import __version__ as pillow_version
-    from PIL import features
-
-    return {
-        "cpu_model": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "ram_bytes": psutil.virtual_memory().total,
-        "os": f"{platform.system()} {platform.release()} {platform.machine()}",
-        "python": platform.python_version(),
-        "pillow": pillow_version,
-        "libjpeg_turbo": bool(features.check_feature("libjpeg_turbo")),
-        "libjpeg": features.version("jpg"),
-        "zlib": features.version("zlib"),
-        "fedimg_version": _fedimg_version(),
-        "fedimg_commit": _git_commit(),
-    }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def _fedimg_version() -> str:
-    try:
-        from datasite_setup import __version__
-
-        return __version__
-    except ImportError:
-        return "unknown"
-
-
-def _git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        return commit + (" + uncommitted changes" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def run_benchmark(settings: Settings, *, echo=print) -> Results:
     settings.workdir.mkdir(parents=True, exist_ok=True)
     logs = settings.workdir / "logs"
     logs.mkdir(exist_ok=True)
-    results = Results(
-        settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
-        machine=machine_info(),
-        load_start=os.getloadavg(),
-        load_end=(),
-        started=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    )
+    results = Results.begin(settings, machine_info())
+    results.load_start = os.getloadavg()
     n, big_n = settings.images, settings.images * settings.big_factor
 
     echo(f"generating {n} distinct {SOURCE_SIZE}px JPEGs in {settings.workdir} (cached)…")
@@ -456,7 +398,7 @@ def run_benchmark(settings: Settings, *, echo=print) -> Results:
     _warm_page_cache(source)
 
     runs: dict[str, list[Run]] = {}
-    cpu_before, wall_before = _cpu_snapshot(), time.perf_counter()
+    cpu_before = cpu_snapshot()
 
     def record(run: Run) -> None:
         runs.setdefault(run.label, []).append(run)
@@ -478,36 +420,11 @@ def run_benchmark(settings: Settings, *, echo=print) -> Results:
             run.label = f"fedimg convert at {settings.big_factor}·N"
             record(run)
     results.load_end = os.getloadavg()
-    results.contention = _contention(cpu_before, _cpu_snapshot(), time.perf_counter() - wall_before, [r for group in runs.values() for r in group])
+    children = sum(r.cpu_seconds for group in runs.values() for r in group)
+    results.contention = contention(cpu_before, cpu_snapshot(), children_cpu_seconds=children)
     results.runs = {label: [asdict(r) | {"images_per_second": r.images_per_second} for r in group] for label, group in runs.items()}
     results.summary, results.targets = _summarise(runs, settings)
     return results
-
-
-def _cpu_snapshot() -> tuple[float, float, float]:
-    """(busy CPU seconds of the whole machine, CPU seconds of this process, hypervisor steal seconds) now."""
-    import psutil
-
-    machine = psutil.cpu_times()
-    steal = getattr(machine, "steal", 0.0)
-    # guest time is already counted in user time on Linux; idle, iowait and steal are not ours to use.
-    not_busy = machine.idle + getattr(machine, "iowait", 0.0) + steal + getattr(machine, "guest", 0.0) + getattr(machine, "guest_nice", 0.0)
-    own = os.times()
-    return sum(machine) - not_busy, own.user + own.system, steal
-
-
-def _contention(before: tuple[float, float, float], after: tuple[float, float, float], wall: float, runs: list[Run]) -> dict:
-    """How much CPU everything but the benchmark used while it ran (kernel threads included)."""
-    ours = sum(r.cpu_seconds for r in runs) + (after[1] - before[1])
-    others = max(0.0, (after[0] - before[0]) - ours)
-    capacity = wall * (os.cpu_count() or 1)
-    return {
-        "wall_seconds": round(wall, 1),
-        "benchmark_cpu_seconds": round(ours, 1),
-        "other_cpu_seconds": round(others, 1),
-        "other_share": round(others / capacity, 4) if capacity else 0.0,
-        "steal_share": round((after[2] - before[2]) / capacity, 4) if capacity else 0.0,
-    }
 
 
 def _median_run(group: list[Run]) -> dict:
@@ -563,21 +480,19 @@ def _mib(value: int | float) -> str:
     return f"{value / 2**20:.0f} MiB"
 
 
-def render_report(results: Results, *, heading_level: int = 2) -> str:
+def render_report(results: Results, *, heading: str = "##") -> str:
     m, s, summary = results.machine, results.settings, results.summary
     n = s["images"]
     big_label = f"fedimg convert at {s['big_factor']}·N"
     plain, fedimg = summary["plain loop"], summary["fedimg convert"]
     lines = [
-        f"{'#' * heading_level} fedimg convert vs a plain Pillow loop — {results.started}",
+        f"{heading} fedimg convert vs a plain Pillow loop — {results.started}",
         "",
-        f"- **Machine**: {m['cpu_model']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable, {m['physical_cores']} physical cores), "
-        f"{m['ram_bytes'] / 2**30:.1f} GiB RAM, {m['os']}",
+        machine_line(m),
         f"- **Software**: Python {m['python']}, Pillow {m['pillow']} (libjpeg{'-turbo' if m['libjpeg_turbo'] else ''} {m['libjpeg']}, zlib {m['zlib']}), "
         f"fedimg {m['fedimg_version']} at commit {m['fedimg_commit']}",
-        f"- **Load average** (1/5/15 min): start {_load(results.load_start)}, end {_load(results.load_end)}"
-        + ("  — the machine was not idle (other processes, or a run just before): figures may be pessimistic" if max(results.load_start[0], results.load_end[0]) > 0.5 else ""),
-        _contention_line(results.contention),
+        load_line(results.load_start, results.load_end, max_start=MAX_LOAD, max_end=MAX_LOAD),
+        contention_line(results.contention),
         f"- **Inputs**: N = {n} distinct {SOURCE_SIZE}×{SOURCE_SIZE} RGB JPEGs (quality {JPEG_QUALITY}; scikit-learn digits upscaled, shifted, "
         f"tinted, noised σ={NOISE_SIGMA:g}) in 10 class folders"
         + (f"; the memory run uses a set of {n * s['big_factor']} made the same way" if big_label in summary else ""),
@@ -629,41 +544,6 @@ def render_report(results: Results, *, heading_level: int = 2) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _contention_line(contention: dict) -> str:
-    if not contention:
-        return "- **Other load during the timed runs**: not measured"
-    return (
-        f"- **Other load during the timed runs**: {contention['other_cpu_seconds']:.1f} CPU-seconds used by other processes "
-        f"in {contention['wall_seconds']:.0f} s, {contention['other_share']:.0%} of the machine "
-        f"(the benchmark itself: {contention['benchmark_cpu_seconds']:.1f} CPU-seconds)"
-        + (f"; hypervisor steal {contention['steal_share']:.0%}" if contention.get("steal_share", 0) >= 0.01 else "")
-    )
-
-
-def _load(values: Sequence[float]) -> str:
-    return "/".join(f"{v:.2f}" for v in values) if values else "n/a"
-
-
-def write_report(results: Results, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Benchmark report: fedimg convert\n\n" + render_report(results))
-    path.with_suffix(".json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
-    return path
-
-
-def record_results(results: Results, results_file: Path = RESULTS_FILE) -> None:
-    """Insert the report at the top of the "Conversion" section of ``benchmarks/RESULTS.md`` (appended if missing).
-
-    Other benchmarks keep their own sections in the same file; they are left as they are.
-    """
-    text = results_file.read_text() if results_file.is_file() else "# Benchmark results\n"
-    if RESULTS_MARKER not in text:
-        text = text.rstrip("\n") + f"\n\n{RESULTS_SECTION}\n"
-    head, tail = text.split(RESULTS_MARKER, 1)
-    tail = tail.strip("\n")
-    results_file.write_text(f"{head}{RESULTS_MARKER}\n\n{render_report(results, heading_level=3)}" + (f"\n{tail}\n" if tail else ""))
-
-
 # --- command line --------------------------------------------------------------------------
 
 
@@ -674,9 +554,9 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--big-factor", type=int, help="the memory scale run converts this many times N (default 10; 2 with --quick; 1 skips it)")
     parser.add_argument("--big-repeats", type=int, default=1, help="runs at big-factor·N (default 1)")
     parser.add_argument("--no-context", action="store_true", help="skip the context runs (plain loop with JPEG draft, fedimg --workers 1)")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="cache for generated inputs and scratch outputs (default benchmarks/_work)")
-    parser.add_argument("--report", type=Path, help="markdown report path (default WORKDIR/report.md; a .json twin is written beside it)")
-    parser.add_argument("--record", action="store_true", help="also add the report to benchmarks/RESULTS.md")
+    report.add_report_options(
+        parser, workdir_use="cache for generated inputs and scratch outputs", report_name="report.md", record_help="also add the report to benchmarks/RESULTS.md"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 200 images, 1 repeat, scale run at 2·N")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated images (default 0)")
     args = parser.parse_args(argv)
@@ -685,7 +565,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     big_factor = args.big_factor if args.big_factor is not None else (2 if args.quick else 10)
     if images < 1 or repeats < 1 or big_factor < 1 or args.big_repeats < 1:
         parser.error("--images, --repeats, --big-factor and --big-repeats must be at least 1")
-    workdir = args.workdir.absolute()
+    workdir, report_path = report.output_paths(args)
     return Settings(
         images=images,
         repeats=repeats,
@@ -693,7 +573,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         big_repeats=args.big_repeats,
         context=not args.no_context,
         workdir=workdir,
-        report=(args.report or workdir / "report.md").absolute(),
+        report=report_path,
         record=args.record,
         quick=args.quick,
         seed=args.seed,
@@ -705,14 +585,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["_plain_loop"]:
         return _plain_loop_main(argv[1:])
     settings = parse_args(argv)
-    results = run_benchmark(settings)
-    report = write_report(results, settings.report)
-    print()
-    print(render_report(results))
-    print(f"report: {report} (+ {report.with_suffix('.json').name})")
-    if settings.record:
-        record_results(results)
-        print(f"recorded in {RESULTS_FILE}")
+    report.publish(run_benchmark(settings), render_report, title="fedimg convert", path=settings.report, section=SECTION, record=settings.record)
     return 0
 
 

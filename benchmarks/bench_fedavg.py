@@ -56,14 +56,21 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from benchmarks.bench_convert import BENCH_SECRET, _cpu_snapshot, _load, machine_info
-from benchmarks.bench_ingest import _extra_machine_info, quiet, wait_for_quiet_machine
+from benchmarks import report
+from benchmarks.bench_convert import BENCH_SECRET
+from benchmarks.bench_ingest import SYFT_PACKAGES, quiet
+from benchmarks.machine import add_wait_options, cpu_snapshot, format_load, load_line, machine_info, machine_line, package_versions
+from benchmarks.machine import wait_for_quiet_machine, wait_load, waited_line
+from benchmarks.report import ResultsSection
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_FILE = REPO_ROOT / "benchmarks" / "RESULTS.md"
-SECTION_HEADING = "## FedAvg accuracy and overhead"
-SECTION_MARKER = "<!-- fedavg results: newest first; `python -m benchmarks.bench_fedavg --record` inserts below -->"
-DEFAULT_WORKDIR = REPO_ROOT / "benchmarks" / "_work"
+SECTION = ResultsSection(  # where --record puts the report in benchmarks/RESULTS.md
+    heading="## FedAvg accuracy and overhead",
+    intro="FedAvg against centralised training on the digits, and a round over HTTP datasites against the same training in one process "
+    "(`.venv/bin/python -m benchmarks.bench_fedavg --record`; how to read it: [README.md](README.md)).",
+    marker="<!-- fedavg results: newest first; `python -m benchmarks.bench_fedavg --record` inserts below -->",
+)
+RECORD_WAIT_LOAD = 1.5  # --record waits for a 1-minute load below this unless --wait-load says otherwise
+BUSY_NOTE = "the machine was not idle (other processes, or the benchmark's own sites): timings may be pessimistic"
 DIGITS_VERSION = 1  # bump when the written digits change: invalidates the cache
 
 IID_TARGET = 2.0  # FedAvg within 2 accuracy points of centralised on IID
@@ -116,12 +123,7 @@ class Settings:
 
 
 @dataclass
-class Results:
-    settings: dict
-    machine: dict
-    load_start: tuple
-    load_end: tuple
-    started: str
+class Results(report.ReportHeader):
     waited: dict = field(default_factory=dict)
     accuracy: dict = field(default_factory=dict)
     overhead: dict = field(default_factory=dict)
@@ -557,11 +559,11 @@ def http_job(job: Any, federation: Any, sites: Sequence[Any], checkpoint: Path) 
         return outcome
 
     def timed_round(*args: Any, **kwargs: Any) -> Any:
-        sites_before, own_cpu, machine = _process_tree_usage(pids), time.process_time(), _cpu_snapshot()
+        sites_before, own_cpu, machine = _process_tree_usage(pids), time.process_time(), cpu_snapshot()
         begun = time.perf_counter()
         outcome = run_round(*args, **kwargs)
         wall = time.perf_counter() - begun
-        after = _cpu_snapshot()
+        after = cpu_snapshot()
         sites_after, own_used = _process_tree_usage(pids), time.process_time() - own_cpu
         user, system, faults = (a - b for a, b in zip(sites_after, sites_before))
         rounds.append(
@@ -572,7 +574,7 @@ def http_job(job: Any, federation: Any, sites: Sequence[Any], checkpoint: Path) 
                 "sites_system_seconds": system,
                 "sites_minor_faults": int(faults),
                 "researcher_cpu_seconds": own_used,
-                "other_cpu_seconds": max(0.0, (after[0] - machine[0]) - user - system - own_used),
+                "other_cpu_seconds": max(0.0, (after.machine_busy - machine.machine_busy) - user - system - own_used),
             }
         )
         return outcome
@@ -762,14 +764,8 @@ def summarise_overhead(result: dict, settings: Settings) -> dict:
 
 
 def _software() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    info = _extra_machine_info()
-    for package in ("torch", "scikit-learn"):
-        try:
-            info[package] = version(package)
-        except PackageNotFoundError:
-            info[package] = "unknown"
+    """The versions of PySyft, numpy, pandas, torch and scikit-learn, and torch's thread count (the report's "Software" line)."""
+    info = package_versions(*SYFT_PACKAGES, "torch", "scikit-learn")
     import torch
 
     info["torch_threads"] = torch.get_num_threads()
@@ -781,13 +777,7 @@ def run_benchmark(settings: Settings, *, echo: Callable[..., None] = print) -> R
 
     clear_syft_import_environment()  # before the first 'import syft' of this process
     settings.workdir.mkdir(parents=True, exist_ok=True)
-    results = Results(
-        settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
-        machine=machine_info() | _software(),
-        load_start=(),
-        load_end=(),
-        started=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    )
+    results = Results.begin(settings, machine_info() | _software())
     if settings.wait_load is not None:
         results.waited = wait_for_quiet_machine(settings.wait_load, settings.wait_timeout, echo)
     results.load_start = os.getloadavg()
@@ -848,23 +838,16 @@ def _pm(pair: Sequence[float], digits: int = 2) -> str:
 
 def render_report(results: Results, *, heading: str = "##") -> str:
     m, s = results.machine, results.settings
-    load_flag = results.load_start and results.load_end and (results.load_start[0] > MAX_START_LOAD or results.load_end[0] > MAX_END_LOAD)
     lines = [
         f"{heading} FedAvg: accuracy against centralised training, overhead of a round over HTTP — {results.started}",
         "",
-        f"- **Machine**: {m['cpu_model']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable, {m['physical_cores']} physical cores), "
-        f"{m['ram_bytes'] / 2**30:.1f} GiB RAM, {m['os']}",
+        machine_line(m),
         f"- **Software**: Python {m['python']}, torch {m['torch']} ({m['torch_threads']} intra-op threads), PySyft {m['syft']}, numpy {m['numpy']}, "
         f"scikit-learn {m['scikit-learn']}, fedimg {m['fedimg_version']} at commit {m['fedimg_commit']}",
-        f"- **Load average** (1/5/15 min): start {_load(results.load_start)}, end {_load(results.load_end)}"
-        + ("  — the machine was not idle (other processes, or the benchmark's own sites): timings may be pessimistic" if load_flag else ""),
+        load_line(results.load_start, results.load_end, max_start=MAX_START_LOAD, max_end=MAX_END_LOAD, busy_note=BUSY_NOTE),
     ]
-    waited = results.waited
-    if waited:
-        lines.append(
-            f"- **Waited** {waited['seconds']:.0f} s for the 1-minute load to drop below {waited['max_load']:g}"
-            + ("" if waited["quiet"] else f" (it did not within {waited['timeout']:.0f} s: {waited['load']:.2f})")
-        )
+    if results.waited:
+        lines.append(waited_line(results.waited))
     if s["quick"]:
         lines.append("- **Quick mode**: a smoke run; its figures do not judge the targets")
     if results.accuracy:
@@ -993,7 +976,7 @@ def _overhead_section(results: Results, heading: str) -> list[str]:
         f"{len(names)} sites would run {len(names) * default} busy-waiting OpenMP threads on {cores} cores, so the sites get "
         f"{_threads(at_site)} each (one site per machine, as in a real federation, has no such contention); a context line shows the other setting",
         f"- **Same work**: final val accuracy over HTTP {o['http_final_accuracy']:.2%} vs in-process on {_threads(at_site)} {o['local_final_accuracy']:.2%}"
-        f"; load average around the part: {_load(o['load_start'])} → {_load(o['load_end'])}",
+        f"; load average around the part: {format_load(o['load_start'])} → {format_load(o['load_end'])}",
         "",
         "| round | over HTTP (s) | in one process (s) | ratio | call phase (s) | researcher after calls (s) | CPU at sites (s) | researcher CPU (s) | other processes' CPU (s) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -1080,28 +1063,6 @@ def _context_lines(o: dict, summary: dict) -> list[str]:
     return lines
 
 
-def write_report(results: Results, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Benchmark report: FedAvg\n\n" + render_report(results))
-    path.with_suffix(".json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
-    return path
-
-
-def record_results(results: Results, results_file: Path = RESULTS_FILE) -> None:
-    """Insert the report at the top of the "FedAvg accuracy and overhead" section of ``benchmarks/RESULTS.md`` (appended if missing)."""
-    text = results_file.read_text() if results_file.is_file() else "# Benchmark results\n"
-    if SECTION_MARKER not in text:
-        text = (
-            text.rstrip("\n")
-            + f"\n\n{SECTION_HEADING}\n\nFedAvg against centralised training on the digits, and a round over HTTP datasites against the same "
-            + "training in one process (`.venv/bin/python -m benchmarks.bench_fedavg --record`; how to read it: [README.md](README.md)).\n\n"
-            + f"{SECTION_MARKER}\n"
-        )
-    head, tail = text.split(SECTION_MARKER, 1)
-    tail = tail.strip("\n")
-    results_file.write_text(f"{head}{SECTION_MARKER}\n\n{render_report(results, heading='###')}" + (f"\n{tail}\n" if tail else ""))
-
-
 # --- command line ------------------------------------------------------------------------------------------
 
 
@@ -1128,14 +1089,14 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--overhead-sites", type=int, default=3, help="HTTP datasites (default 3)")
     parser.add_argument("--site-threads", type=int, default=1, help="torch threads per site process, as OMP_NUM_THREADS (default 1: three sites share two cores; 0: torch's default)")
     parser.add_argument("--no-context", action="store_true", help="skip the overhead part's context run (one round with the sites on the other thread setting)")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="cache and scratch folder (default benchmarks/_work)")
-    parser.add_argument("--report", type=Path, help="markdown report path (default WORKDIR/fedavg-report.md; a .json twin is written beside it)")
-    parser.add_argument("--record", action="store_true", help="also add the report to the FedAvg section of benchmarks/RESULTS.md")
+    report.add_report_options(
+        parser, workdir_use="cache and scratch folder", report_name="fedavg-report.md", record_help="also add the report to the FedAvg section of benchmarks/RESULTS.md"
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 rounds of 1 epoch; overhead 1 round, 1 epoch, 16 px")
-    parser.add_argument("--wait-load", type=float, help="first wait until the 1-minute load average is below this (default 1.5 with --record)")
-    parser.add_argument("--wait-timeout", type=float, default=600.0, help="give up waiting for --wait-load after this many seconds (default 600)")
+    add_wait_options(parser, record_default=RECORD_WAIT_LOAD)
     args = parser.parse_args(argv)
     quick = args.quick
+    workdir, report_path = report.output_paths(args)
     settings = Settings(
         seeds=args.seeds if args.seeds is not None else (1 if quick else 3),
         rounds=args.rounds if args.rounds is not None else (2 if quick else 20),
@@ -1158,11 +1119,11 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         overhead_sites=args.overhead_sites,
         site_threads=args.site_threads,
         context=not args.no_context,
-        workdir=args.workdir.absolute(),
-        report=(args.report or args.workdir.absolute() / "fedavg-report.md").absolute(),
+        workdir=workdir,
+        report=report_path,
         record=args.record,
         quick=quick,
-        wait_load=args.wait_load if args.wait_load is not None else (1.5 if args.record else None),
+        wait_load=wait_load(args, RECORD_WAIT_LOAD),
         wait_timeout=args.wait_timeout,
     )
     if not (settings.accuracy or settings.overhead):
@@ -1187,14 +1148,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
-    results = run_benchmark(settings)
-    report = write_report(results, settings.report)
-    print()
-    print(render_report(results))
-    print(f"report: {report} (+ {report.with_suffix('.json').name})")
-    if settings.record:
-        record_results(results)
-        print(f"recorded in {RESULTS_FILE}")
+    report.publish(run_benchmark(settings), render_report, title="FedAvg", path=settings.report, section=SECTION, record=settings.record)
     return 0
 
 

@@ -52,29 +52,21 @@ import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from benchmarks.bench_convert import (
-    BENCH_SECRET,
-    GENERATOR_VERSION,
-    JPEG_QUALITY,
-    NOISE_SIGMA,
-    SOURCE_SIZE,
-    _clean,
-    _contention_line,
-    _cpu_snapshot,
-    _load,
-    generate_images,
-    machine_info,
-)
+from benchmarks import report
+from benchmarks.bench_convert import BENCH_SECRET, GENERATOR_VERSION, JPEG_QUALITY, NOISE_SIGMA, SOURCE_SIZE, _clean, generate_images
+from benchmarks.machine import add_wait_options, contention, contention_line, cpu_snapshot, load_line, machine_info, machine_line, package_versions
+from benchmarks.machine import wait_for_quiet_machine, wait_load, waited_line
+from benchmarks.report import ResultsSection
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_FILE = REPO_ROOT / "benchmarks" / "RESULTS.md"
-SECTION_HEADING = "## Dataset ingest"
-SECTION_MARKER = "<!-- dataset ingest results: newest first; `python -m benchmarks.bench_ingest --record` inserts below -->"
-DEFAULT_WORKDIR = REPO_ROOT / "benchmarks" / "_work"
+SECTION = ResultsSection(  # where --record puts the report in benchmarks/RESULTS.md
+    heading="## Dataset ingest",
+    intro="fedimg's server-side ingest against PySyft's client upload (`.venv/bin/python -m benchmarks.bench_ingest --record`; how to read it: [README.md](README.md)).",
+    marker="<!-- dataset ingest results: newest first; `python -m benchmarks.bench_ingest --record` inserts below -->",
+)
+SYFT_PACKAGES = ("syft", "numpy", "pandas")  # their versions go in the report beside machine_info()
 
 SPEED_TARGET = 5.0  # fedimg's upload ≥ 5× PySyft's client upload, same partition, same run
 ISSUE_PLAIN_MB_S = 7.0  # the issue's figure for PySyft's plain upload of one uint8 array, in-process
@@ -449,12 +441,7 @@ class Settings:
 
 
 @dataclass
-class Results:
-    settings: dict
-    machine: dict
-    load_start: tuple
-    load_end: tuple
-    started: str
+class Results(report.ReportHeader):
     waited: dict = field(default_factory=dict)  # the wait for a quiet machine before the timed runs
     preparation: dict = field(default_factory=dict)  # size -> convert / read / mock seconds
     runs: dict = field(default_factory=dict)  # "size|label" -> list[Run as dict]
@@ -463,44 +450,12 @@ class Results:
     contention: dict = field(default_factory=dict)
 
 
-def wait_for_quiet_machine(max_load: float, timeout: float, echo=print) -> dict:
-    """Poll the 1-minute load average until it is below ``max_load`` or ``timeout`` seconds have passed."""
-    started = time.monotonic()
-    load = os.getloadavg()[0]
-    announced = False
-    while load >= max_load and time.monotonic() - started < timeout:
-        if not announced:
-            echo(f"waiting for the 1-minute load ({load:.2f}) to drop below {max_load} (up to {timeout:.0f} s)…")
-            announced = True
-        time.sleep(10)
-        load = os.getloadavg()[0]
-    return {"max_load": max_load, "timeout": timeout, "seconds": round(time.monotonic() - started, 1), "load": round(load, 2), "quiet": load < max_load}
-
-
-def _extra_machine_info() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    info = {}
-    for package in ("syft", "numpy", "pandas"):
-        try:
-            info[package] = version(package)
-        except PackageNotFoundError:
-            info[package] = "unknown"
-    return info
-
-
 def run_benchmark(settings: Settings, *, echo=print) -> Results:
     from datasite_setup.datasite import clear_syft_import_environment
 
     clear_syft_import_environment()  # before the first 'import syft' of this process
     settings.workdir.mkdir(parents=True, exist_ok=True)
-    results = Results(
-        settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
-        machine=machine_info() | _extra_machine_info(),
-        load_start=(),
-        load_end=(),
-        started=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    )
+    results = Results.begin(settings, machine_info() | package_versions(*SYFT_PACKAGES))
     partitions: dict[int, Partition] = {}
     for size in settings.sizes:
         echo(f"preparing {settings.images} images at {size} px RGB in {settings.workdir} (cached)…")
@@ -527,7 +482,7 @@ def run_benchmark(settings: Settings, *, echo=print) -> Results:
     results.load_start = os.getloadavg()
     runs: dict[str, list[Run]] = {}
     state = settings.workdir / "ingest-state"
-    cpu_before, wall_before = _cpu_snapshot(), time.perf_counter()
+    cpu_before = cpu_snapshot()
 
     def record(run: Run) -> None:
         runs.setdefault(f"{run.size}|{run.label}", []).append(run)
@@ -547,26 +502,11 @@ def run_benchmark(settings: Settings, *, echo=print) -> Results:
                 record(run_plain(partition, state / "png", png=True))
                 record(run_fedimg(partition, state / "sharded", sharded=True))
     results.load_end = os.getloadavg()
-    after = _cpu_snapshot()
-    results.contention = _contention(cpu_before, after, time.perf_counter() - wall_before)
+    results.contention = contention(cpu_before, cpu_snapshot())  # the benchmark is this one process
     shutil.rmtree(state, ignore_errors=True)
     results.runs = {key: [asdict(r) | {"images_per_second": r.images_per_second, "mb_per_second": r.mb_per_second} for r in group] for key, group in runs.items()}
     results.summary, results.targets = _summarise(runs, settings)
     return results
-
-
-def _contention(before: tuple[float, float, float], after: tuple[float, float, float], wall: float) -> dict:
-    """CPU used by everything but this process while the timed runs went on (the benchmark is one process)."""
-    ours = after[1] - before[1]
-    others = max(0.0, (after[0] - before[0]) - ours)
-    capacity = wall * (os.cpu_count() or 1)
-    return {
-        "wall_seconds": round(wall, 1),
-        "benchmark_cpu_seconds": round(ours, 1),
-        "other_cpu_seconds": round(others, 1),
-        "other_share": round(others / capacity, 4) if capacity else 0.0,
-        "steal_share": round((after[2] - before[2]) / capacity, 4) if capacity else 0.0,
-    }
 
 
 def _median_row(group: list[Run]) -> dict:
@@ -623,25 +563,18 @@ def _mb(value: float) -> str:
 def render_report(results: Results, *, heading: str = "##") -> str:
     m, s, summary = results.machine, results.settings, results.summary
     n = s["images"]
-    load_flag = results.load_start and results.load_end and (results.load_start[0] > MAX_START_LOAD or results.load_end[0] > MAX_END_LOAD)
-    waited = results.waited
     lines = [
         f"{heading} fedimg ingest vs PySyft's client upload — {results.started}",
         "",
-        f"- **Machine**: {m['cpu_model']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable, {m['physical_cores']} physical cores), "
-        f"{m['ram_bytes'] / 2**30:.1f} GiB RAM, {m['os']}",
+        machine_line(m),
         f"- **Software**: Python {m['python']}, PySyft {m['syft']}, numpy {m['numpy']}, pandas {m['pandas']}, Pillow {m['pillow']}, "
         f"fedimg {m['fedimg_version']} at commit {m['fedimg_commit']}",
-        f"- **Load average** (1/5/15 min): start {_load(results.load_start)}, end {_load(results.load_end)}"
-        + ("  — the machine was not idle (other processes, or a run just before): figures may be pessimistic" if load_flag else ""),
+        load_line(results.load_start, results.load_end, max_start=MAX_START_LOAD, max_end=MAX_END_LOAD),
     ]
-    if waited:
-        lines.append(
-            f"- **Waited** {waited['seconds']:.0f} s for the 1-minute load to drop below {waited['max_load']:g}"
-            + ("" if waited["quiet"] else f" (it did not within {waited['timeout']:.0f} s: {waited['load']:.2f})")
-        )
+    if results.waited:
+        lines.append(waited_line(results.waited))
     lines += [
-        _contention_line(results.contention),
+        contention_line(results.contention),
         f"- **Input**: one client of N = {n} distinct images (bench_convert's generated {SOURCE_SIZE}-px RGB JPEGs, quality {JPEG_QUALITY}, "
         f"digits tinted and noised σ={NOISE_SIGMA:g}), converted with `fedimg convert --clients 1 --scheme iid --mode RGB --size S` "
         f"(train/val 80/20) at S = {', '.join(f'{size} px' for size in s['sizes'])}",
@@ -696,28 +629,6 @@ def render_report(results: Results, *, heading: str = "##") -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(results: Results, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Benchmark report: dataset ingest\n\n" + render_report(results))
-    path.with_suffix(".json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
-    return path
-
-
-def record_results(results: Results, results_file: Path = RESULTS_FILE) -> None:
-    """Insert the report at the top of the "Dataset ingest" section of ``benchmarks/RESULTS.md`` (appended if missing)."""
-    text = results_file.read_text() if results_file.is_file() else "# Benchmark results\n"
-    if SECTION_MARKER not in text:
-        text = (
-            text.rstrip("\n")
-            + f"\n\n{SECTION_HEADING}\n\nfedimg's server-side ingest against PySyft's client upload "
-            + "(`.venv/bin/python -m benchmarks.bench_ingest --record`; how to read it: [README.md](README.md)).\n\n"
-            + f"{SECTION_MARKER}\n"
-        )
-    head, tail = text.split(SECTION_MARKER, 1)
-    tail = tail.strip("\n")
-    results_file.write_text(f"{head}{SECTION_MARKER}\n\n{render_report(results, heading='###')}" + (f"\n{tail}\n" if tail else ""))
-
-
 # --- command line --------------------------------------------------------------------------
 
 
@@ -737,45 +648,40 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--sizes", type=_sizes, help="image sizes in px, comma-separated (default 64,128; 64 with --quick)")
     parser.add_argument("--repeats", type=int, help="interleaved runs of each way; the median is reported (default 3; 1 with --quick)")
     parser.add_argument("--no-context", action="store_true", help="skip the context rows (PNG bytes through the client path, shards through fedimg's)")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="cache for generated inputs and scratch datasites (default benchmarks/_work)")
-    parser.add_argument("--report", type=Path, help="markdown report path (default WORKDIR/ingest-report.md; a .json twin is written beside it)")
-    parser.add_argument("--record", action="store_true", help="also add the report to the Dataset ingest section of benchmarks/RESULTS.md")
+    report.add_report_options(
+        parser,
+        workdir_use="cache for generated inputs and scratch datasites",
+        report_name="ingest-report.md",
+        record_help="also add the report to the Dataset ingest section of benchmarks/RESULTS.md",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 60 images, 64 px, 1 repeat")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated images (default 0)")
-    parser.add_argument("--wait-load", type=float, help="before the timed runs, wait until the 1-minute load average is below this")
-    parser.add_argument("--wait-timeout", type=float, default=600.0, help="give up waiting for --wait-load after this many seconds (default 600)")
+    add_wait_options(parser, when="before the timed runs,")
     args = parser.parse_args(argv)
     images = args.images if args.images is not None else (60 if args.quick else 2000)
     repeats = args.repeats if args.repeats is not None else (1 if args.quick else 3)
     sizes = args.sizes or ([64] if args.quick else [64, 128])
     if images < 10 or repeats < 1:
         parser.error("--images must be at least 10 (train and val both need images) and --repeats at least 1")
-    workdir = args.workdir.absolute()
+    workdir, report_path = report.output_paths(args)
     return Settings(
         images=images,
         sizes=sizes,
         repeats=repeats,
         context=not args.no_context,
         workdir=workdir,
-        report=(args.report or workdir / "ingest-report.md").absolute(),
+        report=report_path,
         record=args.record,
         quick=args.quick,
         seed=args.seed,
-        wait_load=args.wait_load,
+        wait_load=wait_load(args),
         wait_timeout=args.wait_timeout,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
-    results = run_benchmark(settings)
-    report = write_report(results, settings.report)
-    print()
-    print(render_report(results))
-    print(f"report: {report} (+ {report.with_suffix('.json').name})")
-    if settings.record:
-        record_results(results)
-        print(f"recorded in {RESULTS_FILE}")
+    report.publish(run_benchmark(settings), render_report, title="dataset ingest", path=settings.report, section=SECTION, record=settings.record)
     return 0
 
 

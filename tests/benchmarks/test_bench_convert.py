@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from benchmarks import bench_convert
+from benchmarks.report import ENTRY_HEADING, record_report
 
 
 def test_quick_benchmark_writes_a_report_with_every_row(tmp_path: Path, capsys) -> None:
@@ -44,9 +45,10 @@ def test_quick_benchmark_writes_a_report_with_every_row(tmp_path: Path, capsys) 
     # Scratch outputs are removed after each run.
     assert not any((tmp_path / "work").glob("out-*"))
 
-    # --record inserts the newest report first under the marker, keeping older entries.
+    # --record inserts the report, one heading level down, first under the "Conversion" marker (report.record_report).
     results = bench_convert.Results(**{k: tuple(v) if k.startswith("load") else v for k, v in data.items()})
-    results_file.write_text(f"# Benchmark results\n\nintro\n\n{bench_convert.RESULTS_MARKER}\n\n## older entry\n")
-    bench_convert.record_results(results, results_file)
+    marker = bench_convert.SECTION.marker
+    results_file.write_text(f"# Benchmark results\n\nintro\n\n{marker}\n\n### older entry\n")
+    record_report(bench_convert.render_report(results, heading=ENTRY_HEADING), bench_convert.SECTION, results_file)
     recorded = results_file.read_text()
-    assert recorded.index("intro") < recorded.index(bench_convert.RESULTS_MARKER) < recorded.index("fedimg convert vs a plain Pillow loop") < recorded.index("## older entry")
+    assert recorded.index(marker) < recorded.index("### fedimg convert vs a plain Pillow loop") < recorded.index("### older entry")

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from benchmarks import bench_ingest
+from benchmarks.report import ENTRY_HEADING, record_report
 
 
 def test_quick_benchmark_writes_a_report_with_every_row(tmp_path: Path, capsys) -> None:
@@ -43,17 +44,9 @@ def test_quick_benchmark_writes_a_report_with_every_row(tmp_path: Path, capsys) 
     assert len(list(work.glob("ingest-fed-n40-s32-*.done"))) == 1
     assert not (work / "ingest-state").exists()
 
-    # --record appends a "Dataset ingest" section, then inserts newer reports at its top, keeping everything else.
-    results_file = tmp_path / "RESULTS.md"
+    # --record puts the report, one heading level down, in a new "Dataset ingest" section (report.record_report).
     results = bench_ingest.Results(**{k: tuple(v) if k.startswith("load") else v for k, v in data.items()})
-    results_file.write_text("# Benchmark results\n\nintro\n\n<!-- another benchmark's marker -->\n\n## another benchmark's entry\n")
-    bench_ingest.record_results(results, results_file)
-    first = results_file.read_text()
-    assert first.index("## another benchmark's entry") < first.index(bench_ingest.SECTION_HEADING) < first.index(bench_ingest.SECTION_MARKER)
-    assert first.count("### fedimg ingest vs PySyft's client upload") == 1
-    results.started = "newer"
-    bench_ingest.record_results(results, results_file)
-    second = results_file.read_text()
-    assert second.count(bench_ingest.SECTION_HEADING) == 1 and second.count("### fedimg ingest vs PySyft's client upload") == 2
-    assert second.index(bench_ingest.SECTION_MARKER) < second.index("— newer") < second.index(f"— {data['started']}")
-    assert second.startswith(first.split(bench_ingest.SECTION_MARKER)[0])
+    results_file = tmp_path / "RESULTS.md"
+    record_report(bench_ingest.render_report(results, heading=ENTRY_HEADING), bench_ingest.SECTION, results_file)
+    recorded = results_file.read_text()
+    assert recorded.index("## Dataset ingest\n") < recorded.index(bench_ingest.SECTION.marker) < recorded.index("### fedimg ingest vs PySyft's client upload")

@@ -8,8 +8,12 @@ returns. fedimg owns that process, so it wraps the one place user code executes
 2. refuses a run past the number of executions the owner approved (counted per
    code in the state dir, so a restart does not reset it) — before it touches data;
 3. checks the output against the release rules (``policies.release``);
-4. applies differential privacy to model updates when the site's policy asks for
-   it, charging the researcher's budget (``policies.privacy``);
+4. applies differential privacy when the site's policy asks for it: with
+   ``mechanism = "dp-sgd"`` a training call runs only as fedimg's job template,
+   whose training is then the site's DP-SGD loop (``policies.dp_sgd``) with the
+   noise this hook calibrates and hands it, charged to the researcher's budget
+   before the code touches data; with ``mechanism = "update"`` the released update
+   is clipped and noised afterwards (``policies.privacy``);
 5. writes every execution, release and refusal to the audit log (``policies.audit``).
 
 A refusal reaches the researcher as an error naming the rule; nothing is stored.
@@ -29,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from policies.audit import AuditLog
-from policies.privacy import BudgetExceeded, PrivacyLedger, noise_multiplier_for, privatize_update
+from policies.privacy import BudgetExceeded, PrivacyLedger, dp_sgd_noise_multiplier, noise_multiplier_for, privatize_update
 from policies.release import ReleaseRefused, check_release
 from policies.site_policy import SitePolicy
 
@@ -74,6 +78,8 @@ class SiteEnforcer:
 def install(worker: Any, state_dir: Path, policy: SitePolicy, *, num_classes: int) -> SiteEnforcer:
     """Enforce ``policy`` on every user-code run of ``worker`` (idempotent per process)."""
     enforcer = SiteEnforcer(worker.name, Path(state_dir), policy, num_classes)
+    if policy.privacy is not None and policy.privacy.mechanism == "dp-sgd":
+        import policies.dp_sgd  # noqa: F401  (imported now, before any researcher code runs: it binds what it calls)
     _enforcers[str(worker.id)] = enforcer
     _patch_syft()
     return enforcer
@@ -150,9 +156,21 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
         return _mock_run_skipped(code_item)
     limit = int((code_item.output_policy_init_kwargs or {}).get("limit", 1))
     try:
+        dp_sgd = _dp_sgd_settings(enforcer, code_item, kwargs, limit)
+    except ReleaseRefused as refusal:
+        _refuse(enforcer, code_item, researcher, str(refusal))
+    try:
         run = enforcer.count_execution(str(code_item.id), limit)
     except ReleaseRefused as refusal:
         _refuse(enforcer, code_item, researcher, str(refusal))
+    if dp_sgd is not None:  # charged before the code touches the data: a refusal spends nothing
+        try:
+            spent = PrivacyLedger(enforcer.state_dir / LEDGER_FILE, enforcer.policy.privacy.delta).charge(
+                researcher, dp_sgd["noise_multiplier"], enforcer.policy.privacy.budget_epsilon, sample_rate=dp_sgd["sample_rate"], steps=dp_sgd["steps"]
+            )
+        except BudgetExceeded as exceeded:
+            _refuse(enforcer, code_item, researcher, str(exceeded))
+        kwargs = {**kwargs, "privacy": dict(dp_sgd)}  # whatever the researcher sent is replaced
     outcome = original(code_item, kwargs, context)
     if outcome.errored:
         # the researcher sees only "contact the admin"; the owner's log gets the error
@@ -174,7 +192,12 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
         _refuse(enforcer, code_item, researcher, str(refusal))
     release: dict[str, Any] = {"code_id": str(code_item.id), "function": code_item.service_func_name, "researcher": researcher, "run": run, "limit": limit}
     privacy = enforcer.policy.privacy
-    if privacy is not None and "weights" in outcome.result:
+    if dp_sgd is not None:
+        outcome.result["privacy"] = {"mechanism": "dp-sgd", "epsilon_spent": spent, "delta": privacy.delta, **dp_sgd}
+        release.update(mechanism="dp-sgd", epsilon_spent=round(spent, 4), noise_multiplier=round(dp_sgd["noise_multiplier"], 4), sample_rate=round(dp_sgd["sample_rate"], 6), steps=dp_sgd["steps"])
+    elif privacy is not None and privacy.mechanism == "dp-sgd" and "weights" in outcome.result:
+        _refuse(enforcer, code_item, researcher, "model weights from a call this site did not train with its DP-SGD")
+    elif privacy is not None and "weights" in outcome.result:
         # the researcher picks the round number, so any of the `limit` runs may be a training release
         multiplier = noise_multiplier_for(privacy.epsilon_per_job, privacy.delta, max(limit, 1))
         ledger = PrivacyLedger(enforcer.state_dir / LEDGER_FILE, privacy.delta)
@@ -183,8 +206,8 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
         except BudgetExceeded as exceeded:
             _refuse(enforcer, code_item, researcher, str(exceeded))
         outcome.result["weights"] = privatize_update(global_weights, outcome.result["weights"], max_update_norm=privacy.max_update_norm, noise_multiplier=multiplier)
-        outcome.result["privacy"] = {"epsilon_spent": spent, "delta": privacy.delta, "noise_multiplier": multiplier, "max_update_norm": privacy.max_update_norm}
-        release.update(epsilon_spent=round(spent, 4), noise_multiplier=round(multiplier, 4))
+        outcome.result["privacy"] = {"mechanism": "update", "epsilon_spent": spent, "delta": privacy.delta, "noise_multiplier": multiplier, "max_update_norm": privacy.max_update_norm}
+        release.update(mechanism="update", epsilon_spent=round(spent, 4), noise_multiplier=round(multiplier, 4))
     cohort = kwargs.get("cohort")
     if cohort and "weights" in outcome.result:
         try:
@@ -198,6 +221,52 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
     release["bytes"] = int(sum(np.asarray(v).nbytes for v in outcome.result.get("weights", {}).values()))
     enforcer.audit.append("release", **release)
     return outcome
+
+
+def _dp_sgd_settings(enforcer: SiteEnforcer, code_item: Any, kwargs: dict, limit: int) -> dict | None:
+    """The DP-SGD settings this call trains with at a ``mechanism = "dp-sgd"`` site; None when it does not train.
+
+    Only fedimg's job template is run (its training is the site's ``train_private``);
+    its CONFIG gives the rounds, batch size and local epochs. The noise multiplier is
+    calibrated so that ``limit`` training calls (the researcher picks the round
+    number, so any approved run may train) meet ``(epsilon_per_job, delta)``.
+    Raises ``ReleaseRefused`` for other code.
+    """
+    privacy = enforcer.policy.privacy
+    if privacy is None or privacy.mechanism != "dp-sgd":
+        return None
+    config = _template_config(code_item.raw_code)
+    if config is None:
+        raise ReleaseRefused("this site trains only with its own DP-SGD, so it runs only fedimg's job template (the code differs from it)")
+    rounds, rnd = config.get("rounds"), kwargs.get("rnd")
+    if isinstance(rounds, bool) or not isinstance(rounds, int):
+        raise ReleaseRefused(f"the job's CONFIG must give an integer number of rounds (got {rounds!r})")
+    if isinstance(rnd, int) and not isinstance(rnd, bool) and rnd >= rounds:
+        return None  # the evaluation-only call: no training, nothing spent
+    from policies.dp_sgd import schedule
+
+    try:
+        sample_rate, steps = schedule(len(kwargs["train_labels"]), config["batch_size"], config["local_epochs"])
+        multiplier = dp_sgd_noise_multiplier(privacy.epsilon_per_job, privacy.delta, sample_rate, steps * max(limit, 1))
+    except (KeyError, TypeError, ValueError) as problem:
+        raise ReleaseRefused(f"cannot set up DP-SGD for this call: {problem}") from problem
+    return {"noise_multiplier": multiplier, "max_grad_norm": privacy.max_grad_norm, "sample_rate": sample_rate, "steps": steps}
+
+
+_templates: dict[str, dict | None] = {}
+
+
+def _template_config(code: str) -> dict | None:
+    """The CONFIG of ``code`` if it is fedimg's job template exactly (model aside), else None; cached per source."""
+    import hashlib
+
+    from policies.request_review import match_template
+
+    key = hashlib.sha256(code.encode()).hexdigest()
+    if key not in _templates:
+        match = match_template(code)
+        _templates[key] = match.config if match.matches else None
+    return _templates[key]
 
 
 def _mock_run_skipped(code_item: Any) -> Any:

@@ -61,6 +61,9 @@ MODULE_ATTRIBUTES = frozenset(
 )
 FORBIDDEN_ATTRIBUTES = FORBIDDEN_ATTRIBUTES | MODULE_ATTRIBUTES
 ALLOWED_DUNDERS = frozenset({"__init__"})
+# The one import of fedimg's own code a request may make: the site's DP-SGD loop, which the job template (fedavg-3)
+# calls when the site's release hook hands it privacy settings. Nothing else of policies or datasite_setup.
+SITE_IMPORT = ("policies.dp_sgd", ("train_private",))
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,9 @@ class ReviewReport:
 
 
 class _Reviewer(ast.NodeVisitor):
-    def __init__(self, policy: ReviewPolicy) -> None:
+    def __init__(self, policy: ReviewPolicy, module_names: frozenset[str] = frozenset()) -> None:
         self.policy = policy
+        self.module_names = module_names  # the names the code's imports bind
         self.findings: list[Finding] = []
 
     def add(self, node: ast.AST, rule: str, message: str, severity: str = "error") -> None:
@@ -116,6 +120,8 @@ class _Reviewer(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        if not node.level and (node.module, tuple((a.name, a.asname) for a in node.names)) == (SITE_IMPORT[0], tuple((n, None) for n in SITE_IMPORT[1])):
+            return  # exactly `from policies.dp_sgd import train_private`
         if node.level:
             self.add(node, "relative-import", "relative imports are not allowed")
         self._check_module(node, node.module or "")
@@ -145,6 +151,9 @@ class _Reviewer(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
+        if isinstance(node.ctx, (ast.Store, ast.Del)) and _root_name(node) in self.module_names:
+            # torch.tensor = ..., F.cross_entropy = ...: the change reaches the site's own code in the same process
+            self.add(node, "module-attribute-assignment", f"assignment to {ast.unparse(node)} changes a module the site's own code uses")
         if node.attr.startswith("_") and node.attr not in ALLOWED_DUNDERS:
             # private and dunder attributes lead to frames, globals, builtins and the server's objects
             self.add(node, "private-attribute", f"access to {node.attr!r} (private or interpreter internals)")
@@ -203,6 +212,22 @@ def review_code(source: str, policy: ReviewPolicy | None = None) -> ReviewReport
         tree = ast.parse(source)
     except SyntaxError as exc:
         return ReviewReport([Finding("error", "syntax", exc.lineno or 0, exc.offset or 0, f"does not parse: {exc.msg}")])
-    reviewer = _Reviewer(policy or ReviewPolicy())
+    reviewer = _Reviewer(policy or ReviewPolicy(), _imported_names(tree))
     reviewer.visit(tree)
     return ReviewReport(reviewer.findings)
+
+
+def _imported_names(tree: ast.AST) -> frozenset[str]:
+    """The names import statements bind anywhere in ``tree`` (``import torch.nn as nn`` -> ``nn``; ``import a.b`` -> ``a``)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)
+    return frozenset(names)
+
+
+def _root_name(node: ast.AST) -> str | None:
+    """``a`` for ``a.b.c`` (also through subscripts and calls); None when the chain starts elsewhere."""
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None

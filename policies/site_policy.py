@@ -10,10 +10,12 @@ min_samples = 20                      # a site with fewer training samples relea
 max_output_mb = 50                    # larger outputs are refused
 
 [privacy]                             # differential privacy of the model updates (off when absent)
+mechanism = "dp-sgd"                  # "dp-sgd" (default): the site trains with DP-SGD; "update": noise on the whole update
 epsilon_per_job = 4.0                 # (epsilon, delta) target for one job's releases, all rounds together
 delta = 1e-5
-max_update_norm = 1.0                 # L2 clipping of each update (new weights - global weights)
 budget_epsilon = 10.0                 # total per researcher at this site, across jobs
+max_grad_norm = 1.0                   # dp-sgd: L2 clipping of each training example's gradient
+# max_update_norm = 1.0               # update: L2 clipping of each update (new weights - global weights)
 
 [secure_aggregation]
 required = false                      # true: model updates leave only masked
@@ -35,7 +37,7 @@ POLICY_FILE = "policy.toml"
 _KEYS = {
     "review": {"extra_allowed_imports", "auto_approve_templates"},
     "release": {"min_samples", "max_output_mb"},
-    "privacy": {"epsilon_per_job", "delta", "max_update_norm", "budget_epsilon"},
+    "privacy": {"mechanism", "epsilon_per_job", "delta", "budget_epsilon", "max_grad_norm", "max_update_norm"},
     "secure_aggregation": {"required", "min_cohort", "peers"},
 }
 
@@ -44,15 +46,26 @@ class PolicyError(ValueError):
     """The policy file is wrong; the message names the file and the setting."""
 
 
+MECHANISMS = ("dp-sgd", "update")
+# the clipping norm each mechanism reads; the other one's is a mistake in the file
+_MECHANISM_KEYS = {"dp-sgd": "max_grad_norm", "update": "max_update_norm"}
+
+
 @dataclass(frozen=True)
 class PrivacySettings:
+    """``[privacy]``: the mechanism, the (ε, δ) of one job, the researcher's budget at this site, the clipping norm."""
+
+    mechanism: str = "dp-sgd"
     epsilon_per_job: float = 4.0
     delta: float = 1e-5
-    max_update_norm: float = 1.0
     budget_epsilon: float = 10.0
+    max_grad_norm: float = 1.0  # dp-sgd: per-example gradient clipping
+    max_update_norm: float = 1.0  # update: whole-update clipping
 
     def __post_init__(self) -> None:
-        if not (self.epsilon_per_job > 0 and 0 < self.delta < 1 and self.max_update_norm > 0 and self.budget_epsilon > 0):
+        if self.mechanism not in MECHANISMS:
+            raise PolicyError(f"mechanism must be one of {list(MECHANISMS)} (got {self.mechanism!r})")
+        if not (self.epsilon_per_job > 0 and 0 < self.delta < 1 and self.max_grad_norm > 0 and self.max_update_norm > 0 and self.budget_epsilon > 0):
             raise PolicyError(f"privacy settings must be positive with 0 < delta < 1 (got {self})")
 
 
@@ -94,12 +107,22 @@ def load_site_policy(path: Path | None) -> SitePolicy:
             raise PolicyError(f"{path}: [review] {key} must be a list of names (got {names!r})")
     privacy = None
     if "privacy" in document:
-        values = document["privacy"]
+        values = dict(document["privacy"])
+        mechanism = values.pop("mechanism", "dp-sgd")
+        if mechanism not in MECHANISMS:
+            raise PolicyError(f"{path}: [privacy] mechanism must be one of {list(MECHANISMS)} (got {mechanism!r})")
+        wrong = [key for other, key in _MECHANISM_KEYS.items() if other != mechanism and key in values]
+        if wrong:
+            raise PolicyError(
+                f"{path}: [privacy] {wrong[0]} is a setting of mechanism = \"{'update' if mechanism == 'dp-sgd' else 'dp-sgd'}\", "
+                f"not of mechanism = \"{mechanism}\"{' (the default)' if 'mechanism' not in document['privacy'] else ''}: "
+                f"use {_MECHANISM_KEYS[mechanism]}, or set mechanism = \"{'update' if mechanism == 'dp-sgd' else 'dp-sgd'}\""
+            )
         bad = {key: value for key, value in values.items() if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)}
         if bad:
             raise PolicyError(f"{path}: [privacy] values must be finite numbers (got {bad})")
         try:
-            privacy = PrivacySettings(**values)
+            privacy = PrivacySettings(mechanism=mechanism, **values)
         except PolicyError as exc:
             raise PolicyError(f"{path}: [privacy] {exc}") from exc
     max_output_mb = release.get("max_output_mb", 50.0)

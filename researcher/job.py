@@ -122,24 +122,42 @@ class FedAvgJob:
 
     # --- before submission ---------------------------------------------------------------
 
-    def dry_run(self, federation: Federation) -> dict[str, dict]:
-        """Run the exact site function locally on every site's mock data (a training call and the final evaluation)."""
+    def dry_run(self, federation: Federation, *, privacy: dict | None = None) -> dict[str, dict]:
+        """Run the exact site function locally on every site's mock data (a training call and the final evaluation).
+
+        ``privacy``, e.g. ``{"noise_multiplier": 1.0, "max_grad_norm": 1.0}``, runs the training call through
+        the DP-SGD loop a site with ``[privacy] mechanism = "dp-sgd"`` uses (sample rate and steps derived from
+        the job as the site derives them; the site chooses the noise): a check that the model trains per sample.
+        """
         function = self.site_function(federation).function
         weights = self.initial_weights()
+        if privacy is not None:
+            self._dp_sgd_settings(privacy, 1)  # wrong keys: a ValueError now, not a failure on the mocks
         report = {}
         for name in federation.names:
             train_images, train_labels = federation.mock_arrays(name, "train")
             val_images, val_labels = federation.mock_arrays(name, "val")
             try:
-                trained = function(train_images, train_labels, val_images, val_labels, weights, 0)
+                settings = None if privacy is None else self._dp_sgd_settings(privacy, len(train_labels))
+                trained = function(train_images, train_labels, val_images, val_labels, weights, 0, privacy=settings)
                 final = function(train_images, train_labels, val_images, val_labels, trained["weights"], self.config.rounds)
             except Exception as exc:
                 raise JobError(f"dry run on {name}'s mock data failed: {type(exc).__name__}: {exc}") from exc
             shapes = {k: np.shape(v) for k, v in trained["weights"].items()}
             if shapes != {k: np.shape(v) for k, v in weights.items()}:
                 raise JobError(f"dry run on {name}: the site returned weights of other shapes than the model's")
-            report[name] = {"train_loss": trained["train"]["loss"], "val_accuracy": final["val"]["accuracy"], "num_samples": trained["num_samples"]}
+            train_loss = None if privacy is not None else trained["train"]["loss"]  # DP-SGD measures no training figure
+            report[name] = {"train_loss": train_loss, "val_accuracy": final["val"]["accuracy"], "num_samples": trained["num_samples"]}
         return report
+
+    def _dp_sgd_settings(self, privacy: dict, num_train: int) -> dict:
+        from policies.dp_sgd import schedule
+
+        unknown = sorted(set(privacy) - {"noise_multiplier", "max_grad_norm"})
+        if unknown:
+            raise ValueError(f"dry_run(privacy=...) takes noise_multiplier and max_grad_norm (got {unknown})")
+        sample_rate, steps = schedule(num_train, self.config.batch_size, self.config.local_epochs)
+        return {"noise_multiplier": 1.0, "max_grad_norm": 1.0, **privacy, "sample_rate": sample_rate, "steps": steps}
 
     # --- submission and approval ------------------------------------------------------
 
@@ -278,7 +296,9 @@ class FedAvgJob:
             averaged = secure_average(checkpoint.weights, list(answered.values())) if masked else fedavg([(out["weights"], out["num_samples"]) for out in answered.values()])
             checkpoint.weights = momentum.step(checkpoint.weights, averaged) if momentum else averaged
             total = sum(o["num_samples"] for o in answered.values())
-            record.train = {"loss": sum(o["train"]["loss"] * o["num_samples"] for o in answered.values()) / total, "num_samples": total}
+            measured = [o for o in answered.values() if not _dp_sgd(o)]  # DP-SGD sites measure no training figure
+            count = sum(o["num_samples"] for o in measured)
+            record.train = {"loss": sum(o["train"]["loss"] * o["num_samples"] for o in measured) / count if count else None, "num_samples": total}
         if momentum is not None:
             checkpoint.velocity = momentum.velocity
         checkpoint.history.append(record)
@@ -342,11 +362,17 @@ def _site_entry(output: dict) -> dict:
         return {"status": "error", "error": output["error"]}
     entry = {"status": "ok", "seconds": round(output.get("seconds", 0.0), 3), "val": {k: v for k, v in output["val"].items() if k != "confusion"}}
     if "train" in output:
-        entry["train"] = output["train"]
+        if not _dp_sgd(output):
+            entry["train"] = output["train"]
         entry["num_samples"] = output["num_samples"]
     if "privacy" in output:
         entry["privacy"] = output["privacy"]  # the site's epsilon spent so far for this researcher
     return entry
+
+
+def _dp_sgd(output: dict) -> bool:
+    """The site trained with its DP-SGD: its train figures are placeholders, not measurements."""
+    return isinstance(output.get("privacy"), dict) and output["privacy"].get("mechanism") == "dp-sgd"
 
 
 def secure_average(global_weights: dict[str, np.ndarray], outputs: list[dict]) -> dict[str, np.ndarray]:

@@ -10,6 +10,12 @@ Each call evaluates the incoming global weights on the site's val split
 ``0 … rounds-1``, trains them for ``local_epochs`` and returns the new weights
 with the number of samples they were trained on. Call ``rounds`` only evaluates
 (the final model). Nothing per-sample leaves the function.
+
+At a differentially private site (``[privacy] mechanism = "dp-sgd"``), the
+site's release hook passes ``privacy`` (noise multiplier, clipping norm, sample
+rate, steps) and the training part is the site's own DP-SGD loop,
+``policies.dp_sgd.train_private``, instead of the plain loop below; the
+researcher cannot pass ``privacy`` (it is not an input of the request).
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 SITE_FUNCTION_TEMPLATE = '''\
-def {function_name}(train_images, train_labels, val_images, val_labels, weights, rnd, cohort=None):
+def {function_name}(train_images, train_labels, val_images, val_labels, weights, rnd, cohort=None, privacy=None):
     """fedimg FedAvg site function (template {template_version}): evaluate the global model, then train it locally.
 
     cohort: the sites of this round and their public keys, read by the site's release policy for secure
     aggregation (the function itself does not use it).
+    privacy: set by a differentially private site's release policy, never by the researcher: then training is
+    the site's own DP-SGD loop (policies.dp_sgd.train_private) with the site's noise, clipping and sampling.
     """
     import numpy as np
     import torch
@@ -62,10 +70,20 @@ def {function_name}(train_images, train_labels, val_images, val_labels, weights,
         count = int(confusion.sum())
         return {{"loss": total_loss / max(count, 1), "accuracy": float(np.trace(confusion)) / max(count, 1), "num_samples": count, "confusion": confusion}}
 
+    images, labels = as_inputs(train_images), torch.as_tensor(np.asarray(train_labels), dtype=torch.int64)
+    if privacy is not None and rnd < CONFIG["rounds"]:
+        # DP-SGD from `weights`, before the model has seen a val image (it could carry one into its gradients);
+        # it releases the trained parameters and the global buffers; then the global model is evaluated
+        from policies.dp_sgd import train_private
+
+        settings = {{key: CONFIG[key] for key in ("lr", "optimizer", "momentum", "mu")}}
+        trained, train = train_private(model, weights, images, labels, loss_function=loss_function, **settings, **privacy)
+        model.load_state_dict({{name: torch.as_tensor(np.asarray(value)) for name, value in weights.items()}})
+        return {{"round": int(rnd), "val": evaluate(val_images, val_labels), "weights": trained, "num_samples": int(len(labels)), "train": train}}
     result = {{"round": int(rnd), "val": evaluate(val_images, val_labels)}}
     if rnd >= CONFIG["rounds"]:
         return result
-    images, labels = as_inputs(train_images), torch.as_tensor(np.asarray(train_labels), dtype=torch.int64)
+    result["num_samples"] = int(len(labels))
     global_params = [parameter.detach().clone() for parameter in model.parameters()]
     optimizers = {{"sgd": lambda p: torch.optim.SGD(p, lr=CONFIG["lr"], momentum=CONFIG["momentum"]), "adam": lambda p: torch.optim.Adam(p, lr=CONFIG["lr"])}}
     optimizer = optimizers[CONFIG["optimizer"]](model.parameters())
@@ -87,11 +105,10 @@ def {function_name}(train_images, train_labels, val_images, val_labels, weights,
             loss_sum += float(loss.detach()) * len(batch)
             correct += int((logits.argmax(1) == labels[batch]).sum())
     result["weights"] = {{name: value.detach().cpu().numpy() for name, value in model.state_dict().items()}}
-    result["num_samples"] = int(len(labels))
     result["train"] = {{"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}}
     return result
 '''
-TEMPLATE_VERSION = "fedavg-2"
+TEMPLATE_VERSION = "fedavg-3"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Differential privacy: calibration against Opacus's RDP accountant, clipping and noise of updates, the per-researcher ledger."""
+"""Differential privacy: calibration against Opacus's RDP accountant (update-level and DP-SGD), clipping and noise of
+updates, the per-researcher ledger (and its migration from bare noise multipliers)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policies.privacy import BudgetExceeded, PrivacyLedger, epsilon_of, noise_multiplier_for, privatize_update
+from policies.privacy import BudgetExceeded, PrivacyLedger, dp_sgd_noise_multiplier, epsilon_of, noise_multiplier_for, privatize_update
 
 DELTA = 1e-5
 pytestmark = pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")  # Opacus: the bound is conservative there
@@ -33,6 +34,34 @@ def test_epsilon_of_nothing_is_zero_and_grows_with_releases() -> None:
     assert epsilon_of([], DELTA) == 0.0
     one, two = epsilon_of([2.0], DELTA), epsilon_of([2.0, 2.0], DELTA)
     assert 0 < one < two
+
+
+@pytest.mark.parametrize("epsilon, sample_rate, steps", [(1.0, 64 / 230, 8 * 21), (4.0, 0.1, 500), (8.0, 0.5, 40)])
+def test_dp_sgd_noise_multiplier_meets_the_target(epsilon: float, sample_rate: float, steps: int) -> None:
+    z = dp_sgd_noise_multiplier(epsilon, DELTA, sample_rate, steps)
+    spent = epsilon_of([(z, sample_rate, steps)], DELTA)
+    assert 0.95 * epsilon <= spent <= epsilon
+
+
+def test_subsampling_needs_less_noise_than_full_batch() -> None:
+    assert dp_sgd_noise_multiplier(4.0, DELTA, 0.1, 100) < dp_sgd_noise_multiplier(4.0, DELTA, 1.0, 100)
+
+
+def test_accounting_is_opacus_stepping_its_accountant() -> None:
+    from opacus.accountants import RDPAccountant
+
+    accountant = RDPAccountant()
+    for z, q, steps in [(1.1, 0.2, 30), (3.0, 1.0, 1), (1.1, 0.2, 30)]:
+        for _ in range(steps):
+            accountant.step(noise_multiplier=z, sample_rate=q)
+    ours = epsilon_of([(1.1, 0.2, 30), 3.0, (1.1, 0.2, 30)], DELTA)  # a bare number is one full-batch release
+    assert ours == pytest.approx(accountant.get_epsilon(DELTA), rel=1e-12)
+
+
+@pytest.mark.parametrize("arguments", [(0.0, DELTA, 0.1, 10), (1.0, 1.0, 0.1, 10), (1.0, DELTA, 0.0, 10), (1.0, DELTA, 0.1, 0), (1.0, DELTA, 0.1, 2.5)])
+def test_dp_sgd_calibration_validates(arguments: tuple) -> None:
+    with pytest.raises(ValueError, match="need epsilon > 0"):
+        dp_sgd_noise_multiplier(*arguments)
 
 
 def weights(rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -139,7 +168,7 @@ def test_ledger_charges_until_the_budget_then_refuses_without_recording(tmp_path
     assert spent[-1] == pytest.approx(epsilon_of([Z] * expected, DELTA))
     with pytest.raises(BudgetExceeded, match=r"above the budget 4\.0"):
         ledger.charge("ada", Z, budget)
-    assert json.loads(ledger.path.read_text())["ada"] == [Z] * expected  # the refused release is not recorded
+    assert json.loads(ledger.path.read_text())["ada"] == [[Z, 1.0, 1]] * expected  # the refused release is not recorded
     assert ledger.spent("ada") == pytest.approx(spent[-1])
     with pytest.raises(BudgetExceeded):
         ledger.charge("ada", Z, budget)
@@ -167,3 +196,24 @@ def test_ledger_is_separate_per_researcher(tmp_path: Path) -> None:
     ledger.charge("grace", Z, budget)
     assert ledger.spent("ada") == pytest.approx(ledger.spent("grace"))
     assert set(json.loads(ledger.path.read_text())) == {"ada", "grace"}
+
+
+def test_ledger_charges_dp_sgd_releases_as_steps_at_a_sample_rate(tmp_path: Path) -> None:
+    ledger = PrivacyLedger(tmp_path / "privacy-ledger.json", DELTA)
+    first = ledger.charge("ada", 1.2, 100.0, sample_rate=0.25, steps=16)
+    second = ledger.charge("ada", 1.2, 100.0, sample_rate=0.25, steps=16)
+    assert first == pytest.approx(epsilon_of([(1.2, 0.25, 16)], DELTA))
+    assert second == pytest.approx(epsilon_of([(1.2, 0.25, 32)], DELTA))
+    assert json.loads(ledger.path.read_text())["ada"] == [[1.2, 0.25, 16], [1.2, 0.25, 16]]
+    with pytest.raises(BudgetExceeded, match="spent so far"):
+        ledger.charge("ada", 0.5, second + 0.01, sample_rate=0.25, steps=16)
+
+
+def test_a_ledger_of_bare_noise_multipliers_is_read_as_full_batch_releases_and_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "privacy-ledger.json"
+    path.write_text(json.dumps({"ada": [Z, Z], "grace": [Z]}))  # the format before DP-SGD
+    ledger = PrivacyLedger(path, DELTA)
+    assert ledger.spent("ada") == pytest.approx(epsilon_of([Z, Z], DELTA))
+    after = ledger.charge("ada", 1.0, 100.0, sample_rate=0.5, steps=4)
+    assert after == pytest.approx(epsilon_of([(Z, 1.0, 1), (Z, 1.0, 1), (1.0, 0.5, 4)], DELTA))
+    assert json.loads(path.read_text()) == {"ada": [[Z, 1.0, 1], [Z, 1.0, 1], [1.0, 0.5, 4]], "grace": [[Z, 1.0, 1]]}

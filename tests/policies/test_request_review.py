@@ -41,7 +41,8 @@ def parameters(code: str) -> list[str]:
 def request(code: str | None = None, **changes) -> PendingRequest:
     """What ``datasite_setup.owner.describe`` gives for a well-formed submission of the job template."""
     code = code or rendered()
-    inputs = {name: ("Matches" if name in ASSET_INPUTS else "UserOwned") for name in parameters(code)}
+    # `privacy` is not an input: only a DP site's release hook sets it (template fedavg-3)
+    inputs = {name: ("Matches" if name in ASSET_INPUTS else "UserOwned") for name in parameters(code) if name != "privacy"}
     fields = dict(
         id="0f" * 16,
         requester="ada@university.example",

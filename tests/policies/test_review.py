@@ -186,3 +186,33 @@ def test_star_import(statement: str) -> None:
 def test_private_module_import() -> None:
     assert ("private-attribute", 3) in errors(in_function("import torch._dynamo"))
     assert ("private-attribute", 3) in errors(in_function("from torch._dynamo import config"))
+
+
+def test_the_sites_dp_sgd_loop_is_the_one_import_of_fedimg_code() -> None:
+    assert review_code("from policies.dp_sgd import train_private\n").passed
+    for statement in (
+        "from policies.dp_sgd import train_private as tp",
+        "from policies.dp_sgd import train_private, schedule",
+        "from policies.dp_sgd import schedule",
+        "from policies import dp_sgd",
+        "import policies.dp_sgd",
+        "from policies.enforcement import install",
+        "from datasite_setup.owner import approve",
+        "from .policies.dp_sgd import train_private",
+    ):
+        assert not review_code(statement + "\n").passed, statement
+
+
+@pytest.mark.parametrize(
+    "statement",
+    ["F.cross_entropy = lambda *a, **k: 0", "torch.nn.Linear.forward = None", "np.random.seed = print", "del torch.tensor", "torch.manual_seed.x += 1"],
+)
+def test_assigning_to_a_module_attribute_is_an_error(statement: str) -> None:
+    source = f"def f(x):\n    import torch\n    import torch.nn.functional as F\n    import numpy as np\n    {statement}\n    return x\n"
+    report = review_code(source)
+    assert [(f.rule, f.line) for f in report.errors] == [("module-attribute-assignment", 5)], report.render()
+
+
+def test_assigning_to_attributes_of_own_objects_is_fine() -> None:
+    source = "def f(x):\n    import torch\n    class M:\n        def __init__(self):\n            self.w = torch.zeros(2)\n    m = M()\n    m.w = torch.ones(2)\n    return m\n"
+    assert review_code(source).passed, review_code(source).render()

@@ -35,7 +35,7 @@ from tests.support.datasites import REPO, RunningSite, free_port
 
 ASSETS = ("train_images", "train_labels", "val_images", "val_labels")
 RESEARCHER_INPUTS = {"weights": dict, "rnd": int, "cohort": dict, "port": int}
-INJECTED = ("datasite", "context")  # syft fills (or skips) these by name; they are not inputs
+INJECTED = ("datasite", "context", "privacy")  # syft (or a DP site's release hook: privacy) fills these by name; not inputs
 
 
 def start_sites(tmp_path_factory: pytest.TempPathFactory, federation: Path, specs: list[tuple[str, str, str | None]]) -> list[RunningSite]:

@@ -1,8 +1,9 @@
 """Red team, sites with a policy file: a site below its sample minimum, a researcher over the privacy budget,
-and a model that memorises images inside an otherwise legitimate job.
+a model that memorises images inside an otherwise legitimate job, and code other than the job template at a
+DP-SGD site.
 
-These attempts use fedimg's real job template (``FedAvgJob``), so every review check passes and the owner
-approves without ``--force``: only the site's release policy stands between the data and the researcher.
+These attempts (but the last) use fedimg's real job template (``FedAvgJob``), so every review check passes and
+the owner approves without ``--force``: only the site's release policy stands between the data and the researcher.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.redteam.conftest import RedTeam, check, function_from_source, small_job, start_sites, submit_job
+from policies.dp_sgd import schedule
+from policies.privacy import dp_sgd_noise_multiplier, epsilon_of, noise_multiplier_for
+from tests.redteam.conftest import RedTeam, check, function_from_source, small_job, start_sites, submit_job, tampered_template
+
+pytestmark = pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")  # Opacus: the bound is conservative there
 
 MIN_SAMPLES_POLICY = "[release]\nmin_samples = 100000\n"
 # epsilon_per_job is met over every approved run of a job (2 for a one-round job); the budget then lets a
-# researcher spend about one job's worth at this site, and not a second one
-PRIVACY_POLICY = "[privacy]\nepsilon_per_job = 1.0\ndelta = 1e-5\nmax_update_norm = 1.0\nbudget_epsilon = 1.2\n"
+# researcher spend about one job's worth at this site, and not a second one. DP-SGD is the default mechanism.
+PRIVACY_POLICY = "[privacy]\nepsilon_per_job = 1.0\ndelta = 1e-5\nmax_grad_norm = 1.0\nbudget_epsilon = 1.1\n"
+UPDATE_POLICY = '[privacy]\nmechanism = "update"\nepsilon_per_job = 1.0\ndelta = 1e-5\nmax_update_norm = 1.0\nbudget_epsilon = 1.2\n'
 
 MEMORISER = '''\
 class Memoriser(nn.Module):
@@ -29,8 +35,11 @@ class Memoriser(nn.Module):
 
     def forward(self, x):
         if not self.stashed:
-            self.stash.copy_(x[:4].flatten(1))
-            self.stashed = True
+            try:
+                self.stash.copy_(x[:4].flatten(1))
+                self.stashed = True
+            except RuntimeError:  # under DP-SGD's per-example vmap a batched value cannot go into a plain buffer
+                pass
         return self.head(x.flatten(1))
 '''
 
@@ -43,10 +52,28 @@ def small_site(tmp_path_factory, sample_federation):
 
 
 @pytest.fixture(scope="module")
-def privacy_site(tmp_path_factory, sample_federation):
-    (site,) = start_sites(tmp_path_factory, sample_federation, [("privacy", "client_0", PRIVACY_POLICY)])
-    yield site
-    site.stop()
+def privacy_sites(tmp_path_factory, sample_federation):
+    """A DP-SGD site and an update-level one, started together."""
+    sites = start_sites(tmp_path_factory, sample_federation, [("privacy", "client_0", PRIVACY_POLICY), ("update", "client_0", UPDATE_POLICY)])
+    yield sites
+    for site in sites:
+        site.stop()
+
+
+@pytest.fixture(scope="module")
+def privacy_site(privacy_sites):
+    return privacy_sites[0]
+
+
+@pytest.fixture(scope="module")
+def update_site(privacy_sites):
+    return privacy_sites[1]
+
+
+def train_count(site) -> int:
+    from datasite_setup.client_data import load_client_partition
+
+    return len(load_client_partition(site.data).splits["train"].labels)
 
 
 def approved_job(team: RedTeam, name: str, **settings):
@@ -76,24 +103,50 @@ def test_over_the_privacy_budget(privacy_site) -> None:
     team = RedTeam(privacy_site, "eve-budget@attacker.example")
     first, name = approved_job(team, "budget_first")
     weights = first.initial_weights()
+    # the site's DP-SGD: q = batch / n, local_epochs · ⌈n / batch⌉ steps per call, z for 2 calls (the approved runs)
+    sample_rate, steps = schedule(train_count(privacy_site), 64, 1)
+    z = dp_sgd_noise_multiplier(1.0, 1e-5, sample_rate, 2 * steps)
     released = team.run(name, weights=weights, rnd=0)
-    assert released["privacy"]["epsilon_spent"] == pytest.approx(0.68, abs=0.05)
-    assert update_norm(released["weights"], weights) > 5 * released["privacy"]["max_update_norm"]  # clipped to 1, then noised
-    # the researcher trains again instead of the final evaluation: that release is charged too
+    privacy = released["privacy"]
+    assert privacy["mechanism"] == "dp-sgd" and privacy["steps"] == steps and privacy["max_grad_norm"] == 1.0
+    assert privacy["sample_rate"] == pytest.approx(sample_rate) and privacy["noise_multiplier"] == pytest.approx(z)
+    assert privacy["epsilon_spent"] == pytest.approx(epsilon_of([(z, sample_rate, steps)], 1e-5)) and privacy["epsilon_spent"] < 0.9
+    assert update_norm(released["weights"], weights) > 0
+    # the researcher trains again instead of the final evaluation: that release is charged too, and the job meets its ε
     again = team.run(name, weights=weights, rnd=0)
-    assert again["privacy"]["epsilon_spent"] == pytest.approx(1.0, abs=0.05)
-    # a second job by the same researcher would take epsilon past the site's budget of 1.2
+    assert again["privacy"]["epsilon_spent"] == pytest.approx(epsilon_of([(z, sample_rate, 2 * steps)], 1e-5))
+    assert 0.95 <= again["privacy"]["epsilon_spent"] <= 1.0
+    # a second job: its final evaluation spends nothing; training would take epsilon past the site's budget of 1.1
     second, second_name = approved_job(team, "budget_second")
-    entry = team.refused(second_name, r"privacy budget: this release would bring epsilon to 1\.2\d at this site, above the budget 1\.2", weights=second.initial_weights(), rnd=0)
-    assert "spent so far 1.0" in entry["reason"]
-    releases = [r for r in team.audit_records() if r["event"] == "release" and r["function"] == name]
-    assert [round(r["epsilon_spent"], 1) for r in releases] == [0.7, 1.0]
+    final = team.run(second_name, weights=second.initial_weights(), rnd=1)
+    assert "privacy" not in final and "weights" not in final and final["val"]["num_samples"] > 0
+    entry = team.refused(second_name, r"privacy budget: this release would bring epsilon to 1\.\d+ at this site, above the budget 1\.1", weights=second.initial_weights(), rnd=0)
+    assert f"spent so far {again['privacy']['epsilon_spent']:.2f}" in entry["reason"]
+    releases = [r for r in team.audit_records() if r["event"] == "release" and r.get("researcher") == entry["researcher"]]
+    assert [(r["function"], r.get("mechanism")) for r in releases] == [(name, "dp-sgd"), (name, "dp-sgd"), (second_name, None)]
     assert team.verify_audit() == []
 
 
-def test_a_model_that_memorises_images_is_drowned_by_dp(privacy_site, tmp_path) -> None:
+def test_the_update_level_mechanism_over_its_budget(update_site) -> None:
+    """``mechanism = "update"``: the whole update clipped to 1 and noised after training, two releases, then refused."""
+    team = RedTeam(update_site, "eve-update@attacker.example")
+    job, name = approved_job(team, "update_level")
+    weights = job.initial_weights()
+    z = noise_multiplier_for(1.0, 1e-5, 2)
+    released = team.run(name, weights=weights, rnd=0)
+    assert released["privacy"]["mechanism"] == "update" and released["privacy"]["noise_multiplier"] == pytest.approx(z)
+    assert released["privacy"]["epsilon_spent"] == pytest.approx(epsilon_of([z], 1e-5))
+    assert update_norm(released["weights"], weights) > 5 * released["privacy"]["max_update_norm"]  # clipped to 1, then noised
+    assert team.run(name, weights=weights, rnd=0)["privacy"]["epsilon_spent"] == pytest.approx(epsilon_of([z, z], 1e-5))
+    second, second_name = approved_job(team, "update_level_second")
+    team.refused(second_name, r"privacy budget: this release would bring epsilon to 1\.\d+ at this site, above the budget 1\.2", weights=second.initial_weights(), rnd=0)
+    assert team.verify_audit() == []
+
+
+def test_a_model_that_memorises_images_releases_nothing_of_them_under_dp_sgd(privacy_site, tmp_path) -> None:
     """The model is researcher code inside the real template: every check passes. Without [privacy] its buffer
-    would carry four validation images out; with it, the update is clipped to norm 1 and noised."""
+    would carry four validation images out; under DP-SGD only parameters are trained and released, and the buffer
+    goes back at the value the researcher sent."""
     from datasite_setup.client_data import load_client_partition
     from policies.release import check_release
     from researcher.job import FedAvgJob
@@ -117,7 +170,24 @@ def test_a_model_that_memorises_images_is_drowned_by_dp(privacy_site, tmp_path) 
     local = job.site_function(team.federation).function(train.images, train.labels, val.images, val.labels, weights, 0)
     assert np.allclose(local["weights"]["stash"], truth)
     check_release(local, global_weights=weights, num_train=len(train.labels), num_val=len(val.labels), num_classes=10, min_samples=20, max_output_bytes=2**26)
-    stash = np.asarray(released["weights"]["stash"], np.float64)
-    correlation = float(np.corrcoef(stash.ravel(), truth.ravel())[0, 1])
-    assert abs(correlation) < 0.2, correlation
+    # at the site: the stash is exactly what the researcher sent in (zeros); the trained head moved
+    np.testing.assert_array_equal(released["weights"]["stash"], weights["stash"])
+    assert not np.array_equal(released["weights"]["head.weight"], weights["head.weight"])
+    assert released["privacy"]["mechanism"] == "dp-sgd"
     assert [r for r in team.audit_records() if r["event"] == "release" and r["function"] == name and "epsilon_spent" in r]
+
+
+def test_code_other_than_the_template_is_refused_at_a_dp_sgd_site(privacy_site, tmp_path) -> None:
+    """A force-approved variant of the template (one added line) would train with the plain loop: refused, nothing spent."""
+    from policies.enforcement import LEDGER_FILE
+
+    team = RedTeam(privacy_site, "trudy@attacker.example")
+    job = small_job(team.federation, "not_the_template")
+    variant = tampered_template(job.site_function(team.federation), 'result["round"] = int(rnd)', tmp_path)
+    request = team.submit(variant, limit=2)
+    assert not check(team.review(request), "the code is the job template")
+    team.force_approve(request)
+    entry = team.refused(variant.__name__, r"this site trains only with its own DP-SGD, so it runs only fedimg's job template", weights=job.initial_weights(), rnd=0)
+    ledger = privacy_site.state_dir / LEDGER_FILE
+    assert not ledger.exists() or entry["researcher"] not in ledger.read_text()
+    assert team.verify_audit() == []

@@ -98,3 +98,64 @@ def test_model_from_source_text() -> None:
     assert set(job.initial_weights()) == {"fc.weight", "fc.bias"}
     with pytest.raises(ValueError, match="defines no class 'Nope'"):
         load_model_class(source, "Nope")
+
+
+class MockFederation:
+    """What ``FedAvgJob.dry_run`` reads of a federation: site names, the label map and mock arrays."""
+
+    names = ["a", "b"]
+    label_map = {"0": 0, "1": 1}
+
+    def mock_arrays(self, name: str, split: str):
+        return arrays(120 if split == "train" else 40, seed=len(name) + len(split))
+
+
+def test_dry_run_through_the_sites_dp_sgd() -> None:
+    job = FedAvgJob(SmallCNN, name="dry_dp", rounds=2, local_epochs=1, batch_size=32, lr=0.5, model_kwargs={"channels": 1, "image_size": 8, "num_classes": 2})
+    plain = job.dry_run(MockFederation())
+    assert all(entry["train_loss"] > 0 for entry in plain.values())
+    private = job.dry_run(MockFederation(), privacy={"noise_multiplier": 0.8, "max_grad_norm": 0.5})
+    assert set(private) == {"a", "b"} and all(entry["train_loss"] is None and entry["num_samples"] == 120 for entry in private.values())
+    with pytest.raises(ValueError, match=r"takes noise_multiplier and max_grad_norm \(got \['sample_rate'\]\)"):
+        job.dry_run(MockFederation(), privacy={"sample_rate": 1.0})
+
+
+def test_dp_sgd_sites_train_figures_are_not_shown() -> None:
+    from researcher.job import _site_entry
+
+    val = {"loss": 1.0, "accuracy": 0.5, "num_samples": 4, "confusion": np.eye(2, dtype=np.int64) * 2}
+    dp = _site_entry({"val": val, "train": {"loss": 0.0, "accuracy": 0.0}, "num_samples": 10, "privacy": {"mechanism": "dp-sgd", "epsilon_spent": 0.5}})
+    assert "train" not in dp and dp["num_samples"] == 10 and dp["privacy"]["epsilon_spent"] == 0.5
+    update = _site_entry({"val": val, "train": {"loss": 0.7, "accuracy": 0.6}, "num_samples": 10, "privacy": {"mechanism": "update"}})
+    assert update["train"] == {"loss": 0.7, "accuracy": 0.6}
+
+
+RECORDING_MODEL = """\
+class Recording(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 2)
+
+    def forward(self, x):
+        CALLS.append(int(x.shape[0]))  # CALLS: a list the test puts in the generated module
+        return self.fc(x.flatten(1))
+"""
+
+
+def test_under_dp_sgd_the_model_trains_before_it_sees_a_val_image(tmp_path) -> None:
+    """Val images are not covered by DP: a model that saw them first could carry them into its gradients."""
+    import sys
+
+    job = FedAvgJob(model_source=RECORDING_MODEL, model_name="Recording", rounds=1, model_kwargs={})
+    site = build_site_function("fedimg_order", job.model_class, dict(CONFIG, rounds=1, model_kwargs={}), folder=tmp_path)
+    calls = sys.modules[site.function.__module__].CALLS = []
+    train_images, train_labels = arrays(40)
+    val_images, val_labels = arrays(30, seed=1)
+    privacy = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "sample_rate": 0.5, "steps": 2}
+    released = site.function(train_images, train_labels, val_images, val_labels, job.initial_weights(), 0, privacy=privacy)
+    assert released["val"]["num_samples"] == 30 and released["num_samples"] == 40
+    first_val_call = calls.index(30)
+    assert first_val_call > 0 and set(calls[:first_val_call]) == {1} and set(calls[first_val_call:]) == {30}  # per-example training calls, then val
+    calls.clear()
+    site.function(train_images, train_labels, val_images, val_labels, job.initial_weights(), 0)
+    assert calls[0] == 30  # without DP the template evaluates first, as before

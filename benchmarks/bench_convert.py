@@ -44,7 +44,6 @@ from typing import Sequence
 
 from benchmarks import report
 from benchmarks.machine import contention, contention_line, cpu_snapshot, load_line, machine_info, machine_line
-from benchmarks.machine import format_load as _load  # noqa: F401  (re-exported: bench_privacy imports it from here)
 from benchmarks.report import ResultsSection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

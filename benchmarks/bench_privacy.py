@@ -56,28 +56,26 @@ import statistics
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from benchmarks import bench_fedavg
-from benchmarks.bench_convert import _load, machine_info
-from benchmarks.bench_ingest import wait_for_quiet_machine
+from benchmarks import bench_fedavg, report
+from benchmarks.machine import add_wait_options, load_line, machine_info, machine_line, wait_for_quiet_machine, wait_load, waited_line
+from benchmarks.report import ResultsSection
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_FILE = REPO_ROOT / "benchmarks" / "RESULTS.md"
-SECTION_HEADING = "## Differential privacy"
-SECTION_INTRO = (
-    "FedAvg's test accuracy on the digits under the sites' DP — DP-SGD at the site (`policies.dp_sgd`, the default mechanism) and "
+SECTION = ResultsSection(  # where --record puts the report in benchmarks/RESULTS.md
+    heading="## Differential privacy",
+    intro="FedAvg's test accuracy on the digits under the sites' DP — DP-SGD at the site (`policies.dp_sgd`, the default mechanism) and "
     "clip + Gaussian noise on every released update (`mechanism = \"update\"`), as `policies.enforcement` applies them — at several ε, "
-    "against no DP (`.venv/bin/python -m benchmarks.bench_privacy --record`; how to read it: [README.md](README.md))."
+    "against no DP (`.venv/bin/python -m benchmarks.bench_privacy --record`; how to read it: [README.md](README.md)).",
+    marker="<!-- privacy results: newest first; `python -m benchmarks.bench_privacy --record` inserts below -->",
 )
-SECTION_MARKER = "<!-- privacy results: newest first; `python -m benchmarks.bench_privacy --record` inserts below -->"
-DEFAULT_WORKDIR = REPO_ROOT / "benchmarks" / "_work"
-MAX_START_LOAD = 2.0
+MAX_LOAD = 2.0  # a 1-minute load above this at start or end gets BUSY_NOTE in the report
+RECORD_WAIT_LOAD = 2.0  # --record waits for a 1-minute load below this unless --wait-load says otherwise
+BUSY_NOTE = "the machine was busy (shared): nothing here is timed, only the run took longer"
 PROFILE_KEYS = ("rounds", "local_epochs", "batch_size", "lr", "momentum", "clip")
 # DP-SGD's training settings per ε ("default": any other ε, and the clip-only run); how they were chosen: DP_SGD_TUNING
 DP_SGD_PROFILES = {
@@ -118,12 +116,7 @@ class Settings:
 
 
 @dataclass
-class Results:
-    settings: dict
-    machine: dict
-    load_start: tuple
-    load_end: tuple
-    started: str
+class Results(report.ReportHeader):
     waited: dict = field(default_factory=dict)
     clip: dict = field(default_factory=dict)  # "rounds|scheme" -> {"C": ..., "source": ...}
     calibration: dict = field(default_factory=dict)  # "rounds|epsilon" -> {"noise_multiplier", "epsilon_accounted", "loose"}
@@ -427,13 +420,7 @@ def run_benchmark(settings: Settings, *, echo: Callable[..., None] = print) -> R
     import torch
 
     settings.workdir.mkdir(parents=True, exist_ok=True)
-    results = Results(
-        settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(settings).items()},
-        machine=machine_info() | _software(),
-        load_start=(),
-        load_end=(),
-        started=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    )
+    results = Results.begin(settings, machine_info() | _software())
     if settings.wait_load is not None:
         results.waited = wait_for_quiet_machine(settings.wait_load, settings.wait_timeout, echo)
     results.load_start = os.getloadavg()
@@ -468,24 +455,17 @@ def _entry(results: Results, rounds: int, scheme: str, kind: str, epsilon: float
 def render_report(results: Results, *, heading: str = "##") -> str:
     m, s = results.machine, results.settings
     eps_list = ", ".join(f"{e:g}" for e in s["epsilons"])
-    load_flag = results.load_start and results.load_end and max(results.load_start[0], results.load_end[0]) > MAX_START_LOAD
     lines = [
         f"{heading} Differential privacy: FedAvg accuracy at ε ∈ {{{eps_list}}} against no DP — {results.started}",
         "",
-        f"- **Machine**: {m['cpu_model']}, {m['logical_cpus']} logical CPUs ({m['usable_cpus']} usable, {m['physical_cores']} physical cores), "
-        f"{m['ram_bytes'] / 2**30:.1f} GiB RAM, {m['os']}",
+        machine_line(m),
         f"- **Software**: Python {m['python']}, torch {m['torch']} (one intra-op thread here), opacus {m['opacus']}, numpy {m['numpy']}, "
         f"scikit-learn {m['scikit-learn']}, fedimg {m['fedimg_version']} at commit {m['fedimg_commit']}",
-        f"- **Load average** (1/5/15 min): start {_load(results.load_start)}, end {_load(results.load_end)}"
-        + ("  — the machine was busy (shared): nothing here is timed, only the run took longer" if load_flag else "")
+        load_line(results.load_start, results.load_end, max_start=MAX_LOAD, max_end=MAX_LOAD, busy_note=BUSY_NOTE)
         + f"; the whole run took {results.seconds:.0f} s",
     ]
-    waited = results.waited
-    if waited:
-        lines.append(
-            f"- **Waited** {waited['seconds']:.0f} s for the 1-minute load to drop below {waited['max_load']:g}"
-            + ("" if waited["quiet"] else f" (it did not within {waited['timeout']:.0f} s: {waited['load']:.2f})")
-        )
+    if results.waited:
+        lines.append(waited_line(results.waited))
     if s["quick"]:
         lines.append("- **Quick mode**: a smoke run; its figures mean nothing")
     first = results.runs[0]
@@ -696,27 +676,6 @@ def _observations(results: Results) -> list[str]:
     return lines
 
 
-def write_report(results: Results, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("# Benchmark report: differential privacy\n\n" + render_report(results))
-    path.with_suffix(".json").write_text(json.dumps(asdict(results), indent=2, default=str) + "\n")
-    return path
-
-
-def record_results(results: Results, results_file: Path = RESULTS_FILE) -> None:
-    """Insert the report at the top of the "Differential privacy" section of ``benchmarks/RESULTS.md`` (appended if missing)."""
-    text = results_file.read_text() if results_file.is_file() else "# Benchmark results\n"
-    if SECTION_MARKER not in text:
-        text = (
-            text.rstrip("\n")
-            + f"\n\n{SECTION_HEADING}\n\n{SECTION_INTRO}\n\n"
-            + f"{SECTION_MARKER}\n"
-        )
-    head, tail = text.split(SECTION_MARKER, 1)
-    tail = tail.strip("\n")
-    results_file.write_text(f"{head}{SECTION_MARKER}\n\n{render_report(results, heading='###')}" + (f"\n{tail}\n" if tail else ""))
-
-
 # --- command line -----------------------------------------------------------------------------------------
 
 
@@ -751,12 +710,14 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         f"({json.dumps(DP_SGD_PROFILES)}); --quick runs 2 rounds",
     )
     parser.add_argument("--no-dp-sgd", action="store_true", help="skip DP-SGD (only the update-level mechanism, as before)")
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="cache and scratch folder (default benchmarks/_work)")
-    parser.add_argument("--report", type=Path, help="markdown report path (default WORKDIR/privacy-report.md; a .json twin is written beside it)")
-    parser.add_argument("--record", action="store_true", help="also add the report to the Differential privacy section of benchmarks/RESULTS.md")
+    report.add_report_options(
+        parser,
+        workdir_use="cache and scratch folder",
+        report_name="privacy-report.md",
+        record_help="also add the report to the Differential privacy section of benchmarks/RESULTS.md",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 rounds of 1 epoch, context ε 64")
-    parser.add_argument("--wait-load", type=float, help="first wait until the 1-minute load average is below this (default 2 with --record)")
-    parser.add_argument("--wait-timeout", type=float, default=600.0, help="give up waiting for --wait-load after this many seconds (default 600)")
+    add_wait_options(parser, record_default=RECORD_WAIT_LOAD)
     args = parser.parse_args(argv)
     quick = args.quick
     try:
@@ -765,6 +726,7 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         context = _numbers(args.context_epsilons if args.context_epsilons is not None else ("64" if quick else "64,256,1024,4096"), float)
     except ValueError as exc:
         parser.error(f"--rounds, --epsilons and --context-epsilons are comma-separated numbers ({exc})")
+    workdir, report_path = report.output_paths(args)
     settings = Settings(
         seeds=args.seeds if args.seeds is not None else (1 if quick else 3),
         rounds=rounds,
@@ -783,11 +745,11 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         alpha=args.alpha,
         test_fraction=args.test_fraction,
         val_fraction=args.val_fraction,
-        workdir=args.workdir.absolute(),
-        report=(args.report or args.workdir.absolute() / "privacy-report.md").absolute(),
+        workdir=workdir,
+        report=report_path,
         record=args.record,
         quick=quick,
-        wait_load=args.wait_load if args.wait_load is not None else (2.0 if args.record else None),
+        wait_load=wait_load(args, RECORD_WAIT_LOAD),
         wait_timeout=args.wait_timeout,
         dp_sgd=not args.no_dp_sgd,
         dp_sgd_profiles=_profiles(parser, args.dp_sgd_settings, quick),
@@ -831,14 +793,7 @@ def _profiles(parser: argparse.ArgumentParser, text: str | None, quick: bool) ->
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
-    results = run_benchmark(settings)
-    report = write_report(results, settings.report)
-    print()
-    print(render_report(results))
-    print(f"report: {report} (+ {report.with_suffix('.json').name})")
-    if settings.record:
-        record_results(results)
-        print(f"recorded in {RESULTS_FILE}")
+    report.publish(run_benchmark(settings), render_report, title="differential privacy", path=settings.report, section=SECTION, record=settings.record)
     return 0
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from benchmarks import bench_privacy
+from benchmarks.report import ENTRY_HEADING, record_report
 from policies.privacy import epsilon_of, noise_multiplier_for, privatize_update
 
 
@@ -90,19 +91,20 @@ def test_quick_run_writes_a_report_and_records_it(tmp_path: Path, capsys) -> Non
     plain = data["summary"]["2|iid|no DP|"]
     assert entry["gap"][0] == pytest.approx(plain["accuracy"][0] - entry["accuracy"][0])
 
-    # --record appends a "Differential privacy" section, then inserts newer reports at its top, keeping everything else.
+    # --record appends a "Differential privacy" section, then inserts newer reports (one heading level down) at its top, keeping everything else
+    # (report.record_report).
     results_file = tmp_path / "RESULTS.md"
     results = bench_privacy.Results(**{k: tuple(v) if k.startswith("load") else v for k, v in data.items()})
     results_file.write_text("# Benchmark results\n\nintro\n\n<!-- another benchmark's marker -->\n\n## another benchmark's entry\n")
-    bench_privacy.record_results(results, results_file)
+    record_report(bench_privacy.render_report(results, heading=ENTRY_HEADING), bench_privacy.SECTION, results_file)
     first = results_file.read_text()
-    assert first.index("## another benchmark's entry") < first.index(bench_privacy.SECTION_HEADING) < first.index(bench_privacy.SECTION_MARKER)
+    assert first.index("## another benchmark's entry") < first.index(bench_privacy.SECTION.heading) < first.index(bench_privacy.SECTION.marker)
     results.started = "newer"
-    bench_privacy.record_results(results, results_file)
+    record_report(bench_privacy.render_report(results, heading=ENTRY_HEADING), bench_privacy.SECTION, results_file)
     second = results_file.read_text()
-    assert second.count(bench_privacy.SECTION_HEADING + "\n") == 1 and second.count("### Differential privacy: FedAvg accuracy") == 2
-    assert second.index(bench_privacy.SECTION_MARKER) < second.index("— newer") < second.index(f"— {data['started']}")
-    assert second.startswith(first.split(bench_privacy.SECTION_MARKER)[0])
+    assert second.count(bench_privacy.SECTION.heading + "\n") == 1 and second.count("### Differential privacy: FedAvg accuracy") == 2
+    assert second.index(bench_privacy.SECTION.marker) < second.index("— newer") < second.index(f"— {data['started']}")
+    assert second.startswith(first.split(bench_privacy.SECTION.marker)[0])
 
 
 def test_arguments_are_checked() -> None:

@@ -191,3 +191,18 @@ def test_code_other_than_the_template_is_refused_at_a_dp_sgd_site(privacy_site, 
     ledger = privacy_site.state_dir / LEDGER_FILE
     assert not ledger.exists() or entry["researcher"] not in ledger.read_text()
     assert team.verify_audit() == []
+
+
+def test_a_whole_fedavg_job_at_a_dp_sgd_site(privacy_site, tmp_path) -> None:
+    """Not an attack: the researcher's own job.run at a DP-SGD site — the history shows ε spent per round, no train figures."""
+    team = RedTeam(privacy_site, "grace@university.example")
+    job, _ = approved_job(team, "dp_job", rounds=2)
+    result = job.run(team.federation, tmp_path / "checkpoint")
+    site = privacy_site.name
+    rounds = [record.sites[site] for record in result.history]
+    assert [entry["status"] for entry in rounds] == ["ok", "ok", "ok"]
+    spent = [entry["privacy"]["epsilon_spent"] for entry in rounds[:2]]
+    assert 0 < spent[0] < spent[1] <= 1.0  # two training calls of a job calibrated for its 3 approved runs
+    assert "privacy" not in rounds[2] and all("train" not in entry for entry in rounds)
+    assert result.history[0].train["loss"] is None and result.history[0].train["num_samples"] == rounds[0]["num_samples"]
+    assert 0.0 <= result.history[-1].evaluation["accuracy"] <= 1.0

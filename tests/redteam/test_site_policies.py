@@ -206,3 +206,34 @@ def test_a_whole_fedavg_job_at_a_dp_sgd_site(privacy_site, tmp_path) -> None:
     assert "privacy" not in rounds[2] and all("train" not in entry for entry in rounds)
     assert result.history[0].train["loss"] is None and result.history[0].train["num_samples"] == rounds[0]["num_samples"]
     assert 0.0 <= result.history[-1].evaluation["accuracy"] <= 1.0
+
+
+NOISE_OFF = '''\
+class NoiseOff(nn.Module):
+    """A linear model whose constructor replaces numpy's normal sampler with zeros, hoping to switch DP noise off."""
+
+    def __init__(self, channels=1, image_size=16, num_classes=10):
+        super().__init__()
+        np.random.normal = lambda loc=0.0, scale=1.0, size=None: np.zeros(size)
+        self.head = nn.Linear(channels * image_size * image_size, num_classes)
+
+    def forward(self, x):
+        return self.head(x.flatten(1))
+'''
+
+
+def test_a_model_that_patches_numpy_to_switch_the_noise_off(privacy_site, tmp_path) -> None:
+    """Inside the real template: the static review refuses the assignment to a module attribute; the owner denies.
+    (Had it run, the DP-SGD loop would not notice: it draws its noise through functions bound at start-up.)"""
+    from researcher.job import FedAvgJob
+
+    team = RedTeam(privacy_site, "oscar@attacker.example")
+    spec = team.federation.image_spec
+    model = function_from_source("import numpy as np\nimport torch.nn as nn\n\n\n" + NOISE_OFF, "NoiseOff", tmp_path)
+    job = FedAvgJob(model, name="noise_off", model_kwargs=dict(channels=spec["channels"], image_size=spec["size"], num_classes=10),
+                    rounds=1, local_epochs=1, batch_size=64, lr=0.05, min_sites=1, seed=0)
+    request = submit_job(team, job)
+    review = team.review(request)
+    assert not check(review, "static review") and "module-attribute-assignment" in {f.rule for f in review.static.errors}, review.render()
+    assert check(review, "the code is the job template")  # the model is the researcher's part of the template
+    team.deny(request, "the model patches numpy")

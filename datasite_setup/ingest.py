@@ -10,7 +10,10 @@ The dataset is named ``fedimg-<client>-<version>`` where the version is derived
 from the partition's manifests. Ingest is idempotent (the same version is never
 uploaded twice); a changed partition is uploaded as a new dataset, and the old
 versions are deleted only once the new one is complete. The dataset record is
-written last, so an ingest killed halfway leaves no dataset visible.
+written last, so an ingest killed halfway leaves no dataset visible; with a
+``journal`` (what ``fedimg datasite serve`` passes: it ingests before it serves,
+so nothing else writes blobs meanwhile) the blob files such an ingest had
+written are removed when the site starts again.
 
 Speed: PySyft's client upload (``client.upload_dataset``) serialises and signs
 every array several times (~8 MB/s here). fedimg's datasite process owns the
@@ -22,11 +25,13 @@ once to store it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from datasite_setup.client_data import ClientPartition, load_client_partition
 from datasite_setup.heap import heap_for_large_copies
@@ -140,6 +145,47 @@ def upload_server_side(worker: Datasite, dataset: Any) -> None:
         worker.services.dataset.add(context, dataset)
 
 
+def remove_interrupted_upload(worker: Datasite, blob_dir: Path, journal: Path) -> int:
+    """Delete the blob files an interrupted upload wrote (those not listed in ``journal``); return how many.
+
+    An upload killed after its dataset record was written (it completed, only the
+    journal was left) removes nothing.
+    """
+    if not journal.exists():
+        return 0
+    record = json.loads(journal.read_text())
+    leftovers: list[Path] = []
+    if record["dataset"] not in list_datasets(worker):
+        before = set(record["blob_files"])
+        leftovers = [path for path in blob_dir.iterdir() if path.name not in before] if blob_dir.is_dir() else []
+    for path in leftovers:
+        path.unlink()
+    journal.unlink()
+    if leftovers:
+        log.warning("removed %d blob file(s) of an ingest of %s that was interrupted", len(leftovers), record["dataset"])
+    return len(leftovers)
+
+
+@contextlib.contextmanager
+def _journaled(blob_dir: Path | None, journal: Path | None, dataset: str) -> Iterator[None]:
+    """Record ``dataset`` and the blob files that exist now in ``journal`` while the block runs (kept if it fails)."""
+    if blob_dir is None or journal is None:
+        yield
+        return
+    names = sorted(path.name for path in blob_dir.iterdir()) if blob_dir.is_dir() else []
+    temporary = journal.with_name(journal.name + ".tmp")
+    temporary.write_text(json.dumps({"dataset": dataset, "blob_files": names}))
+    os.replace(temporary, journal)
+    yield
+    journal.unlink()
+
+
+def _blob_dir(worker: Datasite) -> Path | None:
+    """The on-disk blob folder of ``worker``; None for other blob stores."""
+    directory = getattr(getattr(worker.blob_store_config, "client_config", None), "base_directory", None)
+    return Path(directory) if directory is not None else None
+
+
 def _megabytes(value: Any) -> float:
     nbytes = getattr(value, "nbytes", None)
     if nbytes is None and hasattr(value, "memory_usage"):
@@ -147,14 +193,23 @@ def _megabytes(value: Any) -> float:
     return (nbytes or 0) / 2**20
 
 
-def ingest_partition(worker: Datasite, client_dir: Path, *, show_progress: bool = False, extra_info: dict | None = None) -> IngestResult:
-    """Make the datasite hold exactly the current version of ``client_dir`` (see the module docstring)."""
+def ingest_partition(worker: Datasite, client_dir: Path, *, show_progress: bool = False, extra_info: dict | None = None, journal: Path | None = None) -> IngestResult:
+    """Make the datasite hold exactly the current version of ``client_dir`` (see the module docstring).
+
+    ``journal``: a file recording which blob files existed before an upload, kept
+    until the upload completes; pass it only when no other writer can add blobs
+    while ingest runs (before the site serves).
+    """
+    blob_dir = _blob_dir(worker) if journal is not None else None
+    if blob_dir is not None:
+        remove_interrupted_upload(worker, blob_dir, journal)
     partition = load_client_partition(client_dir, show_progress=show_progress)
     name = dataset_name(partition)
     existing = list_datasets(worker)
     created = name not in existing
     if created:
-        upload_server_side(worker, build_dataset(partition, mock_partition(partition), extra_info))
+        with _journaled(blob_dir, journal, name):
+            upload_server_side(worker, build_dataset(partition, mock_partition(partition), extra_info))
         log.info("ingested %s (%d samples)", name, sum(len(d.labels) for d in partition.splits.values()))
     stale = tuple(sorted(other for other in existing if other.startswith(f"{DATASET_PREFIX}{partition.name}-") and other != name))
     context = admin_context(worker)

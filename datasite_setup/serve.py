@@ -11,6 +11,7 @@ from datasite_setup.credentials import admin_credentials
 from datasite_setup.datasite import clear_syft_import_environment, redact_url
 
 DB_URL_ENV = "FEDIMG_DB_URL"
+INGEST_JOURNAL = "ingest-journal.json"  # blob files before an upload in progress (datasite_setup.ingest)
 
 
 def default_state_dir(name: str) -> Path:
@@ -25,6 +26,7 @@ def serve_site(*, name: str, data: Path, port: int, host: str, state_dir: Path |
     check_client_name(name)
     clear_syft_import_environment()  # before the first 'import syft' of this process
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("fedimg").setLevel(logging.INFO)  # syft sets the root logger to CRITICAL when a server starts
     state_dir = (state_dir or default_state_dir(name)).absolute()
     db_url = db_url or os.environ.get(DB_URL_ENV) or None
     admin = admin_credentials(state_dir, name)
@@ -36,7 +38,7 @@ def serve_site(*, name: str, data: Path, port: int, host: str, state_dir: Path |
 
     worker = open_datasite(name, state_dir, admin, db_url=db_url)
     site_key = public_key_hex(load_or_create_site_key(state_dir))
-    result = ingest_partition(worker, data, show_progress=show_progress, extra_info={"secure_aggregation_public_key": site_key})
+    result = ingest_partition(worker, data, show_progress=show_progress, extra_info={"secure_aggregation_public_key": site_key}, journal=state_dir / INGEST_JOURNAL)
     policy = _install_release_policy(worker, state_dir, policy_file, data)
     action = "ingested" if result.created else "already holds"
     removed = f"; removed previous version(s) {', '.join(result.removed)}" if result.removed else ""

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from syft.types.errors import SyftException
 from datasite_setup.datasite import ID_FILE, KEY_FILE
 from datasite_setup.federated_format import CLIENTS_DIR, load_federation
 from datasite_setup.ingest import parse_dataset_info
+from datasite_setup.serve import INGEST_JOURNAL
 from datasite_setup.site_admin import dataset_summaries, ensure_researcher, login
 from tests.support.datasites import convert_sample
 
@@ -226,8 +228,19 @@ def test_ingest_killed_halfway_leaves_no_dataset(site_factory, tmp_path) -> None
         time.sleep(0.02)
     site.kill()
     assert any(blobs.iterdir()), "the ingest never started writing blobs"
+    assert (site.state_dir / INGEST_JOURNAL).is_file()
     site.start()
     admin = login(site.url, site.admin)
     (dataset,) = admin.datasets
+    # the killed upload's blob files are gone: a complete ingest of this partition writes 4 (the arrays over 1 MB)
+    assert len(list(blobs.iterdir())) == 4 and not (site.state_dir / INGEST_JOURNAL).exists()
+    assert re.search(r"removed [1-9]\d* blob file\(s\) of an ingest of fedimg-client_0-\w+ that was interrupted", site.log()), site.log()
     assert [asset.name for asset in dataset.assets] == ["train_images", "train_labels", "val_images", "val_labels", "metadata"]
     assert dataset.assets["train_images"].data.shape[0] == load_federation(data)["clients"]["client_0"]["split_counts"]["train"]
+    # killed after the dataset record was written, before the journal went: the complete upload's blobs stay
+    site.stop()
+    (site.state_dir / INGEST_JOURNAL).write_text(json.dumps({"dataset": dataset.name, "blob_files": []}))
+    site.start()
+    (again,) = login(site.url, site.admin).datasets
+    assert again.name == dataset.name and len(list(blobs.iterdir())) == 4 and not (site.state_dir / INGEST_JOURNAL).exists()
+    assert again.assets["val_images"].data.shape == dataset.assets["val_images"].data.shape

@@ -86,6 +86,16 @@ def approved_job(team: RedTeam, name: str, **settings):
     return job, job.site_function(team.federation).name
 
 
+def job_with_model(team: RedTeam, module_source: str, class_name: str, name: str, folder) -> object:
+    """A one-round job (the real template) whose model is ``class_name`` from ``module_source``, written to ``folder``."""
+    from researcher.job import FedAvgJob
+
+    spec = team.federation.image_spec
+    model = function_from_source(module_source, class_name, folder)
+    return FedAvgJob(model, name=name, model_kwargs=dict(channels=spec["channels"], image_size=spec["size"], num_classes=10),
+                     rounds=1, local_epochs=1, batch_size=64, lr=0.05, min_sites=1, seed=0)
+
+
 def update_norm(released: dict, sent: dict) -> float:
     return float(np.sqrt(sum(((np.asarray(released[k], np.float64) - np.asarray(sent[k], np.float64)) ** 2).sum() for k in sent)))
 
@@ -149,13 +159,9 @@ def test_a_model_that_memorises_images_releases_nothing_of_them_under_dp_sgd(pri
     goes back at the value the researcher sent."""
     from datasite_setup.client_data import load_client_partition
     from policies.release import check_release
-    from researcher.job import FedAvgJob
 
     team = RedTeam(privacy_site, "mallory@attacker.example")
-    spec = team.federation.image_spec
-    memoriser = function_from_source("import torch\nimport torch.nn as nn\n\n\n" + MEMORISER, "Memoriser", tmp_path)
-    job = FedAvgJob(memoriser, name="memoriser", model_kwargs=dict(channels=spec["channels"], image_size=spec["size"], num_classes=10),
-                    rounds=1, local_epochs=1, batch_size=64, lr=0.05, min_sites=1, seed=0)
+    job = job_with_model(team, "import torch\nimport torch.nn as nn\n\n\n" + MEMORISER, "Memoriser", "memoriser", tmp_path)
     request = submit_job(team, job)
     review = team.review(request)
     assert all(review.checks.values()) and check(review, "static review"), review.render()
@@ -225,13 +231,8 @@ class NoiseOff(nn.Module):
 def test_a_model_that_patches_numpy_to_switch_the_noise_off(privacy_site, tmp_path) -> None:
     """Inside the real template: the static review refuses the assignment to a module attribute; the owner denies.
     (Had it run, the DP-SGD loop would not notice: it draws its noise through functions bound at start-up.)"""
-    from researcher.job import FedAvgJob
-
     team = RedTeam(privacy_site, "oscar@attacker.example")
-    spec = team.federation.image_spec
-    model = function_from_source("import numpy as np\nimport torch.nn as nn\n\n\n" + NOISE_OFF, "NoiseOff", tmp_path)
-    job = FedAvgJob(model, name="noise_off", model_kwargs=dict(channels=spec["channels"], image_size=spec["size"], num_classes=10),
-                    rounds=1, local_epochs=1, batch_size=64, lr=0.05, min_sites=1, seed=0)
+    job = job_with_model(team, "import numpy as np\nimport torch.nn as nn\n\n\n" + NOISE_OFF, "NoiseOff", "noise_off", tmp_path)
     request = submit_job(team, job)
     review = team.review(request)
     assert not check(review, "static review") and "module-attribute-assignment" in {f.rule for f in review.static.errors}, review.render()

@@ -47,6 +47,13 @@ def blocked_by_review(team: RedTeam, request_id: str, *expected_rules: str) -> o
     return review
 
 
+def blocked_then_denied(team: RedTeam, function: object, rules: tuple[str, ...], reason: str) -> None:
+    """The static review blocks ``function`` with ``rules`` and the owner denies it with ``reason`` (too dangerous to run)."""
+    request = team.submit(function)
+    blocked_by_review(team, request, *rules)
+    team.deny(request, reason)
+
+
 def blocked_then_refused(team: RedTeam, function: object, rules: tuple[str, ...], match: str, **inputs: object) -> object:
     """The static review blocks ``function`` with ``rules``; a careless owner force-approves it anyway, and the
     release policy still refuses its output with ``match``. Returns the review."""
@@ -444,9 +451,7 @@ def test_gc_to_the_server(team) -> None:
 
 
 def test_syft_context_registry(team) -> None:
-    request = team.submit(rt_registry_to_admin)
-    blocked_by_review(team, request, "import-not-allowed", "private-attribute")
-    team.deny(request, "reaches the server's admin context")
+    blocked_then_denied(team, rt_registry_to_admin, ("import-not-allowed", "private-attribute"), "reaches the server's admin context")
 
 
 def test_a_parameter_named_datasite(team) -> None:
@@ -455,9 +460,7 @@ def test_a_parameter_named_datasite(team) -> None:
 
 
 def test_a_parameter_named_context(team) -> None:
-    request = team.submit(rt_context_parameter)
-    blocked_by_review(team, request, "forbidden-parameter", "forbidden-name")
-    team.deny(request, "asks for the server context")
+    blocked_then_denied(team, rt_context_parameter, ("forbidden-parameter", "forbidden-name"), "asks for the server context")
 
 
 def test_forwardref_evaluates_a_string(team) -> None:
@@ -465,9 +468,7 @@ def test_forwardref_evaluates_a_string(team) -> None:
 
 
 def test_dataclasses_create_fn_runs_a_string(team) -> None:
-    request = team.submit(rt_create_fn_exec)
-    blocked_by_review(team, request, "import-not-allowed", "private-attribute")
-    team.deny(request, "runs code from a string")
+    blocked_then_denied(team, rt_create_fn_exec, ("import-not-allowed", "private-attribute"), "runs code from a string")
 
 
 def test_modules_hanging_off_torch(team) -> None:

@@ -117,7 +117,7 @@ def generate_images(workdir: Path, count: int, *, seed: int = 0) -> Path:
     if done.is_file() and source.is_dir():
         return source
     shutil.rmtree(source, ignore_errors=True)
-    from datasite_setup.sample_data import load_digit_images
+    from datasite_setup.convert.sample_data import load_digit_images
 
     digits, labels = load_digit_images()
     staging = workdir / f".{name}.partial"

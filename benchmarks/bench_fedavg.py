@@ -182,7 +182,7 @@ def evaluate(function: Callable[..., dict], weights: dict, images: np.ndarray, l
 
 def digits_source(workdir: Path) -> Path:
     """All 1,797 digits as class folders (``write_digits``: ``<label>/digit_NNNN.png``, 8×8 grayscale), cached."""
-    from datasite_setup.sample_data import write_digits
+    from datasite_setup.convert.sample_data import write_digits
 
     source = workdir / f"fedavg-digits-v{DIGITS_VERSION}"
     done = workdir / f"{source.name}.done"
@@ -205,7 +205,7 @@ def digit_file(source: Path, index: int, label: int) -> Path:
 
 def held_out_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(training pool, test) indices: stratified by label, seeded (the project's own ``split_train_val``)."""
-    from datasite_setup.partition import PartitionInput, split_train_val
+    from datasite_setup.convert.partition import PartitionInput, split_train_val
 
     everything = np.arange(len(labels))
     return split_train_val(PartitionInput(labels=labels, groups=everything), everything, test_fraction, seed=seed)
@@ -215,7 +215,7 @@ def test_set(source: Path, indices: np.ndarray, labels: np.ndarray, size: int) -
     """The held-out images through ``standardise`` (what ``fedimg convert`` does to every input), as ``(N, 1, S, S)`` uint8."""
     from PIL import Image
 
-    from datasite_setup.imaging import ImageSpec, standardise
+    from datasite_setup.convert.imaging import ImageSpec, standardise
 
     spec = ImageSpec(size=size, mode="L")
     images = np.empty((len(indices), 1, size, size), dtype=np.uint8)
@@ -228,10 +228,10 @@ def test_set(source: Path, indices: np.ndarray, labels: np.ndarray, size: int) -
 
 def convert_hospitals(source: Path, pool: np.ndarray, labels: np.ndarray, out: Path, scheme: str, seed: int, settings: Settings, secret: Path) -> list[Any]:
     """Hard-link the pool's files into a source folder, ``fedimg convert`` it into hospitals, read each one back."""
-    from datasite_setup.client_data import load_client_partition
-    from datasite_setup.convert import ConvertOptions, convert
-    from datasite_setup.federated_format import CLIENTS_DIR
-    from datasite_setup.imaging import ImageSpec
+    from datasite_setup.convert.client_data import load_client_partition
+    from datasite_setup.convert.pipeline import ConvertOptions, convert
+    from datasite_setup.convert.federated_format import CLIENTS_DIR
+    from datasite_setup.convert.imaging import ImageSpec
 
     pool_dir = out.parent / f"{out.name}-pool"
     shutil.rmtree(pool_dir, ignore_errors=True)
@@ -332,7 +332,7 @@ def train_centralised(job: Any, folder: Path, hospitals: list[Any], weights: dic
 
 
 def run_accuracy(settings: Settings, echo: Callable[..., None]) -> dict:
-    from datasite_setup.sample_data import load_digit_images
+    from datasite_setup.convert.sample_data import load_digit_images
 
     work = settings.workdir / "fedavg-accuracy"
     shutil.rmtree(work, ignore_errors=True)
@@ -533,8 +533,8 @@ def http_job(job: Any, federation: Any, sites: Sequence[Any], checkpoint: Path) 
     The job's ``_run_round`` and ``_call_sites`` are wrapped (on this instance only) to time the whole
     round and its call phase, and to read the CPU the site processes and this process used meanwhile.
     """
-    from datasite_setup.owner import approve, requests
-    from datasite_setup.site_admin import login
+    from datasite_setup.site.code_requests import approve, requests
+    from datasite_setup.site.site_admin import login
 
     names = [site.name for site in sites]
     with quiet():
@@ -601,9 +601,9 @@ def http_job(job: Any, federation: Any, sites: Sequence[Any], checkpoint: Path) 
 def run_overhead(settings: Settings, echo: Callable[..., None]) -> dict:
     import torch
 
-    from datasite_setup.client_data import load_client_partition
-    from datasite_setup.federated_format import CLIENTS_DIR
-    from datasite_setup.site_admin import ensure_researcher, login
+    from datasite_setup.convert.client_data import load_client_partition
+    from datasite_setup.convert.federated_format import CLIENTS_DIR
+    from datasite_setup.site.site_admin import ensure_researcher, login
     from tests.support.datasites import RunningSite, free_port
 
     size, count = settings.overhead_size, settings.overhead_sites
@@ -773,7 +773,7 @@ def _software() -> dict:
 
 
 def run_benchmark(settings: Settings, *, echo: Callable[..., None] = print) -> Results:
-    from datasite_setup.datasite import clear_syft_import_environment
+    from datasite_setup.site.datasite import clear_syft_import_environment
 
     clear_syft_import_environment()  # before the first 'import syft' of this process
     settings.workdir.mkdir(parents=True, exist_ok=True)
@@ -965,7 +965,7 @@ def _overhead_section(results: Results, heading: str) -> list[str]:
         ),
         f"- **Over HTTP**: {len(names)} `fedimg datasite serve` subprocesses on 127.0.0.1 (SQLite, on-disk blobs; started in "
         f"{o['sites_start_seconds']:.0f} s), torch on **{_threads(at_site)} per site** (`OMP_NUM_THREADS={at_site}`), a researcher account, "
-        "`job.submit`, every owner approves (`datasite_setup.owner.approve`), `job.run`. A round is the job's own round "
+        "`job.submit`, every owner approves (`datasite_setup.site.code_requests.approve`), `job.run`. A round is the job's own round "
         "(`FedAvgJob._run_round`, timed from outside): the global weights go to every site, the sites evaluate and train **in parallel** "
         "(one thread per site at the researcher), the results come back, FedAvg, checkpoint",
         f"- **In one process** (the baseline): the same generated function on the same partitions, the {len(names)} sites' calls "
@@ -1036,7 +1036,7 @@ def _overhead_section(results: Results, heading: str) -> list[str]:
         f"({expected:.2f} CPU-seconds); their system CPU {summary['http_sites_system_seconds']:.2f} s "
         f"({summary['http_sites_minor_faults'] / 1e6:.2f} M page faults per round). The sites run each approved call once: PySyft 0.9.5 would run it "
         "again on the mock twins (doubling the work; `policies.enforcement` skips that run), and glibc would fault freed training buffers in "
-        "again after ingest (`datasite_setup.heap`; both fixed at commit eecba71, measured at 4.8–7.1× before). Other processes took "
+        "again after ingest (`datasite_setup.site.heap`; both fixed at commit eecba71, measured at 4.8–7.1× before). Other processes took "
         f"{summary['http_other_cpu_seconds']:.1f} CPU-seconds per round",
         *_context_lines(o, summary),
         f"- **Payload** (syft serialisation, in-process): the global weights {ser['weights']['bytes'] / 1e3:.0f} kB "

@@ -8,11 +8,11 @@ in-process datasite by
   datasite (``worker.get_guest_client().login(...)``) calls
   ``client.upload_dataset(dataset)``: every array goes through the client API
   (serialised, signed, verified, deserialised, serialised again into blob storage);
-* **fedimg server-side upload**: ``datasite_setup.ingest.upload_server_side``,
+* **fedimg server-side upload**: ``datasite_setup.site.ingest.upload_server_side``,
   the datasite's own dataset service called with the admin's context (what
   ``fedimg datasite serve`` does before it serves).
 
-Both upload the same ``sy.Dataset`` (``datasite_setup.ingest.build_dataset``:
+Both upload the same ``sy.Dataset`` (``datasite_setup.site.ingest.build_dataset``:
 five assets, each with its mock twin), built from arrays already in memory;
 only the upload is timed. A third row times fedimg's whole
 ``ingest_partition`` (read and check the client folder, generate the mock,
@@ -101,8 +101,8 @@ def prepare_federation(workdir: Path, images: int, size: int, *, seed: int = 0) 
     converted with ``fedimg convert``'s own code: ``--clients 1 --scheme iid``.
     Returns the client folder.
     """
-    from datasite_setup.convert import ConvertOptions, convert
-    from datasite_setup.imaging import ImageSpec
+    from datasite_setup.convert.pipeline import ConvertOptions, convert
+    from datasite_setup.convert.imaging import ImageSpec
     from datasite_setup.private_file import write_private_file
 
     out = workdir / f"ingest-fed-n{images}-s{size}-seed{seed}-v{GENERATOR_VERSION}"
@@ -162,8 +162,8 @@ class Partition:
 
 
 def load_partition(client_dir: Path, size: int, *, with_png: bool) -> Partition:
-    from datasite_setup.client_data import load_client_partition
-    from datasite_setup.mock import mock_partition
+    from datasite_setup.convert.client_data import load_client_partition
+    from datasite_setup.site.mock import mock_partition
 
     started = time.perf_counter()
     private = load_client_partition(client_dir)
@@ -181,7 +181,7 @@ def _png_bytes(client_dir: Path, mock: Any) -> dict:
     """The partition's own PNG files (in the private arrays' order) and the mock images PNG-encoded."""
     from PIL import Image
 
-    from datasite_setup.federated_format import METADATA_FILE, read_metadata_csv
+    from datasite_setup.convert.federated_format import METADATA_FILE, read_metadata_csv
 
     rows = read_metadata_csv((client_dir / METADATA_FILE).read_bytes())
     result = {}
@@ -200,7 +200,7 @@ def build_png_dataset(partition: Partition) -> Any:
     """``build_dataset``'s five assets, with the images as lists of PNG bytes instead of uint8 arrays."""
     import syft as sy
 
-    from datasite_setup.ingest import build_dataset
+    from datasite_setup.site.ingest import build_dataset
 
     dataset = build_dataset(partition.private, partition.mock)
     for i, asset in enumerate(dataset.asset_list):
@@ -215,7 +215,7 @@ def build_sharded_dataset(partition: Partition, shard_bytes: int = SHARD_BYTES) 
     """``build_dataset``'s assets, each images array cut into ``<split>_images_NNN`` shards of at most ``shard_bytes``."""
     import syft as sy
 
-    from datasite_setup.ingest import build_dataset
+    from datasite_setup.site.ingest import build_dataset
 
     base = build_dataset(partition.private, partition.mock)
     dataset = sy.Dataset(name=base.name, summary=base.summary, description=base.description)
@@ -284,13 +284,13 @@ def quiet() -> Iterator[None]:
 
 
 def _credentials() -> Any:
-    from datasite_setup.credentials import Credentials
+    from datasite_setup.site.credentials import Credentials
 
     return Credentials(ADMIN_EMAIL, ADMIN_PASSWORD)
 
 
 def _open(state_dir: Path, size: int) -> Any:
-    from datasite_setup.datasite import open_datasite
+    from datasite_setup.site.datasite import open_datasite
 
     _clean(state_dir)
     with quiet():
@@ -367,7 +367,7 @@ def build_sharded_dataset_names(partition: Partition, shard_bytes: int = SHARD_B
 
 def run_plain(partition: Partition, state_dir: Path, *, png: bool = False) -> Run:
     """PySyft's own path: an admin client's ``upload_dataset``; the login is not timed."""
-    from datasite_setup.ingest import build_dataset
+    from datasite_setup.site.ingest import build_dataset
 
     worker = _open(state_dir, partition.size)
     try:
@@ -387,7 +387,7 @@ def run_plain(partition: Partition, state_dir: Path, *, png: bool = False) -> Ru
 
 def run_fedimg(partition: Partition, state_dir: Path, *, sharded: bool = False) -> Run:
     """fedimg's path: ``upload_server_side``. No client logs in before it, as in ``fedimg datasite serve``."""
-    from datasite_setup.ingest import build_dataset, upload_server_side
+    from datasite_setup.site.ingest import build_dataset, upload_server_side
 
     worker = _open(state_dir, partition.size)
     try:
@@ -405,7 +405,7 @@ def run_fedimg(partition: Partition, state_dir: Path, *, sharded: bool = False) 
 
 def run_full_ingest(partition: Partition, state_dir: Path) -> Run:
     """fedimg's whole ``ingest_partition``: read + check the client folder, mock, build, upload."""
-    from datasite_setup.ingest import ingest_partition
+    from datasite_setup.site.ingest import ingest_partition
 
     worker = _open(state_dir, partition.size)
     try:
@@ -451,7 +451,7 @@ class Results(report.ReportHeader):
 
 
 def run_benchmark(settings: Settings, *, echo=print) -> Results:
-    from datasite_setup.datasite import clear_syft_import_environment
+    from datasite_setup.site.datasite import clear_syft_import_environment
 
     clear_syft_import_environment()  # before the first 'import syft' of this process
     settings.workdir.mkdir(parents=True, exist_ok=True)
@@ -578,7 +578,7 @@ def render_report(results: Results, *, heading: str = "##") -> str:
         f"- **Input**: one client of N = {n} distinct images (bench_convert's generated {SOURCE_SIZE}-px RGB JPEGs, quality {JPEG_QUALITY}, "
         f"digits tinted and noised σ={NOISE_SIGMA:g}), converted with `fedimg convert --clients 1 --scheme iid --mode RGB --size S` "
         f"(train/val 80/20) at S = {', '.join(f'{size} px' for size in s['sizes'])}",
-        "- **Dataset**: `datasite_setup.ingest.build_dataset`: train/val images `uint8 (N, 3, S, S)`, train/val labels `int64`, "
+        "- **Dataset**: `datasite_setup.site.ingest.build_dataset`: train/val images `uint8 (N, 3, S, S)`, train/val labels `int64`, "
         "a metadata table; every asset with its generated mock twin of the same shape. **Payload** = bytes of every array, "
         "private and mock (both are serialised and stored); MB = 10⁶ bytes",
         f"- **{PLAIN}**: admin client logged in to an in-process datasite (login not timed), `client.upload_dataset(dataset)`",

@@ -311,7 +311,7 @@ def _significant(value: float, digits: int = 2) -> float:
 
 
 def run_accuracy(settings: Settings, results: Results, echo: Callable[..., None]) -> None:
-    from datasite_setup.sample_data import load_digit_images
+    from datasite_setup.convert.sample_data import load_digit_images
 
     fed = fedavg_settings(settings)
     work = settings.workdir / "privacy-accuracy"

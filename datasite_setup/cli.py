@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from datasite_setup import __version__
 from datasite_setup.errors import FedimgError
-from datasite_setup.partition import SCHEMES
+from datasite_setup.convert.partition import SCHEMES
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
@@ -180,9 +180,9 @@ def _comma_list(value: str) -> list[str]:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from datasite_setup.convert import ConvertOptions, convert
-    from datasite_setup.imaging import DEFAULT_MAX_PIXELS, ImageSpec
-    from datasite_setup.sources import CsvColumns
+    from datasite_setup.convert.pipeline import ConvertOptions, convert
+    from datasite_setup.convert.imaging import DEFAULT_MAX_PIXELS, ImageSpec
+    from datasite_setup.convert.sources import CsvColumns
 
     options = ConvertOptions(
         source=args.source,
@@ -214,7 +214,7 @@ def _run_convert(args: argparse.Namespace) -> int:
 
 
 def _print_summary(result) -> None:
-    from datasite_setup.report import print_client_table
+    from datasite_setup.convert.report import print_client_table
 
     print_client_table(console, result.federation)
     inputs = result.federation["inputs"]
@@ -231,7 +231,7 @@ def _reason_counts(counts: dict[str, int]) -> str:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
-    from datasite_setup.verify import verify_federation
+    from datasite_setup.convert.verify import verify_federation
 
     problems = verify_federation(args.out, show_progress=not args.quiet)
     for problem in problems:
@@ -244,8 +244,8 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 
 def _run_report(args: argparse.Namespace) -> int:
-    from datasite_setup.federated_format import PLOT_FILE, load_federation
-    from datasite_setup.report import plot_label_distribution, print_client_table
+    from datasite_setup.convert.federated_format import PLOT_FILE, load_federation
+    from datasite_setup.convert.report import plot_label_distribution, print_client_table
 
     federation = load_federation(args.out)
     print_client_table(console, federation)
@@ -255,7 +255,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _run_sample(args: argparse.Namespace) -> int:
-    from datasite_setup.sample_data import write_digits
+    from datasite_setup.convert.sample_data import write_digits
 
     path = write_digits(args.out, layout=args.layout, image_format=args.image_format)
     console.print(f"wrote the digits sample ({args.layout}) to {escape(str(path))}", highlight=False)
@@ -263,7 +263,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    from datasite_setup.serve import serve_site
+    from datasite_setup.site.serve import serve_site
 
     return serve_site(
         name=args.name, data=args.data, port=args.port, host=args.host, state_dir=args.state_dir, db_url=args.db_url,
@@ -272,8 +272,8 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def _run_up(args: argparse.Namespace) -> int:
-    from datasite_setup.federation_config import load_federation_config
-    from datasite_setup.federation_runner import up
+    from datasite_setup.site.federation_config import load_federation_config
+    from datasite_setup.site.federation_runner import up
 
     config = load_federation_config(args.config)
     statuses, already_running = up(config)
@@ -284,8 +284,8 @@ def _run_up(args: argparse.Namespace) -> int:
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from datasite_setup.federation_config import load_federation_config
-    from datasite_setup.federation_runner import status
+    from datasite_setup.site.federation_config import load_federation_config
+    from datasite_setup.site.federation_runner import status
 
     config = load_federation_config(args.config)
     statuses = status(config)
@@ -294,8 +294,8 @@ def _run_status(args: argparse.Namespace) -> int:
 
 
 def _run_down(args: argparse.Namespace) -> int:
-    from datasite_setup.federation_config import load_federation_config
-    from datasite_setup.federation_runner import down
+    from datasite_setup.site.federation_config import load_federation_config
+    from datasite_setup.site.federation_runner import down
 
     config = load_federation_config(args.config)
     for site in down(config):
@@ -304,7 +304,7 @@ def _run_down(args: argparse.Namespace) -> int:
 
 
 def _run_review(args: argparse.Namespace) -> int:
-    from datasite_setup.review_command import resolve_site, run_review
+    from datasite_setup.site.review_command import resolve_site, run_review
 
     if args.action in ("approve", "deny") and not args.request:
         raise FedimgError(f"review {args.action} needs a request id (see 'fedimg review --site {args.site} list')")
@@ -313,7 +313,7 @@ def _run_review(args: argparse.Namespace) -> int:
 
 
 def _run_audit_verify(args: argparse.Namespace) -> int:
-    from policies.audit import verify_audit_log
+    from policies import verify_audit_log
 
     if not args.log.is_file():
         raise FedimgError(f"{args.log}: audit log not found")

@@ -1,1 +1,95 @@
-"""Data-owner rules: code review, release policies, privacy (see issue 5)."""
+"""The data owner's rules: what a site reviews, runs, releases and records.
+
+This is the package's public face: the site (``datasite_setup.site``), the
+researcher's client (``researcher``) and the command line use only the names in
+``__all__``. Layers: ``policies`` imports nothing of ``datasite_setup`` but its
+shared contracts (``datasite_setup`` itself: errors, private files), and nothing
+of the site, the converter or the researcher's client.
+
+- review: ``review_code`` (static AST checks), ``match_template`` (the job
+  template, owned by the sites: ``policies.template``), ``review_request``;
+- release: ``check_release`` and the enforcement chain run around every
+  execution (``policies.enforcement``);
+- privacy: DP-SGD (``train_private``, ``schedule``), the accountant and ledger
+  (``PrivacyLedger``), update-level DP (``privatize_update``);
+- secure aggregation: ``mask_weights``, ``unmask_sum`` and the site key;
+- audit: the hash-chained ``AuditLog`` and ``verify_audit_log``;
+- site policy: ``SitePolicy`` read from ``policy.toml`` (``load_site_policy``).
+"""
+
+from policies.audit import AuditLog, AuditProblem, verify_audit_log
+from policies.dp_sgd import schedule, train_private
+from policies.enforcement import AUDIT_FILE, MOCK_RESULT, SiteEnforcer, install
+from policies.privacy import (
+    BudgetExceeded,
+    PrivacyLedger,
+    dp_sgd_noise_multiplier,
+    epsilon_of,
+    noise_multiplier_for,
+    privatize_update,
+)
+from policies.release import ReleaseRefused, check_release
+from policies.request_review import ASSET_INPUTS, RequestReview, review_request, summary_json
+from policies.secure_aggregation import (
+    context_bytes,
+    load_or_create_site_key,
+    mask_weights,
+    public_key_hex,
+    unmask_sum,
+)
+from policies.site_policy import POLICY_FILE, PolicyError, PrivacySettings, SitePolicy, load_site_policy
+from policies.static_review import Finding, ReviewPolicy, ReviewReport, review_code
+from policies.template import (
+    SITE_FUNCTION_TEMPLATE,
+    TEMPLATE_VERSION,
+    TemplateMatch,
+    match_template,
+    python_literal,
+    render_site_source,
+    template_id,
+)
+
+__all__ = [
+    "ASSET_INPUTS",
+    "AUDIT_FILE",
+    "AuditLog",
+    "AuditProblem",
+    "BudgetExceeded",
+    "Finding",
+    "MOCK_RESULT",
+    "POLICY_FILE",
+    "PolicyError",
+    "PrivacyLedger",
+    "PrivacySettings",
+    "ReleaseRefused",
+    "RequestReview",
+    "ReviewPolicy",
+    "ReviewReport",
+    "SITE_FUNCTION_TEMPLATE",
+    "SiteEnforcer",
+    "SitePolicy",
+    "TEMPLATE_VERSION",
+    "TemplateMatch",
+    "check_release",
+    "context_bytes",
+    "dp_sgd_noise_multiplier",
+    "epsilon_of",
+    "install",
+    "load_or_create_site_key",
+    "load_site_policy",
+    "mask_weights",
+    "match_template",
+    "noise_multiplier_for",
+    "privatize_update",
+    "public_key_hex",
+    "python_literal",
+    "render_site_source",
+    "review_code",
+    "review_request",
+    "schedule",
+    "summary_json",
+    "template_id",
+    "train_private",
+    "unmask_sum",
+    "verify_audit_log",
+]

@@ -1,6 +1,6 @@
 """DP-SGD at the site: the trusted training loop a differentially private site runs instead of the template's plain loop.
 
-The job template (``researcher/site_function.py``, ``fedavg-3``) calls
+The job template (``policies/template.py``, ``fedavg-3``) calls
 ``train_private`` when the site's release hook hands it a ``privacy`` dict
 (``policies.enforcement``): the noise multiplier, clipping norm, sample rate and
 number of steps are the site's, never the researcher's. The loop is owner code

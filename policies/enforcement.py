@@ -260,7 +260,7 @@ def _template_config(code: str) -> dict | None:
     """The CONFIG of ``code`` if it is fedimg's job template exactly (model aside), else None; cached per source."""
     import hashlib
 
-    from policies.request_review import match_template
+    from policies.template import match_template
 
     key = hashlib.sha256(code.encode()).hexdigest()
     if key not in _templates:

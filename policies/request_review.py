@@ -1,6 +1,6 @@
 """Everything a data owner needs to decide on a code request: static review, template match, policy checks.
 
-``review_request`` runs the checks of ``policies.review`` on the submitted code,
+``review_request`` runs the checks of ``policies.static_review`` on the submitted code,
 re-renders fedimg's job template from the request's own model and configuration
 to show what differs, checks the inputs and the execution limit, and says whether
 the site's policy lets it be approved without a person (only when the code *is*
@@ -9,56 +9,20 @@ an allowed template and every check passes).
 
 from __future__ import annotations
 
-import ast
-import difflib
-import hashlib
 import json
 import textwrap
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from policies.review import ReviewReport, review_code
+from policies.static_review import ReviewReport, review_code
+from policies.template import TemplateMatch, match_template
 from policies.site_policy import SitePolicy
 
 ASSET_INPUTS = ("train_images", "train_labels", "val_images", "val_labels")
 
 
-@dataclass(frozen=True)
-class TemplateMatch:
-    template_id: str  # e.g. "fedavg-1:3f2a…": allowed in a site policy's auto_approve_templates
-    matches: bool
-    diff: str  # unified diff, template → submitted ('' when they match)
-    config: dict = field(default_factory=dict)
-
-
-def template_id() -> str:
-    from researcher.site_function import SITE_FUNCTION_TEMPLATE, TEMPLATE_VERSION
-
-    return f"{TEMPLATE_VERSION}:{hashlib.sha256(SITE_FUNCTION_TEMPLATE.encode()).hexdigest()[:12]}"
-
-
-def match_template(code: str) -> TemplateMatch:
-    """Re-render the job template from the code's own model class and CONFIG; compare line by line."""
-    from researcher.site_function import render_site_source
-
-    identity = template_id()
-    try:
-        function = next(node for node in ast.parse(code).body if isinstance(node, ast.FunctionDef))
-        config_node = next(n for n in function.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "CONFIG")
-        config = ast.literal_eval(config_node.value)
-        model = next(n for n in function.body if isinstance(n, ast.ClassDef))
-        model_source = textwrap.dedent(ast.get_source_segment(code, model, padded=True)) + "\n"
-        rendered = render_site_source(function.name, model_source, model.name, config)
-    except (StopIteration, SyntaxError, ValueError, TypeError, KeyError) as exc:
-        return TemplateMatch(identity, False, f"not built from the job template ({type(exc).__name__}: {exc})")
-    if rendered == code:
-        return TemplateMatch(identity, True, "", config)
-    diff = "".join(difflib.unified_diff(rendered.splitlines(True), code.splitlines(True), "job template", "submitted"))
-    return TemplateMatch(identity, False, diff, config)
-
-
 @dataclass
 class RequestReview:
-    request: object  # datasite_setup.owner.PendingRequest
+    request: object  # datasite_setup.site.code_requests.PendingRequest
     static: ReviewReport
     template: TemplateMatch
     checks: dict[str, bool]
@@ -76,7 +40,7 @@ class RequestReview:
 
 
 def review_request(request: object, policy: SitePolicy) -> RequestReview:
-    """Review one ``datasite_setup.owner.PendingRequest`` under ``policy``."""
+    """Review one ``datasite_setup.site.code_requests.PendingRequest`` under ``policy``."""
     static = review_code(request.code, policy.review_policy)
     template = match_template(request.code)
     rounds = template.config.get("rounds")

@@ -29,6 +29,8 @@ from typing import Mapping
 
 import numpy as np
 
+from datasite_setup import read_private_file, write_private_file
+
 FRACTION_BITS = 24  # fixed point: 2^-24 resolution, |values| up to 2^39 before wrapping
 KEY_FILE = "secure_aggregation_key"
 
@@ -49,7 +51,6 @@ def load_or_create_site_key(state_dir: Path):
     """The site's X25519 secret, generated once into ``<state_dir>/secure_aggregation_key`` (0600)."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-    from datasite_setup.private_file import read_private_file, write_private_file
 
     path = Path(state_dir) / KEY_FILE
     if not path.exists():

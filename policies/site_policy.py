@@ -31,7 +31,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from policies.review import DEFAULT_ALLOWED_IMPORTS, ReviewPolicy
+from policies.static_review import DEFAULT_ALLOWED_IMPORTS, ReviewPolicy
 
 POLICY_FILE = "policy.toml"
 _KEYS = {

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from datasite_setup.ingest import DATASET_PREFIX, parse_dataset_info
+from datasite_setup import DATASET_PREFIX, parse_dataset_info
 
 ASSETS = ("train_images", "train_labels", "val_images", "val_labels")
 

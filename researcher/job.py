@@ -31,10 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from policies import schedule, unmask_sum
+
 from researcher.aggregation import ServerMomentum, fedavg
 from researcher.federation import ASSETS, Federation, FederationError
 from researcher.results import RoundRecord, TrainingResult, aggregate_evaluations
-from researcher.site_function import SiteFunction, build_site_function, state_dict_to_numpy
+from researcher.site_function import SiteFunction, build_site_function, load_model_class, model_source, state_dict_to_numpy
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("cross_entropy", "nll")
@@ -151,8 +153,6 @@ class FedAvgJob:
         return report
 
     def _dp_sgd_settings(self, privacy: dict, num_train: int) -> dict:
-        from policies.dp_sgd import schedule
-
         unknown = sorted(set(privacy) - {"noise_multiplier", "max_grad_norm"})
         if unknown:
             raise ValueError(f"dry_run(privacy=...) takes noise_multiplier and max_grad_norm (got {unknown})")
@@ -307,8 +307,6 @@ class FedAvgJob:
         checkpoint.save()
 
     def model_source(self) -> str:
-        from researcher.site_function import model_source
-
         return getattr(self.model_class, "__fedimg_source__", None) or model_source(self.model_class)
 
     def _call_sites(self, federation: Federation, function_name: str, names: list[str], weights: dict, round_number: int, cohort: dict | None = None) -> dict[str, dict]:
@@ -377,24 +375,9 @@ def _dp_sgd(output: dict) -> bool:
 
 def secure_average(global_weights: dict[str, np.ndarray], outputs: list[dict]) -> dict[str, np.ndarray]:
     """FedAvg from masked, sample-weighted updates: only their sum is ever decoded."""
-    from policies.secure_aggregation import unmask_sum
-
     total = unmask_sum([out["weights"] for out in outputs])
     count = sum(out["num_samples"] for out in outputs)
     return {name: (total[name] / count).astype(value.dtype) if name in total else value for name, value in global_weights.items()}
-
-
-def load_model_class(source: str, name: str) -> type:
-    """Execute model source in a namespace with torch, nn, F and np, and return the class ``name``."""
-    import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
-
-    namespace: dict[str, Any] = {"torch": torch, "nn": nn, "F": F, "np": np}
-    exec(compile(source, f"<fedimg model {name}>", "exec"), namespace)
-    if name not in namespace:
-        raise ValueError(f"model_source defines no class {name!r}")
-    return namespace[name]
 
 
 @dataclass

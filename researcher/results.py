@@ -9,6 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from researcher.site_function import load_model_class
+
 
 @dataclass
 class RoundRecord:
@@ -57,8 +59,6 @@ class TrainingResult:
     def model(self) -> Any:
         """The trained model, rebuilt from its source and weights."""
         import torch
-
-        from researcher.job import load_model_class
 
         model = load_model_class(self.model_source, self.model_name)(**self.config.get("model_kwargs", {}))
         model.load_state_dict({name: torch.as_tensor(value) for name, value in self.weights.items()})

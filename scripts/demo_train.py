@@ -12,10 +12,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from datasite_setup.credentials import admin_credentials
-from datasite_setup.federation_config import load_federation_config
-from datasite_setup.owner import approve, requests
-from datasite_setup.site_admin import login
+from datasite_setup.site.credentials import admin_credentials
+from datasite_setup.site.federation_config import load_federation_config
+from datasite_setup.site.code_requests import approve, requests
+from datasite_setup.site.site_admin import login
 from researcher import Federation, FedAvgJob
 from researcher.models import SmallCNN
 

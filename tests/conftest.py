@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasite_setup.imaging import ImageSpec
-from datasite_setup.quarantine import Reason
-from datasite_setup.sources import SkipReason
+from datasite_setup.convert.imaging import ImageSpec
+from datasite_setup.convert.quarantine import Reason
+from datasite_setup.convert.sources import SkipReason
 
 pytest_plugins = ["tests.support.datasites"]
 

@@ -17,11 +17,11 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from datasite_setup.client_data import find_federation_root
-from datasite_setup.credentials import ADMIN_EMAIL_ENV, ADMIN_PASSWORD_ENV
-from datasite_setup.datasite import serve_command
-from datasite_setup.federated_format import CLIENTS_DIR, FEDERATION_FILE
-from datasite_setup.serve import DB_URL_ENV
+from datasite_setup.convert.client_data import find_federation_root
+from datasite_setup.site.credentials import ADMIN_EMAIL_ENV, ADMIN_PASSWORD_ENV
+from datasite_setup.site.datasite import serve_command
+from datasite_setup.convert.federated_format import CLIENTS_DIR, FEDERATION_FILE
+from datasite_setup.site.serve import DB_URL_ENV
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose"

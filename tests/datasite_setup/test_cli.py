@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from datasite_setup.partition import SCHEMES
+from datasite_setup.convert.partition import SCHEMES
 from tests.datasite_setup.test_convert import fedimg_command, run_cli, subprocess_env, write_png
 
 

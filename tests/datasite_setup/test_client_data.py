@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasite_setup.client_data import METADATA_TABLE_COLUMNS, ClientPartition, load_client_partition
-from datasite_setup.convert import ConvertOptions, convert
+from datasite_setup.convert.client_data import METADATA_TABLE_COLUMNS, ClientPartition, load_client_partition
+from datasite_setup.convert.pipeline import ConvertOptions, convert
 from datasite_setup.errors import FedimgError
-from datasite_setup.federated_format import CHECKSUMS_FILE, FEDERATION_FILE, METADATA_FILE, SPLITS, load_federation, read_metadata_csv
-from datasite_setup.imaging import ImageSpec
-from datasite_setup.sample_data import write_digits
-from datasite_setup.sources import CsvColumns
+from datasite_setup.convert.federated_format import CHECKSUMS_FILE, FEDERATION_FILE, METADATA_FILE, SPLITS, load_federation, read_metadata_csv
+from datasite_setup.convert.imaging import ImageSpec
+from datasite_setup.convert.sample_data import write_digits
+from datasite_setup.convert.sources import CsvColumns
 from tests.conftest import TEST_SECRET, write_image
 
 CLIENTS = ["client_0", "client_1", "client_2"]

@@ -27,13 +27,13 @@ from PIL import Image
 from rich.console import Console
 
 from datasite_setup import cli
-from datasite_setup.convert import ConvertOptions, convert
+from datasite_setup.convert.pipeline import ConvertOptions, convert
 from datasite_setup.errors import FedimgError
-from datasite_setup.federated_format import read_metadata_csv
-from datasite_setup.imaging import ImageSpec
-from datasite_setup.quarantine import Reason, read_quarantine
-from datasite_setup.sources import CsvColumns
-from datasite_setup.verify import verify_federation
+from datasite_setup.convert.federated_format import read_metadata_csv
+from datasite_setup.convert.imaging import ImageSpec
+from datasite_setup.convert.quarantine import Reason, read_quarantine
+from datasite_setup.convert.sources import CsvColumns
+from datasite_setup.convert.verify import verify_federation
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0" "0112233445566778899aabbccddeeff0"
@@ -635,7 +635,7 @@ def test_an_interrupted_run_leaves_neither_output_nor_partial_dir(sig: int, work
 
 
 def test_a_failure_in_a_late_step_leaves_nothing(csv_dataset: CsvDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import datasite_setup.report as report
+    import datasite_setup.convert.report as report
 
     def fail(*args, **kwargs):
         raise RuntimeError("disk full while writing the report")
@@ -649,7 +649,7 @@ def test_a_failure_in_a_late_step_leaves_nothing(csv_dataset: CsvDataset, tmp_pa
 
 
 def test_ctrl_c_in_process_leaves_nothing(csv_dataset: CsvDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import datasite_setup.convert as convert_module
+    import datasite_setup.convert.pipeline as convert_module
 
     calls = []
     original = convert_module._write_client
@@ -675,7 +675,7 @@ def test_overwrite_replaces_the_output_only_once_the_new_one_is_complete(csv_dat
     (out / "stale.txt").write_text("from before")
 
     # A failing overwrite leaves the old output exactly as it was.
-    import datasite_setup.report as report
+    import datasite_setup.convert.report as report
 
     monkeypatch.setattr(report, "write_report_files", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import EmailStr, TypeAdapter
 
-from datasite_setup.credentials import (
+from datasite_setup.site.credentials import (
     ADMIN_EMAIL_ENV,
     ADMIN_FILE,
     ADMIN_PASSWORD_ENV,

@@ -19,11 +19,11 @@ from syft.server.credentials import SyftSigningKey
 from syft.service.user.user_roles import ServiceRole
 from syft.types.errors import SyftException
 
-from datasite_setup.datasite import ID_FILE, KEY_FILE
-from datasite_setup.federated_format import CLIENTS_DIR, load_federation
-from datasite_setup.ingest import parse_dataset_info
-from datasite_setup.serve import INGEST_JOURNAL
-from datasite_setup.site_admin import dataset_summaries, ensure_researcher, login
+from datasite_setup.site.datasite import ID_FILE, KEY_FILE
+from datasite_setup.convert.federated_format import CLIENTS_DIR, load_federation
+from datasite_setup.dataset_contract import parse_dataset_info
+from datasite_setup.site.serve import INGEST_JOURNAL
+from datasite_setup.site.site_admin import dataset_summaries, ensure_researcher, login
 from tests.support.datasites import convert_sample
 
 RESEARCHER_PASSWORD = "researcher-pass-1234"

@@ -8,10 +8,10 @@ from pathlib import PurePosixPath
 
 import pytest
 
-from datasite_setup.dedup import resolve_duplicates
-from datasite_setup.imaging import RejectedImage, standardise
-from datasite_setup.quarantine import Reason
-from datasite_setup.sources import scan_class_folders
+from datasite_setup.convert.dedup import resolve_duplicates
+from datasite_setup.convert.imaging import RejectedImage, standardise
+from datasite_setup.convert.quarantine import Reason
+from datasite_setup.convert.sources import scan_class_folders
 
 
 @dataclass(frozen=True)

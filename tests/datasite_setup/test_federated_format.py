@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from datasite_setup.convert import convert
+from datasite_setup.convert.pipeline import convert
 from datasite_setup.errors import FedimgError
-from datasite_setup.federated_format import (
+from datasite_setup.convert.federated_format import (
     METADATA_COLUMNS,
     SampleRow,
     atomic_output_dir,
@@ -113,7 +113,7 @@ def test_bad_labels_are_refused(label: str) -> None:
 
 
 def test_a_label_that_is_no_folder_name_stops_convert_before_writing(tmp_path: Path) -> None:
-    from datasite_setup.convert import ConvertOptions
+    from datasite_setup.convert.pipeline import ConvertOptions
 
     src = tmp_path / "src"
     src.mkdir()
@@ -225,7 +225,7 @@ def test_atomic_output_dir_overwrite_replaces_a_file_or_symlink_without_leftover
 
 @pytest.mark.parametrize("swap", ["exchange", "two renames"])
 def test_overwrite_swaps_by_exchange_or_by_two_renames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str) -> None:
-    import datasite_setup.federated_format as federated_format
+    import datasite_setup.convert.federated_format as federated_format
 
     if swap == "two renames":  # where renameat2(RENAME_EXCHANGE) is missing (not Linux, old kernels, some filesystems)
         monkeypatch.setattr(federated_format, "_exchange", lambda a, b: False)
@@ -237,7 +237,7 @@ def test_overwrite_swaps_by_exchange_or_by_two_renames(tmp_path: Path, monkeypat
 
 
 def test_exchange_swaps_two_folders_in_one_step(tmp_path: Path) -> None:
-    from datasite_setup.federated_format import _exchange
+    from datasite_setup.convert.federated_format import _exchange
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "from_a").write_text("a")
@@ -252,7 +252,7 @@ def test_a_signal_during_the_two_renames_waits_until_both_are_done() -> None:
     import os
     import signal
 
-    from datasite_setup.federated_format import _signals_deferred
+    from datasite_setup.convert.federated_format import _signals_deferred
 
     reached = []
     with pytest.raises(KeyboardInterrupt):

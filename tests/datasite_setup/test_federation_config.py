@@ -9,7 +9,7 @@ from textwrap import dedent
 import pytest
 
 from datasite_setup.errors import FedimgError
-from datasite_setup.federation_config import LOOPBACK, load_federation_config
+from datasite_setup.site.federation_config import LOOPBACK, load_federation_config
 
 VALID = """
 [federation]

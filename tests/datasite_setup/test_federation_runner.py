@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from datasite_setup.federated_format import CLIENTS_DIR, METADATA_FILE
-from datasite_setup.federation_config import load_federation_config
-from datasite_setup.federation_runner import read_run_file
+from datasite_setup.convert.federated_format import CLIENTS_DIR, METADATA_FILE
+from datasite_setup.site.federation_config import load_federation_config
+from datasite_setup.site.federation_runner import read_run_file
 from tests.support.datasites import REPO, free_port
 
 

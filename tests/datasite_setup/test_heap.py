@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from datasite_setup.heap import glibc
+from datasite_setup.site.heap import glibc
 from tests.support.datasites import REPO
 
 # An upload (large copies under heap_for_large_copies), then 40 allocations of 8 MB each, freed at once:
@@ -15,7 +15,7 @@ from tests.support.datasites import REPO
 PROBE = """
 import resource
 import numpy as np
-from datasite_setup.heap import heap_for_large_copies
+from datasite_setup.site.heap import heap_for_large_copies
 
 with heap_for_large_copies():
     upload = np.ones(25_000_000)
@@ -42,7 +42,7 @@ def test_after_an_upload_training_sized_blocks_are_reused_not_faulted_in_again()
 def test_the_upload_memory_goes_back_to_the_kernel() -> None:
     probe = """
 import numpy as np, resource
-from datasite_setup.heap import heap_for_large_copies
+from datasite_setup.site.heap import heap_for_large_copies
 
 def rss_mb():
     return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20

@@ -1,4 +1,4 @@
-"""Decoding, validating and standardising one image (``datasite_setup.imaging``)."""
+"""Decoding, validating and standardising one image (``datasite_setup.convert.imaging``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
 from datasite_setup.errors import FedimgError
-from datasite_setup.imaging import ImageSpec, RejectedImage, decode, encode_png, standardise, to_mode
-from datasite_setup.quarantine import Reason
+from datasite_setup.convert.imaging import ImageSpec, RejectedImage, decode, encode_png, standardise, to_mode
+from datasite_setup.convert.quarantine import Reason
 from tests.conftest import image_bytes, synthetic_pixels
 
 # Every (suffix, source mode) pair the contract lists that the format can hold.

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from datasite_setup.client_data import ClientPartition, SplitData, load_client_partition
-from datasite_setup.mock import mock_partition
+from datasite_setup.convert.client_data import ClientPartition, SplitData, load_client_partition
+from datasite_setup.site.mock import mock_partition
 from tests.datasite_setup.test_client_data import CLIENTS, shared_digits
 
 MAX_ABS_CORRELATION = 0.8

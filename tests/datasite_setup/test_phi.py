@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from datasite_setup.convert import convert
-from datasite_setup.sources import CsvColumns
+from datasite_setup.convert.pipeline import convert
+from datasite_setup.convert.sources import CsvColumns
 from tests.datasite_setup.test_convert import options, read_outputs, run_cli
 
 UNICODE_NAME = "Ünïcödé name"

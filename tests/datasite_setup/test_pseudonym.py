@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from datasite_setup.pseudonym import PSEUDONYM_HEX_CHARS, Pseudonymiser
-from datasite_setup.secret import load_secret
+from datasite_setup.convert.pseudonym import PSEUDONYM_HEX_CHARS, Pseudonymiser
+from datasite_setup.convert.secret import load_secret
 
 HEX20 = re.compile(r"[0-9a-f]{20}")
 SOURCE_SHA = hashlib.sha256(b"some image bytes").hexdigest()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 
-from datasite_setup.quarantine import QuarantineEntry, Reason, quarantine_jsonl, read_quarantine
+from datasite_setup.convert.quarantine import QuarantineEntry, Reason, quarantine_jsonl, read_quarantine
 
 
 def test_reason_codes_are_the_documented_strings() -> None:

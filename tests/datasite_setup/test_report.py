@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from datasite_setup.convert import convert
-from datasite_setup.report import print_client_table, render_label_distribution, render_report_markdown
+from datasite_setup.convert.pipeline import convert
+from datasite_setup.convert.report import print_client_table, render_label_distribution, render_report_markdown
 from tests.datasite_setup.test_convert import (
     SECRET,
     csv_options,

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasite_setup.imaging import ImageSpec, standardise
-from datasite_setup.sample_data import SITES, load_digit_images, patient_sites, synthetic_patients, write_digits
-from datasite_setup.sources import CsvColumns, SkipReason, scan_class_folders, scan_labels_csv
+from datasite_setup.convert.imaging import ImageSpec, standardise
+from datasite_setup.convert.sample_data import SITES, load_digit_images, patient_sites, synthetic_patients, write_digits
+from datasite_setup.convert.sources import CsvColumns, SkipReason, scan_class_folders, scan_labels_csv
 
 NUM_DIGITS = 1797
 

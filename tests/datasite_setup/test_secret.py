@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from datasite_setup.errors import FedimgError
-from datasite_setup.secret import MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, default_secret_path, load_secret
+from datasite_setup.convert.secret import MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, default_secret_path, load_secret
 
 
 def write_secret(path: Path, content: str, mode: int = 0o600) -> Path:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from datasite_setup.errors import FedimgError
-from datasite_setup.quarantine import Reason
-from datasite_setup.sources import (
+from datasite_setup.convert.quarantine import Reason
+from datasite_setup.convert.sources import (
     CsvColumns,
     ScanResult,
     SkipReason,

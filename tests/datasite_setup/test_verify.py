@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from datasite_setup.convert import convert
+from datasite_setup.convert.pipeline import convert
 from datasite_setup.errors import FedimgError
-from datasite_setup.federated_format import (
+from datasite_setup.convert.federated_format import (
     canonical_json,
     checksums_file,
     client_summary,
@@ -20,7 +20,7 @@ from datasite_setup.federated_format import (
     read_metadata_csv,
     sha256_file,
 )
-from datasite_setup.verify import KINDS, Problem, verify_federation
+from datasite_setup.convert.verify import KINDS, Problem, verify_federation
 from tests.datasite_setup.test_convert import SECRET, csv_options, make_csv_dataset, run_cli
 
 

@@ -10,12 +10,13 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from datasite_setup.owner import PendingRequest
-from policies.request_review import ASSET_INPUTS, match_template, review_request, summary_json, template_id
+from datasite_setup.site.code_requests import PendingRequest
+from policies.request_review import ASSET_INPUTS, review_request, summary_json
+from policies.template import match_template, template_id
 from policies.site_policy import SitePolicy
 from researcher.job import FedAvgConfig
 from researcher.models import SmallCNN
-from researcher.site_function import TEMPLATE_VERSION, render_site_source
+from policies.template import TEMPLATE_VERSION, render_site_source
 
 ROUNDS = 3
 DATASET = "fedimg-hospital_a-0123456789ab"
@@ -39,7 +40,7 @@ def parameters(code: str) -> list[str]:
 
 
 def request(code: str | None = None, **changes) -> PendingRequest:
-    """What ``datasite_setup.owner.describe`` gives for a well-formed submission of the job template."""
+    """What ``datasite_setup.site.code_requests.describe`` gives for a well-formed submission of the job template."""
     code = code or rendered()
     # `privacy` is not an input: only a DP site's release hook sets it (template fedavg-3)
     inputs = {name: ("Matches" if name in ASSET_INPUTS else "UserOwned") for name in parameters(code) if name != "privacy"}

@@ -8,12 +8,12 @@ from dataclasses import asdict
 
 import pytest
 
-import policies.review
-from policies.review import DEFAULT_ALLOWED_IMPORTS, ReviewPolicy, review_code
+import policies.static_review
+from policies.static_review import DEFAULT_ALLOWED_IMPORTS, ReviewPolicy, review_code
 from policies.site_policy import SitePolicy
 from researcher.job import FedAvgConfig
 from researcher.models import SmallCNN
-from researcher.site_function import render_site_source
+from policies.template import render_site_source
 
 
 def findings(source: str, policy: ReviewPolicy | None = None) -> set[tuple[str, int]]:
@@ -174,7 +174,7 @@ def test_extra_allowed_imports_through_the_site_policy() -> None:
 
 
 def test_module_doctest() -> None:
-    result = doctest.testmod(policies.review)
+    result = doctest.testmod(policies.static_review)
     assert result.attempted > 0 and result.failed == 0
 
 
@@ -197,7 +197,7 @@ def test_the_sites_dp_sgd_loop_is_the_one_import_of_fedimg_code() -> None:
         "from policies import dp_sgd",
         "import policies.dp_sgd",
         "from policies.enforcement import install",
-        "from datasite_setup.owner import approve",
+        "from datasite_setup.site.code_requests import approve",
         "from .policies.dp_sgd import train_private",
     ):
         assert not review_code(statement + "\n").passed, statement

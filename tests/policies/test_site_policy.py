@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from policies.review import DEFAULT_ALLOWED_IMPORTS
+from policies.static_review import DEFAULT_ALLOWED_IMPORTS
 from policies.site_policy import POLICY_FILE, PolicyError, PrivacySettings, SitePolicy, load_site_policy
 
 

@@ -27,7 +27,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from datasite_setup.federated_format import CLIENTS_DIR
+from datasite_setup.convert.federated_format import CLIENTS_DIR
 from policies.audit import AuditLog, verify_audit_log
 from policies.enforcement import AUDIT_FILE
 from policies.site_policy import POLICY_FILE, load_site_policy
@@ -87,7 +87,7 @@ class RedTeam:
     """One researcher (the attacker) and the data owner of one running site."""
 
     def __init__(self, site: RunningSite, email: str = "eve@attacker.example") -> None:
-        from datasite_setup.site_admin import ensure_researcher, login
+        from datasite_setup.site.site_admin import ensure_researcher, login
         from researcher.federation import Federation
 
         self.site = site
@@ -153,8 +153,8 @@ class RedTeam:
 
     def review(self, request_id: str):
         """The owner's review of one request (static checks, template match, policy checks)."""
-        from datasite_setup.owner import requests
-        from datasite_setup.site_admin import login
+        from datasite_setup.site.code_requests import requests
+        from datasite_setup.site.site_admin import login
         from policies.request_review import review_request
 
         if self._admin is None:
@@ -168,7 +168,7 @@ class RedTeam:
 
         The command's admin login (2-3 s each on a busy machine) is made once per site and reused.
         """
-        import datasite_setup.site_admin as site_admin
+        import datasite_setup.site.site_admin as site_admin
         from datasite_setup.cli import main
 
         login = site_admin.login

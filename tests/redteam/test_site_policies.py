@@ -71,7 +71,7 @@ def update_site(privacy_sites):
 
 
 def train_count(site) -> int:
-    from datasite_setup.client_data import load_client_partition
+    from datasite_setup.convert.client_data import load_client_partition
 
     return len(load_client_partition(site.data).splits["train"].labels)
 
@@ -157,7 +157,7 @@ def test_a_model_that_memorises_images_releases_nothing_of_them_under_dp_sgd(pri
     """The model is researcher code inside the real template: every check passes. Without [privacy] its buffer
     would carry four validation images out; under DP-SGD only parameters are trained and released, and the buffer
     goes back at the value the researcher sent."""
-    from datasite_setup.client_data import load_client_partition
+    from datasite_setup.convert.client_data import load_client_partition
     from policies.release import check_release
 
     team = RedTeam(privacy_site, "mallory@attacker.example")

@@ -9,9 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from datasite_setup.federated_format import CLIENTS_DIR
-from datasite_setup.owner import approve, deny, requests
-from datasite_setup.site_admin import ensure_researcher, login
+from datasite_setup.convert.federated_format import CLIENTS_DIR
+from datasite_setup.site.code_requests import approve, deny, requests
+from datasite_setup.site.site_admin import ensure_researcher, login
 from researcher import Federation, FedAvgJob, JobError
 from researcher.models import SmallCNN
 

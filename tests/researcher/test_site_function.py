@@ -7,9 +7,11 @@ import inspect
 import numpy as np
 import pytest
 
-from researcher.job import FedAvgJob, load_model_class
+from researcher.job import FedAvgJob
+from researcher.site_function import load_model_class
 from researcher.models import SmallCNN
-from researcher.site_function import build_site_function, render_site_source
+from policies.template import render_site_source
+from researcher.site_function import build_site_function
 
 CONFIG = dict(rounds=2, local_epochs=2, batch_size=16, lr=0.1, optimizer="sgd", momentum=0.0, loss="cross_entropy", min_sites=1, seed=0, mu=0.0,
               server_momentum=0.0, server_lr=1.0, model_kwargs={"channels": 1, "image_size": 8, "num_classes": 2}, num_classes=2)

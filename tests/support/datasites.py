@@ -17,13 +17,13 @@ from typing import Callable, Iterator
 
 import pytest
 
-from datasite_setup.convert import ConvertOptions, convert
-from datasite_setup.credentials import Credentials, admin_credentials
-from datasite_setup.datasite import serve_command
-from datasite_setup.imaging import ImageSpec
-from datasite_setup.sample_data import write_digits
-from datasite_setup.site_admin import is_answering
-from datasite_setup.sources import CsvColumns
+from datasite_setup.convert.pipeline import ConvertOptions, convert
+from datasite_setup.site.credentials import Credentials, admin_credentials
+from datasite_setup.site.datasite import serve_command
+from datasite_setup.convert.imaging import ImageSpec
+from datasite_setup.convert.sample_data import write_digits
+from datasite_setup.site.site_admin import is_answering
+from datasite_setup.convert.sources import CsvColumns
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from datasite_setup.errors import PartitionError
-from datasite_setup.partition import PartitionInput, build_partitioner, split_train_val
+from datasite_setup.convert.partition import PartitionInput, build_partitioner, split_train_val
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Schemes that may legitimately refuse a small or lumpy input (with a PartitionError).

@@ -7,10 +7,10 @@ import doctest
 import numpy as np
 import pytest
 
-import datasite_setup.partition as partition
+import datasite_setup.convert.partition as partition
 
 from datasite_setup.errors import PartitionError
-from datasite_setup.partition import (
+from datasite_setup.convert.partition import (
     SCHEMES,
     DirichletPartitioner,
     IidPartitioner,

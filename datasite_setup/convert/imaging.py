@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from datasite_setup.errors import FedimgError
-from datasite_setup.quarantine import Reason
+from datasite_setup.convert.quarantine import Reason
 
 MODES = ("L", "RGB")
 RESIZE_POLICIES = ("letterbox", "crop", "stretch")

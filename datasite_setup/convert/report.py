@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from datasite_setup.terminal import print_table
-from datasite_setup.federated_format import PLOT_FILE, REPORT_FILE, SPLITS, write_bytes
+from datasite_setup.convert.federated_format import PLOT_FILE, REPORT_FILE, SPLITS, write_bytes
 
 
 def label_names(federation: dict) -> list[str]:

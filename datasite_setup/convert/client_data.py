@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from datasite_setup.errors import FedimgError
-from datasite_setup.federated_format import (
+from datasite_setup.convert.federated_format import (
     CHECKSUMS_FILE,
     METADATA_FILE,
     SPLITS,

@@ -25,9 +25,9 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from datasite_setup import __version__
-from datasite_setup.dedup import resolve_duplicates
+from datasite_setup.convert.dedup import resolve_duplicates
 from datasite_setup.errors import FedimgError, PartitionError
-from datasite_setup.federated_format import (
+from datasite_setup.convert.federated_format import (
     CHECKSUMS_FILE,
     CLIENTS_DIR,
     FEDERATION_FILE,
@@ -46,13 +46,13 @@ from datasite_setup.federated_format import (
     sha256_bytes,
     write_bytes,
 )
-from datasite_setup.imaging import ImageSpec, RejectedImage, standardise
-from datasite_setup.partition import PartitionInput, build_partitioner, split_train_val
+from datasite_setup.convert.imaging import ImageSpec, RejectedImage, standardise
+from datasite_setup.convert.partition import PartitionInput, build_partitioner, split_train_val
 from datasite_setup.progress import progress_bar
-from datasite_setup.pseudonym import Pseudonymiser
-from datasite_setup.quarantine import QuarantineEntry, Reason, quarantine_jsonl
-from datasite_setup.secret import load_secret
-from datasite_setup.sources import CsvColumns, ScanResult, SourceRecord, scan_class_folders, scan_label_pattern, scan_labels_csv
+from datasite_setup.convert.pseudonym import Pseudonymiser
+from datasite_setup.convert.quarantine import QuarantineEntry, Reason, quarantine_jsonl
+from datasite_setup.convert.secret import load_secret
+from datasite_setup.convert.sources import CsvColumns, ScanResult, SourceRecord, scan_class_folders, scan_label_pattern, scan_labels_csv
 
 
 @dataclass(frozen=True)
@@ -357,7 +357,7 @@ def _write_federation(
         quarantine_sha256=sha256_bytes(quarantine),
     )
     write_bytes(partial / FEDERATION_FILE, canonical_json(federation))
-    from datasite_setup.report import write_report_files  # matplotlib import is slow: only when writing
+    from datasite_setup.convert.report import write_report_files  # matplotlib import is slow: only when writing
 
     write_report_files(partial, federation)
     return federation

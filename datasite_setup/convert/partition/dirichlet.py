@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasite_setup.partition.base import PartitionInput, SkewPartitioner, cut_by_proportions
+from datasite_setup.convert.partition.base import PartitionInput, SkewPartitioner, cut_by_proportions
 
 
 class DirichletPartitioner(SkewPartitioner):
@@ -27,7 +27,7 @@ class DirichletPartitioner(SkewPartitioner):
 
     Example:
         >>> import numpy as np
-        >>> from datasite_setup.partition import DirichletPartitioner, PartitionInput
+        >>> from datasite_setup.convert.partition import DirichletPartitioner, PartitionInput
         >>> data = PartitionInput(labels=np.arange(300) % 3, groups=np.arange(300))
         >>> parts = DirichletPartitioner(3, alpha=0.3, min_partition_size=10, seed=0).partition(data)
         >>> sum(len(p) for p in parts), min(len(p) for p in parts) >= 10

@@ -32,9 +32,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasite_setup.credentials import email_problem
+from datasite_setup.site.credentials import email_problem
 from datasite_setup.errors import FedimgError
-from datasite_setup.federated_format import CLIENTS_DIR, check_client_name
+from datasite_setup.convert.federated_format import CLIENTS_DIR, check_client_name
 
 LOOPBACK = "127.0.0.1"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasite_setup.partition.base import PartitionInput, SkewPartitioner, cut_by_proportions
+from datasite_setup.convert.partition.base import PartitionInput, SkewPartitioner, cut_by_proportions
 
 
 class QuantityPartitioner(SkewPartitioner):
@@ -24,7 +24,7 @@ class QuantityPartitioner(SkewPartitioner):
 
     Example:
         >>> import numpy as np
-        >>> from datasite_setup.partition import PartitionInput, QuantityPartitioner
+        >>> from datasite_setup.convert.partition import PartitionInput, QuantityPartitioner
         >>> data = PartitionInput(labels=np.arange(200) % 2, groups=np.arange(200))
         >>> sizes = [len(p) for p in QuantityPartitioner(4, alpha=1.0, min_partition_size=5, seed=3).partition(data)]
         >>> sum(sizes), min(sizes) >= 5

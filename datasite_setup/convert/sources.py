@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 from datasite_setup.errors import FedimgError
-from datasite_setup.quarantine import QuarantineEntry, Reason
+from datasite_setup.convert.quarantine import QuarantineEntry, Reason
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 SYSTEM_FILE_NAMES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})

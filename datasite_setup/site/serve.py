@@ -7,11 +7,12 @@ import os
 import sys
 from pathlib import Path
 
-from datasite_setup.credentials import admin_credentials
-from datasite_setup.datasite import clear_syft_import_environment, redact_url
+from datasite_setup.site.credentials import admin_credentials
+from datasite_setup.site.datasite import clear_syft_import_environment, redact_url
+from policies import POLICY_FILE, PolicyError, install, load_or_create_site_key, load_site_policy, public_key_hex
 
 DB_URL_ENV = "FEDIMG_DB_URL"
-INGEST_JOURNAL = "ingest-journal.json"  # blob files before an upload in progress (datasite_setup.ingest)
+INGEST_JOURNAL = "ingest-journal.json"  # blob files before an upload in progress (datasite_setup.site.ingest)
 
 
 def default_state_dir(name: str) -> Path:
@@ -21,7 +22,7 @@ def default_state_dir(name: str) -> Path:
 
 def serve_site(*, name: str, data: Path, port: int, host: str, state_dir: Path | None, db_url: str | None, show_progress: bool, policy_file: Path | None = None) -> int:
     """Run until SIGINT/SIGTERM; returns the exit code."""
-    from datasite_setup.federated_format import check_client_name
+    from datasite_setup.convert.federated_format import check_client_name
 
     check_client_name(name)
     clear_syft_import_environment()  # before the first 'import syft' of this process
@@ -30,11 +31,9 @@ def serve_site(*, name: str, data: Path, port: int, host: str, state_dir: Path |
     state_dir = (state_dir or default_state_dir(name)).absolute()
     db_url = db_url or os.environ.get(DB_URL_ENV) or None
     admin = admin_credentials(state_dir, name)
-    from datasite_setup.datasite import open_datasite, serve
-    from datasite_setup.heap import use_serving_thresholds
-    from datasite_setup.ingest import ingest_partition
-
-    from policies.secure_aggregation import load_or_create_site_key, public_key_hex
+    from datasite_setup.site.datasite import open_datasite, serve
+    from datasite_setup.site.heap import use_serving_thresholds
+    from datasite_setup.site.ingest import ingest_partition
 
     worker = open_datasite(name, state_dir, admin, db_url=db_url)
     site_key = public_key_hex(load_or_create_site_key(state_dir))
@@ -54,10 +53,8 @@ def serve_site(*, name: str, data: Path, port: int, host: str, state_dir: Path |
 def _install_release_policy(worker, state_dir: Path, policy_file: Path | None, data: Path):
     """The site's policy (``--policy``, else ``<state_dir>/policy.toml``, else the defaults), enforced on every run."""
     from datasite_setup.errors import FedimgError
-    from datasite_setup.federated_format import load_federation
-    from datasite_setup.client_data import find_federation_root
-    from policies.enforcement import install
-    from policies.site_policy import POLICY_FILE, PolicyError, load_site_policy
+    from datasite_setup.convert.federated_format import load_federation
+    from datasite_setup.convert.client_data import find_federation_root
 
     if policy_file is not None and not policy_file.exists():
         raise FedimgError(f"{policy_file}: policy file not found")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasite_setup.partition.base import PartitionInput, Partitioner
+from datasite_setup.convert.partition.base import PartitionInput, Partitioner
 
 
 class StratifiedPartitioner(Partitioner):
@@ -19,7 +19,7 @@ class StratifiedPartitioner(Partitioner):
 
     Example:
         >>> import numpy as np
-        >>> from datasite_setup.partition import PartitionInput, StratifiedPartitioner
+        >>> from datasite_setup.convert.partition import PartitionInput, StratifiedPartitioner
         >>> data = PartitionInput(labels=np.repeat([0, 1], [6, 3]), groups=np.arange(9))
         >>> parts = StratifiedPartitioner(3, seed=0).partition(data)
         >>> [np.bincount(data.labels[part], minlength=2).tolist() for part in parts]

@@ -14,7 +14,7 @@ import hashlib
 
 import numpy as np
 
-from datasite_setup.client_data import ClientPartition, SplitData
+from datasite_setup.convert.client_data import ClientPartition, SplitData
 
 
 def mock_partition(private: ClientPartition, *, seed: int | None = None) -> ClientPartition:

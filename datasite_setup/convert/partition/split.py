@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from datasite_setup.errors import PartitionError
-from datasite_setup.partition.base import PartitionInput
+from datasite_setup.convert.partition.base import PartitionInput
 
 
 def split_train_val(data: PartitionInput, indices: np.ndarray, val_fraction: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -26,7 +26,7 @@ def split_train_val(data: PartitionInput, indices: np.ndarray, val_fraction: flo
 
     Example:
         >>> import numpy as np
-        >>> from datasite_setup.partition import PartitionInput, split_train_val
+        >>> from datasite_setup.convert.partition import PartitionInput, split_train_val
         >>> data = PartitionInput(labels=np.arange(20) % 2, groups=np.arange(20))
         >>> train, val = split_train_val(data, np.arange(20), 0.2, seed=0)
         >>> len(train), len(val), np.bincount(data.labels[val]).tolist()

@@ -10,9 +10,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from datasite_setup.credentials import Credentials
-from datasite_setup.datasite import API_PREFIX
-from datasite_setup.ingest import DATASET_PREFIX, parse_dataset_info
+from datasite_setup.site.credentials import Credentials
+from datasite_setup.site.datasite import API_PREFIX
+from datasite_setup.dataset_contract import DATASET_PREFIX, parse_dataset_info
 
 
 def is_answering(url: str, timeout: float = 2.0) -> bool:

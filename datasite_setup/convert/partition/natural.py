@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from datasite_setup.errors import PartitionError
-from datasite_setup.partition.base import PartitionInput, Partitioner
+from datasite_setup.convert.partition.base import PartitionInput, Partitioner
 
 
 class NaturalPartitioner(Partitioner):
@@ -26,7 +26,7 @@ class NaturalPartitioner(Partitioner):
 
     Example:
         >>> import numpy as np
-        >>> from datasite_setup.partition import NaturalPartitioner, PartitionInput
+        >>> from datasite_setup.convert.partition import NaturalPartitioner, PartitionInput
         >>> data = PartitionInput(labels=np.zeros(4, dtype=int), groups=np.array([0, 0, 0, 1]),
         ...                       natural_keys=np.array(["a", "a", "b", "b"], dtype=object))
         >>> partitioner = NaturalPartitioner(2, client_values=["a", "b"])

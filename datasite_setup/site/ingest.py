@@ -33,15 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from datasite_setup.client_data import ClientPartition, load_client_partition
-from datasite_setup.heap import heap_for_large_copies
-from datasite_setup.mock import mock_partition
+from datasite_setup.convert.client_data import ClientPartition, load_client_partition
+from datasite_setup.dataset_contract import DATASET_PREFIX, describe_dataset
+from datasite_setup.site.heap import heap_for_large_copies
+from datasite_setup.site.mock import mock_partition
 
 if TYPE_CHECKING:
     from syft.server.datasite import Datasite
 
-DATASET_PREFIX = "fedimg-"
-DESCRIPTION_MARKER = "fedimg-dataset-info"
 log = logging.getLogger("fedimg.ingest")
 
 
@@ -74,27 +73,13 @@ def dataset_info(partition: ClientPartition, extra: dict | None = None) -> dict:
     }
 
 
-def parse_dataset_info(description: str) -> dict | None:
-    """The ``dataset_info`` embedded in a dataset description, or None for datasets fedimg did not write."""
-    start = description.find(f"```{DESCRIPTION_MARKER}\n")
-    if start < 0:
-        return None
-    body = description[start + len(DESCRIPTION_MARKER) + 4 :]
-    return json.loads(body[: body.index("```")])
-
-
 def build_dataset(private: ClientPartition, mock: ClientPartition, extra_info: dict | None = None) -> Any:
     """The ``sy.Dataset`` (not yet uploaded) for a partition and its mock twin."""
     import pandas as pd
     import syft as sy
 
     info = dataset_info(private, extra_info)
-    description = (
-        f"Federated image partition of {private.name}: {info['image']['size']}x{info['image']['size']} {info['image']['mode']} images, "
-        f"labels {', '.join(private.label_names)}; train {info['split_counts']['train']}, val {info['split_counts']['val']}. "
-        "Mocks are generated (same shapes and label counts, no real pixels).\n\n"
-        f"```{DESCRIPTION_MARKER}\n{json.dumps(info, indent=1, sort_keys=True)}\n```\n"
-    )
+    description = describe_dataset(info, private.label_names)
     dataset = sy.Dataset(name=dataset_name(private), summary=f"fedimg partition {private.name} v{private.version}", description=description)
     for split in private.splits:
         real, fake = private.splits[split], mock.splits[split]

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datasite_setup.credentials import Credentials
+from datasite_setup.site.credentials import Credentials
 from datasite_setup.errors import FedimgError
 from datasite_setup.private_file import read_private_file, write_private_file
 
@@ -71,7 +71,7 @@ def open_datasite(name: str, state_dir: Path, admin: Credentials, *, db_url: str
     from syft.store.db.sqlite import SQLiteDBConfig
     from syft.types.uid import UID
 
-    from datasite_setup.syft_fixes import apply_syft_fixes
+    from datasite_setup.site.syft_patches import apply_syft_fixes
 
     apply_syft_fixes()
     state_dir = Path(state_dir).absolute()

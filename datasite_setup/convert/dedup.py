@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Protocol, Sequence, TypeVar
 
-from datasite_setup.quarantine import QuarantineEntry, Reason
+from datasite_setup.convert.quarantine import QuarantineEntry, Reason
 
 
 class _Candidate(Protocol):

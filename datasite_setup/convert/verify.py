@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasite_setup.errors import FedimgError
-from datasite_setup.federated_format import (
+from datasite_setup.convert.federated_format import (
     CHECKSUMS_FILE,
     CLIENTS_DIR,
     METADATA_FILE,
@@ -33,7 +33,7 @@ from datasite_setup.federated_format import (
     sha256_file,
 )
 from datasite_setup.progress import progress_bar
-from datasite_setup.quarantine import read_quarantine
+from datasite_setup.convert.quarantine import read_quarantine
 
 KINDS = ("missing", "extra", "altered", "schema", "count", "leak")
 _PSEUDONYM = re.compile(r"^[0-9a-f]{20}$")

@@ -16,12 +16,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasite_setup.credentials import admin_credentials, researcher_credentials, researcher_file
-from datasite_setup.datasite import python_executable_command, serve_command
+from datasite_setup.site.credentials import admin_credentials, researcher_credentials, researcher_file
+from datasite_setup.site.datasite import python_executable_command, serve_command
 from datasite_setup.errors import FedimgError
-from datasite_setup.federation_config import FederationConfig, SiteConfig
+from datasite_setup.site.federation_config import FederationConfig, SiteConfig
 from datasite_setup.private_file import write_private_file
-from datasite_setup.site_admin import dataset_summaries, ensure_researcher, is_answering, login
+from datasite_setup.site.site_admin import dataset_summaries, ensure_researcher, is_answering, login
 
 LOG_FILE = "datasite.log"
 START_TIMEOUT_S = 180.0

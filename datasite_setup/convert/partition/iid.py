@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasite_setup.partition.base import PartitionInput, Partitioner, balanced_assignment
+from datasite_setup.convert.partition.base import PartitionInput, Partitioner, balanced_assignment
 
 
 class IidPartitioner(Partitioner):
@@ -16,7 +16,7 @@ class IidPartitioner(Partitioner):
 
     Example:
         >>> import numpy as np
-        >>> from datasite_setup.partition import IidPartitioner, PartitionInput
+        >>> from datasite_setup.convert.partition import IidPartitioner, PartitionInput
         >>> data = PartitionInput(labels=np.arange(10) % 2, groups=np.arange(10))
         >>> [len(part) for part in IidPartitioner(3, seed=1).partition(data)]
         [4, 3, 3]

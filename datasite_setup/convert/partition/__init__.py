@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from datasite_setup.errors import PartitionError
-from datasite_setup.partition.base import PartitionInput, Partitioner
-from datasite_setup.partition.dirichlet import DirichletPartitioner
-from datasite_setup.partition.iid import IidPartitioner
-from datasite_setup.partition.natural import NaturalPartitioner
-from datasite_setup.partition.quantity import QuantityPartitioner
-from datasite_setup.partition.shards import ShardPartitioner
-from datasite_setup.partition.split import split_train_val
-from datasite_setup.partition.stratified import StratifiedPartitioner
+from datasite_setup.convert.partition.base import PartitionInput, Partitioner
+from datasite_setup.convert.partition.dirichlet import DirichletPartitioner
+from datasite_setup.convert.partition.iid import IidPartitioner
+from datasite_setup.convert.partition.natural import NaturalPartitioner
+from datasite_setup.convert.partition.quantity import QuantityPartitioner
+from datasite_setup.convert.partition.shards import ShardPartitioner
+from datasite_setup.convert.partition.split import split_train_val
+from datasite_setup.convert.partition.stratified import StratifiedPartitioner
 
 SCHEMES: dict[str, type[Partitioner]] = {
     "iid": IidPartitioner,

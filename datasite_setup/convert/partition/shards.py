@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from datasite_setup.errors import PartitionError
-from datasite_setup.partition.base import PartitionInput, Partitioner, cut_by_proportions
+from datasite_setup.convert.partition.base import PartitionInput, Partitioner, cut_by_proportions
 
 
 class ShardPartitioner(Partitioner):
@@ -22,7 +22,7 @@ class ShardPartitioner(Partitioner):
 
     Example:
         >>> import numpy as np
-        >>> from datasite_setup.partition import PartitionInput, ShardPartitioner
+        >>> from datasite_setup.convert.partition import PartitionInput, ShardPartitioner
         >>> data = PartitionInput(labels=np.repeat(np.arange(4), 10), groups=np.arange(40))
         >>> parts = ShardPartitioner(2, shards_per_client=2, seed=0).partition(data)
         >>> [len(np.unique(data.labels[p])) for p in parts], sum(len(p) for p in parts)

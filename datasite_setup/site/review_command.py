@@ -11,9 +11,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasite_setup.credentials import admin_credentials
+from datasite_setup.site.credentials import admin_credentials
 from datasite_setup.errors import FedimgError
-from datasite_setup.federation_config import load_federation_config
+from datasite_setup.site.federation_config import load_federation_config
+from policies import AUDIT_FILE, POLICY_FILE, AuditLog, PolicyError, load_site_policy, review_request
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,7 @@ def resolve_site(site: str, config: Path | None, state_dir: Path | None) -> Site
 
 def open_review(access: SiteAccess, policy_file: Path | None):
     """(admin client, site policy, audit log) for ``access``."""
-    from datasite_setup.site_admin import login
-    from policies.audit import AuditLog
-    from policies.enforcement import AUDIT_FILE
-    from policies.site_policy import POLICY_FILE, PolicyError, load_site_policy
+    from datasite_setup.site.site_admin import login
 
     try:
         policy = load_site_policy(policy_file or access.state_dir / POLICY_FILE)
@@ -57,8 +55,7 @@ def open_review(access: SiteAccess, policy_file: Path | None):
 
 
 def run_review(access: SiteAccess, action: str, request_id: str | None, reason: str | None, force: bool, policy_file: Path | None, echo) -> int:
-    from datasite_setup import owner
-    from policies.request_review import review_request
+    from datasite_setup.site import code_requests as owner
 
     admin, policy, audit = open_review(access, policy_file)
     decider = os.environ.get("FEDIMG_ADMIN_EMAIL") or admin_credentials(access.state_dir, access.name).email

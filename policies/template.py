@@ -1,0 +1,165 @@
+"""fedimg's job template: the only training code a site runs, owned by the sites.
+
+The site function a researcher submits is this template rendered with the
+researcher's model class source and the job's configuration (a Python literal):
+plain Python that the data owner reads, the review re-renders and compares line
+by line (``match_template``), and the release hook recognises before it hands a
+DP-SGD call the site's own training loop. The researcher's package renders it
+from here (``researcher.site_function``); the site decides what it says.
+
+Each call evaluates the incoming global weights on the site's val split
+(aggregates only: loss, accuracy, summed confusion matrix) and, for rounds
+``0 … rounds-1``, trains them for ``local_epochs`` and returns the new weights
+with the number of samples they were trained on. Call ``rounds`` only evaluates
+(the final model). Nothing per-sample leaves the function.
+
+At a differentially private site (``[privacy] mechanism = "dp-sgd"``), the
+site's release hook passes ``privacy`` (noise multiplier, clipping norm, sample
+rate, steps) and the training part is the site's own DP-SGD loop,
+``policies.dp_sgd.train_private``, instead of the plain loop; the researcher
+cannot pass ``privacy`` (it is not an input of the request).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import textwrap
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TEMPLATE_VERSION", "SITE_FUNCTION_TEMPLATE", "TemplateMatch", "match_template", "python_literal", "render_site_source", "template_id"]
+
+SITE_FUNCTION_TEMPLATE = '''\
+def {function_name}(train_images, train_labels, val_images, val_labels, weights, rnd, cohort=None, privacy=None):
+    """fedimg FedAvg site function (template {template_version}): evaluate the global model, then train it locally.
+
+    cohort: the sites of this round and their public keys, read by the site's release policy for secure
+    aggregation (the function itself does not use it).
+    privacy: set by a differentially private site's release policy, never by the researcher: then training is
+    the site's own DP-SGD loop (policies.dp_sgd.train_private) with the site's noise, clipping and sampling.
+    """
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    CONFIG = {config}
+
+{model_source}
+    torch.manual_seed(CONFIG["seed"] * 100003 + rnd)
+    model = {model_name}(**CONFIG["model_kwargs"])
+    model.load_state_dict({{name: torch.as_tensor(np.asarray(value)) for name, value in weights.items()}})
+    num_classes = CONFIG["num_classes"]
+    loss_function = {{"cross_entropy": F.cross_entropy, "nll": F.nll_loss}}[CONFIG["loss"]]
+
+    def as_inputs(images):
+        return torch.as_tensor(np.asarray(images), dtype=torch.float32) / 255.0
+
+    def evaluate(images, labels):
+        model.eval()
+        confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
+        total_loss = 0.0
+        with torch.no_grad():
+            for start in range(0, len(labels), 512):
+                targets = torch.as_tensor(np.asarray(labels[start:start + 512]), dtype=torch.int64)
+                logits = model(as_inputs(images[start:start + 512]))
+                total_loss += float(loss_function(logits, targets, reduction="sum"))
+                np.add.at(confusion, (targets.numpy(), logits.argmax(1).numpy()), 1)
+        count = int(confusion.sum())
+        return {{"loss": total_loss / max(count, 1), "accuracy": float(np.trace(confusion)) / max(count, 1), "num_samples": count, "confusion": confusion}}
+
+    images, labels = as_inputs(train_images), torch.as_tensor(np.asarray(train_labels), dtype=torch.int64)
+    if privacy is not None and rnd < CONFIG["rounds"]:
+        # DP-SGD from `weights`, before the model has seen a val image (it could carry one into its gradients);
+        # it releases the trained parameters and the global buffers; then the global model is evaluated
+        from policies.dp_sgd import train_private
+
+        settings = {{key: CONFIG[key] for key in ("lr", "optimizer", "momentum", "mu")}}
+        trained, train = train_private(model, weights, images, labels, loss_function=loss_function, **settings, **privacy)
+        model.load_state_dict({{name: torch.as_tensor(np.asarray(value)) for name, value in weights.items()}})
+        return {{"round": int(rnd), "val": evaluate(val_images, val_labels), "weights": trained, "num_samples": int(len(labels)), "train": train}}
+    result = {{"round": int(rnd), "val": evaluate(val_images, val_labels)}}
+    if rnd >= CONFIG["rounds"]:
+        return result
+    result["num_samples"] = int(len(labels))
+    global_params = [parameter.detach().clone() for parameter in model.parameters()]
+    optimizers = {{"sgd": lambda p: torch.optim.SGD(p, lr=CONFIG["lr"], momentum=CONFIG["momentum"]), "adam": lambda p: torch.optim.Adam(p, lr=CONFIG["lr"])}}
+    optimizer = optimizers[CONFIG["optimizer"]](model.parameters())
+    generator = torch.Generator().manual_seed(CONFIG["seed"] * 100003 + rnd)
+    model.train()
+    seen, loss_sum, correct = 0, 0.0, 0
+    for _ in range(CONFIG["local_epochs"]):
+        order = torch.randperm(len(labels), generator=generator)
+        for start in range(0, len(labels), CONFIG["batch_size"]):
+            batch = order[start:start + CONFIG["batch_size"]]
+            optimizer.zero_grad()
+            logits = model(images[batch])
+            loss = loss_function(logits, labels[batch])
+            if CONFIG["mu"] > 0:  # FedProx proximal term
+                loss = loss + CONFIG["mu"] / 2 * sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params))
+            loss.backward()
+            optimizer.step()
+            seen += len(batch)
+            loss_sum += float(loss.detach()) * len(batch)
+            correct += int((logits.argmax(1) == labels[batch]).sum())
+    result["weights"] = {{name: value.detach().cpu().numpy() for name, value in model.state_dict().items()}}
+    result["train"] = {{"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}}
+    return result
+'''
+TEMPLATE_VERSION = "fedavg-3"
+
+
+def render_site_source(function_name: str, model_class_source: str, model_name: str, config: dict) -> str:
+    """The site function's source text (deterministic for equal inputs)."""
+    return SITE_FUNCTION_TEMPLATE.format(
+        function_name=function_name,
+        template_version=TEMPLATE_VERSION,
+        config=python_literal(config),
+        model_source=textwrap.indent(model_class_source, "    "),
+        model_name=model_name,
+    )
+
+
+
+def python_literal(value: Any) -> str:
+    """A deterministic Python literal (dict keys sorted) for JSON-like ``value``: what ``ast.literal_eval`` reads back."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{python_literal(str(k))}: {python_literal(v)}" for k, v in sorted(value.items())) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(python_literal(v) for v in value) + "]"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return repr(value)
+    raise TypeError(f"job settings must be plain data (got {type(value).__name__})")
+
+
+
+@dataclass(frozen=True)
+class TemplateMatch:
+    template_id: str  # e.g. "fedavg-1:3f2a…": allowed in a site policy's auto_approve_templates
+    matches: bool
+    diff: str  # unified diff, template → submitted ('' when they match)
+    config: dict = field(default_factory=dict)
+
+
+def template_id() -> str:
+    return f"{TEMPLATE_VERSION}:{hashlib.sha256(SITE_FUNCTION_TEMPLATE.encode()).hexdigest()[:12]}"
+
+
+def match_template(code: str) -> TemplateMatch:
+    """Re-render the job template from the code's own model class and CONFIG; compare line by line."""
+    identity = template_id()
+    try:
+        function = next(node for node in ast.parse(code).body if isinstance(node, ast.FunctionDef))
+        config_node = next(n for n in function.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "CONFIG")
+        config = ast.literal_eval(config_node.value)
+        model = next(n for n in function.body if isinstance(n, ast.ClassDef))
+        model_source = textwrap.dedent(ast.get_source_segment(code, model, padded=True)) + "\n"
+        rendered = render_site_source(function.name, model_source, model.name, config)
+    except (StopIteration, SyntaxError, ValueError, TypeError, KeyError) as exc:
+        return TemplateMatch(identity, False, f"not built from the job template ({type(exc).__name__}: {exc})")
+    if rendered == code:
+        return TemplateMatch(identity, True, "", config)
+    diff = "".join(difflib.unified_diff(rendered.splitlines(True), code.splitlines(True), "job template", "submitted"))
+    return TemplateMatch(identity, False, diff, config)

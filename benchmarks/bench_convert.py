@@ -38,12 +38,19 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 from benchmarks import report
-from benchmarks.machine import contention, contention_line, cpu_snapshot, load_line, machine_info, machine_line
+from benchmarks.machine import (
+    contention,
+    contention_line,
+    cpu_snapshot,
+    load_line,
+    machine_info,
+    machine_line,
+)
 from benchmarks.report import ResultsSection
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +73,20 @@ RSS_TARGET = 1.3  # peak RSS at 10·N ≤ 1.3× that at N
 TARGET_CORES = 2
 MAX_LOAD = 0.5  # flag a report whose 1-minute load at start or end was above this
 
-FEDIMG_ARGS = ["--clients", "3", "--scheme", "iid", "--size", str(OUTPUT_SIZE), "--mode", "RGB", "--seed", "0", "--quiet", "--overwrite"]
+FEDIMG_ARGS = [
+    "--clients",
+    "3",
+    "--scheme",
+    "iid",
+    "--size",
+    str(OUTPUT_SIZE),
+    "--mode",
+    "RGB",
+    "--seed",
+    "0",
+    "--quiet",
+    "--overwrite",
+]
 
 
 # --- generating the inputs ------------------------------------------------------------------
@@ -90,7 +110,9 @@ def _generate_range(bounds: tuple[int, int]) -> int:
     for index in range(start, stop):
         rng = np.random.default_rng([seed, index])
         k = int(rng.integers(len(digits)))
-        glyph = Image.fromarray(digits[k], mode="L").resize((SOURCE_SIZE, SOURCE_SIZE), Image.Resampling.BICUBIC)
+        glyph = Image.fromarray(digits[k], mode="L").resize(
+            (SOURCE_SIZE, SOURCE_SIZE), Image.Resampling.BICUBIC
+        )
         shade = np.asarray(glyph, dtype=np.float32)[..., None] / 255.0
         shade = np.roll(shade, tuple(int(s) for s in rng.integers(-24, 25, size=2)), axis=(0, 1))
         background = rng.uniform(0, 110, size=3).astype(np.float32)
@@ -133,7 +155,9 @@ def generate_images(workdir: Path, count: int, *, seed: int = 0) -> Path:
     else:
         import multiprocessing
 
-        with multiprocessing.get_context("fork").Pool(workers, _init_generator, (digits, labels, str(staging), seed)) as pool:
+        with multiprocessing.get_context("fork").Pool(
+            workers, _init_generator, (digits, labels, str(staging), seed)
+        ) as pool:
             written = sum(pool.imap_unordered(_generate_range, ranges))
     assert written == count, (written, count)
     os.rename(staging, source)
@@ -163,7 +187,12 @@ def plain_loop(source: Path, out: Path, *, draft: bool = False) -> dict:
     from PIL import Image
 
     started, cpu_started = time.perf_counter(), time.process_time()
-    files = sorted(os.path.join(directory, name) for directory, _, names in os.walk(source) for name in names if name.lower().endswith((".jpg", ".jpeg")))
+    files = sorted(
+        os.path.join(directory, name)
+        for directory, _, names in os.walk(source)
+        for name in names
+        if name.lower().endswith((".jpg", ".jpeg"))
+    )
     made_dirs: set[str] = set()
     for path in files:
         relative = os.path.relpath(path, source)
@@ -177,7 +206,11 @@ def plain_loop(source: Path, out: Path, *, draft: bool = False) -> dict:
                 image.draft("RGB", (OUTPUT_SIZE, OUTPUT_SIZE))
             result = image.convert("RGB").resize((OUTPUT_SIZE, OUTPUT_SIZE), Image.Resampling.BICUBIC)
         result.save(target, format="PNG")
-    return {"images": len(files), "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started}
+    return {
+        "images": len(files),
+        "seconds": time.perf_counter() - started,
+        "cpu_seconds": time.process_time() - cpu_started,
+    }
 
 
 def _plain_loop_main(argv: Sequence[str]) -> int:
@@ -283,11 +316,15 @@ class Run:
         return self.images / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _run_measured(command: Sequence[str], *, env: dict, log: Path) -> tuple[float, int, TreeRssSampler, object]:
+def _run_measured(
+    command: Sequence[str], *, env: dict, log: Path
+) -> tuple[float, int, TreeRssSampler, object]:
     """Run ``command`` to completion; return (wall seconds, exit code, RSS sampler, rusage)."""
     with open(log, "wb") as output:
         started = time.perf_counter()
-        process = subprocess.Popen(list(command), stdout=output, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        process = subprocess.Popen(
+            list(command), stdout=output, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT
+        )
         sampler = TreeRssSampler(process.pid)
         sampler.start()
         try:
@@ -311,7 +348,9 @@ def _cpu(usage) -> float:
 
 def run_plain(source: Path, out: Path, images: int, log: Path, *, draft: bool = False) -> Run:
     _clean(out)
-    command = [sys.executable, "-m", "benchmarks.bench_convert", "_plain_loop", str(source), str(out)] + (["--draft"] if draft else [])
+    command = [sys.executable, "-m", "benchmarks.bench_convert", "_plain_loop", str(source), str(out)] + (
+        ["--draft"] if draft else []
+    )
     wall, code, sampler, usage = _run_measured(command, env=dict(os.environ), log=log)
     if code != 0:
         raise RuntimeError(f"plain loop failed (exit {code}); see {log}")
@@ -320,7 +359,19 @@ def run_plain(source: Path, out: Path, images: int, log: Path, *, draft: bool = 
         raise RuntimeError(f"plain loop converted {measured['images']} images, expected {images}; see {log}")
     _clean(out)
     label = "plain loop + JPEG draft" if draft else "plain loop"
-    return Run(label, images, wall, measured["seconds"], "loop only", _cpu(usage), sampler.peak, sampler.peak_processes, sampler.largest_process, sampler.samples, code)
+    return Run(
+        label,
+        images,
+        wall,
+        measured["seconds"],
+        "loop only",
+        _cpu(usage),
+        sampler.peak,
+        sampler.peak_processes,
+        sampler.largest_process,
+        sampler.samples,
+        code,
+    )
 
 
 def fedimg_command() -> list[str]:
@@ -332,16 +383,34 @@ def run_fedimg(source: Path, out: Path, images: int, log: Path, *, workers: int 
     _clean(out)
     env = dict(os.environ, FEDIMG_SECRET=BENCH_SECRET)
     env.pop("FEDIMG_SECRET_FILE", None)
-    command = [*fedimg_command(), "convert", str(source), str(out), *FEDIMG_ARGS] + (["--workers", str(workers)] if workers else [])
+    command = [*fedimg_command(), "convert", str(source), str(out), *FEDIMG_ARGS] + (
+        ["--workers", str(workers)] if workers else []
+    )
     wall, code, sampler, usage = _run_measured(command, env=env, log=log)
     if code != 0:
-        raise RuntimeError(f"fedimg convert exited {code} (expected 0: every input should be accepted); see {log} and {out / 'quarantine.jsonl'}")
+        raise RuntimeError(
+            f"fedimg convert exited {code} (expected 0: every input should be accepted); see {log} and {out / 'quarantine.jsonl'}"
+        )
     accepted = json.loads((out / "federation.json").read_text())["inputs"]["accepted"]
     if accepted != images:
-        raise RuntimeError(f"fedimg convert accepted {accepted} of {images} images; see {out / 'quarantine.jsonl'}")
+        raise RuntimeError(
+            f"fedimg convert accepted {accepted} of {images} images; see {out / 'quarantine.jsonl'}"
+        )
     _clean(out)
     label = "fedimg convert" if workers is None else f"fedimg convert --workers {workers}"
-    return Run(label, images, wall, wall, "full CLI wall time", _cpu(usage), sampler.peak, sampler.peak_processes, sampler.largest_process, sampler.samples, code)
+    return Run(
+        label,
+        images,
+        wall,
+        wall,
+        "full CLI wall time",
+        _cpu(usage),
+        sampler.peak,
+        sampler.peak_processes,
+        sampler.largest_process,
+        sampler.samples,
+        code,
+    )
 
 
 def _clean(path: Path) -> None:
@@ -401,7 +470,9 @@ def run_benchmark(settings: Settings, *, echo=print) -> Results:
 
     def record(run: Run) -> None:
         runs.setdefault(run.label, []).append(run)
-        echo(f"  {run.label:<32} {run.images:>6} images  {run.seconds:7.2f} s  {run.images_per_second:8.1f} images/s  peak RSS {_mib(run.peak_tree_rss)}")
+        echo(
+            f"  {run.label:<32} {run.images:>6} images  {run.seconds:7.2f} s  {run.images_per_second:8.1f} images/s  peak RSS {_mib(run.peak_tree_rss)}"
+        )
 
     work = settings.workdir
     for repeat in range(settings.repeats):
@@ -409,7 +480,9 @@ def run_benchmark(settings: Settings, *, echo=print) -> Results:
         record(run_plain(source, work / "out-plain", n, logs / f"plain-{repeat}.log"))
         record(run_fedimg(source, work / "out-fedimg", n, logs / f"fedimg-{repeat}.log"))
         if settings.context:
-            record(run_plain(source, work / "out-plain-draft", n, logs / f"plain-draft-{repeat}.log", draft=True))
+            record(
+                run_plain(source, work / "out-plain-draft", n, logs / f"plain-draft-{repeat}.log", draft=True)
+            )
             record(run_fedimg(source, work / "out-fedimg-w1", n, logs / f"fedimg-w1-{repeat}.log", workers=1))
     if big_source is not None:
         _warm_page_cache(big_source)
@@ -421,7 +494,10 @@ def run_benchmark(settings: Settings, *, echo=print) -> Results:
     results.load_end = os.getloadavg()
     children = sum(r.cpu_seconds for group in runs.values() for r in group)
     results.contention = contention(cpu_before, cpu_snapshot(), children_cpu_seconds=children)
-    results.runs = {label: [asdict(r) | {"images_per_second": r.images_per_second} for r in group] for label, group in runs.items()}
+    results.runs = {
+        label: [asdict(r) | {"images_per_second": r.images_per_second} for r in group]
+        for label, group in runs.items()
+    }
     results.summary, results.targets = _summarise(runs, settings)
     return results
 
@@ -448,7 +524,11 @@ def _summarise(runs: dict[str, list[Run]], settings: Settings) -> tuple[dict, li
     speed_ratio = fedimg["images_per_second"] / plain["images_per_second"]
     summary["speed_ratio"] = speed_ratio
     cores = os.cpu_count() or 1
-    core_note = "" if cores == TARGET_CORES else f" (measured on {cores} cores; the target is stated for {TARGET_CORES})"
+    core_note = (
+        ""
+        if cores == TARGET_CORES
+        else f" (measured on {cores} cores; the target is stated for {TARGET_CORES})"
+    )
     targets = [
         {
             "target": f"fedimg convert ≥ {SPEED_TARGET}× the plain loop (images/s){core_note}",
@@ -461,7 +541,11 @@ def _summarise(runs: dict[str, list[Run]], settings: Settings) -> tuple[dict, li
         rss_ratio = summary[big_label]["peak_tree_rss"] / fedimg["peak_tree_rss"]
         summary["rss_ratio"] = rss_ratio
         summary["single_rss_ratio"] = summary[big_label]["max_single_rss"] / fedimg["max_single_rss"]
-        note = "" if settings.big_factor == 10 else f" (measured at {settings.big_factor}·N, not 10·N: --quick or --big-factor)"
+        note = (
+            ""
+            if settings.big_factor == 10
+            else f" (measured at {settings.big_factor}·N, not 10·N: --quick or --big-factor)"
+        )
         targets.append(
             {
                 "target": f"peak RSS at 10·N ≤ {RSS_TARGET}× peak RSS at N{note}",
@@ -494,7 +578,11 @@ def render_report(results: Results, *, heading: str = "##") -> str:
         contention_line(results.contention),
         f"- **Inputs**: N = {n} distinct {SOURCE_SIZE}×{SOURCE_SIZE} RGB JPEGs (quality {JPEG_QUALITY}; scikit-learn digits upscaled, shifted, "
         f"tinted, noised σ={NOISE_SIGMA:g}) in 10 class folders"
-        + (f"; the memory run uses a set of {n * s['big_factor']} made the same way" if big_label in summary else ""),
+        + (
+            f"; the memory run uses a set of {n * s['big_factor']} made the same way"
+            if big_label in summary
+            else ""
+        ),
         f"- **Output**: {OUTPUT_SIZE}×{OUTPUT_SIZE} RGB PNG (Pillow defaults, bicubic)",
         f"- **Runs**: {s['repeats']} repeat(s) of each, interleaved plain/fedimg, median reported"
         + (f"; {s['big_repeats']} memory run(s) at {s['big_factor']}·N" if big_label in summary else "")
@@ -505,7 +593,7 @@ def render_report(results: Results, *, heading: str = "##") -> str:
         "subprocess (interpreter start, imports, scan, decode, dedup, partition, manifests, report.md and plot included)",
         f"- **Peak RSS**: sum over the process and all its children, sampled every {SAMPLE_INTERVAL * 1000:.0f} ms "
         "(forked workers' shared pages count once per process: an upper bound, the same yardstick at every size); "
-        "\"largest process\" is the kernel's high-water mark (VmHWM) of the biggest single process",
+        '"largest process" is the kernel\'s high-water mark (VmHWM) of the biggest single process',
         "",
         "| measurement | images | time (s) | images/s | per run (images/s) | CPU (s) | peak RSS (tree) | processes | largest process |",
         "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
@@ -547,16 +635,35 @@ def render_report(results: Results, *, heading: str = "##") -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_convert", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, help="N, the number of images (default 2000; 200 with --quick)")
-    parser.add_argument("--repeats", type=int, help="interleaved runs of each contender; the median is reported (default 3; 1 with --quick)")
-    parser.add_argument("--big-factor", type=int, help="the memory scale run converts this many times N (default 10; 2 with --quick; 1 skips it)")
-    parser.add_argument("--big-repeats", type=int, default=1, help="runs at big-factor·N (default 1)")
-    parser.add_argument("--no-context", action="store_true", help="skip the context runs (plain loop with JPEG draft, fedimg --workers 1)")
-    report.add_report_options(
-        parser, workdir_use="cache for generated inputs and scratch outputs", report_name="report.md", record_help="also add the report to benchmarks/RESULTS.md"
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_convert", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 200 images, 1 repeat, scale run at 2·N")
+    parser.add_argument("--images", type=int, help="N, the number of images (default 2000; 200 with --quick)")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help="interleaved runs of each contender; the median is reported (default 3; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--big-factor",
+        type=int,
+        help="the memory scale run converts this many times N (default 10; 2 with --quick; 1 skips it)",
+    )
+    parser.add_argument("--big-repeats", type=int, default=1, help="runs at big-factor·N (default 1)")
+    parser.add_argument(
+        "--no-context",
+        action="store_true",
+        help="skip the context runs (plain loop with JPEG draft, fedimg --workers 1)",
+    )
+    report.add_report_options(
+        parser,
+        workdir_use="cache for generated inputs and scratch outputs",
+        report_name="report.md",
+        record_help="also add the report to benchmarks/RESULTS.md",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 200 images, 1 repeat, scale run at 2·N"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated images (default 0)")
     args = parser.parse_args(argv)
     images = args.images if args.images is not None else (200 if args.quick else 2000)
@@ -584,7 +691,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["_plain_loop"]:
         return _plain_loop_main(argv[1:])
     settings = parse_args(argv)
-    report.publish(run_benchmark(settings), render_report, title="fedimg convert", path=settings.report, section=SECTION, record=settings.record)
+    report.publish(
+        run_benchmark(settings),
+        render_report,
+        title="fedimg convert",
+        path=settings.report,
+        section=SECTION,
+        record=settings.record,
+    )
     return 0
 
 

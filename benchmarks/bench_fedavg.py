@@ -49,18 +49,29 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from benchmarks import report
 from benchmarks.bench_convert import BENCH_SECRET
 from benchmarks.bench_ingest import SYFT_PACKAGES, quiet
-from benchmarks.machine import add_wait_options, cpu_snapshot, format_load, load_line, machine_info, machine_line, package_versions
-from benchmarks.machine import wait_for_quiet_machine, wait_load, waited_line
+from benchmarks.machine import (
+    add_wait_options,
+    cpu_snapshot,
+    format_load,
+    load_line,
+    machine_info,
+    machine_line,
+    package_versions,
+    wait_for_quiet_machine,
+    wait_load,
+    waited_line,
+)
 from benchmarks.report import ResultsSection
 
 SECTION = ResultsSection(  # where --record puts the report in benchmarks/RESULTS.md
@@ -70,20 +81,26 @@ SECTION = ResultsSection(  # where --record puts the report in benchmarks/RESULT
     marker="<!-- fedavg results: newest first; `python -m benchmarks.bench_fedavg --record` inserts below -->",
 )
 RECORD_WAIT_LOAD = 1.5  # --record waits for a 1-minute load below this unless --wait-load says otherwise
-BUSY_NOTE = "the machine was not idle (other processes, or the benchmark's own sites): timings may be pessimistic"
+BUSY_NOTE = (
+    "the machine was not idle (other processes, or the benchmark's own sites): timings may be pessimistic"
+)
 DIGITS_VERSION = 1  # bump when the written digits change: invalidates the cache
 
 IID_TARGET = 2.0  # FedAvg within 2 accuracy points of centralised on IID
 DIRICHLET_TARGET = 4.0  # … and within 4 points on Dirichlet α = 0.5
 OVERHEAD_TARGET = 1.3  # a round over 3 HTTP datasites ≤ 1.3× the same local training in one process
-MIN_COMPUTE_SECONDS = 2.0  # the overhead target is stated for rounds with at least this much compute per site call
+MIN_COMPUTE_SECONDS = (
+    2.0  # the overhead target is stated for rounds with at least this much compute per site call
+)
 CALIBRATION_TARGET_SECONDS = 3.0  # local epochs are chosen so a site's call is about this long in-process
 CONTEXT_ROUNDS = 2  # the context jobs' training rounds: the first is cold, the second is the one reported
 MAX_START_LOAD = 0.5
 MAX_END_LOAD = 1.5  # the benchmark keeps the machine busy itself: flag the end load only above this
 
 RESEARCHER_EMAIL = "bench.researcher@fedimg.example"
-RESEARCHER_PASSWORD = "bench-fedavg-researcher-0123"  # throw-away sites in the work folder, deleted after the run
+RESEARCHER_PASSWORD = (
+    "bench-fedavg-researcher-0123"  # throw-away sites in the work folder, deleted after the run
+)
 SCHEMES = ("iid", "dirichlet")
 
 
@@ -137,7 +154,18 @@ def model_kwargs(channels: int, size: int, width: int) -> dict:
     return {"channels": channels, "image_size": size, "num_classes": 10, "width": width}
 
 
-def make_job(name: str, *, channels: int, size: int, settings: Settings, seed: int, rounds: int, local_epochs: int, mu: float = 0.0, min_sites: int = 1) -> Any:
+def make_job(
+    name: str,
+    *,
+    channels: int,
+    size: int,
+    settings: Settings,
+    seed: int,
+    rounds: int,
+    local_epochs: int,
+    mu: float = 0.0,
+    min_sites: int = 1,
+) -> Any:
     """The researcher's ``FedAvgJob`` (SmallCNN, SGD with momentum): its config, initial weights and site function."""
     from researcher import FedAvgJob
     from researcher.models import SmallCNN
@@ -170,7 +198,9 @@ def _empty(channels: int, size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.zeros((0, channels, size, size), dtype=np.uint8), np.zeros(0, dtype=np.int64)
 
 
-def evaluate(function: Callable[..., dict], weights: dict, images: np.ndarray, labels: np.ndarray, rounds: int) -> dict:
+def evaluate(
+    function: Callable[..., dict], weights: dict, images: np.ndarray, labels: np.ndarray, rounds: int
+) -> dict:
     """Accuracy of ``weights`` on (images, labels) through the site function's evaluation-only call (``rnd == rounds``)."""
     train_images, train_labels = _empty(images.shape[1], images.shape[2])
     result = function(train_images, train_labels, images, labels, weights, rounds)
@@ -199,7 +229,9 @@ def digits_source(workdir: Path) -> Path:
 def digit_file(source: Path, index: int, label: int) -> Path:
     path = source / str(label) / f"digit_{index:04d}.png"
     if not path.is_file():
-        raise BenchmarkError(f"{path}: missing (write_digits' file names changed?); delete {source} and rerun")
+        raise BenchmarkError(
+            f"{path}: missing (write_digits' file names changed?); delete {source} and rerun"
+        )
     return path
 
 
@@ -208,10 +240,14 @@ def held_out_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple
     from datasite_setup.convert.partition import PartitionInput, split_train_val
 
     everything = np.arange(len(labels))
-    return split_train_val(PartitionInput(labels=labels, groups=everything), everything, test_fraction, seed=seed)
+    return split_train_val(
+        PartitionInput(labels=labels, groups=everything), everything, test_fraction, seed=seed
+    )
 
 
-def test_set(source: Path, indices: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+def test_set(
+    source: Path, indices: np.ndarray, labels: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
     """The held-out images through ``standardise`` (what ``fedimg convert`` does to every input), as ``(N, 1, S, S)`` uint8."""
     from PIL import Image
 
@@ -226,12 +262,21 @@ def test_set(source: Path, indices: np.ndarray, labels: np.ndarray, size: int) -
     return images, labels[indices].astype(np.int64)
 
 
-def convert_hospitals(source: Path, pool: np.ndarray, labels: np.ndarray, out: Path, scheme: str, seed: int, settings: Settings, secret: Path) -> list[Any]:
+def convert_hospitals(
+    source: Path,
+    pool: np.ndarray,
+    labels: np.ndarray,
+    out: Path,
+    scheme: str,
+    seed: int,
+    settings: Settings,
+    secret: Path,
+) -> list[Any]:
     """Hard-link the pool's files into a source folder, ``fedimg convert`` it into hospitals, read each one back."""
     from datasite_setup.convert.client_data import load_client_partition
-    from datasite_setup.convert.pipeline import ConvertOptions, convert
     from datasite_setup.convert.federated_format import CLIENTS_DIR
     from datasite_setup.convert.imaging import ImageSpec
+    from datasite_setup.convert.pipeline import ConvertOptions, convert
 
     pool_dir = out.parent / f"{out.name}-pool"
     shutil.rmtree(pool_dir, ignore_errors=True)
@@ -257,7 +302,9 @@ def convert_hospitals(source: Path, pool: np.ndarray, labels: np.ndarray, out: P
     )
     accepted = result.federation["inputs"]["accepted"]
     if result.exit_code != 0 or accepted != len(pool):
-        raise BenchmarkError(f"fedimg convert accepted {accepted} of {len(pool)} images; see {out / 'quarantine.jsonl'}")
+        raise BenchmarkError(
+            f"fedimg convert accepted {accepted} of {len(pool)} images; see {out / 'quarantine.jsonl'}"
+        )
     shutil.rmtree(pool_dir)
     return [load_client_partition(out / CLIENTS_DIR / name) for name in sorted(result.federation["clients"])]
 
@@ -292,7 +339,13 @@ def checkpoints(rounds: int) -> list[int]:
     return sorted({max(1, rounds // 4), max(1, rounds // 2), rounds})
 
 
-def train_fedavg(function: Callable[..., dict], hospitals: list[Any], weights: dict, rounds: int, test: tuple[np.ndarray, np.ndarray]) -> dict:
+def train_fedavg(
+    function: Callable[..., dict],
+    hospitals: list[Any],
+    weights: dict,
+    rounds: int,
+    test: tuple[np.ndarray, np.ndarray],
+) -> dict:
     """``rounds`` of FedAvg: every hospital's site-function call in turn, then ``fedavg``; test accuracy after each round.
 
     ``val_curve[r]`` is the hospitals' pooled val accuracy of the model after ``r`` rounds (``r = 0 … rounds``), as the job's history reports it.
@@ -315,10 +368,22 @@ def train_fedavg(function: Callable[..., dict], hospitals: list[Any], weights: d
     val_images = np.concatenate([h.splits["val"].images for h in hospitals])
     val_labels = np.concatenate([h.splits["val"].labels for h in hospitals])
     val_curve.append(evaluate(function, weights, val_images, val_labels, rounds)["accuracy"])
-    return {"accuracy": curve[-1], "curve": [round(a, 4) for a in curve], "val_curve": [round(a, 4) for a in val_curve], "seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "accuracy": curve[-1],
+        "curve": [round(a, 4) for a in curve],
+        "val_curve": [round(a, 4) for a in val_curve],
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
-def train_centralised(job: Any, folder: Path, hospitals: list[Any], weights: dict, budgets: Sequence[int], test: tuple[np.ndarray, np.ndarray]) -> dict:
+def train_centralised(
+    job: Any,
+    folder: Path,
+    hospitals: list[Any],
+    weights: dict,
+    budgets: Sequence[int],
+    test: tuple[np.ndarray, np.ndarray],
+) -> dict:
     """The same site function, one call on the union of the hospitals' train splits, for each budget (epochs)."""
     images = np.concatenate([h.splits["train"].images for h in hospitals])
     labels = np.concatenate([h.splits["train"].labels for h in hospitals])
@@ -328,7 +393,12 @@ def train_centralised(job: Any, folder: Path, hospitals: list[Any], weights: dic
         function = site_function(job, folder, rounds=1, local_epochs=epochs)
         trained = function(images, labels, *test, weights, 0)["weights"]
         accuracy[epochs] = evaluate(function, trained, *test, 1)["accuracy"]
-    return {"accuracy": accuracy[max(budgets)], "by_epochs": {str(k): v for k, v in accuracy.items()}, "train_samples": int(len(labels)), "seconds": round(time.perf_counter() - started, 2)}
+    return {
+        "accuracy": accuracy[max(budgets)],
+        "by_epochs": {str(k): v for k, v in accuracy.items()},
+        "train_samples": int(len(labels)),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 def run_accuracy(settings: Settings, echo: Callable[..., None]) -> dict:
@@ -346,11 +416,35 @@ def run_accuracy(settings: Settings, echo: Callable[..., None]) -> dict:
         pool, held_out = held_out_split(labels, settings.test_fraction, seed)
         test = test_set(source, held_out, labels, settings.size)
         for scheme in SCHEMES:
-            hospitals = convert_hospitals(source, pool, labels, work / f"{scheme}-seed{seed}", scheme, seed, settings, secret)
-            job = make_job(f"acc_{scheme}_{seed}", channels=1, size=settings.size, settings=settings, seed=seed, rounds=settings.rounds, local_epochs=settings.local_epochs)
+            hospitals = convert_hospitals(
+                source, pool, labels, work / f"{scheme}-seed{seed}", scheme, seed, settings, secret
+            )
+            job = make_job(
+                f"acc_{scheme}_{seed}",
+                channels=1,
+                size=settings.size,
+                settings=settings,
+                seed=seed,
+                rounds=settings.rounds,
+                local_epochs=settings.local_epochs,
+            )
             initial = job.initial_weights()
-            central = train_centralised(job, work / "functions", hospitals, initial, [k * settings.local_epochs for k in checkpoints(settings.rounds)], test)
-            run = {"seed": seed, "scheme": scheme, "test_samples": int(len(test[1])), "pool_samples": int(len(pool)), "hospitals": hospital_stats(hospitals), "centralised": central}
+            central = train_centralised(
+                job,
+                work / "functions",
+                hospitals,
+                initial,
+                [k * settings.local_epochs for k in checkpoints(settings.rounds)],
+                test,
+            )
+            run = {
+                "seed": seed,
+                "scheme": scheme,
+                "test_samples": int(len(test[1])),
+                "pool_samples": int(len(pool)),
+                "hospitals": hospital_stats(hospitals),
+                "centralised": central,
+            }
             for variant, mu in variants:
                 function = site_function(job, work / "functions", mu=mu)
                 run[variant] = train_fedavg(function, hospitals, initial, settings.rounds, test)
@@ -383,9 +477,16 @@ def summarise_accuracy(runs: list[dict], settings: Settings) -> dict:
             epochs = rounds * settings.local_epochs
             c = [100 * r["centralised"]["by_epochs"][str(epochs)] for r in chosen]
             f = [100 * r["fedavg"]["curve"][rounds - 1] for r in chosen]
-            entry["budgets"][str(rounds)] = {"epochs": epochs, "centralised": _mean_std(c), "fedavg": _mean_std(f), "gap": _mean_std([a - b for a, b in zip(c, f)])}
+            entry["budgets"][str(rounds)] = {
+                "epochs": epochs,
+                "centralised": _mean_std(c),
+                "fedavg": _mean_std(f),
+                "gap": _mean_std([a - b for a, b in zip(c, f)]),
+            }
         quarter = max(1, settings.rounds // 4)
-        entry["val_last_quarter_change"] = _mean_std([100 * (r["fedavg"]["val_curve"][-1] - r["fedavg"]["val_curve"][-1 - quarter]) for r in chosen])
+        entry["val_last_quarter_change"] = _mean_std(
+            [100 * (r["fedavg"]["val_curve"][-1] - r["fedavg"]["val_curve"][-1 - quarter]) for r in chosen]
+        )
         summary[scheme] = entry
     return summary
 
@@ -431,7 +532,9 @@ def _minor_faults(pid: int) -> int:
         return 0
 
 
-def run_local(function: Callable[..., dict], partitions: dict[str, Any], weights: dict, rounds: int) -> list[dict]:
+def run_local(
+    function: Callable[..., dict], partitions: dict[str, Any], weights: dict, rounds: int
+) -> list[dict]:
     """The baseline: the job's rounds with every site's call one after another in this process (and FedAvg between rounds)."""
     from researcher.aggregation import fedavg
 
@@ -443,13 +546,24 @@ def run_local(function: Callable[..., dict], partitions: dict[str, Any], weights
             train, val = partition.splits["train"], partition.splits["val"]
             call_started, call_cpu = time.perf_counter(), time.process_time()
             output = function(train.images, train.labels, val.images, val.labels, weights, rnd)
-            calls[name] = {"seconds": time.perf_counter() - call_started, "cpu_seconds": time.process_time() - call_cpu}
+            calls[name] = {
+                "seconds": time.perf_counter() - call_started,
+                "cpu_seconds": time.process_time() - call_cpu,
+            }
             if "weights" in output:
                 updates.append((output["weights"], output["num_samples"]))
             calls[name]["val_accuracy"] = output["val"]["accuracy"]
         if updates:
             weights = fedavg(updates)
-        rows.append({"round": rnd, "training": rnd < rounds, "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started, "calls": calls})
+        rows.append(
+            {
+                "round": rnd,
+                "training": rnd < rounds,
+                "seconds": time.perf_counter() - started,
+                "cpu_seconds": time.process_time() - cpu_started,
+                "calls": calls,
+            }
+        )
     return rows
 
 
@@ -476,7 +590,13 @@ def calibrate_epochs(job_factory: Callable[[int], Any], folder: Path, partitions
     per_epoch = max((medians[3] - medians[1]) / 2, medians[1] / 10, 1e-4)
     fixed = max(0.0, medians[1] - per_epoch)
     epochs = max(1, math.ceil((CALIBRATION_TARGET_SECONDS - fixed) / per_epoch))
-    return {"site": name, "one_epoch_call_seconds": round(medians[1], 3), "three_epoch_call_seconds": round(medians[3], 3), "per_epoch_seconds": round(per_epoch, 4), "local_epochs": epochs}
+    return {
+        "site": name,
+        "one_epoch_call_seconds": round(medians[1], 3),
+        "three_epoch_call_seconds": round(medians[3], 3),
+        "per_epoch_seconds": round(per_epoch, 4),
+        "local_epochs": epochs,
+    }
 
 
 def _serialisation(weights: dict, output: dict) -> dict:
@@ -492,7 +612,13 @@ def _serialisation(weights: dict, output: dict) -> dict:
             sy.deserialize(blob, from_bytes=True)
             timings.append(time.perf_counter() - started)
             size = len(blob)
-        figures[key] = {"bytes": size, "array_bytes": int(sum(np.asarray(v).nbytes for v in (value if key == "weights" else value["weights"]).values())), "seconds": statistics.median(timings)}
+        figures[key] = {
+            "bytes": size,
+            "array_bytes": int(
+                sum(np.asarray(v).nbytes for v in (value if key == "weights" else value["weights"]).values())
+            ),
+            "seconds": statistics.median(timings),
+        }
     return figures
 
 
@@ -524,7 +650,9 @@ def connect(sites: Sequence[Any]) -> Any:
     from researcher import Federation
 
     with quiet():
-        return Federation.from_urls({s.name: s.url for s in sites}, RESEARCHER_EMAIL, {s.name: RESEARCHER_PASSWORD for s in sites})
+        return Federation.from_urls(
+            {s.name: s.url for s in sites}, RESEARCHER_EMAIL, {s.name: RESEARCHER_PASSWORD for s in sites}
+        )
 
 
 def http_job(job: Any, federation: Any, sites: Sequence[Any], checkpoint: Path) -> dict:
@@ -574,7 +702,9 @@ def http_job(job: Any, federation: Any, sites: Sequence[Any], checkpoint: Path) 
                 "sites_system_seconds": system,
                 "sites_minor_faults": int(faults),
                 "researcher_cpu_seconds": own_used,
-                "other_cpu_seconds": max(0.0, (after.machine_busy - machine.machine_busy) - user - system - own_used),
+                "other_cpu_seconds": max(
+                    0.0, (after.machine_busy - machine.machine_busy) - user - system - own_used
+                ),
             }
         )
         return outcome
@@ -593,8 +723,12 @@ def http_job(job: Any, federation: Any, sites: Sequence[Any], checkpoint: Path) 
             site_seconds={name: entry.get("seconds") for name, entry in record.sites.items()},
             statuses={name: entry["status"] for name, entry in record.sites.items()},
         )
-    if len(rounds) != job.config.rounds + 1 or any(status != "ok" for row in rounds for status in row["statuses"].values()):
-        raise BenchmarkError(f"the job did not run every round at every site: {[row['statuses'] for row in rounds]}; see the sites' logs")
+    if len(rounds) != job.config.rounds + 1 or any(
+        status != "ok" for row in rounds for status in row["statuses"].values()
+    ):
+        raise BenchmarkError(
+            f"the job did not run every round at every site: {[row['statuses'] for row in rounds]}; see the sites' logs"
+        )
     return {"rounds": rounds, "final_accuracy": training.final_accuracy}
 
 
@@ -617,10 +751,19 @@ def run_overhead(settings: Settings, echo: Callable[..., None]) -> dict:
     work = settings.workdir / "fedavg-overhead"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    stamp = datetime.now(timezone.utc).strftime("%H%M%S")
+    stamp = datetime.now(UTC).strftime("%H%M%S")
 
     def job_factory(local_epochs: int, tag: str = "", rounds: int = settings.overhead_rounds) -> Any:
-        return make_job(f"overhead_{stamp}{tag}", channels=1, size=size, settings=settings, seed=0, rounds=rounds, local_epochs=local_epochs, min_sites=count)
+        return make_job(
+            f"overhead_{stamp}{tag}",
+            channels=1,
+            size=size,
+            settings=settings,
+            seed=0,
+            rounds=rounds,
+            local_epochs=local_epochs,
+            min_sites=count,
+        )
 
     if settings.overhead_epochs is None:
         # on both thread settings, the faster decides: every call of the faster baseline must reach MIN_COMPUTE_SECONDS
@@ -629,14 +772,28 @@ def run_overhead(settings: Settings, echo: Callable[..., None]) -> dict:
             with torch_threads(threads):
                 trials[threads] = calibrate_epochs(job_factory, work / "functions", partitions)
         fastest = min(trials, key=lambda threads: trials[threads]["per_epoch_seconds"])
-        calibration = trials[fastest] | {"threads": fastest, "trials": {str(k): v["per_epoch_seconds"] for k, v in trials.items()}}
+        calibration = trials[fastest] | {
+            "threads": fastest,
+            "trials": {str(k): v["per_epoch_seconds"] for k, v in trials.items()},
+        }
         local_epochs = calibration["local_epochs"]
-        echo(f"  calibration: an epoch on {calibration['site']} takes {calibration['per_epoch_seconds']:.3f} s in-process on {_threads(calibration['threads'])} → {local_epochs} local epochs")
+        echo(
+            f"  calibration: an epoch on {calibration['site']} takes {calibration['per_epoch_seconds']:.3f} s in-process on {_threads(calibration['threads'])} → {local_epochs} local epochs"
+        )
     else:
         calibration, local_epochs = {}, settings.overhead_epochs
     job = job_factory(local_epochs)
 
-    sites = [RunningSite(name, federation_dir / CLIENTS_DIR / name, work / f"state-{name}", free_port(), {"OMP_NUM_THREADS": str(site_threads)}) for name in names]
+    sites = [
+        RunningSite(
+            name,
+            federation_dir / CLIENTS_DIR / name,
+            work / f"state-{name}",
+            free_port(),
+            {"OMP_NUM_THREADS": str(site_threads)},
+        )
+        for name in names
+    ]
     result: dict = {
         "sites": names,
         "local_epochs": local_epochs,
@@ -645,13 +802,23 @@ def run_overhead(settings: Settings, echo: Callable[..., None]) -> dict:
         "rounds": settings.overhead_rounds,
         "default_threads": default_threads,
         "site_threads": site_threads,
-        "partitions": {name: {split: len(p.splits[split].labels) for split in ("train", "val")} for name, p in partitions.items()},
+        "partitions": {
+            name: {split: len(p.splits[split].labels) for split in ("train", "val")}
+            for name, p in partitions.items()
+        },
     }
     try:
         result["sites_start_seconds"] = start_sites(sites)
-        echo(f"  {count} datasites (torch on {site_threads} thread(s) each) answering after {result['sites_start_seconds']:.0f} s")
+        echo(
+            f"  {count} datasites (torch on {site_threads} thread(s) each) answering after {result['sites_start_seconds']:.0f} s"
+        )
         for site in sites:
-            ensure_researcher(login(site.url, site.admin), email=RESEARCHER_EMAIL, name="Bench Researcher", password=RESEARCHER_PASSWORD)
+            ensure_researcher(
+                login(site.url, site.admin),
+                email=RESEARCHER_EMAIL,
+                name="Bench Researcher",
+                password=RESEARCHER_PASSWORD,
+            )
         federation = connect(sites)
         function = job.site_function(federation).function  # the very function the sites will run
         initial = job.initial_weights()
@@ -660,7 +827,9 @@ def run_overhead(settings: Settings, echo: Callable[..., None]) -> dict:
         if site_threads != default_threads:
             baselines[f"site_{site_threads}"] = site_threads
         warm = partitions[names[0]].splits
-        function(warm["train"].images, warm["train"].labels, warm["val"].images, warm["val"].labels, initial, 0)  # torch's first-use costs, untimed
+        function(
+            warm["train"].images, warm["train"].labels, warm["val"].images, warm["val"].labels, initial, 0
+        )  # torch's first-use costs, untimed
         result["local"] = {key: [] for key in baselines}
         for when in ("before", "after"):
             for key, threads in baselines.items():
@@ -668,19 +837,29 @@ def run_overhead(settings: Settings, echo: Callable[..., None]) -> dict:
                 with torch_threads(threads):
                     result["local"][key] += run_local(function, partitions, initial, settings.overhead_rounds)
             if when == "before":
-                echo(f"  FedAvg job over HTTP: {settings.overhead_rounds} training round(s) + the final evaluation…")
+                echo(
+                    f"  FedAvg job over HTTP: {settings.overhead_rounds} training round(s) + the final evaluation…"
+                )
                 main = http_job(job, federation, sites, work / "checkpoint")
                 result.update(http_rounds=main["rounds"], http_final_accuracy=main["final_accuracy"])
-        same_threads = f"site_{site_threads}" if site_threads != default_threads else f"default_{default_threads}"
-        result["local_final_accuracy"] = _val_accuracy(result["local"][same_threads][-1], partitions)  # the sites' thread count: the same arithmetic
+        same_threads = (
+            f"site_{site_threads}" if site_threads != default_threads else f"default_{default_threads}"
+        )
+        result["local_final_accuracy"] = _val_accuracy(
+            result["local"][same_threads][-1], partitions
+        )  # the sites' thread count: the same arithmetic
         echo(f"  the sites' calls in-process on {_threads(site_threads)} (their CPU)…")
         with torch_threads(site_threads):
             result["local_private_same_threads"] = run_local(function, partitions, initial, 1)
         train, val = warm["train"], warm["val"]
-        result["serialisation"] = _serialisation(initial, function(train.images, train.labels, val.images, val.labels, initial, 0))
+        result["serialisation"] = _serialisation(
+            initial, function(train.images, train.labels, val.images, val.labels, initial, 0)
+        )
 
         result["contexts"] = []
-        contexts = [(f"torch on {_threads(context_threads)} per site", {"OMP_NUM_THREADS": str(context_threads)})]
+        contexts = [
+            (f"torch on {_threads(context_threads)} per site", {"OMP_NUM_THREADS": str(context_threads)})
+        ]
         for number, (label, env) in enumerate(contexts if settings.context else []):
             echo(f"  context: the sites restarted with {label}, a {CONTEXT_ROUNDS}-round job…")
             for site in sites:
@@ -688,8 +867,20 @@ def run_overhead(settings: Settings, echo: Callable[..., None]) -> dict:
                 site.env = env
             start_sites(sites)
             federation = connect(sites)
-            other = http_job(job_factory(local_epochs, f"_c{number}", rounds=CONTEXT_ROUNDS), federation, sites, work / f"checkpoint-context{number}")
-            result["contexts"].append({"label": label, "env": env, "http_rounds": other["rounds"], "http_final_accuracy": other["final_accuracy"]})
+            other = http_job(
+                job_factory(local_epochs, f"_c{number}", rounds=CONTEXT_ROUNDS),
+                federation,
+                sites,
+                work / f"checkpoint-context{number}",
+            )
+            result["contexts"].append(
+                {
+                    "label": label,
+                    "env": env,
+                    "http_rounds": other["rounds"],
+                    "http_final_accuracy": other["final_accuracy"],
+                }
+            )
     finally:
         for site in sites:
             site.stop()
@@ -737,26 +928,50 @@ def _summarise_runs(http_rounds: list[dict], local_rows: list[dict], names: Sequ
     }
     summary["ratio"] = summary["http_round_seconds"] / summary["local_round_seconds"]
     summary["first_round_ratio"] = summary["http_first_round_seconds"] / summary["local_round_seconds"]
-    summary["researcher_after_calls_seconds"] = summary["http_round_seconds"] - summary["http_call_phase_seconds"]
+    summary["researcher_after_calls_seconds"] = (
+        summary["http_round_seconds"] - summary["http_call_phase_seconds"]
+    )
     summary["fixed_call_seconds"] = summary["http_eval_call_seconds"] - summary["local_eval_call_seconds"]
     summary["min_site_compute_seconds"] = min(summary["local_site_seconds"].values())
-    summary["extra_cpu_seconds"] = summary["http_sites_cpu_seconds"] + summary["http_researcher_cpu_seconds"] - summary["local_round_cpu_seconds"]
-    summary["cpu_bound_seconds"] = (summary["http_sites_cpu_seconds"] + summary["http_researcher_cpu_seconds"]) / (os.cpu_count() or 1)
+    summary["extra_cpu_seconds"] = (
+        summary["http_sites_cpu_seconds"]
+        + summary["http_researcher_cpu_seconds"]
+        - summary["local_round_cpu_seconds"]
+    )
+    summary["cpu_bound_seconds"] = (
+        summary["http_sites_cpu_seconds"] + summary["http_researcher_cpu_seconds"]
+    ) / (os.cpu_count() or 1)
     return summary
 
 
 def summarise_overhead(result: dict, settings: Settings) -> dict:
     """Against each in-process baseline; the target uses the faster one (median training round)."""
-    runs = {key: _summarise_runs(result["http_rounds"], rows, result["sites"]) for key, rows in result["local"].items()}
+    runs = {
+        key: _summarise_runs(result["http_rounds"], rows, result["sites"])
+        for key, rows in result["local"].items()
+    }
     chosen = min(runs, key=lambda key: runs[key]["local_round_seconds"])
     summary = dict(runs[chosen])
     summary["baseline"] = chosen
     summary["baseline_threads"] = int(chosen.rsplit("_", 1)[1])
-    summary["baselines"] = {key: {"round_seconds": run["local_round_seconds"], "round_runs": run["local_round_runs"], "ratio": run["ratio"]} for key, run in runs.items()}
-    summary["contexts"] = [_summarise_runs(c["http_rounds"], result["local"][chosen], result["sites"]) for c in result.get("contexts", [])]
+    summary["baselines"] = {
+        key: {
+            "round_seconds": run["local_round_seconds"],
+            "round_runs": run["local_round_runs"],
+            "ratio": run["ratio"],
+        }
+        for key, run in runs.items()
+    }
+    summary["contexts"] = [
+        _summarise_runs(c["http_rounds"], result["local"][chosen], result["sites"])
+        for c in result.get("contexts", [])
+    ]
     if "local_private_same_threads" in result:
         private = result["local_private_same_threads"][0]
-        summary["site_threads"] = {"private_round_seconds": private["seconds"], "private_round_cpu_seconds": private["cpu_seconds"]}
+        summary["site_threads"] = {
+            "private_round_seconds": private["seconds"],
+            "private_round_cpu_seconds": private["cpu_seconds"],
+        }
     return summary
 
 
@@ -784,9 +999,13 @@ def run_benchmark(settings: Settings, *, echo: Callable[..., None] = print) -> R
     if settings.accuracy:
         import torch
 
-        echo(f"accuracy: {settings.seeds} seed(s) × {len(SCHEMES)} schemes, {settings.rounds} rounds × {settings.local_epochs} local epoch(s)…")
+        echo(
+            f"accuracy: {settings.seeds} seed(s) × {len(SCHEMES)} schemes, {settings.rounds} rounds × {settings.local_epochs} local epoch(s)…"
+        )
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # reproducible, and robust on a busy machine; only the overhead part's timings matter
+        torch.set_num_threads(
+            1
+        )  # reproducible, and robust on a busy machine; only the overhead part's timings matter
         try:
             results.accuracy = run_accuracy(settings, echo)
         finally:
@@ -805,7 +1024,10 @@ def targets(results: Results, settings: Settings) -> list[dict]:
     rows = []
     note = "" if not settings.quick else " (quick mode: too few rounds/seeds to judge)"
     if results.accuracy:
-        for scheme, limit, label in (("iid", IID_TARGET, "IID"), ("dirichlet", DIRICHLET_TARGET, f"Dirichlet α={settings.alpha:g}")):
+        for scheme, limit, label in (
+            ("iid", IID_TARGET, "IID"),
+            ("dirichlet", DIRICHLET_TARGET, f"Dirichlet α={settings.alpha:g}"),
+        ):
             gap, spread = results.accuracy["summary"][scheme]["fedavg_gap"]
             rows.append(
                 {
@@ -817,13 +1039,19 @@ def targets(results: Results, settings: Settings) -> list[dict]:
     if results.overhead:
         summary = results.overhead["summary"]
         precondition = summary["min_site_compute_seconds"] >= MIN_COMPUTE_SECONDS
-        extra = "" if precondition else f" (every site's call is under {MIN_COMPUTE_SECONDS:g} s of compute here: the target does not apply)"
+        extra = (
+            ""
+            if precondition
+            else f" (every site's call is under {MIN_COMPUTE_SECONDS:g} s of compute here: the target does not apply)"
+        )
         rows.append(
             {
                 "target": f"a training round over {len(results.overhead['sites'])} HTTP datasites (torch on {_threads(results.overhead['site_threads'])} per site) "
                 f"≤ {OVERHEAD_TARGET:g}× the same local training in one process (median warm round){extra}",
                 "measured": f"{summary['ratio']:.2f}×",
-                "result": ("PASS" if summary["ratio"] <= OVERHEAD_TARGET else "MISS") if precondition else "n/a",
+                "result": ("PASS" if summary["ratio"] <= OVERHEAD_TARGET else "MISS")
+                if precondition
+                else "n/a",
             }
         )
     return rows
@@ -844,7 +1072,13 @@ def render_report(results: Results, *, heading: str = "##") -> str:
         machine_line(m),
         f"- **Software**: Python {m['python']}, torch {m['torch']} ({m['torch_threads']} intra-op threads), PySyft {m['syft']}, numpy {m['numpy']}, "
         f"scikit-learn {m['scikit-learn']}, fedimg {m['fedimg_version']} at commit {m['fedimg_commit']}",
-        load_line(results.load_start, results.load_end, max_start=MAX_START_LOAD, max_end=MAX_END_LOAD, busy_note=BUSY_NOTE),
+        load_line(
+            results.load_start,
+            results.load_end,
+            max_start=MAX_START_LOAD,
+            max_end=MAX_END_LOAD,
+            busy_note=BUSY_NOTE,
+        ),
     ]
     if results.waited:
         lines.append(waited_line(results.waited))
@@ -885,19 +1119,25 @@ def _accuracy_section(results: Results, heading: str) -> list[str]:
         f"- **Seeds**: {s['seeds']}; mean ± standard deviation over seeds; accuracy on the held-out test set, in %; "
         "gap = centralised − FedAvg, in points (positive: FedAvg is worse)",
         "",
-        "| scheme | centralised acc (%) | FedAvg acc (%) | gap (points) | target | result |" + (" FedProx acc (%) | FedProx gap |" if fedprox else ""),
+        "| scheme | centralised acc (%) | FedAvg acc (%) | gap (points) | target | result |"
+        + (" FedProx acc (%) | FedProx gap |" if fedprox else ""),
         "| --- | ---: | ---: | ---: | ---: | :---: |" + (" ---: | ---: |" if fedprox else ""),
     ]
-    for scheme, limit, label in (("iid", IID_TARGET, "IID"), ("dirichlet", DIRICHLET_TARGET, f"Dirichlet α={s['alpha']:g}")):
+    for scheme, limit, label in (
+        ("iid", IID_TARGET, "IID"),
+        ("dirichlet", DIRICHLET_TARGET, f"Dirichlet α={s['alpha']:g}"),
+    ):
         entry = summary[scheme]
         gap = entry["fedavg_gap"][0]
         lines.append(
             f"| {label} | {_pm(entry['centralised'])} | {_pm(entry['fedavg'])} | {_pm(entry['fedavg_gap'])} | ≤ {limit:g} | "
-            f"**{'PASS' if gap <= limit else 'MISS'}** |" + (f" {_pm(entry['fedprox'])} | {_pm(entry['fedprox_gap'])} |" if fedprox else "")
+            f"**{'PASS' if gap <= limit else 'MISS'}** |"
+            + (f" {_pm(entry['fedprox'])} | {_pm(entry['fedprox_gap'])} |" if fedprox else "")
         )
     lines += [
         "",
-        "| seed | scheme | hospitals' train sizes | top label's share per hospital | centralised (%) | FedAvg (%) | gap |" + (" FedProx (%) |" if fedprox else ""),
+        "| seed | scheme | hospitals' train sizes | top label's share per hospital | centralised (%) | FedAvg (%) | gap |"
+        + (" FedProx (%) |" if fedprox else ""),
         "| ---: | --- | --- | --- | ---: | ---: | ---: |" + (" ---: |" if fedprox else ""),
     ]
     for run in runs:
@@ -913,7 +1153,9 @@ def _accuracy_section(results: Results, heading: str) -> list[str]:
         "",
         "Gap by budget (the FedAvg run's test accuracy after R rounds; centralised trained afresh for R × local epochs epochs):",
         "",
-        "| rounds | epochs | " + " | ".join(f"{labels[scheme]}: centralised (%) | FedAvg (%) | gap" for scheme in SCHEMES) + " |",
+        "| rounds | epochs | "
+        + " | ".join(f"{labels[scheme]}: centralised (%) | FedAvg (%) | gap" for scheme in SCHEMES)
+        + " |",
         "| ---: | ---: | " + " | ".join("---: | ---: | ---:" for _ in SCHEMES) + " |",
     ]
     for rounds in checkpoints(s["rounds"]):
@@ -921,13 +1163,18 @@ def _accuracy_section(results: Results, heading: str) -> list[str]:
         for scheme in SCHEMES:
             budget = summary[scheme]["budgets"][str(rounds)]
             cells.append(f"{_pm(budget['centralised'])} | {_pm(budget['fedavg'])} | {_pm(budget['gap'])}")
-        lines.append(f"| {rounds} | {summary['iid']['budgets'][str(rounds)]['epochs']} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {rounds} | {summary['iid']['budgets'][str(rounds)]['epochs']} | " + " | ".join(cells) + " |"
+        )
     quarter = max(1, s["rounds"] // 4)
     seconds = [r["fedavg"]["seconds"] for r in runs], [r["centralised"]["seconds"] for r in runs]
     lines += [
         "",
-        f"- **Convergence**: the hospitals' pooled val accuracy (the job's own metric, not the test set) moved by "
-        + ", ".join(f"{_pm(summary[scheme]['val_last_quarter_change'])} points ({labels[scheme]})" for scheme in SCHEMES)
+        "- **Convergence**: the hospitals' pooled val accuracy (the job's own metric, not the test set) moved by "
+        + ", ".join(
+            f"{_pm(summary[scheme]['val_last_quarter_change'])} points ({labels[scheme]})"
+            for scheme in SCHEMES
+        )
         + f" over FedAvg's last {quarter} round(s)",
         f"- **Time** (torch on one thread in this part): a FedAvg run takes {statistics.median(seconds[0]):.1f} s in-process (with a test "
         f"evaluation after every round), the centralised runs at every budget {statistics.median(seconds[1]):.1f} s (medians)",
@@ -958,7 +1205,10 @@ def _overhead_section(results: Results, heading: str) -> list[str]:
         + (
             f"; local epochs calibrated so the largest site's call takes ~{CALIBRATION_TARGET_SECONDS:g} s in-process "
             f"on the faster thread setting (an epoch on {calibration['site']}: "
-            + ", ".join(f"{seconds:.3f} s on {_threads(int(threads))}" for threads, seconds in calibration["trials"].items())
+            + ", ".join(
+                f"{seconds:.3f} s on {_threads(int(threads))}"
+                for threads, seconds in calibration["trials"].items()
+            )
             + ")"
             if calibration
             else " (set by --overhead-epochs)"
@@ -984,7 +1234,11 @@ def _overhead_section(results: Results, heading: str) -> list[str]:
     chosen = o["local"][summary["baseline"]]
     for row in o["http_rounds"]:
         local = statistics.median(r["seconds"] for r in chosen if r["round"] == row["round"])
-        kind = f"{row['round']} (training{', first' if row['round'] == 0 else ''})" if row["training"] else f"{row['round']} (evaluation only)"
+        kind = (
+            f"{row['round']} (training{', first' if row['round'] == 0 else ''})"
+            if row["training"]
+            else f"{row['round']} (evaluation only)"
+        )
         lines.append(
             f"| {kind} | {row['seconds']:.2f} | {local:.2f} | {row['seconds'] / local:.2f}× | {row['call_phase_seconds']:.2f} | "
             f"{row['seconds'] - row['call_phase_seconds']:.2f} | {row['sites_cpu_seconds']:.1f} | {row['researcher_cpu_seconds']:.1f} | {row['other_cpu_seconds']:.1f} |"
@@ -995,7 +1249,9 @@ def _overhead_section(results: Results, heading: str) -> list[str]:
         "| --- | ---: | ---: |",
     ]
     for name in names:
-        lines.append(f"| {name} | {summary['local_site_seconds'][name]:.2f} | {summary['http_site_seconds'][name]:.2f} |")
+        lines.append(
+            f"| {name} | {summary['local_site_seconds'][name]:.2f} | {summary['http_site_seconds'][name]:.2f} |"
+        )
     local, http = summary["local_round_seconds"], summary["http_round_seconds"]
     slowest = max(summary["http_site_seconds"].values())
     others = "; ".join(
@@ -1018,7 +1274,9 @@ def _overhead_section(results: Results, heading: str) -> list[str]:
     ]
     same = summary.get("site_threads")
     if same:
-        lines.append(f"| the same calls in one process on {_threads(at_site)} (CPU) | {same['private_round_cpu_seconds']:.2f} | CPU time |")
+        lines.append(
+            f"| the same calls in one process on {_threads(at_site)} (CPU) | {same['private_round_cpu_seconds']:.2f} | CPU time |"
+        )
     lines += [
         f"| CPU the sites used: user | {summary['http_sites_user_seconds']:.2f} | psutil, the site processes |",
         f"| CPU the sites used: system ({summary['http_sites_minor_faults'] / 1e6:.2f} M minor page faults) | {summary['http_sites_system_seconds']:.2f} | psutil, `/proc/PID/stat` |",
@@ -1067,32 +1325,81 @@ def _context_lines(o: dict, summary: dict) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_fedavg", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_fedavg", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--seeds", type=int, help="seeds of the accuracy part (default 3; 1 with --quick)")
-    parser.add_argument("--rounds", type=int, help="FedAvg rounds (default 20; 2 with --quick); centralised trains rounds × local epochs epochs")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="FedAvg rounds (default 20; 2 with --quick); centralised trains rounds × local epochs epochs",
+    )
     parser.add_argument("--local-epochs", type=int, help="local epochs per round (default 2; 1 with --quick)")
     parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05)")
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--width", type=int, default=16, help="SmallCNN width (default 16)")
-    parser.add_argument("--size", type=int, default=16, help="image size of the accuracy part, px, a multiple of 4 (default 16)")
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=16,
+        help="image size of the accuracy part, px, a multiple of 4 (default 16)",
+    )
     parser.add_argument("--hospitals", type=int, default=5, help="hospitals of the accuracy part (default 5)")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (default 0.5)")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="held-out test share of the digits (default 0.2)")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="each hospital's val share, as fedimg convert --val-fraction (default 0.2)")
-    parser.add_argument("--fedprox-mu", type=float, default=0.0, help="also run FedProx with this μ as a context column (default 0: off)")
-    parser.add_argument("--skip-accuracy", action="store_true", help="skip the accuracy part")
-    parser.add_argument("--skip-overhead", action="store_true", help="skip the overhead part (no datasites are started)")
-    parser.add_argument("--overhead-rounds", type=int, help="training rounds of the HTTP job (default 3; 1 with --quick)")
-    parser.add_argument("--overhead-epochs", type=int, help="local epochs of the HTTP job (default: calibrated to ~3 s per site call; 1 with --quick)")
-    parser.add_argument("--overhead-size", type=int, help="image size of the overhead part, px (default 32; 16 with --quick)")
-    parser.add_argument("--overhead-sites", type=int, default=3, help="HTTP datasites (default 3)")
-    parser.add_argument("--site-threads", type=int, default=1, help="torch threads per site process, as OMP_NUM_THREADS (default 1: three sites share two cores; 0: torch's default)")
-    parser.add_argument("--no-context", action="store_true", help="skip the overhead part's context run (one round with the sites on the other thread setting)")
-    report.add_report_options(
-        parser, workdir_use="cache and scratch folder", report_name="fedavg-report.md", record_help="also add the report to the FedAvg section of benchmarks/RESULTS.md"
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.2, help="held-out test share of the digits (default 0.2)"
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 rounds of 1 epoch; overhead 1 round, 1 epoch, 16 px")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="each hospital's val share, as fedimg convert --val-fraction (default 0.2)",
+    )
+    parser.add_argument(
+        "--fedprox-mu",
+        type=float,
+        default=0.0,
+        help="also run FedProx with this μ as a context column (default 0: off)",
+    )
+    parser.add_argument("--skip-accuracy", action="store_true", help="skip the accuracy part")
+    parser.add_argument(
+        "--skip-overhead", action="store_true", help="skip the overhead part (no datasites are started)"
+    )
+    parser.add_argument(
+        "--overhead-rounds", type=int, help="training rounds of the HTTP job (default 3; 1 with --quick)"
+    )
+    parser.add_argument(
+        "--overhead-epochs",
+        type=int,
+        help="local epochs of the HTTP job (default: calibrated to ~3 s per site call; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--overhead-size", type=int, help="image size of the overhead part, px (default 32; 16 with --quick)"
+    )
+    parser.add_argument("--overhead-sites", type=int, default=3, help="HTTP datasites (default 3)")
+    parser.add_argument(
+        "--site-threads",
+        type=int,
+        default=1,
+        help="torch threads per site process, as OMP_NUM_THREADS (default 1: three sites share two cores; 0: torch's default)",
+    )
+    parser.add_argument(
+        "--no-context",
+        action="store_true",
+        help="skip the overhead part's context run (one round with the sites on the other thread setting)",
+    )
+    report.add_report_options(
+        parser,
+        workdir_use="cache and scratch folder",
+        report_name="fedavg-report.md",
+        record_help="also add the report to the FedAvg section of benchmarks/RESULTS.md",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 seed, 2 rounds of 1 epoch; overhead 1 round, 1 epoch, 16 px",
+    )
     add_wait_options(parser, record_default=RECORD_WAIT_LOAD)
     args = parser.parse_args(argv)
     quick = args.quick
@@ -1128,7 +1435,13 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
     )
     if not (settings.accuracy or settings.overhead):
         parser.error("--skip-accuracy and --skip-overhead together leave nothing to run")
-    positive = {"--seeds": settings.seeds, "--rounds": settings.rounds, "--local-epochs": settings.local_epochs, "--hospitals": settings.hospitals, "--overhead-rounds": settings.overhead_rounds}
+    positive = {
+        "--seeds": settings.seeds,
+        "--rounds": settings.rounds,
+        "--local-epochs": settings.local_epochs,
+        "--hospitals": settings.hospitals,
+        "--overhead-rounds": settings.overhead_rounds,
+    }
     for flag, value in positive.items():
         if value < 1:
             parser.error(f"{flag} must be at least 1")
@@ -1148,7 +1461,14 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
-    report.publish(run_benchmark(settings), render_report, title="FedAvg", path=settings.report, section=SECTION, record=settings.record)
+    report.publish(
+        run_benchmark(settings),
+        render_report,
+        title="FedAvg",
+        path=settings.report,
+        section=SECTION,
+        record=settings.record,
+    )
     return 0
 
 

@@ -51,14 +51,34 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from benchmarks import report
-from benchmarks.bench_convert import BENCH_SECRET, GENERATOR_VERSION, JPEG_QUALITY, NOISE_SIGMA, SOURCE_SIZE, _clean, generate_images
-from benchmarks.machine import add_wait_options, contention, contention_line, cpu_snapshot, load_line, machine_info, machine_line, package_versions
-from benchmarks.machine import wait_for_quiet_machine, wait_load, waited_line
+from benchmarks.bench_convert import (
+    BENCH_SECRET,
+    GENERATOR_VERSION,
+    JPEG_QUALITY,
+    NOISE_SIGMA,
+    SOURCE_SIZE,
+    _clean,
+    generate_images,
+)
+from benchmarks.machine import (
+    add_wait_options,
+    contention,
+    contention_line,
+    cpu_snapshot,
+    load_line,
+    machine_info,
+    machine_line,
+    package_versions,
+    wait_for_quiet_machine,
+    wait_load,
+    waited_line,
+)
 from benchmarks.report import ResultsSection
 
 SECTION = ResultsSection(  # where --record puts the report in benchmarks/RESULTS.md
@@ -74,7 +94,9 @@ MAX_START_LOAD = 0.5  # flag a report whose 1-minute load at start was above thi
 MAX_END_LOAD = 1.5  # the benchmark keeps one core busy itself: flag only above this at the end
 
 ADMIN_EMAIL = "bench.admin@fedimg.example"
-ADMIN_PASSWORD = "bench-ingest-password-0123"  # a throw-away datasite in the work folder, deleted after each run
+ADMIN_PASSWORD = (
+    "bench-ingest-password-0123"  # a throw-away datasite in the work folder, deleted after each run
+)
 ASSET_NAMES = ("metadata", "train_images", "train_labels", "val_images", "val_labels")
 
 SHARD_BYTES = 16 * 2**20  # context row: image assets cut into shards of at most this many bytes
@@ -101,8 +123,8 @@ def prepare_federation(workdir: Path, images: int, size: int, *, seed: int = 0) 
     converted with ``fedimg convert``'s own code: ``--clients 1 --scheme iid``.
     Returns the client folder.
     """
-    from datasite_setup.convert.pipeline import ConvertOptions, convert
     from datasite_setup.convert.imaging import ImageSpec
+    from datasite_setup.convert.pipeline import ConvertOptions, convert
     from datasite_setup.private_file import write_private_file
 
     out = workdir / f"ingest-fed-n{images}-s{size}-seed{seed}-v{GENERATOR_VERSION}"
@@ -127,8 +149,13 @@ def prepare_federation(workdir: Path, images: int, size: int, *, seed: int = 0) 
         )
         accepted = result.federation["inputs"]["accepted"]
         if result.exit_code != 0 or accepted != images:
-            raise BenchmarkError(f"fedimg convert accepted {accepted} of {images} images; see {out / 'quarantine.jsonl'}")
-        done.write_text(json.dumps({"images": images, "size": size, "seed": seed, "generator_version": GENERATOR_VERSION}) + "\n")
+            raise BenchmarkError(
+                f"fedimg convert accepted {accepted} of {images} images; see {out / 'quarantine.jsonl'}"
+            )
+        done.write_text(
+            json.dumps({"images": images, "size": size, "seed": seed, "generator_version": GENERATOR_VERSION})
+            + "\n"
+        )
     (client,) = sorted(p for p in (out / "clients").iterdir() if p.is_dir())
     return client
 
@@ -152,7 +179,11 @@ class Partition:
     @property
     def payload_bytes(self) -> int:
         """Bytes of every array handed to the upload, private and mock twins (the metadata tables excluded)."""
-        return sum(split.images.nbytes + split.labels.nbytes for p in (self.private, self.mock) for split in p.splits.values())
+        return sum(
+            split.images.nbytes + split.labels.nbytes
+            for p in (self.private, self.mock)
+            for split in p.splits.values()
+        )
 
     @property
     def png_payload_bytes(self) -> int:
@@ -207,7 +238,12 @@ def build_png_dataset(partition: Partition) -> Any:
         split, _, kind = asset.name.partition("_")
         if kind == "images":
             private, fake = partition.png[split]
-            dataset.asset_list[i] = sy.Asset(name=asset.name, description=f"{split} images, PNG bytes, one per image", data=private, mock=fake)
+            dataset.asset_list[i] = sy.Asset(
+                name=asset.name,
+                description=f"{split} images, PNG bytes, one per image",
+                data=private,
+                mock=fake,
+            )
     return dataset
 
 
@@ -229,7 +265,12 @@ def build_sharded_dataset(partition: Partition, shard_bytes: int = SHARD_BYTES) 
         for number, start in enumerate(range(0, len(real), per_shard)):
             stop = min(start + per_shard, len(real))
             dataset.add_asset(
-                sy.Asset(name=f"{asset.name}_{number:03d}", description=f"{split} images {start}..{stop - 1}, uint8 (n, C, H, W)", data=real[start:stop], mock=fake[start:stop])
+                sy.Asset(
+                    name=f"{asset.name}_{number:03d}",
+                    description=f"{split} images {start}..{stop - 1}, uint8 (n, C, H, W)",
+                    data=real[start:stop],
+                    mock=fake[start:stop],
+                )
             )
     return dataset
 
@@ -300,7 +341,9 @@ def _open(state_dir: Path, size: int) -> Any:
 def _admin_client(worker: Any) -> Any:
     credentials = _credentials()
     with quiet():
-        return worker.get_guest_client(verbose=False).login(email=credentials.email, password=credentials.password)
+        return worker.get_guest_client(verbose=False).login(
+            email=credentials.email, password=credentials.password
+        )
 
 
 def _close(worker: Any, state_dir: Path) -> None:
@@ -338,8 +381,14 @@ def verify(client: Any, name: str, partition: Partition, *, kind: str = "array")
             expected_names = sorted(build_sharded_dataset_names(partition))
             if assets != expected_names:
                 raise BenchmarkError(f"dataset {name} has assets {assets}, expected {expected_names}")
-            shards = [datasets[name].assets[asset].data for asset in assets if asset.startswith("train_images_")]
-            stored = np.concatenate(shards) if shards and all(isinstance(shard, np.ndarray) for shard in shards) else None
+            shards = [
+                datasets[name].assets[asset].data for asset in assets if asset.startswith("train_images_")
+            ]
+            stored = (
+                np.concatenate(shards)
+                if shards and all(isinstance(shard, np.ndarray) for shard in shards)
+                else None
+            )
         else:
             if assets != sorted(ASSET_NAMES):
                 raise BenchmarkError(f"dataset {name} has assets {assets}, expected {sorted(ASSET_NAMES)}")
@@ -347,11 +396,19 @@ def verify(client: Any, name: str, partition: Partition, *, kind: str = "array")
     if kind == "png":
         expected = partition.png["train"][0]
         if not isinstance(stored, list) or stored != expected:
-            raise BenchmarkError(f"dataset {name}: the stored train PNG bytes differ from the input ({type(stored).__name__})")
+            raise BenchmarkError(
+                f"dataset {name}: the stored train PNG bytes differ from the input ({type(stored).__name__})"
+            )
         return f"5 assets, {len(stored)} train PNGs equal"
     expected = partition.private.splits["train"].images
-    if not isinstance(stored, np.ndarray) or stored.dtype != expected.dtype or not np.array_equal(stored, expected):
-        raise BenchmarkError(f"dataset {name}: the stored private train_images differ from the input ({type(stored).__name__})")
+    if (
+        not isinstance(stored, np.ndarray)
+        or stored.dtype != expected.dtype
+        or not np.array_equal(stored, expected)
+    ):
+        raise BenchmarkError(
+            f"dataset {name}: the stored private train_images differ from the input ({type(stored).__name__})"
+        )
     if kind == "sharded":
         return f"{len(assets)} assets, {len(shards)} train shards = train_images {stored.dtype} {tuple(stored.shape)} equal"
     return f"5 assets, train_images {stored.dtype} {tuple(stored.shape)} equal"
@@ -382,7 +439,16 @@ def run_plain(partition: Partition, state_dir: Path, *, png: bool = False) -> Ru
     finally:
         _close(worker, state_dir)
     payload = partition.png_payload_bytes if png else partition.payload_bytes
-    return Run(PNG if png else PLAIN, partition.size, partition.images, payload, watch.seconds, watch.cpu, watch.faults, checked)
+    return Run(
+        PNG if png else PLAIN,
+        partition.size,
+        partition.images,
+        payload,
+        watch.seconds,
+        watch.cpu,
+        watch.faults,
+        checked,
+    )
 
 
 def run_fedimg(partition: Partition, state_dir: Path, *, sharded: bool = False) -> Run:
@@ -391,16 +457,29 @@ def run_fedimg(partition: Partition, state_dir: Path, *, sharded: bool = False) 
 
     worker = _open(state_dir, partition.size)
     try:
-        dataset = build_sharded_dataset(partition) if sharded else build_dataset(partition.private, partition.mock)
+        dataset = (
+            build_sharded_dataset(partition) if sharded else build_dataset(partition.private, partition.mock)
+        )
         watch = Stopwatch()
         with quiet():
             watch.start()
             upload_server_side(worker, dataset)
             watch.stop()
-        checked = verify(_admin_client(worker), dataset.name, partition, kind="sharded" if sharded else "array")
+        checked = verify(
+            _admin_client(worker), dataset.name, partition, kind="sharded" if sharded else "array"
+        )
     finally:
         _close(worker, state_dir)
-    return Run(SHARDED if sharded else FEDIMG, partition.size, partition.images, partition.payload_bytes, watch.seconds, watch.cpu, watch.faults, checked)
+    return Run(
+        SHARDED if sharded else FEDIMG,
+        partition.size,
+        partition.images,
+        partition.payload_bytes,
+        watch.seconds,
+        watch.cpu,
+        watch.faults,
+        checked,
+    )
 
 
 def run_full_ingest(partition: Partition, state_dir: Path) -> Run:
@@ -419,7 +498,16 @@ def run_full_ingest(partition: Partition, state_dir: Path) -> Run:
         checked = verify(_admin_client(worker), result.dataset, partition)
     finally:
         _close(worker, state_dir)
-    return Run(FULL, partition.size, partition.images, partition.payload_bytes, watch.seconds, watch.cpu, watch.faults, checked)
+    return Run(
+        FULL,
+        partition.size,
+        partition.images,
+        partition.payload_bytes,
+        watch.seconds,
+        watch.cpu,
+        watch.faults,
+        checked,
+    )
 
 
 # --- the benchmark ---------------------------------------------------------------------------
@@ -504,7 +592,13 @@ def run_benchmark(settings: Settings, *, echo=print) -> Results:
     results.load_end = os.getloadavg()
     results.contention = contention(cpu_before, cpu_snapshot())  # the benchmark is this one process
     shutil.rmtree(state, ignore_errors=True)
-    results.runs = {key: [asdict(r) | {"images_per_second": r.images_per_second, "mb_per_second": r.mb_per_second} for r in group] for key, group in runs.items()}
+    results.runs = {
+        key: [
+            asdict(r) | {"images_per_second": r.images_per_second, "mb_per_second": r.mb_per_second}
+            for r in group
+        ]
+        for key, group in runs.items()
+    }
     results.summary, results.targets = _summarise(runs, settings)
     return results
 
@@ -618,8 +712,16 @@ def render_report(results: Results, *, heading: str = "##") -> str:
             + (f"; CPU seconds {entry['cpu_ratio']:.2f}×" if entry.get("cpu_ratio") else "")
             + f"); the whole `ingest_partition` (read {prep['read_seconds']:.1f} s and mock {prep['mock_seconds']:.1f} s "
             f"when measured alone) {entry['full_ingest_ratio']:.2f}× the client upload alone"
-            + (f"; PNG bytes through the client path {entry['png_ratio']:.2f}× the client upload of uint8 arrays" if "png_ratio" in entry else "")
-            + (f"; fedimg's path with {SHARD_BYTES // 2**20}-MiB shards {entry['sharded_ratio']:.2f}× it" if "sharded_ratio" in entry else "")
+            + (
+                f"; PNG bytes through the client path {entry['png_ratio']:.2f}× the client upload of uint8 arrays"
+                if "png_ratio" in entry
+                else ""
+            )
+            + (
+                f"; fedimg's path with {SHARD_BYTES // 2**20}-MiB shards {entry['sharded_ratio']:.2f}× it"
+                if "sharded_ratio" in entry
+                else ""
+            )
         )
     lines.append(
         f"- **Reference** (the issue): PySyft's plain upload of one uint8 array, in-process, ~{ISSUE_PLAIN_MB_S:g} MB/s on this class of machine"
@@ -636,18 +738,34 @@ def _sizes(text: str) -> list[int]:
     try:
         sizes = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--sizes takes comma-separated pixel sizes, e.g. 64,128 (got {text!r})") from None
+        raise argparse.ArgumentTypeError(
+            f"--sizes takes comma-separated pixel sizes, e.g. 64,128 (got {text!r})"
+        ) from None
     if not sizes or any(not 8 <= size <= 1024 for size in sizes) or len(set(sizes)) != len(sizes):
         raise argparse.ArgumentTypeError(f"--sizes takes distinct sizes from 8 to 1024 px (got {text!r})")
     return sizes
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_ingest", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, help="N, images in the client's partition (default 2000; 60 with --quick)")
-    parser.add_argument("--sizes", type=_sizes, help="image sizes in px, comma-separated (default 64,128; 64 with --quick)")
-    parser.add_argument("--repeats", type=int, help="interleaved runs of each way; the median is reported (default 3; 1 with --quick)")
-    parser.add_argument("--no-context", action="store_true", help="skip the context rows (PNG bytes through the client path, shards through fedimg's)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_ingest", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--images", type=int, help="N, images in the client's partition (default 2000; 60 with --quick)"
+    )
+    parser.add_argument(
+        "--sizes", type=_sizes, help="image sizes in px, comma-separated (default 64,128; 64 with --quick)"
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        help="interleaved runs of each way; the median is reported (default 3; 1 with --quick)",
+    )
+    parser.add_argument(
+        "--no-context",
+        action="store_true",
+        help="skip the context rows (PNG bytes through the client path, shards through fedimg's)",
+    )
     report.add_report_options(
         parser,
         workdir_use="cache for generated inputs and scratch datasites",
@@ -681,7 +799,14 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
-    report.publish(run_benchmark(settings), render_report, title="dataset ingest", path=settings.report, section=SECTION, record=settings.record)
+    report.publish(
+        run_benchmark(settings),
+        render_report,
+        title="dataset ingest",
+        path=settings.report,
+        section=SECTION,
+        record=settings.record,
+    )
     return 0
 
 

@@ -56,20 +56,29 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from benchmarks import bench_fedavg, report
-from benchmarks.machine import add_wait_options, load_line, machine_info, machine_line, wait_for_quiet_machine, wait_load, waited_line
+from benchmarks.machine import (
+    add_wait_options,
+    load_line,
+    machine_info,
+    machine_line,
+    wait_for_quiet_machine,
+    wait_load,
+    waited_line,
+)
 from benchmarks.report import ResultsSection
 
 SECTION = ResultsSection(  # where --record puts the report in benchmarks/RESULTS.md
     heading="## Differential privacy",
     intro="FedAvg's test accuracy on the digits under the sites' DP — DP-SGD at the site (`policies.dp_sgd`, the default mechanism) and "
-    "clip + Gaussian noise on every released update (`mechanism = \"update\"`), as `policies.enforcement` applies them — at several ε, "
+    'clip + Gaussian noise on every released update (`mechanism = "update"`), as `policies.enforcement` applies them — at several ε, '
     "against no DP (`.venv/bin/python -m benchmarks.bench_privacy --record`; how to read it: [README.md](README.md)).",
     marker="<!-- privacy results: newest first; `python -m benchmarks.bench_privacy --record` inserts below -->",
 )
@@ -80,7 +89,14 @@ PROFILE_KEYS = ("rounds", "local_epochs", "batch_size", "lr", "momentum", "clip"
 # DP-SGD's training settings per ε ("default": any other ε, and the clip-only run); how they were chosen: DP_SGD_TUNING
 DP_SGD_PROFILES = {
     "default": {"rounds": 40, "local_epochs": 1, "batch_size": 64, "lr": 0.5, "momentum": 0.0, "clip": 1.0},
-    "1": {"rounds": 20, "local_epochs": 1, "batch_size": 256, "lr": 1.0, "momentum": 0.0, "clip": 1.0},  # a batch ≥ n: q = 1
+    "1": {
+        "rounds": 20,
+        "local_epochs": 1,
+        "batch_size": 256,
+        "lr": 1.0,
+        "momentum": 0.0,
+        "clip": 1.0,
+    },  # a batch ≥ n: q = 1
 }
 SCHEME_LABELS = {"iid": "IID", "dirichlet": "Dirichlet"}
 
@@ -112,15 +128,21 @@ class Settings:
     wait_timeout: float = 600.0
     # DP-SGD (the sites' default mechanism): its own training settings per ε, tuned for DP (DP_SGD_TUNING)
     dp_sgd: bool = True
-    dp_sgd_profiles: dict = field(default_factory=lambda: {key: dict(value) for key, value in DP_SGD_PROFILES.items()})
+    dp_sgd_profiles: dict = field(
+        default_factory=lambda: {key: dict(value) for key, value in DP_SGD_PROFILES.items()}
+    )
 
 
 @dataclass
 class Results(report.ReportHeader):
     waited: dict = field(default_factory=dict)
     clip: dict = field(default_factory=dict)  # "rounds|scheme" -> {"C": ..., "source": ...}
-    calibration: dict = field(default_factory=dict)  # "rounds|epsilon" -> {"noise_multiplier", "epsilon_accounted", "loose"}
-    dp_sgd_calibration: dict = field(default_factory=dict)  # "scheme|seed|epsilon" -> per hospital {"n", "sample_rate", "steps", "noise_multiplier", "epsilon_accounted"}
+    calibration: dict = field(
+        default_factory=dict
+    )  # "rounds|epsilon" -> {"noise_multiplier", "epsilon_accounted", "loose"}
+    dp_sgd_calibration: dict = field(
+        default_factory=dict
+    )  # "scheme|seed|epsilon" -> per hospital {"n", "sample_rate", "steps", "noise_multiplier", "epsilon_accounted"}
     runs: list = field(default_factory=list)
     summary: dict = field(default_factory=dict)
     parameters: int = 0
@@ -148,7 +170,12 @@ def update_norm(global_weights: dict, new_weights: dict) -> float:
     total = 0.0
     for name, value in new_weights.items():
         if np.asarray(value).dtype.kind == "f":
-            total += float(((np.asarray(value, dtype=np.float64) - np.asarray(global_weights[name], dtype=np.float64)) ** 2).sum())
+            total += float(
+                (
+                    (np.asarray(value, dtype=np.float64) - np.asarray(global_weights[name], dtype=np.float64))
+                    ** 2
+                ).sum()
+            )
     return math.sqrt(total)
 
 
@@ -162,7 +189,17 @@ def noise_to_clip(noise_multiplier: float, sizes: Sequence[int], parameters: int
     return 2 * noise_multiplier * math.sqrt(parameters * sum(n * n for n in sizes)) / total
 
 
-def train_private_fedavg(function: Callable[..., dict], hospitals: list[Any], weights: dict, rounds: int, test: tuple[np.ndarray, np.ndarray], *, clip: float | None, noise_multiplier: float, rng: np.random.Generator) -> dict:
+def train_private_fedavg(
+    function: Callable[..., dict],
+    hospitals: list[Any],
+    weights: dict,
+    rounds: int,
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    clip: float | None,
+    noise_multiplier: float,
+    rng: np.random.Generator,
+) -> dict:
     """``rounds`` of FedAvg over the hospitals' site-function calls; with ``clip``, every release goes through ``privatize_update``.
 
     ``clip=None`` is plain FedAvg (no DP); ``noise_multiplier=0`` with a clip is clipping only.
@@ -180,7 +217,9 @@ def train_private_fedavg(function: Callable[..., dict], hospitals: list[Any], we
             released = output["weights"]
             norms.append(update_norm(weights, released))
             if clip is not None:
-                released = privatize_update(weights, released, max_update_norm=clip, noise_multiplier=noise_multiplier, rng=rng)
+                released = privatize_update(
+                    weights, released, max_update_norm=clip, noise_multiplier=noise_multiplier, rng=rng
+                )
             updates.append((released, output["num_samples"]))
         weights = fedavg(updates)
     final = bench_fedavg.evaluate(function, weights, *test, rounds)
@@ -201,7 +240,16 @@ def dp_sgd_profile(profiles: dict, epsilon: float | None) -> dict:
     return profiles.get("default" if epsilon is None else f"{epsilon:g}", profiles["default"])
 
 
-def dp_sgd_privacy(num_train: int, epsilon: float | None, delta: float, *, batch_size: int, local_epochs: int, rounds: int, max_grad_norm: float) -> dict:
+def dp_sgd_privacy(
+    num_train: int,
+    epsilon: float | None,
+    delta: float,
+    *,
+    batch_size: int,
+    local_epochs: int,
+    rounds: int,
+    max_grad_norm: float,
+) -> dict:
     """What a DP-SGD site's release hook hands the site function (``policies.enforcement``): its own calibration.
 
     ``q = batch / n``, ``local_epochs · ⌈n / batch⌉`` steps per call, z for ``(rounds + 1)`` calls' steps
@@ -215,10 +263,26 @@ def dp_sgd_privacy(num_train: int, epsilon: float | None, delta: float, *, batch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Opacus: "optimal order is the largest alpha" (a conservative bound)
         accounted = epsilon_of([(z, sample_rate, steps * (rounds + 1))], delta) if z > 0 else math.inf
-    return {"n": num_train, "sample_rate": sample_rate, "steps": steps, "noise_multiplier": z, "max_grad_norm": max_grad_norm, "epsilon_accounted": accounted}
+    return {
+        "n": num_train,
+        "sample_rate": sample_rate,
+        "steps": steps,
+        "noise_multiplier": z,
+        "max_grad_norm": max_grad_norm,
+        "epsilon_accounted": accounted,
+    }
 
 
-def train_dp_sgd_fedavg(function: Callable[..., dict], hospitals: list[Any], weights: dict, rounds: int, test: tuple[np.ndarray, np.ndarray], *, privacy: list[dict], rng: np.random.Generator) -> dict:
+def train_dp_sgd_fedavg(
+    function: Callable[..., dict],
+    hospitals: list[Any],
+    weights: dict,
+    rounds: int,
+    test: tuple[np.ndarray, np.ndarray],
+    *,
+    privacy: list[dict],
+    rng: np.random.Generator,
+) -> dict:
     """``rounds`` of FedAvg where every hospital trains with the sites' DP-SGD (``privacy[i]`` for hospital i).
 
     The sampling and noise are seeded from ``rng`` (a site draws them from ``secrets``). Besides the test
@@ -233,13 +297,35 @@ def train_dp_sgd_fedavg(function: Callable[..., dict], hospitals: list[Any], wei
         updates = []
         for hospital, settings in zip(hospitals, privacy):
             train, val = hospital.splits["train"], hospital.splits["val"]
-            handed = {key: settings[key] for key in ("noise_multiplier", "max_grad_norm", "sample_rate", "steps")}
-            output = function(train.images, train.labels, val.images, val.labels, weights, rnd, privacy=handed | {"seed": int(rng.integers(2**62))})
+            handed = {
+                key: settings[key] for key in ("noise_multiplier", "max_grad_norm", "sample_rate", "steps")
+            }
+            output = function(
+                train.images,
+                train.labels,
+                val.images,
+                val.labels,
+                weights,
+                rnd,
+                privacy=handed | {"seed": int(rng.integers(2**62))},
+            )
             norms.append(update_norm(weights, output["weights"]))
             updates.append((output["weights"], output["num_samples"]))
         weights = fedavg(updates)
     final = bench_fedavg.evaluate(function, weights, *test, rounds)
-    val = aggregate_evaluations([function(h.splits["train"].images[:0], h.splits["train"].labels[:0], h.splits["val"].images, h.splits["val"].labels, weights, rounds)["val"] for h in hospitals])
+    val = aggregate_evaluations(
+        [
+            function(
+                h.splits["train"].images[:0],
+                h.splits["train"].labels[:0],
+                h.splits["val"].images,
+                h.splits["val"].labels,
+                weights,
+                rounds,
+            )["val"]
+            for h in hospitals
+        ]
+    )
     return {
         "accuracy": final["accuracy"],
         "val_accuracy": val["accuracy"],
@@ -252,27 +338,70 @@ def train_dp_sgd_fedavg(function: Callable[..., dict], hospitals: list[Any], wei
 
 def dp_sgd_noise_to_clip(privacy: list[dict], parameters: int) -> float:
     """Expected L2 norm of one step's noise in a hospital's averaged gradient, in units of C: z·√parameters / (q·n), mean over hospitals."""
-    return statistics.mean(p["noise_multiplier"] * math.sqrt(parameters) / (p["sample_rate"] * p["n"]) for p in privacy)
+    return statistics.mean(
+        p["noise_multiplier"] * math.sqrt(parameters) / (p["sample_rate"] * p["n"]) for p in privacy
+    )
 
 
-def run_dp_sgd(settings: Settings, results: Results, fed: Any, hospitals: list[Any], test: tuple, base: dict, scheme_index: int, work: Path, echo: Callable[..., None]) -> None:
+def run_dp_sgd(
+    settings: Settings,
+    results: Results,
+    fed: Any,
+    hospitals: list[Any],
+    test: tuple,
+    base: dict,
+    scheme_index: int,
+    work: Path,
+    echo: Callable[..., None],
+) -> None:
     """The DP-SGD rows of one seed and scheme: clipping only (z = 0, the default settings), then each ε with its settings."""
     seed, scheme = base["seed"], base["scheme"]
     for epsilon in [None, *settings.epsilons]:
         profile = dp_sgd_profile(settings.dp_sgd_profiles, epsilon)
         rounds = profile["rounds"]
-        job = bench_fedavg.make_job(f"dpsgd_{scheme}_{seed}_{rounds}_{profile['local_epochs']}", channels=1, size=settings.size, settings=fed, seed=seed, rounds=rounds, local_epochs=profile["local_epochs"])
-        function = bench_fedavg.site_function(job, work / "functions", batch_size=profile["batch_size"], lr=profile["lr"], momentum=profile["momentum"])
+        job = bench_fedavg.make_job(
+            f"dpsgd_{scheme}_{seed}_{rounds}_{profile['local_epochs']}",
+            channels=1,
+            size=settings.size,
+            settings=fed,
+            seed=seed,
+            rounds=rounds,
+            local_epochs=profile["local_epochs"],
+        )
+        function = bench_fedavg.site_function(
+            job,
+            work / "functions",
+            batch_size=profile["batch_size"],
+            lr=profile["lr"],
+            momentum=profile["momentum"],
+        )
         kind = "DP-SGD clip only" if epsilon is None else "DP-SGD"
         privacy = [
-            dp_sgd_privacy(len(h.splits["train"].labels), epsilon, settings.delta, batch_size=profile["batch_size"], local_epochs=profile["local_epochs"], rounds=rounds, max_grad_norm=profile["clip"])
+            dp_sgd_privacy(
+                len(h.splits["train"].labels),
+                epsilon,
+                settings.delta,
+                batch_size=profile["batch_size"],
+                local_epochs=profile["local_epochs"],
+                rounds=rounds,
+                max_grad_norm=profile["clip"],
+            )
             for h in hospitals
         ]
         if epsilon is not None:
             results.dp_sgd_calibration[f"{scheme}|{seed}|{epsilon:g}"] = privacy
         rng = np.random.default_rng([seed, scheme_index, rounds, int(round(1000 * (epsilon or 0))), 2])
-        run = base | {"rounds": rounds, "kind": kind, "epsilon": epsilon, "clip": profile["clip"], "profile": profile, "noise_multiplier": max(p["noise_multiplier"] for p in privacy)}
-        run |= train_dp_sgd_fedavg(function, hospitals, job.initial_weights(), rounds, test, privacy=privacy, rng=rng)
+        run = base | {
+            "rounds": rounds,
+            "kind": kind,
+            "epsilon": epsilon,
+            "clip": profile["clip"],
+            "profile": profile,
+            "noise_multiplier": max(p["noise_multiplier"] for p in privacy),
+        }
+        run |= train_dp_sgd_fedavg(
+            function, hospitals, job.initial_weights(), rounds, test, privacy=privacy, rng=rng
+        )
         run["noise_to_clip"] = dp_sgd_noise_to_clip(privacy, results.parameters)
         results.runs.append(run)
         echo(
@@ -306,7 +435,9 @@ def fedavg_settings(settings: Settings) -> Any:
 
 def _significant(value: float, digits: int = 2) -> float:
     if value <= 0 or not math.isfinite(value):
-        raise bench_fedavg.BenchmarkError(f"cannot calibrate the clipping norm from a median update norm of {value}")
+        raise bench_fedavg.BenchmarkError(
+            f"cannot calibrate the clipping norm from a median update norm of {value}"
+        )
     return float(f"{value:.{digits}g}")
 
 
@@ -331,21 +462,51 @@ def run_accuracy(settings: Settings, results: Results, echo: Callable[..., None]
         test = bench_fedavg.test_set(source, held_out, labels, settings.size)
         majority = float(np.bincount(test[1]).max() / len(test[1]))
         for scheme_index, scheme in enumerate(settings.schemes):
-            hospitals = bench_fedavg.convert_hospitals(source, pool, labels, work / f"{scheme}-seed{seed}", scheme, seed, fed, secret)
+            hospitals = bench_fedavg.convert_hospitals(
+                source, pool, labels, work / f"{scheme}-seed{seed}", scheme, seed, fed, secret
+            )
             stats = bench_fedavg.hospital_stats(hospitals)
             sizes = stats["train_sizes"]
             for rounds in settings.rounds:
-                job = bench_fedavg.make_job(f"dp_{scheme}_{seed}_{rounds}", channels=1, size=settings.size, settings=fed, seed=seed, rounds=rounds, local_epochs=settings.local_epochs)
+                job = bench_fedavg.make_job(
+                    f"dp_{scheme}_{seed}_{rounds}",
+                    channels=1,
+                    size=settings.size,
+                    settings=fed,
+                    seed=seed,
+                    rounds=rounds,
+                    local_epochs=settings.local_epochs,
+                )
                 function = bench_fedavg.site_function(job, work / "functions")
                 initial = job.initial_weights()
                 results.parameters = float_parameters(initial)
-                base = {"seed": seed, "scheme": scheme, "rounds": rounds, "train_sizes": sizes, "top_label_share": stats["top_label_share"], "test_samples": int(len(test[1])), "majority_share": majority}
+                base = {
+                    "seed": seed,
+                    "scheme": scheme,
+                    "rounds": rounds,
+                    "train_sizes": sizes,
+                    "top_label_share": stats["top_label_share"],
+                    "test_samples": int(len(test[1])),
+                    "majority_share": majority,
+                }
 
                 def one(kind: str, epsilon: float | None, clip: float | None, z: float) -> dict:
-                    rng = np.random.default_rng([seed, scheme_index, rounds, int(round(1000 * (epsilon or 0))), 1 if kind == "clip only" else 0])
+                    rng = np.random.default_rng(
+                        [
+                            seed,
+                            scheme_index,
+                            rounds,
+                            int(round(1000 * (epsilon or 0))),
+                            1 if kind == "clip only" else 0,
+                        ]
+                    )
                     run = base | {"kind": kind, "epsilon": epsilon, "clip": clip, "noise_multiplier": z}
-                    run |= train_private_fedavg(function, hospitals, initial, rounds, test, clip=clip, noise_multiplier=z, rng=rng)
-                    run["noise_to_clip"] = noise_to_clip(z, sizes, results.parameters) if clip is not None else 0.0
+                    run |= train_private_fedavg(
+                        function, hospitals, initial, rounds, test, clip=clip, noise_multiplier=z, rng=rng
+                    )
+                    run["noise_to_clip"] = (
+                        noise_to_clip(z, sizes, results.parameters) if clip is not None else 0.0
+                    )
                     results.runs.append(run)
                     echo(
                         f"  seed {seed}  {scheme:<9}  {rounds:>3} rounds  {kind:<10}"
@@ -356,14 +517,22 @@ def run_accuracy(settings: Settings, results: Results, echo: Callable[..., None]
 
                 plain = one("no DP", None, None, 0.0)
                 if f"{rounds}|{scheme}" not in results.clip:
-                    results.clip[f"{rounds}|{scheme}"] = {"C": _significant(plain["median_update_norm"]), "source": f"seed {seed}'s no-DP median {plain['median_update_norm']:.4f}"}
+                    results.clip[f"{rounds}|{scheme}"] = {
+                        "C": _significant(plain["median_update_norm"]),
+                        "source": f"seed {seed}'s no-DP median {plain['median_update_norm']:.4f}",
+                    }
                 clip = results.clip[f"{rounds}|{scheme}"]["C"]
                 one("clip only", None, clip, 0.0)
                 for epsilon in settings.epsilons:
                     one("DP", epsilon, clip, results.calibration[f"{rounds}|{epsilon:g}"]["noise_multiplier"])
                 if scheme == "iid":
                     for epsilon in settings.context_epsilons:
-                        one("context", epsilon, clip, results.calibration[f"{rounds}|{epsilon:g}"]["noise_multiplier"])
+                        one(
+                            "context",
+                            epsilon,
+                            clip,
+                            results.calibration[f"{rounds}|{epsilon:g}"]["noise_multiplier"],
+                        )
             if settings.dp_sgd:
                 run_dp_sgd(settings, results, fed, hospitals, test, base, scheme_index, work, echo)
 
@@ -376,10 +545,14 @@ def summarise(results: Results, settings: Settings) -> dict:
     """Mean ± std over seeds per (rounds, scheme, kind, ε); the gap is paired: no-DP − DP of the same seed, in points."""
     summary: dict = {}
     plain = {(r["seed"], r["scheme"], r["rounds"]): r for r in results.runs if r["kind"] == "no DP"}
-    longest = max(settings.rounds)  # DP-SGD runs its own rounds: its gap is to the no-DP run of the most rounds
+    longest = max(
+        settings.rounds
+    )  # DP-SGD runs its own rounds: its gap is to the no-DP run of the most rounds
 
     def reference(run: dict) -> dict:
-        return plain[(run["seed"], run["scheme"], longest if run["kind"].startswith("DP-SGD") else run["rounds"])]
+        return plain[
+            (run["seed"], run["scheme"], longest if run["kind"].startswith("DP-SGD") else run["rounds"])
+        ]
 
     groups: dict[tuple, list[dict]] = {}
     for run in results.runs:
@@ -398,8 +571,12 @@ def summarise(results: Results, settings: Settings) -> dict:
             "gap": _mean_std(gaps),
             "noise_to_clip": statistics.mean(r["noise_to_clip"] for r in runs),
             "median_update_norm": statistics.median(r["median_update_norm"] for r in runs),
-            "clipped_share": statistics.mean(r["clipped_share"] for r in runs) if runs[0]["clipped_share"] is not None else None,
-            "val_accuracy": _mean_std([100 * r["val_accuracy"] for r in runs]) if "val_accuracy" in runs[0] else None,
+            "clipped_share": statistics.mean(r["clipped_share"] for r in runs)
+            if runs[0]["clipped_share"] is not None
+            else None,
+            "val_accuracy": _mean_std([100 * r["val_accuracy"] for r in runs])
+            if "val_accuracy" in runs[0]
+            else None,
             "majority_share": statistics.mean(r["majority_share"] for r in runs),
         }
     return summary
@@ -448,7 +625,9 @@ def _pm(pair: Sequence[float], digits: int = 2) -> str:
     return f"{round(pair[0], digits) + 0.0:.{digits}f} ± {pair[1]:.{digits}f}"
 
 
-def _entry(results: Results, rounds: int, scheme: str, kind: str, epsilon: float | None = None) -> dict | None:
+def _entry(
+    results: Results, rounds: int, scheme: str, kind: str, epsilon: float | None = None
+) -> dict | None:
     return results.summary.get(f"{rounds}|{scheme}|{kind}|{'' if epsilon is None else f'{epsilon:g}'}")
 
 
@@ -461,7 +640,9 @@ def render_report(results: Results, *, heading: str = "##") -> str:
         machine_line(m),
         f"- **Software**: Python {m['python']}, torch {m['torch']} (one intra-op thread here), opacus {m['opacus']}, numpy {m['numpy']}, "
         f"scikit-learn {m['scikit-learn']}, fedimg {m['fedimg_version']} at commit {m['fedimg_commit']}",
-        load_line(results.load_start, results.load_end, max_start=MAX_LOAD, max_end=MAX_LOAD, busy_note=BUSY_NOTE)
+        load_line(
+            results.load_start, results.load_end, max_start=MAX_LOAD, max_end=MAX_LOAD, busy_note=BUSY_NOTE
+        )
         + f"; the whole run took {results.seconds:.0f} s",
     ]
     if results.waited:
@@ -469,7 +650,9 @@ def render_report(results: Results, *, heading: str = "##") -> str:
     if s["quick"]:
         lines.append("- **Quick mode**: a smoke run; its figures mean nothing")
     first = results.runs[0]
-    schemes = " and ".join(f"`--scheme {x}`" + (f" `--alpha {s['alpha']:g}`" if x == "dirichlet" else "") for x in s["schemes"])
+    schemes = " and ".join(
+        f"`--scheme {x}`" + (f" `--alpha {s['alpha']:g}`" if x == "dirichlet" else "") for x in s["schemes"]
+    )
     lines += [
         f"- **Data** (`bench_fedavg`'s protocol and helpers): scikit-learn's 1,797 digits; per seed a held-out stratified test set of "
         f"{s['test_fraction']:.0%} ({first['test_samples']} images; the largest class is {100 * first['majority_share']:.1f} % of it: chance level) and a "
@@ -479,14 +662,17 @@ def render_report(results: Results, *, heading: str = "##") -> str:
         f"batch {s['batch_size']}, {s['local_epochs']} local epoch(s) per round; FedAvg calls the generated site function (the code the sites run) "
         "for every hospital in this process, then `researcher.aggregation.fedavg`; test accuracy of the final model",
         *(_dp_sgd_bullets(results) if s.get("dp_sgd") else []),
-        f"- **Update-level DP** (`mechanism = \"update\"`), as a site's release hook applies it (`policies.enforcement`): per job of R rounds, z = `noise_multiplier_for(ε, δ, R + 1)` "
+        f'- **Update-level DP** (`mechanism = "update"`), as a site\'s release hook applies it (`policies.enforcement`): per job of R rounds, z = `noise_multiplier_for(ε, δ, R + 1)` '
         "(R training calls + the final evaluation are the runs the owner approves); every training call's weights go through "
         "`privatize_update(global, new, max_update_norm=C, noise_multiplier=z)` (the update clipped to L2 norm C, then N(0, (2zC)²) on every "
         f"float parameter; the noise is drawn from a seeded generator instead of the site's `secrets` one) before FedAvg; δ = {s['delta']:g}. "
         "*ε accounted* = `epsilon_of([z] × (R + 1), δ)`, the RDP accountant a site's ledger charges",
         "- **Clipping norm C**, per rounds setting and scheme: the median unclipped update norm of seed 0's no-DP run, to two significant "
         "digits, kept for the other seeds (as a site's policy would be): "
-        + "; ".join(f"R = {key.split('|')[0]} {SCHEME_LABELS[key.split('|')[1]]}: **C = {value['C']:g}** ({value['source']})" for key, value in results.clip.items())
+        + "; ".join(
+            f"R = {key.split('|')[0]} {SCHEME_LABELS[key.split('|')[1]]}: **C = {value['C']:g}** ({value['source']})"
+            for key, value in results.clip.items()
+        )
         + ". Once an update is clipped, the noise grows with C as fast as the signal does, so a larger C only adds noise; a smaller one "
         "only throws signal away. *Clip only* is the same C with z = 0",
         "- **noise / C** (update-level): the expected L2 norm of the noise in one round's averaged update (sample-weighted over the hospitals) divided by C, "
@@ -496,7 +682,7 @@ def render_report(results: Results, *, heading: str = "##") -> str:
         "",
         *(_headline(results, heading) if s.get("dp_sgd") else []),
         *(_dp_sgd_table(results, heading) if s.get("dp_sgd") else []),
-        f"{heading}# Update-level DP (`mechanism = \"update\"`)",
+        f'{heading}# Update-level DP (`mechanism = "update"`)',
         "",
         "| rounds (runs) | scheme | ε | δ | noise multiplier z | clip C | ε accounted | noise / C per round | test accuracy (%) | per seed | gap to no DP (points) |",
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |",
@@ -507,9 +693,13 @@ def render_report(results: Results, *, heading: str = "##") -> str:
             label = SCHEME_LABELS[scheme] + (f" α={s['alpha']:g}" if scheme == "dirichlet" else "")
             prefix = f"| {rounds} ({rounds + 1}) | {label} |"
             plain = _entry(results, rounds, scheme, "no DP")
-            lines.append(f"{prefix} ∞ (no DP) | — | — | — | — | — | {_pm(plain['accuracy'])} | {', '.join(f'{a:.1f}' for a in plain['per_seed'])} | — |")
+            lines.append(
+                f"{prefix} ∞ (no DP) | — | — | — | — | — | {_pm(plain['accuracy'])} | {', '.join(f'{a:.1f}' for a in plain['per_seed'])} | — |"
+            )
             clipped = _entry(results, rounds, scheme, "clip only")
-            lines.append(f"{prefix} ∞ (clip only) | — | 0 | {clip:g} | — | 0 | {_pm(clipped['accuracy'])} | {', '.join(f'{a:.1f}' for a in clipped['per_seed'])} | {_pm(clipped['gap'])} |")
+            lines.append(
+                f"{prefix} ∞ (clip only) | — | 0 | {clip:g} | — | 0 | {_pm(clipped['accuracy'])} | {', '.join(f'{a:.1f}' for a in clipped['per_seed'])} | {_pm(clipped['gap'])} |"
+            )
             for epsilon in sorted(s["epsilons"], reverse=True):
                 entry = _entry(results, rounds, scheme, "DP", epsilon)
                 cal = results.calibration[f"{rounds}|{epsilon:g}"]
@@ -533,8 +723,13 @@ def render_report(results: Results, *, heading: str = "##") -> str:
                     f"| {rounds} ({rounds + 1}) | {epsilon:g} | {cal['noise_multiplier']:.4f}{'¹' if cal['loose'] else ''} | {cal['epsilon_accounted']:.1f} | "
                     f"{entry['noise_to_clip']:.1f} | {_pm(entry['accuracy'])} | {', '.join(f'{a:.1f}' for a in entry['per_seed'])} | {_pm(entry['gap'])} |"
                 )
-        if any(results.calibration[f"{r}|{e:g}"]["loose"] for r in s["rounds"] for e in s["context_epsilons"]):
-            lines += ["", "¹ Opacus's best RDP order is its smallest one here: the bound is loose, a smaller z would meet the same ε."]
+        if any(
+            results.calibration[f"{r}|{e:g}"]["loose"] for r in s["rounds"] for e in s["context_epsilons"]
+        ):
+            lines += [
+                "",
+                "¹ Opacus's best RDP order is its smallest one here: the bound is loose, a smaller z would meet the same ε.",
+            ]
     lines += ["", *_observations(results)]
     return "\n".join(lines) + "\n"
 
@@ -554,15 +749,18 @@ DP_SGD_TUNING = (
 def _dp_sgd_bullets(results: Results) -> list[str]:
     s = results.settings
     return [
-        "- **DP-SGD** (`mechanism = \"dp-sgd\"`, the sites' default), as a site runs it: every training call of the generated site function gets "
+        '- **DP-SGD** (`mechanism = "dp-sgd"`, the sites\' default), as a site runs it: every training call of the generated site function gets '
         "the `privacy` settings a site's release hook hands it (`policies.enforcement`) and trains with `policies.dp_sgd.train_private`: Poisson "
         "sampling at q = batch / n, local epochs · ⌈n / batch⌉ steps per call, per-example gradients clipped to L2 norm C, N(0, (zC)²) noise on "
         "their sum, divided by q·n; z = `dp_sgd_noise_multiplier(ε, δ, q, steps per call × (R + 1))` per hospital (its own n), so that all R + 1 "
         "approved runs meet (ε, δ); *ε accounted* = `epsilon_of([(z, q, steps × (R + 1))], δ)`, the largest over the hospitals. The sampling and "
         "noise come from a seeded generator instead of the site's `secrets` one. Buffers are released at their global values; the model has none",
-        "- **DP-SGD settings** (SGD; C = max_grad_norm): " + "; ".join(
-            f"{'other ε and clip only' if key == 'default' else f'ε = {key}'}: **{_profile_text(value)}**" for key, value in s["dp_sgd_profiles"].items()
-        ) + f"; {DP_SGD_TUNING}. "
+        "- **DP-SGD settings** (SGD; C = max_grad_norm): "
+        + "; ".join(
+            f"{'other ε and clip only' if key == 'default' else f'ε = {key}'}: **{_profile_text(value)}**"
+            for key, value in s["dp_sgd_profiles"].items()
+        )
+        + f"; {DP_SGD_TUNING}. "
         "*DP-SGD clip only* is the default settings with z = 0. *noise / C per step*: z·√parameters / (q·n), the expected L2 norm of one step's noise in a "
         "hospital's averaged gradient, in units of C (mean over hospitals)",
     ]
@@ -584,18 +782,51 @@ def _headline(results: Results, heading: str) -> list[str]:
     lines = [
         f"{heading}# Test accuracy (%) per ε and mechanism",
         "",
-        "| scheme | ε | " + " | ".join("DP-SGD (its settings per ε)" if kind == "DP-SGD" else f"update-level, R = {rounds}" for kind, rounds in columns) + " |",
+        "| scheme | ε | "
+        + " | ".join(
+            "DP-SGD (its settings per ε)" if kind == "DP-SGD" else f"update-level, R = {rounds}"
+            for kind, rounds in columns
+        )
+        + " |",
         "| --- | ---: | " + " | ".join("---:" for _ in columns) + " |",
     ]
     for scheme in s["schemes"]:
         label = SCHEME_LABELS[scheme] + (f" α={s['alpha']:g}" if scheme == "dirichlet" else "")
-        cells = [_pm(_entry(results, rounds, scheme, "no DP")["accuracy"]) if kind == "update" else "—" for kind, rounds in columns]
+        cells = [
+            _pm(_entry(results, rounds, scheme, "no DP")["accuracy"]) if kind == "update" else "—"
+            for kind, rounds in columns
+        ]
         lines.append(f"| {label} | ∞ (no DP) | " + " | ".join(cells) + " |")
-        cells = [_pm(_entry(results, rounds_of(kind, rounds, None), scheme, "DP-SGD clip only" if kind == "DP-SGD" else "clip only")["accuracy"]) for kind, rounds in columns]
+        cells = [
+            _pm(
+                _entry(
+                    results,
+                    rounds_of(kind, rounds, None),
+                    scheme,
+                    "DP-SGD clip only" if kind == "DP-SGD" else "clip only",
+                )["accuracy"]
+            )
+            for kind, rounds in columns
+        ]
         lines.append(f"| {label} | ∞ (clip only) | " + " | ".join(cells) + " |")
         for epsilon in sorted(s["epsilons"], reverse=True):
-            cells = [_pm(_entry(results, rounds_of(kind, rounds, epsilon), scheme, "DP-SGD" if kind == "DP-SGD" else "DP", epsilon)["accuracy"]) for kind, rounds in columns]
-            lines.append(f"| {label} | **{epsilon:g}** | " + " | ".join(f"**{c}**" if i == 0 else c for i, c in enumerate(cells)) + " |")
+            cells = [
+                _pm(
+                    _entry(
+                        results,
+                        rounds_of(kind, rounds, epsilon),
+                        scheme,
+                        "DP-SGD" if kind == "DP-SGD" else "DP",
+                        epsilon,
+                    )["accuracy"]
+                )
+                for kind, rounds in columns
+            ]
+            lines.append(
+                f"| {label} | **{epsilon:g}** | "
+                + " | ".join(f"**{c}**" if i == 0 else c for i, c in enumerate(cells))
+                + " |"
+            )
     return lines + [""]
 
 
@@ -603,7 +834,7 @@ def _dp_sgd_table(results: Results, heading: str) -> list[str]:
     s = results.settings
     profiles = s["dp_sgd_profiles"]
     lines = [
-        f"{heading}# DP-SGD (`mechanism = \"dp-sgd\"`)",
+        f'{heading}# DP-SGD (`mechanism = "dp-sgd"`)',
         "",
         "| scheme | ε | δ | rounds (runs) | local epochs | batch | lr | clip C | sample rate q | steps per call | noise multiplier z (hospitals) | ε accounted (max) | noise / C per step | test accuracy (%) | per seed | val accuracy (%) | gap to no DP (points) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
@@ -618,13 +849,20 @@ def _dp_sgd_table(results: Results, heading: str) -> list[str]:
                 cells = f"| {label} | ∞ (clip only) | — | {settings} | — | — | 0 | — | 0 | {_pm(entry['accuracy'])}"
             else:
                 entry = _entry(results, profile["rounds"], scheme, "DP-SGD", epsilon)
-                hospitals = [p for key, value in results.dp_sgd_calibration.items() if key.startswith(f"{scheme}|") and key.endswith(f"|{epsilon:g}") for p in value]
+                hospitals = [
+                    p
+                    for key, value in results.dp_sgd_calibration.items()
+                    if key.startswith(f"{scheme}|") and key.endswith(f"|{epsilon:g}")
+                    for p in value
+                ]
                 cells = (
                     f"| {label} | **{epsilon:g}** | {s['delta']:g} | {settings} | {_span([p['sample_rate'] for p in hospitals], '.3f')} | "
                     f"{_span([p['steps'] for p in hospitals], 'd')} | {_span([p['noise_multiplier'] for p in hospitals], '.3f')} | "
                     f"{max(p['epsilon_accounted'] for p in hospitals):.2f} | {entry['noise_to_clip']:.1f} | **{_pm(entry['accuracy'])}**"
                 )
-            lines.append(f"{cells} | {', '.join(f'{a:.1f}' for a in entry['per_seed'])} | {_pm(entry['val_accuracy'])} | {_pm(entry['gap'])} |")
+            lines.append(
+                f"{cells} | {', '.join(f'{a:.1f}' for a in entry['per_seed'])} | {_pm(entry['val_accuracy'])} | {_pm(entry['gap'])} |"
+            )
     return lines + [""]
 
 
@@ -640,15 +878,24 @@ def _observations(results: Results) -> list[str]:
     for rounds in s["rounds"]:
         for scheme in s["schemes"]:
             plain = _entry(results, rounds, scheme, "no DP")
-            shares = sorted({round(100 * _entry(results, rounds, scheme, "DP", e)["clipped_share"]) for e in s["epsilons"]})
-            dp_norm = statistics.median(_entry(results, rounds, scheme, "DP", e)["median_update_norm"] for e in s["epsilons"])
+            shares = sorted(
+                {
+                    round(100 * _entry(results, rounds, scheme, "DP", e)["clipped_share"])
+                    for e in s["epsilons"]
+                }
+            )
+            dp_norm = statistics.median(
+                _entry(results, rounds, scheme, "DP", e)["median_update_norm"] for e in s["epsilons"]
+            )
             norms.append(
                 f"R = {rounds} {SCHEME_LABELS[scheme]}: median unclipped norm {plain['median_update_norm']:.2f} without DP; "
                 f"{100 * _entry(results, rounds, scheme, 'clip only')['clipped_share']:.0f} % of updates clipped with clipping only, "
                 f"{'–'.join(map(str, shares[:: max(len(shares) - 1, 1)]))} % with DP (median norm {dp_norm:.3g})"
             )
     lines.append(
-        "- **Update norms**: " + "; ".join(norms) + ". With DP, every update after the first round starts from a noisy global model far "
+        "- **Update norms**: "
+        + "; ".join(norms)
+        + ". With DP, every update after the first round starts from a noisy global model far "
         "from any good one, so it is large and clipped (first-round updates start from the clean initial weights)"
     )
     best = max((e for e in results.summary.values() if e["kind"] == "DP"), key=lambda e: e["accuracy"][0])
@@ -660,19 +907,32 @@ def _observations(results: Results) -> list[str]:
     if s["context_epsilons"] and "iid" in s["schemes"]:
         back = []
         for rounds in s["rounds"]:
-            within = [e for e in s["context_epsilons"] if _entry(results, rounds, "iid", "context", e)["gap"][0] <= 5.0]
-            back.append(f"R = {rounds}: " + (f"ε = {min(within):g}" if within else f"not even at ε = {max(s['context_epsilons']):g}"))
+            within = [
+                e
+                for e in s["context_epsilons"]
+                if _entry(results, rounds, "iid", "context", e)["gap"][0] <= 5.0
+            ]
+            back.append(
+                f"R = {rounds}: "
+                + (f"ε = {min(within):g}" if within else f"not even at ε = {max(s['context_epsilons']):g}")
+            )
         lines.append("- **Within 5 points of no DP (IID)**: " + "; ".join(back))
     if s.get("dp_sgd"):
-        best_sgd = max((e for e in results.summary.values() if e["kind"] == "DP-SGD"), key=lambda e: e["accuracy"][0])
-        worst_sgd = min((e for e in results.summary.values() if e["kind"] == "DP-SGD"), key=lambda e: e["accuracy"][0])
+        best_sgd = max(
+            (e for e in results.summary.values() if e["kind"] == "DP-SGD"), key=lambda e: e["accuracy"][0]
+        )
+        worst_sgd = min(
+            (e for e in results.summary.values() if e["kind"] == "DP-SGD"), key=lambda e: e["accuracy"][0]
+        )
         lines.append(
             f"- **DP-SGD**: from {_pm(worst_sgd['accuracy'])} % ({SCHEME_LABELS[worst_sgd['scheme']]}, ε = {worst_sgd['epsilon']:g}) to "
             f"{_pm(best_sgd['accuracy'])} % ({SCHEME_LABELS[best_sgd['scheme']]}, ε = {best_sgd['epsilon']:g}), where the update-level mechanism "
             f"reaches at most {_pm(best['accuracy'])} %: per-example clipping bounds one example's influence on each step, and Poisson "
             "subsampling amplifies the privacy of every step, so far less noise per step buys the same ε"
         )
-    lines.append(f"- **Time**: {len(results.runs)} FedAvg runs in {results.seconds:.0f} s on one torch thread")
+    lines.append(
+        f"- **Time**: {len(results.runs)} FedAvg runs in {results.seconds:.0f} s on one torch thread"
+    )
     return lines
 
 
@@ -686,44 +946,74 @@ def _numbers(text: str, kind: type) -> list:
 
 
 def parse_args(argv: Sequence[str] | None) -> Settings:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_privacy", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.bench_privacy", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--seeds", type=int, help="seeds (default 3; 1 with --quick)")
-    parser.add_argument("--rounds", help="FedAvg rounds settings, comma-separated (default 20,5; 2 with --quick)")
+    parser.add_argument(
+        "--rounds", help="FedAvg rounds settings, comma-separated (default 20,5; 2 with --quick)"
+    )
     parser.add_argument("--local-epochs", type=int, help="local epochs per round (default 2; 1 with --quick)")
     parser.add_argument("--epsilons", default="1,4,8", help="ε per job of the main table (default 1,4,8)")
-    parser.add_argument("--context-epsilons", help="larger ε of the context table, IID only; 'none' skips it (default 64,256,1024,4096; 64 with --quick)")
-    parser.add_argument("--delta", type=float, default=1e-5, help="δ (default 1e-5, the site policy's default)")
-    parser.add_argument("--clip", type=float, help="clipping norm C for every run (default: per rounds setting and scheme, the median unclipped update norm of seed 0's no-DP run)")
+    parser.add_argument(
+        "--context-epsilons",
+        help="larger ε of the context table, IID only; 'none' skips it (default 64,256,1024,4096; 64 with --quick)",
+    )
+    parser.add_argument(
+        "--delta", type=float, default=1e-5, help="δ (default 1e-5, the site policy's default)"
+    )
+    parser.add_argument(
+        "--clip",
+        type=float,
+        help="clipping norm C for every run (default: per rounds setting and scheme, the median unclipped update norm of seed 0's no-DP run)",
+    )
     parser.add_argument("--iid-only", action="store_true", help="skip the Dirichlet partition")
-    parser.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (default 0.05, as bench_fedavg)")
+    parser.add_argument(
+        "--lr", type=float, default=0.05, help="SGD learning rate (default 0.05, as bench_fedavg)"
+    )
     parser.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (default 0.9)")
     parser.add_argument("--batch-size", type=int, default=32, help="batch size (default 32)")
     parser.add_argument("--width", type=int, default=16, help="SmallCNN width (default 16)")
     parser.add_argument("--size", type=int, default=16, help="image size, px, a multiple of 4 (default 16)")
     parser.add_argument("--hospitals", type=int, default=5, help="hospitals (default 5)")
     parser.add_argument("--alpha", type=float, default=0.5, help="Dirichlet concentration (default 0.5)")
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="held-out test share of the digits (default 0.2)")
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="each hospital's val share (default 0.2)")
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.2, help="held-out test share of the digits (default 0.2)"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, default=0.2, help="each hospital's val share (default 0.2)"
+    )
     parser.add_argument(
         "--dp-sgd-settings",
-        help="DP-SGD training settings as JSON: {\"default\" | \"<ε>\": {" + ", ".join(PROFILE_KEYS) + "}}, merged over the tuned defaults "
+        help='DP-SGD training settings as JSON: {"default" | "<ε>": {'
+        + ", ".join(PROFILE_KEYS)
+        + "}}, merged over the tuned defaults "
         f"({json.dumps(DP_SGD_PROFILES)}); --quick runs 2 rounds",
     )
-    parser.add_argument("--no-dp-sgd", action="store_true", help="skip DP-SGD (only the update-level mechanism, as before)")
+    parser.add_argument(
+        "--no-dp-sgd", action="store_true", help="skip DP-SGD (only the update-level mechanism, as before)"
+    )
     report.add_report_options(
         parser,
         workdir_use="cache and scratch folder",
         report_name="privacy-report.md",
         record_help="also add the report to the Differential privacy section of benchmarks/RESULTS.md",
     )
-    parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, 2 rounds of 1 epoch, context ε 64")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 1 seed, 2 rounds of 1 epoch, context ε 64"
+    )
     add_wait_options(parser, record_default=RECORD_WAIT_LOAD)
     args = parser.parse_args(argv)
     quick = args.quick
     try:
         rounds = _numbers(args.rounds if args.rounds is not None else ("2" if quick else "20,5"), int)
         epsilons = _numbers(args.epsilons, float)
-        context = _numbers(args.context_epsilons if args.context_epsilons is not None else ("64" if quick else "64,256,1024,4096"), float)
+        context = _numbers(
+            args.context_epsilons
+            if args.context_epsilons is not None
+            else ("64" if quick else "64,256,1024,4096"),
+            float,
+        )
     except ValueError as exc:
         parser.error(f"--rounds, --epsilons and --context-epsilons are comma-separated numbers ({exc})")
     workdir, report_path = report.output_paths(args)
@@ -777,7 +1067,7 @@ def _profiles(parser: argparse.ArgumentParser, text: str | None, quick: bool) ->
     except json.JSONDecodeError as exc:
         parser.error(f"--dp-sgd-settings must be JSON ({exc})")
     if not isinstance(given, dict):
-        parser.error("--dp-sgd-settings must be a JSON object of {\"default\" | \"<ε>\": {settings}}")
+        parser.error('--dp-sgd-settings must be a JSON object of {"default" | "<ε>": {settings}}')
     for key, value in given.items():
         if not isinstance(value, dict) or set(value) - set(PROFILE_KEYS):
             parser.error(f"--dp-sgd-settings[{key!r}] must be an object with keys among {list(PROFILE_KEYS)}")
@@ -785,15 +1075,27 @@ def _profiles(parser: argparse.ArgumentParser, text: str | None, quick: bool) ->
     for key, profile in profiles.items():
         if quick:
             profile["rounds"] = 2
-        integers = all(isinstance(profile[k], int) and not isinstance(profile[k], bool) and profile[k] >= 1 for k in ("rounds", "local_epochs", "batch_size"))
+        integers = all(
+            isinstance(profile[k], int) and not isinstance(profile[k], bool) and profile[k] >= 1
+            for k in ("rounds", "local_epochs", "batch_size")
+        )
         if not (integers and profile["lr"] > 0 and profile["clip"] > 0 and 0 <= profile["momentum"] < 1):
-            parser.error(f"--dp-sgd-settings[{key!r}]: rounds, local_epochs and batch_size are integers >= 1, lr and clip > 0, momentum in [0, 1)")
+            parser.error(
+                f"--dp-sgd-settings[{key!r}]: rounds, local_epochs and batch_size are integers >= 1, lr and clip > 0, momentum in [0, 1)"
+            )
     return profiles
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     settings = parse_args(argv)
-    report.publish(run_benchmark(settings), render_report, title="differential privacy", path=settings.report, section=SECTION, record=settings.record)
+    report.publish(
+        run_benchmark(settings),
+        render_report,
+        title="differential privacy",
+        path=settings.report,
+        section=SECTION,
+        record=settings.record,
+    )
     return 0
 
 

@@ -12,9 +12,10 @@ import os
 import platform
 import subprocess
 import time
+from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable, NamedTuple, Sequence
+from typing import NamedTuple
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,8 +80,20 @@ def fedimg_version() -> str:
 def git_commit() -> str:
     """The checkout's short commit, marked when tracked files have uncommitted changes: figures belong to exact code."""
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return commit + (" + uncommitted changes" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -105,10 +118,19 @@ def format_load(values: Sequence[float]) -> str:
     return "/".join(f"{v:.2f}" for v in values) if values else "n/a"
 
 
-def load_line(start: Sequence[float], end: Sequence[float], *, max_start: float, max_end: float, busy_note: str = BUSY_NOTE) -> str:
+def load_line(
+    start: Sequence[float],
+    end: Sequence[float],
+    *,
+    max_start: float,
+    max_end: float,
+    busy_note: str = BUSY_NOTE,
+) -> str:
     """The report's "Load average" bullet, flagged with ``busy_note`` when the 1-minute load was above ``max_start`` at start or ``max_end`` at end."""
     busy = bool(start and end and (start[0] > max_start or end[0] > max_end))
-    return f"- **Load average** (1/5/15 min): start {format_load(start)}, end {format_load(end)}" + (f"  — {busy_note}" if busy else "")
+    return f"- **Load average** (1/5/15 min): start {format_load(start)}, end {format_load(end)}" + (
+        f"  — {busy_note}" if busy else ""
+    )
 
 
 # --- waiting for a quiet machine ---------------------------------------------------------------
@@ -125,25 +147,43 @@ def wait_for_quiet_machine(max_load: float, timeout: float, echo: Callable[[str]
     announced = False
     while load >= max_load and time.monotonic() - started < timeout:
         if not announced:
-            echo(f"waiting for the 1-minute load ({load:.2f}) to drop below {max_load} (up to {timeout:.0f} s)…")
+            echo(
+                f"waiting for the 1-minute load ({load:.2f}) to drop below {max_load} (up to {timeout:.0f} s)…"
+            )
             announced = True
         time.sleep(10)
         load = os.getloadavg()[0]
-    return {"max_load": max_load, "timeout": timeout, "seconds": round(time.monotonic() - started, 1), "load": round(load, 2), "quiet": load < max_load}
+    return {
+        "max_load": max_load,
+        "timeout": timeout,
+        "seconds": round(time.monotonic() - started, 1),
+        "load": round(load, 2),
+        "quiet": load < max_load,
+    }
 
 
 def waited_line(waited: dict) -> str:
     """The report's "Waited" bullet from ``wait_for_quiet_machine``'s result."""
-    return f"- **Waited** {waited['seconds']:.0f} s for the 1-minute load to drop below {waited['max_load']:g}" + (
-        "" if waited["quiet"] else f" (it did not within {waited['timeout']:.0f} s: {waited['load']:.2f})"
+    return (
+        f"- **Waited** {waited['seconds']:.0f} s for the 1-minute load to drop below {waited['max_load']:g}"
+        + ("" if waited["quiet"] else f" (it did not within {waited['timeout']:.0f} s: {waited['load']:.2f})")
     )
 
 
-def add_wait_options(parser: argparse.ArgumentParser, *, when: str = "first", record_default: float | None = None) -> None:
+def add_wait_options(
+    parser: argparse.ArgumentParser, *, when: str = "first", record_default: float | None = None
+) -> None:
     """Add ``--wait-load`` and ``--wait-timeout``; ``record_default`` is the ``--wait-load`` that ``--record`` implies (None: no wait)."""
     implied = f" (default {record_default:g} with --record)" if record_default is not None else ""
-    parser.add_argument("--wait-load", type=float, help=f"{when} wait until the 1-minute load average is below this{implied}")
-    parser.add_argument("--wait-timeout", type=float, default=600.0, help="give up waiting for --wait-load after this many seconds (default 600)")
+    parser.add_argument(
+        "--wait-load", type=float, help=f"{when} wait until the 1-minute load average is below this{implied}"
+    )
+    parser.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=600.0,
+        help="give up waiting for --wait-load after this many seconds (default 600)",
+    )
 
 
 def wait_load(args: argparse.Namespace, record_default: float | None = None) -> float | None:
@@ -172,7 +212,13 @@ def cpu_snapshot() -> CpuSnapshot:
     machine = psutil.cpu_times()
     steal = getattr(machine, "steal", 0.0)
     # guest time is already counted in user time on Linux; idle, iowait and steal are not ours to use.
-    not_busy = machine.idle + getattr(machine, "iowait", 0.0) + steal + getattr(machine, "guest", 0.0) + getattr(machine, "guest_nice", 0.0)
+    not_busy = (
+        machine.idle
+        + getattr(machine, "iowait", 0.0)
+        + steal
+        + getattr(machine, "guest", 0.0)
+        + getattr(machine, "guest_nice", 0.0)
+    )
     own = os.times()
     return CpuSnapshot(sum(machine) - not_busy, own.user + own.system, steal, time.perf_counter())
 
@@ -205,5 +251,9 @@ def contention_line(measured: dict) -> str:
         f"- **Other load during the timed runs**: {measured['other_cpu_seconds']:.1f} CPU-seconds used by other processes "
         f"in {measured['wall_seconds']:.0f} s, {measured['other_share']:.0%} of the machine "
         f"(the benchmark itself: {measured['benchmark_cpu_seconds']:.1f} CPU-seconds)"
-        + (f"; hypervisor steal {measured['steal_share']:.0%}" if measured.get("steal_share", 0) >= 0.01 else "")
+        + (
+            f"; hypervisor steal {measured['steal_share']:.0%}"
+            if measured.get("steal_share", 0) >= 0.01
+            else ""
+        )
     )

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Self
+from typing import Any, Self
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_FILE = REPO_ROOT / "benchmarks" / "RESULTS.md"
@@ -50,12 +51,18 @@ class ReportHeader:
     @classmethod
     def begin(cls, settings: Any, machine: dict) -> Self:
         """Results of a run starting now, with ``settings`` (a dataclass) as the JSON twin stores it; the loads are taken later."""
-        return cls(settings=settings_dict(settings), machine=machine, load_start=(), load_end=(), started=started_at())
+        return cls(
+            settings=settings_dict(settings),
+            machine=machine,
+            load_start=(),
+            load_end=(),
+            started=started_at(),
+        )
 
 
 def started_at() -> str:
     """Now, in UTC to the minute: the time a report is headed with."""
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def settings_dict(settings: Any) -> dict:
@@ -112,13 +119,21 @@ def publish(
     return path
 
 
-def add_report_options(parser: argparse.ArgumentParser, *, workdir_use: str, report_name: str, record_help: str) -> None:
+def add_report_options(
+    parser: argparse.ArgumentParser, *, workdir_use: str, report_name: str, record_help: str
+) -> None:
     """Add ``--workdir`` (``workdir_use``: what it holds), ``--report`` (default ``WORKDIR/report_name``) and ``--record``.
 
     ``report_name`` is kept in the parsed arguments for ``output_paths``.
     """
-    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"{workdir_use} (default benchmarks/_work)")
-    parser.add_argument("--report", type=Path, help=f"markdown report path (default WORKDIR/{report_name}; a .json twin is written beside it)")
+    parser.add_argument(
+        "--workdir", type=Path, default=DEFAULT_WORKDIR, help=f"{workdir_use} (default benchmarks/_work)"
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help=f"markdown report path (default WORKDIR/{report_name}; a .json twin is written beside it)",
+    )
     parser.add_argument("--record", action="store_true", help=record_help)
     parser.set_defaults(report_name=report_name)
 

@@ -14,7 +14,12 @@ are what ``policies`` and ``researcher`` may use. It imports only the standard
 library, so importing it is cheap on either side.
 """
 
-from datasite_setup.dataset_contract import DATASET_PREFIX, DESCRIPTION_MARKER, describe_dataset, parse_dataset_info
+from datasite_setup.dataset_contract import (
+    DATASET_PREFIX,
+    DESCRIPTION_MARKER,
+    describe_dataset,
+    parse_dataset_info,
+)
 from datasite_setup.errors import FedimgError
 from datasite_setup.private_file import read_private_file, write_private_file
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from rich.console import Console
 from rich.markup import escape
 
 from datasite_setup import __version__
-from datasite_setup.errors import FedimgError
 from datasite_setup.convert.partition import SCHEMES
+from datasite_setup.errors import FedimgError
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
@@ -48,12 +48,21 @@ def _terminate(signum: int, frame: object) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fedimg", description="Federated image datasets on PySyft datasites.")
+    parser = argparse.ArgumentParser(
+        prog="fedimg", description="Federated image datasets on PySyft datasites."
+    )
     parser.add_argument("--version", action="version", version=f"fedimg {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_convert(commands)
-    _add_simple(commands, "verify", "check every file, checksum, count and the schema of a converted output", _run_verify)
-    _add_simple(commands, "report", "print the per-client table and write label_distribution.png", _run_report)
+    _add_simple(
+        commands,
+        "verify",
+        "check every file, checksum, count and the schema of a converted output",
+        _run_verify,
+    )
+    _add_simple(
+        commands, "report", "print the per-client table and write label_distribution.png", _run_report
+    )
     _add_sample(commands)
     _add_datasite(commands)
     _add_federation(commands)
@@ -75,43 +84,108 @@ def _add_convert(commands) -> None:
         help="turn an image collection into the federated format",
         description="Validate, standardise, pseudonymise and partition SRC into OUT (federated format v1).",
     )
-    convert.add_argument("source", type=Path, metavar="SRC", help="class sub-folders, or any folder with --labels / --label-pattern")
-    convert.add_argument("out", type=Path, metavar="OUT", help="output folder (must not exist unless --overwrite)")
+    convert.add_argument(
+        "source",
+        type=Path,
+        metavar="SRC",
+        help="class sub-folders, or any folder with --labels / --label-pattern",
+    )
+    convert.add_argument(
+        "out", type=Path, metavar="OUT", help="output folder (must not exist unless --overwrite)"
+    )
     labels = convert.add_argument_group("labels (default: the first folder under SRC is the label)")
     labels.add_argument("--labels", type=Path, dest="labels_csv", help="CSV with one row per image")
-    labels.add_argument("--path-column", default="path", help="CSV column with the image path relative to SRC (default: path)")
+    labels.add_argument(
+        "--path-column", default="path", help="CSV column with the image path relative to SRC (default: path)"
+    )
     labels.add_argument("--label-column", default="label", help="CSV column with the label (default: label)")
-    labels.add_argument("--group-column", help="CSV column with the patient (group) id: a group never spans clients or splits")
-    labels.add_argument("--client-column", help="CSV column (site, ward…) that decides the client for --scheme natural")
-    labels.add_argument("--label-pattern", help="regex on the file name; group 'label' or group 1 is the label")
+    labels.add_argument(
+        "--group-column", help="CSV column with the patient (group) id: a group never spans clients or splits"
+    )
+    labels.add_argument(
+        "--client-column", help="CSV column (site, ward…) that decides the client for --scheme natural"
+    )
+    labels.add_argument(
+        "--label-pattern", help="regex on the file name; group 'label' or group 1 is the label"
+    )
     part = convert.add_argument_group("partition")
     part.add_argument("--clients", type=int, dest="num_clients", help="number of clients (named client_0…)")
-    part.add_argument("--client-names", type=_comma_list, help="comma-separated client names, e.g. st_marys,royal_free")
-    part.add_argument("--scheme", required=True, choices=SCHEMES, help="how samples are split between clients")
-    part.add_argument("--alpha", type=float, help="Dirichlet concentration for dirichlet (default 0.5) and quantity (default 1.0)")
-    part.add_argument("--min-partition-size", type=int, help="dirichlet, quantity: smallest allowed client in samples (default 10)")
-    part.add_argument("--shards-per-client", type=int, help="shards: number of label-sorted shards per client (default 2)")
-    part.add_argument("--self-balancing", action="store_true", help="dirichlet: stop giving samples to clients above the average")
-    part.add_argument("--val-fraction", type=float, default=0.2, help="per-client validation share, stratified and group-aware (default 0.2)")
+    part.add_argument(
+        "--client-names", type=_comma_list, help="comma-separated client names, e.g. st_marys,royal_free"
+    )
+    part.add_argument(
+        "--scheme", required=True, choices=SCHEMES, help="how samples are split between clients"
+    )
+    part.add_argument(
+        "--alpha",
+        type=float,
+        help="Dirichlet concentration for dirichlet (default 0.5) and quantity (default 1.0)",
+    )
+    part.add_argument(
+        "--min-partition-size",
+        type=int,
+        help="dirichlet, quantity: smallest allowed client in samples (default 10)",
+    )
+    part.add_argument(
+        "--shards-per-client", type=int, help="shards: number of label-sorted shards per client (default 2)"
+    )
+    part.add_argument(
+        "--self-balancing",
+        action="store_true",
+        help="dirichlet: stop giving samples to clients above the average",
+    )
+    part.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="per-client validation share, stratified and group-aware (default 0.2)",
+    )
     part.add_argument("--seed", type=int, default=0, help="seed for every random choice (default 0)")
     image = convert.add_argument_group("images")
-    image.add_argument("--size", type=int, default=128, help="output width and height in pixels (default 128)")
+    image.add_argument(
+        "--size", type=int, default=128, help="output width and height in pixels (default 128)"
+    )
     image.add_argument("--mode", default="RGB", choices=("L", "RGB"), help="output colour mode (default RGB)")
-    image.add_argument("--resize", default="letterbox", choices=("letterbox", "crop", "stretch"), help="aspect-ratio policy (default letterbox: pad with black)")
-    image.add_argument("--max-pixels", type=int, default=None, help="reject inputs with more pixels as decompression bombs (default 89,478,485)")
+    image.add_argument(
+        "--resize",
+        default="letterbox",
+        choices=("letterbox", "crop", "stretch"),
+        help="aspect-ratio policy (default letterbox: pad with black)",
+    )
+    image.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="reject inputs with more pixels as decompression bombs (default 89,478,485)",
+    )
     run = convert.add_argument_group("run")
     run.add_argument("--workers", type=int, default=0, help="decoding processes (default: all cores)")
-    run.add_argument("--overwrite", action="store_true", help="replace OUT if it exists (atomically, once the new one is complete)")
-    run.add_argument("--secret-file", type=Path, help="federation secret file (default: $FEDIMG_SECRET, $FEDIMG_SECRET_FILE, or ~/.config/fedimg/secret)")
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace OUT if it exists (atomically, once the new one is complete)",
+    )
+    run.add_argument(
+        "--secret-file",
+        type=Path,
+        help="federation secret file (default: $FEDIMG_SECRET, $FEDIMG_SECRET_FILE, or ~/.config/fedimg/secret)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bar or table")
     convert.set_defaults(handler=_run_convert)
 
 
 def _add_sample(commands) -> None:
-    sample = commands.add_parser("sample", help="write the bundled sample collection (scikit-learn digits) as image files")
+    sample = commands.add_parser(
+        "sample", help="write the bundled sample collection (scikit-learn digits) as image files"
+    )
     sample.add_argument("name", choices=("digits",), help="which sample")
     sample.add_argument("out", type=Path, metavar="OUT")
-    sample.add_argument("--layout", default="folders", choices=("folders", "csv"), help="class sub-folders, or flat images + labels.csv with patient_id and site")
+    sample.add_argument(
+        "--layout",
+        default="folders",
+        choices=("folders", "csv"),
+        help="class sub-folders, or flat images + labels.csv with patient_id and site",
+    )
     sample.add_argument("--format", dest="image_format", default="png", choices=("png", "jpg", "bmp", "tif"))
     sample.set_defaults(handler=_run_sample)
 
@@ -126,12 +200,31 @@ def _add_datasite(commands) -> None:
         "Admin login: $FEDIMG_ADMIN_EMAIL/$FEDIMG_ADMIN_PASSWORD, else generated into STATE_DIR/admin-credentials.json (0600).",
     )
     serve.add_argument("--name", required=True, help="the datasite's name (the client's name)")
-    serve.add_argument("--data", required=True, type=Path, metavar="CLIENT_DIR", help="OUT/clients/<name> of 'fedimg convert'")
+    serve.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="CLIENT_DIR",
+        help="OUT/clients/<name> of 'fedimg convert'",
+    )
     serve.add_argument("--port", required=True, type=int)
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    serve.add_argument("--state-dir", type=Path, help="signing key, credentials, database and blobs (default ~/.local/state/fedimg/<name>)")
-    serve.add_argument("--db-url", help="PostgreSQL URL (default: $FEDIMG_DB_URL, else SQLite in the state dir); prefer the variable, a URL on the command line shows its password to 'ps'")
-    serve.add_argument("--policy", type=Path, help="the site's policy file (default STATE_DIR/policy.toml, else built-in defaults)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    serve.add_argument(
+        "--state-dir",
+        type=Path,
+        help="signing key, credentials, database and blobs (default ~/.local/state/fedimg/<name>)",
+    )
+    serve.add_argument(
+        "--db-url",
+        help="PostgreSQL URL (default: $FEDIMG_DB_URL, else SQLite in the state dir); prefer the variable, a URL on the command line shows its password to 'ps'",
+    )
+    serve.add_argument(
+        "--policy",
+        type=Path,
+        help="the site's policy file (default STATE_DIR/policy.toml, else built-in defaults)",
+    )
     serve.add_argument("--quiet", action="store_true", help="no progress bar")
     serve.set_defaults(handler=_run_serve)
 
@@ -155,9 +248,13 @@ def _add_review(commands) -> None:
     )
     review.add_argument("--site", required=True, help="site name (from --config) or URL (with --state-dir)")
     review.add_argument("--config", type=Path, help="federation.toml (default ./federation.toml)")
-    review.add_argument("--state-dir", type=Path, help="the site's state dir (admin credentials, policy, audit log)")
+    review.add_argument(
+        "--state-dir", type=Path, help="the site's state dir (admin credentials, policy, audit log)"
+    )
     review.add_argument("--policy", type=Path, help="the site's policy file (default STATE_DIR/policy.toml)")
-    review.add_argument("action", nargs="?", default="list", choices=("list", "show", "approve", "deny", "auto"))
+    review.add_argument(
+        "action", nargs="?", default="list", choices=("list", "show", "approve", "deny", "auto")
+    )
     review.add_argument("request", nargs="?", help="request id (or a unique prefix) for show/approve/deny")
     review.add_argument("--reason", help="deny: the reason the researcher sees")
     review.add_argument("--force", action="store_true", help="approve even though checks fail")
@@ -180,8 +277,8 @@ def _comma_list(value: str) -> list[str]:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from datasite_setup.convert.pipeline import ConvertOptions, convert
     from datasite_setup.convert.imaging import DEFAULT_MAX_PIXELS, ImageSpec
+    from datasite_setup.convert.pipeline import ConvertOptions, convert
     from datasite_setup.convert.sources import CsvColumns
 
     options = ConvertOptions(
@@ -193,7 +290,12 @@ def _run_convert(args: argparse.Namespace) -> int:
         labels_csv=args.labels_csv,
         columns=CsvColumns(args.path_column, args.label_column, args.group_column, args.client_column),
         label_pattern=args.label_pattern,
-        spec=ImageSpec(size=args.size, mode=args.mode, resize=args.resize, max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels),
+        spec=ImageSpec(
+            size=args.size,
+            mode=args.mode,
+            resize=args.resize,
+            max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels,
+        ),
         alpha=args.alpha,
         min_partition_size=args.min_partition_size,
         shards_per_client=args.shards_per_client,
@@ -218,7 +320,10 @@ def _print_summary(result) -> None:
 
     print_client_table(console, result.federation)
     inputs = result.federation["inputs"]
-    console.print(f"{inputs['accepted']} images accepted from {inputs['files_seen']} files; wrote {escape(str(result.out))}", highlight=False)
+    console.print(
+        f"{inputs['accepted']} images accepted from {inputs['files_seen']} files; wrote {escape(str(result.out))}",
+        highlight=False,
+    )
     if result.quarantined:
         error_console.print(
             f"[yellow]{len(result.quarantined)} inputs rejected[/] ({_reason_counts(inputs['quarantined'])}): see {escape(str(result.out / 'quarantine.jsonl'))}",
@@ -235,11 +340,15 @@ def _run_verify(args: argparse.Namespace) -> int:
 
     problems = verify_federation(args.out, show_progress=not args.quiet)
     for problem in problems:
-        error_console.print(f"[red]{problem.kind}[/] {escape(problem.path)}: {escape(problem.message)}", highlight=False)
+        error_console.print(
+            f"[red]{problem.kind}[/] {escape(problem.path)}: {escape(problem.message)}", highlight=False
+        )
     if problems:
         error_console.print(f"{len(problems)} problem(s) in {escape(str(args.out))}", highlight=False)
         return EXIT_REJECTED
-    console.print(f"{escape(str(args.out))}: OK (every file, checksum, count and the schema verified)", highlight=False)
+    console.print(
+        f"{escape(str(args.out))}: OK (every file, checksum, count and the schema verified)", highlight=False
+    )
     return EXIT_OK
 
 
@@ -266,8 +375,14 @@ def _run_serve(args: argparse.Namespace) -> int:
     from datasite_setup.site.serve import serve_site
 
     return serve_site(
-        name=args.name, data=args.data, port=args.port, host=args.host, state_dir=args.state_dir, db_url=args.db_url,
-        show_progress=not args.quiet, policy_file=args.policy,
+        name=args.name,
+        data=args.data,
+        port=args.port,
+        host=args.host,
+        state_dir=args.state_dir,
+        db_url=args.db_url,
+        show_progress=not args.quiet,
+        policy_file=args.policy,
     )
 
 
@@ -278,7 +393,9 @@ def _run_up(args: argparse.Namespace) -> int:
     config = load_federation_config(args.config)
     statuses, already_running = up(config)
     if already_running:
-        console.print(f"every site of {escape(str(args.config))} is already running: nothing started", highlight=False)
+        console.print(
+            f"every site of {escape(str(args.config))} is already running: nothing started", highlight=False
+        )
     _print_sites(statuses, config, show_created=True)
     return EXIT_REJECTED if any(s.state != "running" for s in statuses) else EXIT_OK
 
@@ -307,9 +424,19 @@ def _run_review(args: argparse.Namespace) -> int:
     from datasite_setup.site.review_command import resolve_site, run_review
 
     if args.action in ("approve", "deny") and not args.request:
-        raise FedimgError(f"review {args.action} needs a request id (see 'fedimg review --site {args.site} list')")
+        raise FedimgError(
+            f"review {args.action} needs a request id (see 'fedimg review --site {args.site} list')"
+        )
     access = resolve_site(args.site, args.config, args.state_dir)
-    return run_review(access, args.action, args.request, args.reason, args.force, args.policy, lambda text: console.print(escape(text), highlight=False))
+    return run_review(
+        access,
+        args.action,
+        args.request,
+        args.reason,
+        args.force,
+        args.policy,
+        lambda text: console.print(escape(text), highlight=False),
+    )
 
 
 def _run_audit_verify(args: argparse.Namespace) -> int:
@@ -322,7 +449,10 @@ def _run_audit_verify(args: argparse.Namespace) -> int:
         error_console.print(f"[red]line {problem.line}[/]: {escape(problem.message)}", highlight=False)
     if problems:
         return EXIT_REJECTED
-    console.print(f"{escape(str(args.log))}: intact ({len(args.log.read_text().splitlines())} entries, hash chain verified)", highlight=False)
+    console.print(
+        f"{escape(str(args.log))}: intact ({len(args.log.read_text().splitlines())} entries, hash chain verified)",
+        highlight=False,
+    )
     return EXIT_OK
 
 
@@ -332,19 +462,31 @@ def _print_sites(statuses, config, *, show_created: bool = False) -> None:
     from datasite_setup.terminal import print_table
 
     table = Table(title="fedimg sites")
-    columns = ("site", "url", "state", "dataset", "train", "val") + (("researchers added",) if show_created else ())
+    columns = ("site", "url", "state", "dataset", "train", "val") + (
+        ("researchers added",) if show_created else ()
+    )
     for column in columns:
         table.add_column(column, no_wrap=True)
     for site in statuses:
         counts = site.split_counts
-        row = [site.name, site.url, site.state, site.dataset, str(counts.get("train", "")), str(counts.get("val", ""))]
+        row = [
+            site.name,
+            site.url,
+            site.state,
+            site.dataset,
+            str(counts.get("train", "")),
+            str(counts.get("val", "")),
+        ]
         table.add_row(*row, *((str(site.researchers_created),) if show_created else ()))
     print_table(console, table)
     for site in statuses:
         if site.problem:
             error_console.print(f"[red]{escape(site.name)}[/]: {escape(site.problem)}", highlight=False)
     if config.researchers:
-        console.print(f"researcher credentials (0600): {escape(str(config.secrets_dir / 'researchers'))}", highlight=False)
+        console.print(
+            f"researcher credentials (0600): {escape(str(config.secrets_dir / 'researchers'))}",
+            highlight=False,
+        )
 
 
 if __name__ == "__main__":

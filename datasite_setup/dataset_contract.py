@@ -11,7 +11,8 @@ of either.
 from __future__ import annotations
 
 import json
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = ["DATASET_PREFIX", "DESCRIPTION_MARKER", "describe_dataset", "parse_dataset_info"]
 

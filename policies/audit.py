@@ -37,7 +37,9 @@ class AuditProblem:
 
 def _line_hash(record: dict) -> str:
     body = {key: value for key, value in record.items() if key != "hash"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 class AuditLog:
@@ -66,7 +68,9 @@ class AuditLog:
     def records(self) -> list[dict]:
         if not self.path.exists():
             return []
-        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [
+            json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
 
     def _head(self) -> tuple[str, int]:
         try:
@@ -101,15 +105,28 @@ def verify_audit_log(path: Path) -> list[AuditProblem]:
         if record.get("hash") != _line_hash(record):
             problems.append(AuditProblem(number, "edited: its hash does not match its content"))
         if record.get("prev") != prev:
-            problems.append(AuditProblem(number, "chain broken: a line before it was removed, inserted or reordered"))
+            problems.append(
+                AuditProblem(number, "chain broken: a line before it was removed, inserted or reordered")
+            )
         if record.get("seq") != number - 1:
-            problems.append(AuditProblem(number, f"sequence number {record.get('seq')} where {number - 1} was expected"))
+            problems.append(
+                AuditProblem(number, f"sequence number {record.get('seq')} where {number - 1} was expected")
+            )
         prev = record.get("hash", "")
     try:
         head_hash, head_count = log._head()
     except (ValueError, KeyError, TypeError):
-        problems.append(AuditProblem(len(lines), f"the head file {log.head_path.name} is unreadable: the end of the log cannot be checked"))
+        problems.append(
+            AuditProblem(
+                len(lines),
+                f"the head file {log.head_path.name} is unreadable: the end of the log cannot be checked",
+            )
+        )
         return problems
     if head_count != len(lines) or (lines and head_hash != prev):
-        problems.append(AuditProblem(len(lines), f"the log ends early or late: {len(lines)} lines, {head_count} were written"))
+        problems.append(
+            AuditProblem(
+                len(lines), f"the log ends early or late: {len(lines)} lines, {head_count} were written"
+            )
+        )
     return problems

@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,11 +51,31 @@ import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
 # bound at import (datasite start-up): later rebinding of these module attributes by model code does not reach the loop
-_array, _zeros, _ones, _zeros_like, _where, _tensordot = np.array, np.zeros, np.ones, np.zeros_like, np.where, np.tensordot
-_sqrt, _minimum, _maximum, _isfinite, _flatnonzero, _errstate = np.sqrt, np.minimum, np.maximum, np.isfinite, np.flatnonzero, np.errstate
+_array, _zeros, _ones, _zeros_like, _where, _tensordot = (
+    np.array,
+    np.zeros,
+    np.ones,
+    np.zeros_like,
+    np.where,
+    np.tensordot,
+)
+_sqrt, _minimum, _maximum, _isfinite, _flatnonzero, _errstate = (
+    np.sqrt,
+    np.minimum,
+    np.maximum,
+    np.isfinite,
+    np.flatnonzero,
+    np.errstate,
+)
 _Generator, _PCG64, _randbits = np.random.Generator, np.random.PCG64, secrets.randbits
 _named_parameters, _set_train = nn.Module.named_parameters, nn.Module.train
-_Tensor, _tensor, _as_tensor, _detach, _to_numpy = torch.Tensor, torch.tensor, torch.as_tensor, torch.Tensor.detach, torch.Tensor.numpy
+_Tensor, _tensor, _as_tensor, _detach, _to_numpy = (
+    torch.Tensor,
+    torch.tensor,
+    torch.as_tensor,
+    torch.Tensor.detach,
+    torch.Tensor.numpy,
+)
 _functional_call, _grad, _vmap = functional_call, grad, vmap
 OPTIMIZERS = ("sgd", "adam")
 CHUNK = 256  # per-sample gradients are computed this many examples at a time (memory)
@@ -65,7 +86,11 @@ def schedule(num_train: int, batch_size: int, local_epochs: int) -> tuple[float,
 
     The same expected number of examples per step and of steps as the template's plain loop.
     """
-    for name, value in {"num_train": num_train, "batch_size": batch_size, "local_epochs": local_epochs}.items():
+    for name, value in {
+        "num_train": num_train,
+        "batch_size": batch_size,
+        "local_epochs": local_epochs,
+    }.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
     return min(1.0, batch_size / num_train), local_epochs * math.ceil(num_train / batch_size)
@@ -99,11 +124,22 @@ def train_private(
     DP no training figure is measured (it would cost privacy); they keep the
     release format and are hidden by the researcher's client.
     """
-    _check_settings(lr=lr, noise_multiplier=noise_multiplier, max_grad_norm=max_grad_norm, sample_rate=sample_rate, steps=steps, optimizer=optimizer, momentum=momentum, mu=mu)
+    _check_settings(
+        lr=lr,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        sample_rate=sample_rate,
+        steps=steps,
+        optimizer=optimizer,
+        momentum=momentum,
+        mu=mu,
+    )
     images, labels = _as_tensor(images), _as_tensor(labels)
     count = int(labels.shape[0])
     if count < 1 or int(images.shape[0]) != count:
-        raise ValueError(f"train_private needs as many images as labels, at least one (got {int(images.shape[0])} and {count})")
+        raise ValueError(
+            f"train_private needs as many images as labels, at least one (got {int(images.shape[0])} and {count})"
+        )
     trained, aliases = _trainable(model, weights)
     start = {name: _array(weights[name], dtype=np.float64) for name in trained}
     theta = {name: value.copy() for name, value in start.items()}
@@ -117,10 +153,14 @@ def train_private(
         chosen = _flatnonzero(rng.random(count) < sample_rate)
         total = {name: _zeros_like(value) for name, value in theta.items()}
         for start_index in range(0, len(chosen), CHUNK):
-            index = _as_tensor(chosen[start_index:start_index + CHUNK], dtype=torch.int64)
+            index = _as_tensor(chosen[start_index : start_index + CHUNK], dtype=torch.int64)
             gradients = per_sample(theta, buffers, images[index], labels[index])
             _add_clipped(total, gradients, max_grad_norm)
-        noisy = {name: (value + rng.normal(0.0, noise_multiplier * max_grad_norm, value.shape)) / (sample_rate * count) for name, value in total.items()}
+        noisy = {
+            name: (value + rng.normal(0.0, noise_multiplier * max_grad_norm, value.shape))
+            / (sample_rate * count)
+            for name, value in total.items()
+        }
         if mu > 0:  # FedProx: the proximal term's gradient depends on the public global weights only
             noisy = {name: value + mu * (theta[name] - start[name]) for name, value in noisy.items()}
         theta = step(theta, noisy)
@@ -131,13 +171,32 @@ def train_private(
     return released, {"loss": 0.0, "accuracy": 0.0}
 
 
-def _check_settings(*, lr: float, noise_multiplier: float, max_grad_norm: float, sample_rate: float, steps: int, optimizer: str, momentum: float, mu: float) -> None:
-    numbers = {"lr": lr, "noise_multiplier": noise_multiplier, "max_grad_norm": max_grad_norm, "sample_rate": sample_rate, "momentum": momentum, "mu": mu}
+def _check_settings(
+    *,
+    lr: float,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    sample_rate: float,
+    steps: int,
+    optimizer: str,
+    momentum: float,
+    mu: float,
+) -> None:
+    numbers = {
+        "lr": lr,
+        "noise_multiplier": noise_multiplier,
+        "max_grad_norm": max_grad_norm,
+        "sample_rate": sample_rate,
+        "momentum": momentum,
+        "mu": mu,
+    }
     for name, value in numbers.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{name} must be a finite number (got {value!r})")
     if not (lr > 0 and max_grad_norm > 0 and noise_multiplier >= 0 and mu >= 0):
-        raise ValueError(f"lr and max_grad_norm must be > 0, noise_multiplier and mu >= 0 (got lr={lr}, max_grad_norm={max_grad_norm}, noise_multiplier={noise_multiplier}, mu={mu})")
+        raise ValueError(
+            f"lr and max_grad_norm must be > 0, noise_multiplier and mu >= 0 (got lr={lr}, max_grad_norm={max_grad_norm}, noise_multiplier={noise_multiplier}, mu={mu})"
+        )
     if not 0 < sample_rate <= 1:
         raise ValueError(f"sample_rate must be in (0, 1] (got {sample_rate})")
     if not 0 <= momentum < 1:
@@ -164,7 +223,9 @@ def _trainable(model: nn.Module, weights: Mapping[str, Any]) -> tuple[list[str],
     return names, aliases
 
 
-def _per_sample_gradient_function(model: nn.Module, loss_function: Callable[..., torch.Tensor], dtypes: Mapping[str, np.dtype]) -> Callable[..., dict[str, np.ndarray]]:
+def _per_sample_gradient_function(
+    model: nn.Module, loss_function: Callable[..., torch.Tensor], dtypes: Mapping[str, np.dtype]
+) -> Callable[..., dict[str, np.ndarray]]:
     """``(θ, buffers, images, labels) -> {name: (B, *shape) float64 array}``: one loss gradient per example."""
 
     def loss_of(parameters: dict, buffers: dict, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
@@ -173,7 +234,12 @@ def _per_sample_gradient_function(model: nn.Module, loss_function: Callable[...,
 
     gradient_of = _vmap(_grad(loss_of), in_dims=(None, None, 0, 0), randomness="different")
 
-    def per_sample(theta: Mapping[str, np.ndarray], buffers: Mapping[str, np.ndarray], images: torch.Tensor, labels: torch.Tensor) -> dict[str, np.ndarray]:
+    def per_sample(
+        theta: Mapping[str, np.ndarray],
+        buffers: Mapping[str, np.ndarray],
+        images: torch.Tensor,
+        labels: torch.Tensor,
+    ) -> dict[str, np.ndarray]:
         # fresh copies every step: whatever the forward writes into them is thrown away
         parameters = {name: _tensor(value.astype(dtypes[name])) for name, value in theta.items()}
         state = {name: _tensor(value) for name, value in buffers.items()}
@@ -182,14 +248,18 @@ def _per_sample_gradient_function(model: nn.Module, loss_function: Callable[...,
         for name, value in theta.items():
             gradient = gradients.get(name) if type(gradients) is dict else None
             if type(gradient) is not _Tensor or tuple(gradient.shape) != (len(labels), *value.shape):
-                raise ValueError(f"the model's per-sample gradient for {name!r} is not a tensor of shape {(len(labels), *value.shape)}")
+                raise ValueError(
+                    f"the model's per-sample gradient for {name!r} is not a tensor of shape {(len(labels), *value.shape)}"
+                )
             out[name] = _array(_to_numpy(_detach(gradient)), dtype=np.float64)
         return out
 
     return per_sample
 
 
-def _add_clipped(total: dict[str, np.ndarray], gradients: Mapping[str, np.ndarray], max_grad_norm: float) -> None:
+def _add_clipped(
+    total: dict[str, np.ndarray], gradients: Mapping[str, np.ndarray], max_grad_norm: float
+) -> None:
     """Add each example's gradient, scaled to L2 norm at most ``max_grad_norm`` (over all parameters), to ``total``."""
     batch = len(next(iter(gradients.values()))) if gradients else 0
     squares = _zeros(batch)
@@ -212,15 +282,28 @@ def _optimizer(kind: str, *, lr: float, momentum: float) -> Callable[[dict, dict
 
     def sgd(theta: dict, gradient: dict) -> dict:
         if momentum > 0:
-            state["m"] = {name: momentum * state["m"][name] + g if name in state["m"] else g.copy() for name, g in gradient.items()}
+            state["m"] = {
+                name: momentum * state["m"][name] + g if name in state["m"] else g.copy()
+                for name, g in gradient.items()
+            }
             gradient = state["m"]
         return {name: theta[name] - lr * gradient[name] for name in theta}
 
-    def adam(theta: dict, gradient: dict, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8) -> dict:
+    def adam(
+        theta: dict, gradient: dict, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
+    ) -> dict:
         state["t"] += 1
         t = state["t"]
-        state["m"] = {name: beta1 * state["m"].get(name, 0.0) + (1 - beta1) * g for name, g in gradient.items()}
-        state["v"] = {name: beta2 * state["v"].get(name, 0.0) + (1 - beta2) * g * g for name, g in gradient.items()}
-        return {name: theta[name] - lr * (state["m"][name] / (1 - beta1**t)) / (_sqrt(state["v"][name] / (1 - beta2**t)) + eps) for name in theta}
+        state["m"] = {
+            name: beta1 * state["m"].get(name, 0.0) + (1 - beta1) * g for name, g in gradient.items()
+        }
+        state["v"] = {
+            name: beta2 * state["v"].get(name, 0.0) + (1 - beta2) * g * g for name, g in gradient.items()
+        }
+        return {
+            name: theta[name]
+            - lr * (state["m"][name] / (1 - beta1**t)) / (_sqrt(state["v"][name] / (1 - beta2**t)) + eps)
+            for name in theta
+        }
 
     return sgd if kind == "sgd" else adam

@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 
 from policies.audit import AuditLog
-from policies.privacy import BudgetExceeded, PrivacyLedger, dp_sgd_noise_multiplier, noise_multiplier_for, privatize_update
+from policies.privacy import (
+    BudgetExceeded,
+    PrivacyLedger,
+    dp_sgd_noise_multiplier,
+    noise_multiplier_for,
+    privatize_update,
+)
 from policies.release import ReleaseRefused, check_release
 from policies.site_policy import SitePolicy
 
@@ -41,7 +47,7 @@ AUDIT_FILE = "audit.jsonl"
 COUNTS_FILE = "executions.json"
 LEDGER_FILE = "privacy-ledger.json"
 MOCK_RESULT = "not computed: fedimg runs approved code on the private data only (run it on the mocks locally)"
-_enforcers: dict[str, "SiteEnforcer"] = {}
+_enforcers: dict[str, SiteEnforcer] = {}
 log = logging.getLogger("fedimg.release")
 _call = threading.local()  # which run of the current call this is: the private run comes first
 
@@ -127,12 +133,25 @@ def _audit_syft_refusals() -> None:
         from syft.service.policy.policy import UserPolicy
 
         enforcer = _enforcers.get(str(context.server.id))
-        if enforcer is not None and any(isinstance(p, UserPolicy) for p in (code.output_policy_type, code.input_policy_type)):
+        if enforcer is not None and any(
+            isinstance(p, UserPolicy) for p in (code.output_policy_type, code.input_policy_type)
+        ):
             # refused here, before PySyft calls the researcher's own is_valid (unreviewed code in this process)
-            _refuse(enforcer, code, str(code.user_verify_key), "researcher-written output (or input) policies are not accepted; use the job template's")
+            _refuse(
+                enforcer,
+                code,
+                str(code.user_verify_key),
+                "researcher-written output (or input) policies are not accepted; use the job template's",
+            )
         verdict = original(self, code, context, output_policy)
         if enforcer is not None and verdict is not IsExecutionAllowedEnum.ALLOWED:
-            enforcer.audit.append("refusal", code_id=str(code.id), function=code.service_func_name, researcher=str(code.user_verify_key), reason=str(verdict.value))
+            enforcer.audit.append(
+                "refusal",
+                code_id=str(code.id),
+                function=code.service_func_name,
+                researcher=str(code.user_verify_key),
+                reason=str(verdict.value),
+            )
         return verdict
 
     is_execution_allowed._fedimg_fixed = getattr(original, "_fedimg_fixed", False)  # type: ignore[attr-defined]
@@ -142,16 +161,29 @@ def _audit_syft_refusals() -> None:
 def _refuse(enforcer: SiteEnforcer, code_item: Any, researcher: str, reason: str) -> None:
     from syft.types.errors import SyftException
 
-    enforcer.audit.append("refusal", code_id=str(code_item.id), function=code_item.service_func_name, researcher=researcher, reason=reason)
+    enforcer.audit.append(
+        "refusal",
+        code_id=str(code_item.id),
+        function=code_item.service_func_name,
+        researcher=researcher,
+        reason=reason,
+    )
     raise SyftException(public_message=f"release refused by site {enforcer.site}: {reason}")
 
 
-def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs: dict, context: Any, private: bool) -> Any:
+def _enforced_run(
+    enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs: dict, context: Any, private: bool
+) -> Any:
     from syft.service.policy.policy import UserPolicy
 
     researcher = str(code_item.user_verify_key)
     if isinstance(code_item.output_policy_type, UserPolicy):
-        _refuse(enforcer, code_item, researcher, "researcher-written output policies are not accepted; use the job template's")
+        _refuse(
+            enforcer,
+            code_item,
+            researcher,
+            "researcher-written output policies are not accepted; use the job template's",
+        )
     if not private:
         return _mock_run_skipped(code_item)
     limit = int((code_item.output_policy_init_kwargs or {}).get("limit", 1))
@@ -166,7 +198,11 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
     if dp_sgd is not None:  # charged before the code touches the data: a refusal spends nothing
         try:
             spent = PrivacyLedger(enforcer.state_dir / LEDGER_FILE, enforcer.policy.privacy.delta).charge(
-                researcher, dp_sgd["noise_multiplier"], enforcer.policy.privacy.budget_epsilon, sample_rate=dp_sgd["sample_rate"], steps=dp_sgd["steps"]
+                researcher,
+                dp_sgd["noise_multiplier"],
+                enforcer.policy.privacy.budget_epsilon,
+                sample_rate=dp_sgd["sample_rate"],
+                steps=dp_sgd["steps"],
             )
         except BudgetExceeded as exceeded:
             _refuse(enforcer, code_item, researcher, str(exceeded))
@@ -174,8 +210,21 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
     outcome = original(code_item, kwargs, context)
     if outcome.errored:
         # the researcher sees only "contact the admin"; the owner's log gets the error
-        log.warning("code %s (%s) failed at %s: %s", code_item.service_func_name, code_item.id, enforcer.site, (getattr(outcome, "stderr", "") or "")[-2000:])
-        enforcer.audit.append("execution", code_id=str(code_item.id), function=code_item.service_func_name, researcher=researcher, run=run, errored=True)
+        log.warning(
+            "code %s (%s) failed at %s: %s",
+            code_item.service_func_name,
+            code_item.id,
+            enforcer.site,
+            (getattr(outcome, "stderr", "") or "")[-2000:],
+        )
+        enforcer.audit.append(
+            "execution",
+            code_id=str(code_item.id),
+            function=code_item.service_func_name,
+            researcher=researcher,
+            run=run,
+            errored=True,
+        )
         return outcome
     global_weights = kwargs.get("weights")
     try:
@@ -190,13 +239,35 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
         )
     except ReleaseRefused as refusal:
         _refuse(enforcer, code_item, researcher, str(refusal))
-    release: dict[str, Any] = {"code_id": str(code_item.id), "function": code_item.service_func_name, "researcher": researcher, "run": run, "limit": limit}
+    release: dict[str, Any] = {
+        "code_id": str(code_item.id),
+        "function": code_item.service_func_name,
+        "researcher": researcher,
+        "run": run,
+        "limit": limit,
+    }
     privacy = enforcer.policy.privacy
     if dp_sgd is not None:
-        outcome.result["privacy"] = {"mechanism": "dp-sgd", "epsilon_spent": spent, "delta": privacy.delta, **dp_sgd}
-        release.update(mechanism="dp-sgd", epsilon_spent=round(spent, 4), noise_multiplier=round(dp_sgd["noise_multiplier"], 4), sample_rate=round(dp_sgd["sample_rate"], 6), steps=dp_sgd["steps"])
+        outcome.result["privacy"] = {
+            "mechanism": "dp-sgd",
+            "epsilon_spent": spent,
+            "delta": privacy.delta,
+            **dp_sgd,
+        }
+        release.update(
+            mechanism="dp-sgd",
+            epsilon_spent=round(spent, 4),
+            noise_multiplier=round(dp_sgd["noise_multiplier"], 4),
+            sample_rate=round(dp_sgd["sample_rate"], 6),
+            steps=dp_sgd["steps"],
+        )
     elif privacy is not None and privacy.mechanism == "dp-sgd" and "weights" in outcome.result:
-        _refuse(enforcer, code_item, researcher, "model weights from a call this site did not train with its DP-SGD")
+        _refuse(
+            enforcer,
+            code_item,
+            researcher,
+            "model weights from a call this site did not train with its DP-SGD",
+        )
     elif privacy is not None and "weights" in outcome.result:
         # the researcher picks the round number, so any of the `limit` runs may be a training release
         multiplier = noise_multiplier_for(privacy.epsilon_per_job, privacy.delta, max(limit, 1))
@@ -205,18 +276,38 @@ def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs:
             spent = ledger.charge(researcher, multiplier, privacy.budget_epsilon)
         except BudgetExceeded as exceeded:
             _refuse(enforcer, code_item, researcher, str(exceeded))
-        outcome.result["weights"] = privatize_update(global_weights, outcome.result["weights"], max_update_norm=privacy.max_update_norm, noise_multiplier=multiplier)
-        outcome.result["privacy"] = {"mechanism": "update", "epsilon_spent": spent, "delta": privacy.delta, "noise_multiplier": multiplier, "max_update_norm": privacy.max_update_norm}
-        release.update(mechanism="update", epsilon_spent=round(spent, 4), noise_multiplier=round(multiplier, 4))
+        outcome.result["weights"] = privatize_update(
+            global_weights,
+            outcome.result["weights"],
+            max_update_norm=privacy.max_update_norm,
+            noise_multiplier=multiplier,
+        )
+        outcome.result["privacy"] = {
+            "mechanism": "update",
+            "epsilon_spent": spent,
+            "delta": privacy.delta,
+            "noise_multiplier": multiplier,
+            "max_update_norm": privacy.max_update_norm,
+        }
+        release.update(
+            mechanism="update", epsilon_spent=round(spent, 4), noise_multiplier=round(multiplier, 4)
+        )
     cohort = kwargs.get("cohort")
     if cohort and "weights" in outcome.result:
         try:
-            outcome.result["weights"] = _masked_update(enforcer, code_item, outcome.result, cohort, int(kwargs.get("rnd", 0)))
+            outcome.result["weights"] = _masked_update(
+                enforcer, code_item, outcome.result, cohort, int(kwargs.get("rnd", 0))
+            )
         except ValueError as problem:
             _refuse(enforcer, code_item, researcher, f"secure aggregation: {problem}")
         release["secure_aggregation_cohort"] = sorted(cohort)
     elif enforcer.policy.require_secure_aggregation and "weights" in outcome.result:
-        _refuse(enforcer, code_item, researcher, "this site releases model updates only under secure aggregation (send a cohort)")
+        _refuse(
+            enforcer,
+            code_item,
+            researcher,
+            "this site releases model updates only under secure aggregation (send a cohort)",
+        )
     release["keys"] = sorted(outcome.result)
     release["bytes"] = int(sum(np.asarray(v).nbytes for v in outcome.result.get("weights", {}).values()))
     enforcer.audit.append("release", **release)
@@ -237,7 +328,9 @@ def _dp_sgd_settings(enforcer: SiteEnforcer, code_item: Any, kwargs: dict, limit
         return None
     config = _template_config(code_item.raw_code)
     if config is None:
-        raise ReleaseRefused("this site trains only with its own DP-SGD, so it runs only fedimg's job template (the code differs from it)")
+        raise ReleaseRefused(
+            "this site trains only with its own DP-SGD, so it runs only fedimg's job template (the code differs from it)"
+        )
     rounds, rnd = config.get("rounds"), kwargs.get("rnd")
     if isinstance(rounds, bool) or not isinstance(rounds, int):
         raise ReleaseRefused(f"the job's CONFIG must give an integer number of rounds (got {rounds!r})")
@@ -246,11 +339,20 @@ def _dp_sgd_settings(enforcer: SiteEnforcer, code_item: Any, kwargs: dict, limit
     from policies.dp_sgd import schedule
 
     try:
-        sample_rate, steps = schedule(len(kwargs["train_labels"]), config["batch_size"], config["local_epochs"])
-        multiplier = dp_sgd_noise_multiplier(privacy.epsilon_per_job, privacy.delta, sample_rate, steps * max(limit, 1))
+        sample_rate, steps = schedule(
+            len(kwargs["train_labels"]), config["batch_size"], config["local_epochs"]
+        )
+        multiplier = dp_sgd_noise_multiplier(
+            privacy.epsilon_per_job, privacy.delta, sample_rate, steps * max(limit, 1)
+        )
     except (KeyError, TypeError, ValueError) as problem:
         raise ReleaseRefused(f"cannot set up DP-SGD for this call: {problem}") from problem
-    return {"noise_multiplier": multiplier, "max_grad_norm": privacy.max_grad_norm, "sample_rate": sample_rate, "steps": steps}
+    return {
+        "noise_multiplier": multiplier,
+        "max_grad_norm": privacy.max_grad_norm,
+        "sample_rate": sample_rate,
+        "steps": steps,
+    }
 
 
 _templates: dict[str, dict | None] = {}
@@ -280,22 +382,42 @@ def _mock_run_skipped(code_item: Any) -> Any:
     from syft.service.code.user_code import UserCodeExecutionOutput
     from syft.types.uid import UID
 
-    return UserCodeExecutionOutput(id=UID(), user_code_id=code_item.id, stdout="", stderr="", result=MOCK_RESULT)
+    return UserCodeExecutionOutput(
+        id=UID(), user_code_id=code_item.id, stdout="", stderr="", result=MOCK_RESULT
+    )
 
 
-def _masked_update(enforcer: SiteEnforcer, code_item: Any, result: dict, cohort: Any, round_number: int) -> dict:
+def _masked_update(
+    enforcer: SiteEnforcer, code_item: Any, result: dict, cohort: Any, round_number: int
+) -> dict:
     """``n · weights`` of the float tensors, masked for the cohort (``policies.secure_aggregation``)."""
     from policies.secure_aggregation import context_bytes, load_or_create_site_key, mask_weights
 
-    if not isinstance(cohort, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in cohort.items()):
+    if not isinstance(cohort, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in cohort.items()
+    ):
         raise ValueError("the cohort must map site names to public keys")
     if len(cohort) < enforcer.policy.min_cohort:
-        raise ValueError(f"a cohort of {len(cohort)} site(s) is below this site's minimum of {enforcer.policy.min_cohort}")
+        raise ValueError(
+            f"a cohort of {len(cohort)} site(s) is below this site's minimum of {enforcer.policy.min_cohort}"
+        )
     peers = enforcer.policy.secure_aggregation_peers
-    unknown = sorted(name for name, key in cohort.items() if name != enforcer.site and peers and peers.get(name) != key)
+    unknown = sorted(
+        name for name, key in cohort.items() if name != enforcer.site and peers and peers.get(name) != key
+    )
     if unknown:
         raise ValueError(f"cohort members {unknown} are not this site's known peers (or their keys differ)")
-    weighted = {name: np.asarray(value, dtype=np.float64) * result["num_samples"] for name, value in result["weights"].items() if np.asarray(value).dtype.kind == "f"}
+    weighted = {
+        name: np.asarray(value, dtype=np.float64) * result["num_samples"]
+        for name, value in result["weights"].items()
+        if np.asarray(value).dtype.kind == "f"
+    }
     key = load_or_create_site_key(enforcer.state_dir)
     # every site holds its own copy of the code (its own id); the function name is what the cohort shares
-    return mask_weights(weighted, enforcer.site, key, cohort, context=context_bytes(code_item.service_func_name, round_number, cohort))
+    return mask_weights(
+        weighted,
+        enforcer.site,
+        key,
+        cohort,
+        context=context_bytes(code_item.service_func_name, round_number, cohort),
+    )

@@ -35,13 +35,15 @@ import functools
 import json
 import os
 import secrets
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
 SAMPLE_RATE = 1.0  # an update-level release uses the site's whole training split
-Entry = tuple[float, float, int]  # (noise_multiplier, sample_rate, steps): Opacus's RDPAccountant history format
+Entry = tuple[
+    float, float, int
+]  # (noise_multiplier, sample_rate, steps): Opacus's RDPAccountant history format
 
 
 def noise_multiplier_for(epsilon: float, delta: float, releases: int) -> float:
@@ -54,9 +56,25 @@ def dp_sgd_noise_multiplier(epsilon: float, delta: float, sample_rate: float, st
     """The smallest noise multiplier giving ``(epsilon, delta)`` over ``steps`` Poisson-subsampled Gaussian steps at ``sample_rate``."""
     from opacus.accountants.utils import get_noise_multiplier
 
-    if not (epsilon > 0 and 0 < delta < 1 and 0 < sample_rate <= 1) or isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"need epsilon > 0, 0 < delta < 1, 0 < sample_rate <= 1 and an integer steps >= 1 (got {epsilon}, {delta}, {sample_rate}, {steps!r})")
-    return float(get_noise_multiplier(target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps, accountant="rdp", epsilon_tolerance=0.01))
+    if (
+        not (epsilon > 0 and 0 < delta < 1 and 0 < sample_rate <= 1)
+        or isinstance(steps, bool)
+        or not isinstance(steps, int)
+        or steps < 1
+    ):
+        raise ValueError(
+            f"need epsilon > 0, 0 < delta < 1, 0 < sample_rate <= 1 and an integer steps >= 1 (got {epsilon}, {delta}, {sample_rate}, {steps!r})"
+        )
+    return float(
+        get_noise_multiplier(
+            target_epsilon=epsilon,
+            target_delta=delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant="rdp",
+            epsilon_tolerance=0.01,
+        )
+    )
 
 
 def as_entry(item: float | Sequence) -> Entry:
@@ -83,20 +101,35 @@ def epsilon_of(entries: Sequence[float | Sequence], delta: float) -> float:
     return float(accountant.get_epsilon(delta))
 
 
-def privatize_update(global_weights: Mapping[str, np.ndarray], new_weights: Mapping[str, np.ndarray], *, max_update_norm: float, noise_multiplier: float, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+def privatize_update(
+    global_weights: Mapping[str, np.ndarray],
+    new_weights: Mapping[str, np.ndarray],
+    *,
+    max_update_norm: float,
+    noise_multiplier: float,
+    rng: np.random.Generator | None = None,
+) -> dict[str, np.ndarray]:
     """Clip the float part of ``new - global`` to ``max_update_norm`` and add calibrated Gaussian noise.
 
     Integer buffers are not released: the global values are returned for them.
     """
     rng = rng or np.random.default_rng(secrets.randbits(128))
     floats = [name for name, value in new_weights.items() if np.asarray(value).dtype.kind == "f"]
-    deltas = {name: np.asarray(new_weights[name], dtype=np.float64) - np.asarray(global_weights[name], dtype=np.float64) for name in floats}
+    deltas = {
+        name: np.asarray(new_weights[name], dtype=np.float64)
+        - np.asarray(global_weights[name], dtype=np.float64)
+        for name in floats
+    }
     norm = float(np.sqrt(sum(float((d**2).sum()) for d in deltas.values())))
     scale = min(1.0, max_update_norm / norm) if norm > 0 else 1.0
     std = noise_multiplier * 2 * max_update_norm
     released = {name: np.asarray(global_weights[name]).copy() for name in new_weights}
     for name in floats:
-        noisy = np.asarray(global_weights[name], dtype=np.float64) + deltas[name] * scale + rng.normal(0.0, std, deltas[name].shape)
+        noisy = (
+            np.asarray(global_weights[name], dtype=np.float64)
+            + deltas[name] * scale
+            + rng.normal(0.0, std, deltas[name].shape)
+        )
         released[name] = noisy.astype(np.asarray(new_weights[name]).dtype)
     return released
 
@@ -122,7 +155,15 @@ class PrivacyLedger:
     def spent(self, researcher: str) -> float:
         return epsilon_of(self._load().get(researcher, []), self.delta)
 
-    def charge(self, researcher: str, noise_multiplier: float, budget_epsilon: float, *, sample_rate: float = SAMPLE_RATE, steps: int = 1) -> float:
+    def charge(
+        self,
+        researcher: str,
+        noise_multiplier: float,
+        budget_epsilon: float,
+        *,
+        sample_rate: float = SAMPLE_RATE,
+        steps: int = 1,
+    ) -> float:
         """Record one release (``steps`` Gaussian steps at ``sample_rate``) if it keeps ``researcher`` within ``budget_epsilon``.
 
         Returns ε spent after it; raises ``BudgetExceeded`` (and records nothing) otherwise.
@@ -136,7 +177,9 @@ class PrivacyLedger:
             entry = as_entry((noise_multiplier, sample_rate, steps))
             after = epsilon_of(history + [entry], self.delta)
             if after > budget_epsilon + 1e-9:
-                raise BudgetExceeded(f"privacy budget: this release would bring epsilon to {after:.2f} at this site, above the budget {budget_epsilon} (spent so far {epsilon_of(history, self.delta):.2f})")
+                raise BudgetExceeded(
+                    f"privacy budget: this release would bring epsilon to {after:.2f} at this site, above the budget {budget_epsilon} (spent so far {epsilon_of(history, self.delta):.2f})"
+                )
             ledger[researcher] = history + [entry]
             temporary = self.path.with_name(self.path.name + ".tmp")
             temporary.write_text(json.dumps(ledger))

@@ -12,7 +12,8 @@ is refused with the reason, and so is a site below ``min_samples``.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,11 @@ class ReleaseRefused(Exception):
 
 
 def _scalar(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(float(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or not math.isfinite(float(value))
+    ):
         raise ReleaseRefused(f"{where} must be a finite number (got {type(value).__name__})")
     return float(value)
 
@@ -37,12 +42,25 @@ def _count(value: Any, where: str, maximum: int) -> int:
     return int(value)
 
 
-def check_release(output: Any, *, global_weights: Mapping[str, Any] | None, num_train: int, num_val: int, num_classes: int, min_samples: int, max_output_bytes: int) -> None:
+def check_release(
+    output: Any,
+    *,
+    global_weights: Mapping[str, Any] | None,
+    num_train: int,
+    num_val: int,
+    num_classes: int,
+    min_samples: int,
+    max_output_bytes: int,
+) -> None:
     """Raise ``ReleaseRefused`` unless ``output`` is an aggregate the template may release."""
     if num_train < min_samples:
-        raise ReleaseRefused(f"this site has {num_train} training samples, fewer than its minimum of {min_samples}: it releases nothing")
+        raise ReleaseRefused(
+            f"this site has {num_train} training samples, fewer than its minimum of {min_samples}: it releases nothing"
+        )
     if num_val < min_samples:
-        raise ReleaseRefused(f"this site has {num_val} validation samples, fewer than its minimum of {min_samples}: it releases no evaluation")
+        raise ReleaseRefused(
+            f"this site has {num_val} validation samples, fewer than its minimum of {min_samples}: it releases no evaluation"
+        )
     _refuse_disguised(output, "the output")
     if not isinstance(output, dict) or not set(output) <= TOP_KEYS or not {"round", "val"} <= set(output):
         keys = sorted(output) if isinstance(output, dict) else type(output).__name__
@@ -62,7 +80,9 @@ def check_release(output: Any, *, global_weights: Mapping[str, Any] | None, num_
         _check_weights(output["weights"], global_weights)
     size = _nbytes(output)
     if size > max_output_bytes:
-        raise ReleaseRefused(f"the output is {size / 2**20:.1f} MB, above this site's limit of {max_output_bytes / 2**20:.1f} MB")
+        raise ReleaseRefused(
+            f"the output is {size / 2**20:.1f} MB, above this site's limit of {max_output_bytes / 2**20:.1f} MB"
+        )
 
 
 def _refuse_disguised(value: Any, where: str) -> None:
@@ -73,9 +93,15 @@ def _refuse_disguised(value: Any, where: str) -> None:
     """
     bases = (dict, str, np.ndarray, int, float, np.generic)
     kind = type(value)
-    if isinstance(value, bases) and kind not in (dict, str, np.ndarray, int, float, bool) and not (isinstance(value, np.generic) and kind.__module__ == "numpy"):
+    if (
+        isinstance(value, bases)
+        and kind not in (dict, str, np.ndarray, int, float, bool)
+        and not (isinstance(value, np.generic) and kind.__module__ == "numpy")
+    ):
         base = next(b for b in bases if isinstance(value, b))
-        raise ReleaseRefused(f"{where} is a {kind.__name__}, a subclass of {base.__name__}: a release holds only plain dicts, arrays and numbers")
+        raise ReleaseRefused(
+            f"{where} is a {kind.__name__}, a subclass of {base.__name__}: a release holds only plain dicts, arrays and numbers"
+        )
     if kind is dict:
         for key, item in value.items():
             _refuse_disguised(key, f"a key of {where}")
@@ -89,24 +115,38 @@ def _check_val(val: Any, num_val: int, num_classes: int) -> None:
     _scalar(val["accuracy"], "val.accuracy")
     _count(val["num_samples"], "val.num_samples", num_val)
     confusion = val["confusion"]
-    if not isinstance(confusion, np.ndarray) or confusion.shape != (num_classes, num_classes) or confusion.dtype.kind not in "iu":
+    if (
+        not isinstance(confusion, np.ndarray)
+        or confusion.shape != (num_classes, num_classes)
+        or confusion.dtype.kind not in "iu"
+    ):
         raise ReleaseRefused(f"val.confusion must be a {num_classes}x{num_classes} integer array")
     if int(confusion.sum()) != int(val["num_samples"]) or int(confusion.min()) < 0:
-        raise ReleaseRefused("val.confusion must count the val samples (non-negative, summing to val.num_samples)")
+        raise ReleaseRefused(
+            "val.confusion must count the val samples (non-negative, summing to val.num_samples)"
+        )
 
 
 def _check_weights(weights: Any, global_weights: Mapping[str, Any] | None) -> None:
     if not isinstance(weights, dict) or not isinstance(global_weights, Mapping):
         raise ReleaseRefused("weights must be a dict of arrays shaped like the global weights sent in")
     if list(weights) != list(global_weights):
-        raise ReleaseRefused("weights must have exactly the names of the global weights sent in, in the same order")
+        raise ReleaseRefused(
+            "weights must have exactly the names of the global weights sent in, in the same order"
+        )
     for name, value in weights.items():
         expected = np.asarray(global_weights[name])
         if isinstance(value, np.ndarray) and value.dtype.kind not in "biuf":
             # object, string, bytes and record arrays carry anything (and their nbytes hides their size)
             raise ReleaseRefused(f"weights[{name!r}] must be a numeric array (got dtype {value.dtype})")
-        if not isinstance(value, np.ndarray) or value.shape != expected.shape or value.dtype != expected.dtype:
-            raise ReleaseRefused(f"weights[{name!r}] must be an array of shape {expected.shape} and dtype {expected.dtype}")
+        if (
+            not isinstance(value, np.ndarray)
+            or value.shape != expected.shape
+            or value.dtype != expected.dtype
+        ):
+            raise ReleaseRefused(
+                f"weights[{name!r}] must be an array of shape {expected.shape} and dtype {expected.dtype}"
+            )
         if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
             raise ReleaseRefused(f"weights[{name!r}] has non-finite values")
 

@@ -13,9 +13,9 @@ import json
 import textwrap
 from dataclasses import dataclass
 
+from policies.site_policy import SitePolicy
 from policies.static_review import ReviewReport, review_code
 from policies.template import TemplateMatch, match_template
-from policies.site_policy import SitePolicy
 
 ASSET_INPUTS = ("train_images", "train_labels", "val_images", "val_labels")
 
@@ -29,13 +29,19 @@ class RequestReview:
     auto_approvable: bool
 
     def render(self) -> str:
-        lines = [f"request {self.request.id} from {self.request.requester}: {self.request.function_name} (code sha256 {self.request.code_sha256})"]
+        lines = [
+            f"request {self.request.id} from {self.request.requester}: {self.request.function_name} (code sha256 {self.request.code_sha256})"
+        ]
         lines += [f"  [{'ok' if ok else 'FAIL'}] {name}" for name, ok in self.checks.items()]
-        lines.append(f"  template {self.template.template_id}: {'matches' if self.template.matches else 'DIFFERS'}")
+        lines.append(
+            f"  template {self.template.template_id}: {'matches' if self.template.matches else 'DIFFERS'}"
+        )
         if self.template.diff:
             lines.append(textwrap.indent(self.template.diff, "    "))
         lines.append(textwrap.indent(self.static.render(), "  "))
-        lines.append(f"  automatic approval: {'allowed by the site policy' if self.auto_approvable else 'no: a person decides'}")
+        lines.append(
+            f"  automatic approval: {'allowed by the site policy' if self.auto_approvable else 'no: a person decides'}"
+        )
         return "\n".join(lines)
 
 
@@ -49,9 +55,15 @@ def review_request(request: object, policy: SitePolicy) -> RequestReview:
     checks = {
         "static review passes (imports, files, sockets, internals)": static.passed,
         "the code is the job template (model and settings aside)": template.matches,
-        "output policy is PySyft's execution count, not researcher code": request.output_policy == "OutputPolicyExecuteCount",
-        f"execution limit {limit} = declared rounds {rounds} + 1 + restarts {restarts}": isinstance(rounds, int) and limit == rounds + 1 + restarts,
-        "private inputs are this site's four assets; weights, round and cohort come from the researcher": _inputs_ok(request.inputs, request.bound_assets or {}),
+        "output policy is PySyft's execution count, not researcher code": request.output_policy
+        == "OutputPolicyExecuteCount",
+        f"execution limit {limit} = declared rounds {rounds} + 1 + restarts {restarts}": isinstance(
+            rounds, int
+        )
+        and limit == rounds + 1 + restarts,
+        "private inputs are this site's four assets; weights, round and cohort come from the researcher": _inputs_ok(
+            request.inputs, request.bound_assets or {}
+        ),
     }
     auto = all(checks.values()) and template.template_id in policy.auto_approve_templates
     return RequestReview(request, static, template, checks, auto)
@@ -59,11 +71,25 @@ def review_request(request: object, policy: SitePolicy) -> RequestReview:
 
 def _inputs_ok(inputs: dict[str, str], bound: dict[str, str | None]) -> bool:
     owned = ("weights", "rnd", "cohort")
-    rules_ok = all(inputs.get(name) == "Matches" for name in ASSET_INPUTS) and all(inputs.get(name) == "UserOwned" for name in owned) and len(inputs) == 7
+    rules_ok = (
+        all(inputs.get(name) == "Matches" for name in ASSET_INPUTS)
+        and all(inputs.get(name) == "UserOwned" for name in owned)
+        and len(inputs) == 7
+    )
     # each asset input must be bound to the asset of the same name in one of this site's fedimg datasets
-    assets_ok = all((bound.get(name) or "").startswith("fedimg-") and bound[name].endswith(f"/{name}") for name in ASSET_INPUTS)
+    assets_ok = all(
+        (bound.get(name) or "").startswith("fedimg-") and bound[name].endswith(f"/{name}")
+        for name in ASSET_INPUTS
+    )
     return rules_ok and assets_ok
 
 
 def summary_json(review: RequestReview) -> str:
-    return json.dumps({"id": review.request.id, "checks": review.checks, "template": review.template.template_id, "auto": review.auto_approvable})
+    return json.dumps(
+        {
+            "id": review.request.id,
+            "checks": review.checks,
+            "template": review.template.template_id,
+            "auto": review.auto_approvable,
+        }
+    )

@@ -24,8 +24,8 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -51,19 +51,24 @@ def load_or_create_site_key(state_dir: Path):
     """The site's X25519 secret, generated once into ``<state_dir>/secure_aggregation_key`` (0600)."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-
     path = Path(state_dir) / KEY_FILE
     if not path.exists():
         key = X25519PrivateKey.generate()
         from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-        write_private_file(path, key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex().encode())
-    return X25519PrivateKey.from_private_bytes(bytes.fromhex(read_private_file(path, "secure aggregation key").decode().strip()))
+        write_private_file(
+            path, key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex().encode()
+        )
+    return X25519PrivateKey.from_private_bytes(
+        bytes.fromhex(read_private_file(path, "secure aggregation key").decode().strip())
+    )
 
 
 def encode(values: np.ndarray) -> np.ndarray:
     """Fixed point in Z/2^64 (two's complement)."""
-    return np.round(np.asarray(values, dtype=np.float64) * 2.0**FRACTION_BITS).astype(np.int64).view(np.uint64)
+    return (
+        np.round(np.asarray(values, dtype=np.float64) * 2.0**FRACTION_BITS).astype(np.int64).view(np.uint64)
+    )
 
 
 def decode(values: np.ndarray) -> np.ndarray:
@@ -74,18 +79,33 @@ def _pair_mask(shared_secret: bytes, context: bytes, name: str, shape: tuple[int
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-    seed = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"fedimg-secagg\x00" + context + b"\x00" + name.encode()).derive(shared_secret)
+    seed = HKDF(
+        algorithm=hashes.SHA256(),
+        length=32,
+        salt=None,
+        info=b"fedimg-secagg\x00" + context + b"\x00" + name.encode(),
+    ).derive(shared_secret)
     generator = np.random.Generator(np.random.PCG64(int.from_bytes(seed, "big")))
-    return generator.bit_generator.random_raw(int(np.prod(shape, dtype=np.int64))).astype(np.uint64).reshape(shape)
+    return (
+        generator.bit_generator.random_raw(int(np.prod(shape, dtype=np.int64)))
+        .astype(np.uint64)
+        .reshape(shape)
+    )
 
 
-def mask_weights(weighted: Mapping[str, np.ndarray], site: str, private_key, cohort: Mapping[str, str], *, context: bytes) -> dict[str, np.ndarray]:
+def mask_weights(
+    weighted: Mapping[str, np.ndarray], site: str, private_key, cohort: Mapping[str, str], *, context: bytes
+) -> dict[str, np.ndarray]:
     """``encode(weighted) + Σ_j ±mask_ij`` for every float tensor; ``cohort`` maps site name → public key (hex)."""
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 
     if site not in cohort or cohort[site] != public_key_hex(private_key):
         raise ValueError(f"site {site} is not in the cohort with its own public key")
-    secrets = {peer: private_key.exchange(X25519PublicKey.from_public_bytes(bytes.fromhex(key))) for peer, key in cohort.items() if peer != site}
+    secrets = {
+        peer: private_key.exchange(X25519PublicKey.from_public_bytes(bytes.fromhex(key)))
+        for peer, key in cohort.items()
+        if peer != site
+    }
     masked = {}
     with np.errstate(over="ignore"):
         for name, value in weighted.items():

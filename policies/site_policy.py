@@ -37,7 +37,14 @@ POLICY_FILE = "policy.toml"
 _KEYS = {
     "review": {"extra_allowed_imports", "auto_approve_templates"},
     "release": {"min_samples", "max_output_mb"},
-    "privacy": {"mechanism", "epsilon_per_job", "delta", "budget_epsilon", "max_grad_norm", "max_update_norm"},
+    "privacy": {
+        "mechanism",
+        "epsilon_per_job",
+        "delta",
+        "budget_epsilon",
+        "max_grad_norm",
+        "max_update_norm",
+    },
     "secure_aggregation": {"required", "min_cohort", "peers"},
 }
 
@@ -65,7 +72,13 @@ class PrivacySettings:
     def __post_init__(self) -> None:
         if self.mechanism not in MECHANISMS:
             raise PolicyError(f"mechanism must be one of {list(MECHANISMS)} (got {self.mechanism!r})")
-        if not (self.epsilon_per_job > 0 and 0 < self.delta < 1 and self.max_grad_norm > 0 and self.max_update_norm > 0 and self.budget_epsilon > 0):
+        if not (
+            self.epsilon_per_job > 0
+            and 0 < self.delta < 1
+            and self.max_grad_norm > 0
+            and self.max_update_norm > 0
+            and self.budget_epsilon > 0
+        ):
             raise PolicyError(f"privacy settings must be positive with 0 < delta < 1 (got {self})")
 
 
@@ -99,7 +112,9 @@ def load_site_policy(path: Path | None) -> SitePolicy:
             raise PolicyError(f"{path}: unknown section [{section}]; allowed: {sorted(_KEYS)}")
         unknown = sorted(set(values) - _KEYS[section])
         if unknown:
-            raise PolicyError(f"{path}: unknown key(s) {unknown} in [{section}]; allowed: {sorted(_KEYS[section])}")
+            raise PolicyError(
+                f"{path}: unknown key(s) {unknown} in [{section}]; allowed: {sorted(_KEYS[section])}"
+            )
     review, release = document.get("review", {}), document.get("release", {})
     for key in ("extra_allowed_imports", "auto_approve_templates"):
         names = review.get(key, [])
@@ -110,15 +125,21 @@ def load_site_policy(path: Path | None) -> SitePolicy:
         values = dict(document["privacy"])
         mechanism = values.pop("mechanism", "dp-sgd")
         if mechanism not in MECHANISMS:
-            raise PolicyError(f"{path}: [privacy] mechanism must be one of {list(MECHANISMS)} (got {mechanism!r})")
+            raise PolicyError(
+                f"{path}: [privacy] mechanism must be one of {list(MECHANISMS)} (got {mechanism!r})"
+            )
         wrong = [key for other, key in _MECHANISM_KEYS.items() if other != mechanism and key in values]
         if wrong:
             raise PolicyError(
-                f"{path}: [privacy] {wrong[0]} is a setting of mechanism = \"{'update' if mechanism == 'dp-sgd' else 'dp-sgd'}\", "
-                f"not of mechanism = \"{mechanism}\"{' (the default)' if 'mechanism' not in document['privacy'] else ''}: "
-                f"use {_MECHANISM_KEYS[mechanism]}, or set mechanism = \"{'update' if mechanism == 'dp-sgd' else 'dp-sgd'}\""
+                f'{path}: [privacy] {wrong[0]} is a setting of mechanism = "{"update" if mechanism == "dp-sgd" else "dp-sgd"}", '
+                f'not of mechanism = "{mechanism}"{" (the default)" if "mechanism" not in document["privacy"] else ""}: '
+                f'use {_MECHANISM_KEYS[mechanism]}, or set mechanism = "{"update" if mechanism == "dp-sgd" else "dp-sgd"}"'
             )
-        bad = {key: value for key, value in values.items() if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)}
+        bad = {
+            key: value
+            for key, value in values.items()
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+        }
         if bad:
             raise PolicyError(f"{path}: [privacy] values must be finite numbers (got {bad})")
         try:
@@ -126,18 +147,28 @@ def load_site_policy(path: Path | None) -> SitePolicy:
         except PolicyError as exc:
             raise PolicyError(f"{path}: [privacy] {exc}") from exc
     max_output_mb = release.get("max_output_mb", 50.0)
-    if isinstance(max_output_mb, bool) or not isinstance(max_output_mb, (int, float)) or not 0 < max_output_mb < math.inf:
-        raise PolicyError(f"{path}: [release] max_output_mb must be a finite number > 0 (got {max_output_mb!r})")
+    if (
+        isinstance(max_output_mb, bool)
+        or not isinstance(max_output_mb, (int, float))
+        or not 0 < max_output_mb < math.inf
+    ):
+        raise PolicyError(
+            f"{path}: [release] max_output_mb must be a finite number > 0 (got {max_output_mb!r})"
+        )
     min_samples = release.get("min_samples", 20)
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
         raise PolicyError(f"{path}: [release] min_samples must be an integer >= 1 (got {min_samples!r})")
     secagg = document.get("secure_aggregation", {})
     min_cohort = secagg.get("min_cohort", 2)
     if isinstance(min_cohort, bool) or not isinstance(min_cohort, int) or min_cohort < 2:
-        raise PolicyError(f"{path}: [secure_aggregation] min_cohort must be an integer >= 2 (got {min_cohort!r})")
+        raise PolicyError(
+            f"{path}: [secure_aggregation] min_cohort must be an integer >= 2 (got {min_cohort!r})"
+        )
     peers = secagg.get("peers", {})
     if not isinstance(peers, dict) or not all(isinstance(v, str) and len(v) == 64 for v in peers.values()):
-        raise PolicyError(f"{path}: [secure_aggregation] peers must map site names to 64-hex-digit public keys")
+        raise PolicyError(
+            f"{path}: [secure_aggregation] peers must map site names to 64-hex-digit public keys"
+        )
     return SitePolicy(
         require_secure_aggregation=bool(secagg.get("required", False)),
         min_cohort=min_cohort,

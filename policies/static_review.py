@@ -24,25 +24,127 @@ from dataclasses import dataclass, field
 DEFAULT_ALLOWED_IMPORTS = frozenset({"torch", "numpy", "math"})
 FORBIDDEN_NAMES = frozenset(
     {
-        "open", "eval", "exec", "compile", "__import__", "globals", "locals", "vars", "getattr", "setattr", "delattr",
-        "breakpoint", "input", "help", "exit", "quit", "memoryview", "type", "object", "classmethod", "staticmethod",
-        "__builtins__", "__loader__", "__spec__", "__file__",
-        "os", "sys", "subprocess", "socket", "pickle", "shutil", "pathlib", "importlib", "ctypes", "builtins", "marshal",
-        "shelve", "tempfile", "urllib", "requests", "http", "multiprocessing", "threading", "signal", "gc", "inspect",
-        "syft", "sy", "context", "server", "worker", "datasite", "client", "io", "codecs", "dill", "cloudpickle", "joblib",
-        "operator", "ForwardRef", "get_type_hints", "make_dataclass",
+        "open",
+        "eval",
+        "exec",
+        "compile",
+        "__import__",
+        "globals",
+        "locals",
+        "vars",
+        "getattr",
+        "setattr",
+        "delattr",
+        "breakpoint",
+        "input",
+        "help",
+        "exit",
+        "quit",
+        "memoryview",
+        "type",
+        "object",
+        "classmethod",
+        "staticmethod",
+        "__builtins__",
+        "__loader__",
+        "__spec__",
+        "__file__",
+        "os",
+        "sys",
+        "subprocess",
+        "socket",
+        "pickle",
+        "shutil",
+        "pathlib",
+        "importlib",
+        "ctypes",
+        "builtins",
+        "marshal",
+        "shelve",
+        "tempfile",
+        "urllib",
+        "requests",
+        "http",
+        "multiprocessing",
+        "threading",
+        "signal",
+        "gc",
+        "inspect",
+        "syft",
+        "sy",
+        "context",
+        "server",
+        "worker",
+        "datasite",
+        "client",
+        "io",
+        "codecs",
+        "dill",
+        "cloudpickle",
+        "joblib",
+        "operator",
+        "ForwardRef",
+        "get_type_hints",
+        "make_dataclass",
     }
 )
 # Attributes that read or write files, unpickle, load native code, or leave the sandbox, whatever object they hang on.
 FORBIDDEN_ATTRIBUTES = frozenset(
     {
-        "load", "save", "hub", "fromfile", "tofile", "memmap", "from_file", "cpp_extension", "ops", "classes", "_C",
-        "system", "popen", "spawn", "loadtxt", "savetxt", "genfromtxt", "DataSource", "ctypeslib", "lib", "jit", "compile",
-        "storage", "untyped_storage", "data_ptr", "frombuffer", "set_printoptions", "register_forward_hook",
-        "f_globals", "f_locals", "f_back", "gi_frame", "tb_frame",
-        "fromregex", "dump", "dumps", "savez", "savez_compressed", "ForwardRef", "get_type_hints", "make_dataclass",
-        "distributed", "fx", "package", "serialization", "library", "multiprocessing", "utils", "f2py", "distutils", "testing",
-        "cr_frame", "ag_frame", "f_builtins",
+        "load",
+        "save",
+        "hub",
+        "fromfile",
+        "tofile",
+        "memmap",
+        "from_file",
+        "cpp_extension",
+        "ops",
+        "classes",
+        "_C",
+        "system",
+        "popen",
+        "spawn",
+        "loadtxt",
+        "savetxt",
+        "genfromtxt",
+        "DataSource",
+        "ctypeslib",
+        "lib",
+        "jit",
+        "compile",
+        "storage",
+        "untyped_storage",
+        "data_ptr",
+        "frombuffer",
+        "set_printoptions",
+        "register_forward_hook",
+        "f_globals",
+        "f_locals",
+        "f_back",
+        "gi_frame",
+        "tb_frame",
+        "fromregex",
+        "dump",
+        "dumps",
+        "savez",
+        "savez_compressed",
+        "ForwardRef",
+        "get_type_hints",
+        "make_dataclass",
+        "distributed",
+        "fx",
+        "package",
+        "serialization",
+        "library",
+        "multiprocessing",
+        "utils",
+        "f2py",
+        "distutils",
+        "testing",
+        "cr_frame",
+        "ag_frame",
+        "f_builtins",
     }
 )
 # Modules hang off the allowed ones as plain attributes (torch.os, torch.sys, torch.builtins, np.compat.pickle,
@@ -50,13 +152,77 @@ FORBIDDEN_ATTRIBUTES = frozenset(
 # these names are refused as attributes too (found by walking every attribute of torch and numpy, red-team suite).
 MODULE_ATTRIBUTES = frozenset(
     {
-        "os", "sys", "builtins", "subprocess", "socket", "pickle", "shutil", "pathlib", "importlib", "ctypes", "marshal",
-        "shelve", "tempfile", "urllib", "requests", "http", "threading", "signal", "gc", "inspect", "io", "codecs",
-        "dill", "cloudpickle", "joblib", "operator", "glob", "platform", "types", "zipfile", "tarfile", "gzip", "bz2",
-        "lzma", "logging", "linecache", "tokenize", "traceback", "runpy", "pkgutil", "sysconfig", "mp", "compat",
-        "syft", "policies", "datasite_setup", "server", "context", "environ",
-        "open", "exec", "globals", "locals", "vars", "getattr", "setattr", "delattr", "attrgetter", "methodcaller",
-        "bltns", "loads", "recfromtxt", "recfromcsv", "lookfor", "test", "testing", "onnx", "profiler", "export", "compiler", "cpp",
+        "os",
+        "sys",
+        "builtins",
+        "subprocess",
+        "socket",
+        "pickle",
+        "shutil",
+        "pathlib",
+        "importlib",
+        "ctypes",
+        "marshal",
+        "shelve",
+        "tempfile",
+        "urllib",
+        "requests",
+        "http",
+        "threading",
+        "signal",
+        "gc",
+        "inspect",
+        "io",
+        "codecs",
+        "dill",
+        "cloudpickle",
+        "joblib",
+        "operator",
+        "glob",
+        "platform",
+        "types",
+        "zipfile",
+        "tarfile",
+        "gzip",
+        "bz2",
+        "lzma",
+        "logging",
+        "linecache",
+        "tokenize",
+        "traceback",
+        "runpy",
+        "pkgutil",
+        "sysconfig",
+        "mp",
+        "compat",
+        "syft",
+        "policies",
+        "datasite_setup",
+        "server",
+        "context",
+        "environ",
+        "open",
+        "exec",
+        "globals",
+        "locals",
+        "vars",
+        "getattr",
+        "setattr",
+        "delattr",
+        "attrgetter",
+        "methodcaller",
+        "bltns",
+        "loads",
+        "recfromtxt",
+        "recfromcsv",
+        "lookfor",
+        "test",
+        "testing",
+        "onnx",
+        "profiler",
+        "export",
+        "compiler",
+        "cpp",
     }
 )
 FORBIDDEN_ATTRIBUTES = FORBIDDEN_ATTRIBUTES | MODULE_ATTRIBUTES
@@ -112,7 +278,9 @@ class _Reviewer(ast.NodeVisitor):
         self.findings: list[Finding] = []
 
     def add(self, node: ast.AST, rule: str, message: str, severity: str = "error") -> None:
-        self.findings.append(Finding(severity, rule, getattr(node, "lineno", 0), getattr(node, "col_offset", 0), message))
+        self.findings.append(
+            Finding(severity, rule, getattr(node, "lineno", 0), getattr(node, "col_offset", 0), message)
+        )
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
@@ -120,7 +288,10 @@ class _Reviewer(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        if not node.level and (node.module, tuple((a.name, a.asname) for a in node.names)) == (SITE_IMPORT[0], tuple((n, None) for n in SITE_IMPORT[1])):
+        if not node.level and (node.module, tuple((a.name, a.asname) for a in node.names)) == (
+            SITE_IMPORT[0],
+            tuple((n, None) for n in SITE_IMPORT[1]),
+        ):
             return  # exactly `from policies.dp_sgd import train_private`
         if node.level:
             self.add(node, "relative-import", "relative imports are not allowed")
@@ -135,13 +306,21 @@ class _Reviewer(ast.NodeVisitor):
     def _check_module(self, node: ast.AST, module: str) -> None:
         top = module.split(".")[0]
         if top not in self.policy.allowed_imports:
-            self.add(node, "import-not-allowed", f"import of {module!r}: allowed modules are {', '.join(sorted(self.policy.allowed_imports))}")
+            self.add(
+                node,
+                "import-not-allowed",
+                f"import of {module!r}: allowed modules are {', '.join(sorted(self.policy.allowed_imports))}",
+            )
         for part in module.split(".")[1:]:
             self._check_part(node, module, part)
 
     def _check_part(self, node: ast.AST, module: str, part: str) -> None:
         if part.startswith("_") and part not in ALLOWED_DUNDERS:
-            self.add(node, "private-attribute", f"import of {module!r} reaches {part!r} (private or interpreter internals)")
+            self.add(
+                node,
+                "private-attribute",
+                f"import of {module!r} reaches {part!r} (private or interpreter internals)",
+            )
         elif part in self.policy.forbidden_attributes:
             self.add(node, "forbidden-attribute", f"import of {module!r} reaches {part!r}")
 
@@ -153,30 +332,57 @@ class _Reviewer(ast.NodeVisitor):
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if isinstance(node.ctx, (ast.Store, ast.Del)) and _root_name(node) in self.module_names:
             # torch.tensor = ..., F.cross_entropy = ...: the change reaches the site's own code in the same process
-            self.add(node, "module-attribute-assignment", f"assignment to {ast.unparse(node)} changes a module the site's own code uses")
+            self.add(
+                node,
+                "module-attribute-assignment",
+                f"assignment to {ast.unparse(node)} changes a module the site's own code uses",
+            )
         if node.attr.startswith("_") and node.attr not in ALLOWED_DUNDERS:
             # private and dunder attributes lead to frames, globals, builtins and the server's objects
             self.add(node, "private-attribute", f"access to {node.attr!r} (private or interpreter internals)")
         elif node.attr in self.policy.forbidden_attributes:
-            self.add(node, "forbidden-attribute", f"access to .{node.attr} (files, pickling, native code or frames)")
-        elif node.attr in ("format", "format_map") and not (isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            self.add(
+                node,
+                "forbidden-attribute",
+                f"access to .{node.attr} (files, pickling, native code or frames)",
+            )
+        elif node.attr in ("format", "format_map") and not (
+            isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        ):
             # only a literal format string can be checked for the attributes its fields read
-            self.add(node, "suspicious-string", f".{node.attr} of a string built at run time (format fields read attributes by name)")
+            self.add(
+                node,
+                "suspicious-string",
+                f".{node.attr} of a string built at run time (format fields read attributes by name)",
+            )
         self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
-        if isinstance(node.value, str) and "__" in node.value and any(d in node.value for d in ("__class__", "__subclasses__", "__globals__", "__builtins__", "__import__")):
+        if (
+            isinstance(node.value, str)
+            and "__" in node.value
+            and any(
+                d in node.value
+                for d in ("__class__", "__subclasses__", "__globals__", "__builtins__", "__import__")
+            )
+        ):
             self.add(node, "suspicious-string", f"string {node.value!r} names interpreter internals")
         elif isinstance(node.value, str) and "{" in node.value:
             # str.format looks attributes up by name: "{0.gi_frame.f_back.f_locals}".format(generator) walks frames
             for part in _format_attributes(node.value):
-                if (part.startswith("_") and part not in ALLOWED_DUNDERS) or part in self.policy.forbidden_attributes:
-                    self.add(node, "suspicious-string", f"format string {node.value!r} reaches attribute {part!r}")
+                if (
+                    part.startswith("_") and part not in ALLOWED_DUNDERS
+                ) or part in self.policy.forbidden_attributes:
+                    self.add(
+                        node, "suspicious-string", f"format string {node.value!r} reaches attribute {part!r}"
+                    )
                     break
         self.generic_visit(node)
 
     def visit_arg(self, node: ast.arg) -> None:
-        if node.arg in self.policy.forbidden_names:  # syft injects a client for some parameter names (e.g. 'datasite')
+        if (
+            node.arg in self.policy.forbidden_names
+        ):  # syft injects a client for some parameter names (e.g. 'datasite')
             self.add(node, "forbidden-parameter", f"parameter named {node.arg!r}")
         self.generic_visit(node)
 
@@ -198,7 +404,9 @@ def _format_attributes(text: str) -> list[str]:
 
     names: list[str] = []
     try:
-        fields = [field for _, field, spec, _ in string.Formatter().parse(text) if field] + [spec for _, _, spec, _ in string.Formatter().parse(text) if spec]
+        fields = [field for _, field, spec, _ in string.Formatter().parse(text) if field] + [
+            spec for _, _, spec, _ in string.Formatter().parse(text) if spec
+        ]
     except ValueError:
         fields = re.findall(r"\{([^{}]*)\}", text)
     for field in fields:
@@ -211,7 +419,9 @@ def review_code(source: str, policy: ReviewPolicy | None = None) -> ReviewReport
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        return ReviewReport([Finding("error", "syntax", exc.lineno or 0, exc.offset or 0, f"does not parse: {exc.msg}")])
+        return ReviewReport(
+            [Finding("error", "syntax", exc.lineno or 0, exc.offset or 0, f"does not parse: {exc.msg}")]
+        )
     reviewer = _Reviewer(policy or ReviewPolicy(), _imported_names(tree))
     reviewer.visit(tree)
     return ReviewReport(reviewer.findings)

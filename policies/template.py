@@ -29,7 +29,15 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TEMPLATE_VERSION", "SITE_FUNCTION_TEMPLATE", "TemplateMatch", "match_template", "python_literal", "render_site_source", "template_id"]
+__all__ = [
+    "TEMPLATE_VERSION",
+    "SITE_FUNCTION_TEMPLATE",
+    "TemplateMatch",
+    "match_template",
+    "python_literal",
+    "render_site_source",
+    "template_id",
+]
 
 SITE_FUNCTION_TEMPLATE = '''\
 def {function_name}(train_images, train_labels, val_images, val_labels, weights, rnd, cohort=None, privacy=None):
@@ -122,17 +130,19 @@ def render_site_source(function_name: str, model_class_source: str, model_name: 
     )
 
 
-
 def python_literal(value: Any) -> str:
     """A deterministic Python literal (dict keys sorted) for JSON-like ``value``: what ``ast.literal_eval`` reads back."""
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{python_literal(str(k))}: {python_literal(v)}" for k, v in sorted(value.items())) + "}"
+        return (
+            "{"
+            + ", ".join(f"{python_literal(str(k))}: {python_literal(v)}" for k, v in sorted(value.items()))
+            + "}"
+        )
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(python_literal(v) for v in value) + "]"
     if value is None or isinstance(value, (bool, int, float, str)):
         return repr(value)
     raise TypeError(f"job settings must be plain data (got {type(value).__name__})")
-
 
 
 @dataclass(frozen=True)
@@ -152,14 +162,22 @@ def match_template(code: str) -> TemplateMatch:
     identity = template_id()
     try:
         function = next(node for node in ast.parse(code).body if isinstance(node, ast.FunctionDef))
-        config_node = next(n for n in function.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "CONFIG")
+        config_node = next(
+            n
+            for n in function.body
+            if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "CONFIG"
+        )
         config = ast.literal_eval(config_node.value)
         model = next(n for n in function.body if isinstance(n, ast.ClassDef))
         model_source = textwrap.dedent(ast.get_source_segment(code, model, padded=True)) + "\n"
         rendered = render_site_source(function.name, model_source, model.name, config)
     except (StopIteration, SyntaxError, ValueError, TypeError, KeyError) as exc:
-        return TemplateMatch(identity, False, f"not built from the job template ({type(exc).__name__}: {exc})")
+        return TemplateMatch(
+            identity, False, f"not built from the job template ({type(exc).__name__}: {exc})"
+        )
     if rendered == code:
         return TemplateMatch(identity, True, "", config)
-    diff = "".join(difflib.unified_diff(rendered.splitlines(True), code.splitlines(True), "job template", "submitted"))
+    diff = "".join(
+        difflib.unified_diff(rendered.splitlines(True), code.splitlines(True), "job template", "submitted")
+    )
     return TemplateMatch(identity, False, diff, config)

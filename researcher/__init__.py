@@ -6,4 +6,14 @@ from researcher.federation import Federation, FederationError, Site
 from researcher.job import FedAvgConfig, FedAvgJob, JobError
 from researcher.results import TrainingResult
 
-__all__ = ["FedAvgConfig", "FedAvgJob", "Federation", "FederationError", "JobError", "ServerMomentum", "Site", "TrainingResult", "fedavg"]
+__all__ = [
+    "FedAvgConfig",
+    "FedAvgJob",
+    "Federation",
+    "FederationError",
+    "JobError",
+    "ServerMomentum",
+    "Site",
+    "TrainingResult",
+    "fedavg",
+]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -23,7 +23,9 @@ def fedavg(updates: Sequence[tuple[Mapping[str, np.ndarray], int]]) -> dict[str,
     names = list(updates[0][0])
     for weights, _ in updates:
         if list(weights) != names:
-            raise ValueError(f"fedavg: updates have different parameters ({sorted(weights)} vs {sorted(names)})")
+            raise ValueError(
+                f"fedavg: updates have different parameters ({sorted(weights)} vs {sorted(names)})"
+            )
     averaged = {}
     for name in names:
         first = np.asarray(updates[0][0][name])
@@ -31,7 +33,9 @@ def fedavg(updates: Sequence[tuple[Mapping[str, np.ndarray], int]]) -> dict[str,
             # integer buffers (e.g. BatchNorm's num_batches_tracked) are not averaged: take the largest
             averaged[name] = np.max([np.asarray(w[name]) for w, _ in updates], axis=0)
             continue
-        averaged[name] = (sum(np.asarray(w[name], dtype=np.float64) * count for w, count in updates) / total).astype(first.dtype)
+        averaged[name] = (
+            sum(np.asarray(w[name], dtype=np.float64) * count for w, count in updates) / total
+        ).astype(first.dtype)
     return averaged
 
 
@@ -48,7 +52,9 @@ class ServerMomentum:
         self.beta, self.lr = beta, lr
         self.velocity: dict[str, np.ndarray] = {}
 
-    def step(self, current: Mapping[str, np.ndarray], averaged: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def step(
+        self, current: Mapping[str, np.ndarray], averaged: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         result = {}
         for name, value in current.items():
             value = np.asarray(value)

@@ -62,9 +62,13 @@ def connect_site(name: str, url: str, email: str, password: str) -> Site:
         raise FederationError(f"site {name} ({url}): cannot log in as {email}: {exc}") from exc
     datasets = [d for d in client.datasets if d.name.startswith(DATASET_PREFIX)]
     if len(datasets) != 1:
-        raise FederationError(f"site {name} ({url}): expected one fedimg dataset, found {[d.name for d in datasets]}")
+        raise FederationError(
+            f"site {name} ({url}): expected one fedimg dataset, found {[d.name for d in datasets]}"
+        )
     dataset = datasets[0]
-    description = dataset.description.text if hasattr(dataset.description, "text") else str(dataset.description)
+    description = (
+        dataset.description.text if hasattr(dataset.description, "text") else str(dataset.description)
+    )
     info = parse_dataset_info(description)
     if info is None:
         raise FederationError(f"site {name}: dataset {dataset.name} has no fedimg description")
@@ -86,17 +90,27 @@ class Federation:
             raise FederationError(f"sites disagree on the image spec: {images}")
 
     @classmethod
-    def from_credentials(cls, path: str | Path, *, sites: list[str] | None = None) -> "Federation":
+    def from_credentials(cls, path: str | Path, *, sites: list[str] | None = None) -> Federation:
         """Connect with a researcher credentials file written by ``fedimg up`` (one URL and password per site)."""
         document = json.loads(Path(path).read_text())
         wanted = sites or sorted(document["sites"])
         missing = sorted(set(wanted) - set(document["sites"]))
         if missing:
             raise FederationError(f"{path}: no credentials for site(s) {missing}")
-        return cls([connect_site(name, document["sites"][name]["url"], document["email"], document["sites"][name]["password"]) for name in wanted])
+        return cls(
+            [
+                connect_site(
+                    name,
+                    document["sites"][name]["url"],
+                    document["email"],
+                    document["sites"][name]["password"],
+                )
+                for name in wanted
+            ]
+        )
 
     @classmethod
-    def from_urls(cls, sites: dict[str, str], email: str, passwords: dict[str, str]) -> "Federation":
+    def from_urls(cls, sites: dict[str, str], email: str, passwords: dict[str, str]) -> Federation:
         """Connect to ``{name: url}`` with one password per site."""
         return cls([connect_site(name, url, email, passwords[name]) for name, url in sites.items()])
 
@@ -123,19 +137,31 @@ class Federation:
         rows = []
         for site in self.sites.values():
             for split, count in site.info["split_counts"].items():
-                rows.append({"site": site.name, "dataset": site.dataset.name, "split": split, "samples": count, **dict(zip(self.label_names, site.info["label_counts"][split]))})
+                rows.append(
+                    {
+                        "site": site.name,
+                        "dataset": site.dataset.name,
+                        "split": split,
+                        "samples": count,
+                        **dict(zip(self.label_names, site.info["label_counts"][split])),
+                    }
+                )
         return pd.DataFrame(rows)
 
     def mock_arrays(self, site: str, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
         """The mock images ``(N, C, H, W)`` uint8 and labels ``(N,)`` of one site and split."""
         target = self.sites[site]
-        return np.asarray(target.asset(f"{split}_images").mock), np.asarray(target.asset(f"{split}_labels").mock)
+        return np.asarray(target.asset(f"{split}_images").mock), np.asarray(
+            target.asset(f"{split}_labels").mock
+        )
 
     def show_mocks(self, per_site: int = 8, split: str = "train") -> Any:
         """A matplotlib figure: ``per_site`` mock images of every site, titled with their labels."""
         import matplotlib.pyplot as plt
 
-        figure, axes = plt.subplots(len(self.sites), per_site, figsize=(1.2 * per_site, 1.4 * len(self.sites)), squeeze=False)
+        figure, axes = plt.subplots(
+            len(self.sites), per_site, figsize=(1.2 * per_site, 1.4 * len(self.sites)), squeeze=False
+        )
         for row, name in enumerate(self.sites):
             images, labels = self.mock_arrays(name, split)
             for column in range(per_site):
@@ -143,8 +169,12 @@ class Federation:
                 axis.axis("off")
                 if column < len(images):
                     image = images[column].transpose(1, 2, 0)
-                    axis.imshow(image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255)
+                    axis.imshow(
+                        image[..., 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=255
+                    )
                     axis.set_title(self.label_names[labels[column]], fontsize=7)
-            axes[row][0].text(-0.1, 0.5, name, transform=axes[row][0].transAxes, ha="right", va="center", fontsize=8)
+            axes[row][0].text(
+                -0.1, 0.5, name, transform=axes[row][0].transAxes, ha="right", va="center", fontsize=8
+            )
         figure.suptitle(f"mock {split} images (generated, no real pixels)")
         return figure

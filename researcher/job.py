@@ -32,11 +32,16 @@ from typing import Any
 import numpy as np
 
 from policies import schedule, unmask_sum
-
 from researcher.aggregation import ServerMomentum, fedavg
-from researcher.federation import ASSETS, Federation, FederationError
+from researcher.federation import ASSETS, Federation
 from researcher.results import RoundRecord, TrainingResult, aggregate_evaluations
-from researcher.site_function import SiteFunction, build_site_function, load_model_class, model_source, state_dict_to_numpy
+from researcher.site_function import (
+    SiteFunction,
+    build_site_function,
+    load_model_class,
+    model_source,
+    state_dict_to_numpy,
+)
 
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("cross_entropy", "nll")
@@ -63,7 +68,12 @@ class FedAvgConfig:
     model_kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        positive = {"rounds": self.rounds, "local_epochs": self.local_epochs, "batch_size": self.batch_size, "min_sites": self.min_sites}
+        positive = {
+            "rounds": self.rounds,
+            "local_epochs": self.local_epochs,
+            "batch_size": self.batch_size,
+            "min_sites": self.min_sites,
+        }
         for name, value in positive.items():
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1 (got {value!r})")
@@ -75,7 +85,11 @@ class FedAvgConfig:
             raise ValueError(f"loss must be one of {LOSSES} (got {self.loss!r})")
         if self.mu < 0 or not 0 <= self.server_momentum < 1 or not 0 <= self.momentum < 1:
             raise ValueError("mu must be >= 0; momentum and server_momentum must be in [0, 1)")
-        if isinstance(self.max_restarts, bool) or not isinstance(self.max_restarts, int) or self.max_restarts < 0:
+        if (
+            isinstance(self.max_restarts, bool)
+            or not isinstance(self.max_restarts, int)
+            or self.max_restarts < 0
+        ):
             raise ValueError(f"max_restarts must be an integer >= 0 (got {self.max_restarts!r})")
         json.dumps(self.model_kwargs)  # must travel as a literal
 
@@ -87,10 +101,20 @@ class JobError(Exception):
 class FedAvgJob:
     """Federated averaging of a PyTorch model over the sites of a federation."""
 
-    def __init__(self, model: type | None = None, *, model_source: str | None = None, model_name: str | None = None, name: str = "fedavg", **config: Any) -> None:
+    def __init__(
+        self,
+        model: type | None = None,
+        *,
+        model_source: str | None = None,
+        model_name: str | None = None,
+        name: str = "fedavg",
+        **config: Any,
+    ) -> None:
         self.config = FedAvgConfig(**config)
         if (model is None) == (model_source is None):
-            raise ValueError("give the model as a class (model=Net) or as source text (model_source=..., model_name='Net')")
+            raise ValueError(
+                "give the model as a class (model=Net) or as source text (model_source=..., model_name='Net')"
+            )
         if model_source is not None:
             if not model_name:
                 raise ValueError("model_source needs model_name: the class to instantiate")
@@ -107,7 +131,9 @@ class FedAvgJob:
         """The generated function every site runs (built once per job)."""
         if self._function is None:
             config = {**asdict(self.config), "num_classes": len(federation.label_map)}
-            digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + self.name.encode()).hexdigest()[:10]
+            digest = hashlib.sha256(
+                json.dumps(config, sort_keys=True).encode() + self.name.encode()
+            ).hexdigest()[:10]
             self._function = build_site_function(f"fedimg_{self.name}_{digest}", self.model_class, config)
         return self._function
 
@@ -141,15 +167,27 @@ class FedAvgJob:
             val_images, val_labels = federation.mock_arrays(name, "val")
             try:
                 settings = None if privacy is None else self._dp_sgd_settings(privacy, len(train_labels))
-                trained = function(train_images, train_labels, val_images, val_labels, weights, 0, privacy=settings)
-                final = function(train_images, train_labels, val_images, val_labels, trained["weights"], self.config.rounds)
+                trained = function(
+                    train_images, train_labels, val_images, val_labels, weights, 0, privacy=settings
+                )
+                final = function(
+                    train_images, train_labels, val_images, val_labels, trained["weights"], self.config.rounds
+                )
             except Exception as exc:
                 raise JobError(f"dry run on {name}'s mock data failed: {type(exc).__name__}: {exc}") from exc
             shapes = {k: np.shape(v) for k, v in trained["weights"].items()}
             if shapes != {k: np.shape(v) for k, v in weights.items()}:
-                raise JobError(f"dry run on {name}: the site returned weights of other shapes than the model's")
-            train_loss = None if privacy is not None else trained["train"]["loss"]  # DP-SGD measures no training figure
-            report[name] = {"train_loss": train_loss, "val_accuracy": final["val"]["accuracy"], "num_samples": trained["num_samples"]}
+                raise JobError(
+                    f"dry run on {name}: the site returned weights of other shapes than the model's"
+                )
+            train_loss = (
+                None if privacy is not None else trained["train"]["loss"]
+            )  # DP-SGD measures no training figure
+            report[name] = {
+                "train_loss": train_loss,
+                "val_accuracy": final["val"]["accuracy"],
+                "num_samples": trained["num_samples"],
+            }
         return report
 
     def _dp_sgd_settings(self, privacy: dict, num_train: int) -> dict:
@@ -157,7 +195,13 @@ class FedAvgJob:
         if unknown:
             raise ValueError(f"dry_run(privacy=...) takes noise_multiplier and max_grad_norm (got {unknown})")
         sample_rate, steps = schedule(num_train, self.config.batch_size, self.config.local_epochs)
-        return {"noise_multiplier": 1.0, "max_grad_norm": 1.0, **privacy, "sample_rate": sample_rate, "steps": steps}
+        return {
+            "noise_multiplier": 1.0,
+            "max_grad_norm": 1.0,
+            **privacy,
+            "sample_rate": sample_rate,
+            "steps": steps,
+        }
 
     # --- submission and approval ------------------------------------------------------
 
@@ -171,7 +215,9 @@ class FedAvgJob:
         for name, site in federation.sites.items():
             assets = {asset: site.asset(asset) for asset in ASSETS}
             decorator = sy.syft_function(
-                input_policy=sy.MixedInputPolicy(**assets, weights=dict, rnd=int, cohort=dict, client=site.client),
+                input_policy=sy.MixedInputPolicy(
+                    **assets, weights=dict, rnd=int, cohort=dict, client=site.client
+                ),
                 output_policy=OutputPolicyExecuteCount(limit=self.max_calls),
             )
             existing = self._existing_request(site, site_function.name)
@@ -185,7 +231,9 @@ class FedAvgJob:
                 continue
             with _quiet_output():
                 submission = decorator(site_function.function)
-                request = site.client.code.request_code_execution(submission, reason=f"{text}; site code sha256 {site_function.sha256}")
+                request = site.client.code.request_code_execution(
+                    submission, reason=f"{text}; site code sha256 {site_function.sha256}"
+                )
             if not hasattr(request, "id"):
                 raise JobError(f"site {name}: the request was not accepted: {request}")
             self._requests[name] = str(request.id)
@@ -213,7 +261,14 @@ class FedAvgJob:
             result[name] = (status, reason if isinstance(reason, str) else "")
         return result
 
-    def wait_for_approval(self, federation: Federation, *, timeout: float | None = None, poll_seconds: float = 2.0, show: bool = True) -> list[str]:
+    def wait_for_approval(
+        self,
+        federation: Federation,
+        *,
+        timeout: float | None = None,
+        poll_seconds: float = 2.0,
+        show: bool = True,
+    ) -> list[str]:
         """Block until every site decided (or ``timeout``); return the approving sites.
 
         Raises ``JobError`` when fewer than ``min_sites`` approved.
@@ -235,7 +290,9 @@ class FedAvgJob:
 
         statuses = self.approval_status(federation)
         with Live(table(statuses), console=console, refresh_per_second=2, transient=not show) as live:
-            while any(s == "PENDING" for s, _ in statuses.values()) and (deadline is None or time.monotonic() < deadline):
+            while any(s == "PENDING" for s, _ in statuses.values()) and (
+                deadline is None or time.monotonic() < deadline
+            ):
                 time.sleep(poll_seconds)
                 statuses = self.approval_status(federation)
                 live.update(table(statuses))
@@ -243,24 +300,46 @@ class FedAvgJob:
         approved = [name for name, (status, _) in statuses.items() if status == "APPROVED"]
         if len(approved) < self.config.min_sites:
             denied = {name: reason for name, (status, reason) in statuses.items() if status == "REJECTED"}
-            raise JobError(f"only {len(approved)} site(s) approved ({approved}); the job needs {self.config.min_sites}. Denied: {denied}")
+            raise JobError(
+                f"only {len(approved)} site(s) approved ({approved}); the job needs {self.config.min_sites}. Denied: {denied}"
+            )
         return approved
 
     # --- training -------------------------------------------------------------------
 
-    def run(self, federation: Federation, checkpoint_dir: str | Path, *, sites: list[str] | None = None) -> TrainingResult:
+    def run(
+        self, federation: Federation, checkpoint_dir: str | Path, *, sites: list[str] | None = None
+    ) -> TrainingResult:
         """Run the remaining rounds (resuming from ``checkpoint_dir``) and return the result."""
         site_function = self.site_function(federation)
         checkpoint = Checkpoint.open(Path(checkpoint_dir), site_function.sha256, self.initial_weights())
         active = [name for name in (sites or list(self._requests) or federation.names)]
-        momentum = ServerMomentum(self.config.server_momentum, self.config.server_lr) if self.config.server_momentum > 0 else None
+        momentum = (
+            ServerMomentum(self.config.server_momentum, self.config.server_lr)
+            if self.config.server_momentum > 0
+            else None
+        )
         if momentum is not None:
             momentum.velocity = checkpoint.velocity
         while checkpoint.next_round <= self.config.rounds:
             self._run_round(federation, site_function.name, active, checkpoint, momentum, checkpoint_dir)
-        return TrainingResult(checkpoint.weights, self.model_source(), self.model_class.__name__, asdict(self.config), checkpoint.history)
+        return TrainingResult(
+            checkpoint.weights,
+            self.model_source(),
+            self.model_class.__name__,
+            asdict(self.config),
+            checkpoint.history,
+        )
 
-    def _run_round(self, federation: Federation, function_name: str, active: list[str], checkpoint: "Checkpoint", momentum: ServerMomentum | None, checkpoint_dir: Any) -> None:
+    def _run_round(
+        self,
+        federation: Federation,
+        function_name: str,
+        active: list[str],
+        checkpoint: Checkpoint,
+        momentum: ServerMomentum | None,
+        checkpoint_dir: Any,
+    ) -> None:
         """One round; outputs of sites that answered an earlier, failed attempt of this round are reused, not re-requested."""
         round_number = checkpoint.next_round
         earlier = checkpoint.pending
@@ -268,21 +347,44 @@ class FedAvgJob:
         masked = self.config.secure_aggregation and round_number < self.config.rounds
         restarts = self.config.max_restarts if masked else 0
         while True:
-            cohort = {name: federation.sites[name].info["secure_aggregation_public_key"] for name in to_call} if masked else {}
-            outcomes = self._call_sites(federation, function_name, to_call, checkpoint.weights, round_number, cohort)
+            cohort = (
+                {name: federation.sites[name].info["secure_aggregation_public_key"] for name in to_call}
+                if masked
+                else {}
+            )
+            outcomes = self._call_sites(
+                federation, function_name, to_call, checkpoint.weights, round_number, cohort
+            )
             for name, output in outcomes.items():
-                if not output.get("unreached"):  # the site may have executed it: it counts against the approved limit
+                if not output.get(
+                    "unreached"
+                ):  # the site may have executed it: it counts against the approved limit
                     checkpoint.calls[name] = checkpoint.calls.get(name, 0) + 1
             survivors = [name for name, out in outcomes.items() if "error" not in out]
             # masks cancel only over the whole cohort: a dropout restarts the round with the survivors
-            if not masked or len(survivors) == len(to_call) or restarts == 0 or len(survivors) < self.config.min_sites:
+            if (
+                not masked
+                or len(survivors) == len(to_call)
+                or restarts == 0
+                or len(survivors) < self.config.min_sites
+            ):
                 break
             restarts -= 1
             to_call = [name for name in survivors if checkpoint.calls.get(name, 0) < self.max_calls]
         if masked and len(survivors) != len(to_call):
-            outcomes = {name: (out if "error" in out else {"error": "dropped: the cohort was incomplete, masks do not cancel"}) for name, out in outcomes.items()}
+            outcomes = {
+                name: (
+                    out
+                    if "error" in out
+                    else {"error": "dropped: the cohort was incomplete, masks do not cancel"}
+                )
+                for name, out in outcomes.items()
+            }
         answered = {**earlier, **{name: out for name, out in outcomes.items() if "error" not in out}}
-        record = RoundRecord(round=round_number, sites={name: _site_entry(out) for name, out in {**outcomes, **earlier}.items()})
+        record = RoundRecord(
+            round=round_number,
+            sites={name: _site_entry(out) for name, out in {**outcomes, **earlier}.items()},
+        )
         record.evaluation = aggregate_evaluations([out["val"] for out in answered.values()])
         if len(answered) < self.config.min_sites:
             checkpoint.pending = {} if masked else answered
@@ -293,12 +395,23 @@ class FedAvgJob:
                 f"errors: {errors}. Resume later from {checkpoint_dir}."
             )
         if round_number < self.config.rounds:
-            averaged = secure_average(checkpoint.weights, list(answered.values())) if masked else fedavg([(out["weights"], out["num_samples"]) for out in answered.values()])
+            averaged = (
+                secure_average(checkpoint.weights, list(answered.values()))
+                if masked
+                else fedavg([(out["weights"], out["num_samples"]) for out in answered.values()])
+            )
             checkpoint.weights = momentum.step(checkpoint.weights, averaged) if momentum else averaged
             total = sum(o["num_samples"] for o in answered.values())
-            measured = [o for o in answered.values() if not _dp_sgd(o)]  # DP-SGD sites measure no training figure
+            measured = [
+                o for o in answered.values() if not _dp_sgd(o)
+            ]  # DP-SGD sites measure no training figure
             count = sum(o["num_samples"] for o in measured)
-            record.train = {"loss": sum(o["train"]["loss"] * o["num_samples"] for o in measured) / count if count else None, "num_samples": total}
+            record.train = {
+                "loss": sum(o["train"]["loss"] * o["num_samples"] for o in measured) / count
+                if count
+                else None,
+                "num_samples": total,
+            }
         if momentum is not None:
             checkpoint.velocity = momentum.velocity
         checkpoint.history.append(record)
@@ -309,7 +422,15 @@ class FedAvgJob:
     def model_source(self) -> str:
         return getattr(self.model_class, "__fedimg_source__", None) or model_source(self.model_class)
 
-    def _call_sites(self, federation: Federation, function_name: str, names: list[str], weights: dict, round_number: int, cohort: dict | None = None) -> dict[str, dict]:
+    def _call_sites(
+        self,
+        federation: Federation,
+        function_name: str,
+        names: list[str],
+        weights: dict,
+        round_number: int,
+        cohort: dict | None = None,
+    ) -> dict[str, dict]:
         def call(name: str) -> dict:
             site = federation.sites[name]
             started = time.perf_counter()
@@ -358,7 +479,11 @@ def _unreached(exc: BaseException) -> bool:
 def _site_entry(output: dict) -> dict:
     if "error" in output:
         return {"status": "error", "error": output["error"]}
-    entry = {"status": "ok", "seconds": round(output.get("seconds", 0.0), 3), "val": {k: v for k, v in output["val"].items() if k != "confusion"}}
+    entry = {
+        "status": "ok",
+        "seconds": round(output.get("seconds", 0.0), 3),
+        "val": {k: v for k, v in output["val"].items() if k != "confusion"},
+    }
     if "train" in output:
         if not _dp_sgd(output):
             entry["train"] = output["train"]
@@ -377,7 +502,10 @@ def secure_average(global_weights: dict[str, np.ndarray], outputs: list[dict]) -
     """FedAvg from masked, sample-weighted updates: only their sum is ever decoded."""
     total = unmask_sum([out["weights"] for out in outputs])
     count = sum(out["num_samples"] for out in outputs)
-    return {name: (total[name] / count).astype(value.dtype) if name in total else value for name, value in global_weights.items()}
+    return {
+        name: (total[name] / count).astype(value.dtype) if name in total else value
+        for name, value in global_weights.items()
+    }
 
 
 @dataclass
@@ -391,16 +519,22 @@ class Checkpoint:
     calls: dict[str, int] = field(default_factory=dict)
     history: list[RoundRecord] = field(default_factory=list)
     velocity: dict[str, np.ndarray] = field(default_factory=dict)
-    pending: dict[str, dict] = field(default_factory=dict)  # outputs of sites that answered the unfinished round
+    pending: dict[str, dict] = field(
+        default_factory=dict
+    )  # outputs of sites that answered the unfinished round
 
     @classmethod
-    def open(cls, folder: Path, site_code_sha256: str, initial_weights: dict[str, np.ndarray]) -> "Checkpoint":
+    def open(
+        cls, folder: Path, site_code_sha256: str, initial_weights: dict[str, np.ndarray]
+    ) -> Checkpoint:
         state = folder / "checkpoint.json"
         if not state.exists():
             return cls(folder, site_code_sha256, initial_weights)
         document = json.loads(state.read_text())
         if document["site_code_sha256"] != site_code_sha256:
-            raise JobError(f"{folder}: checkpoint of another job (site code differs); use a new checkpoint_dir")
+            raise JobError(
+                f"{folder}: checkpoint of another job (site code differs); use a new checkpoint_dir"
+            )
         with np.load(folder / "global_weights.npz") as archive:
             weights = {name: archive[name] for name in initial_weights}
         velocity = {}
@@ -415,7 +549,16 @@ class Checkpoint:
                     output["weights"] = {key: archive[key] for key in archive.files}
             output["val"]["confusion"] = np.asarray(output["val"]["confusion"])
             pending[name] = output
-        return cls(folder, site_code_sha256, weights, document["next_round"], document["calls"], history, velocity, pending)
+        return cls(
+            folder,
+            site_code_sha256,
+            weights,
+            document["next_round"],
+            document["calls"],
+            history,
+            velocity,
+            pending,
+        )
 
     def save(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ class RoundRecord:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, document: dict) -> "RoundRecord":
+    def from_json(cls, document: dict) -> RoundRecord:
         return cls(**document)
 
 
@@ -39,7 +40,12 @@ def aggregate_evaluations(evaluations: Sequence[dict]) -> dict:
     confusion = sum(np.asarray(e["confusion"], dtype=np.int64) for e in evaluations)
     count = int(confusion.sum())
     loss = sum(e["loss"] * e["num_samples"] for e in evaluations) / max(count, 1)
-    return {"loss": float(loss), "accuracy": float(np.trace(confusion)) / max(count, 1), "num_samples": count, "confusion": confusion.tolist()}
+    return {
+        "loss": float(loss),
+        "accuracy": float(np.trace(confusion)) / max(count, 1),
+        "num_samples": count,
+        "confusion": confusion.tolist(),
+    }
 
 
 @dataclass
@@ -88,10 +94,25 @@ class TrainingResult:
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = {"model": folder / "model.pt", "history": folder / "history.json", "loss": folder / "loss.png", "accuracy": folder / "accuracy.png"}
+        paths = {
+            "model": folder / "model.pt",
+            "history": folder / "history.json",
+            "loss": folder / "loss.png",
+            "accuracy": folder / "accuracy.png",
+        }
         state = {name: torch.as_tensor(value) for name, value in self.weights.items()}
-        torch.save({"state_dict": state, "model_source": self.model_source, "model_name": self.model_name, "config": self.config}, paths["model"])
-        paths["history"].write_text(json.dumps({"config": self.config, "rounds": [r.to_json() for r in self.history]}, indent=1))
+        torch.save(
+            {
+                "state_dict": state,
+                "model_source": self.model_source,
+                "model_name": self.model_name,
+                "config": self.config,
+            },
+            paths["model"],
+        )
+        paths["history"].write_text(
+            json.dumps({"config": self.config, "rounds": [r.to_json() for r in self.history]}, indent=1)
+        )
         for metric in ("loss", "accuracy"):
             self.plot(metric).savefig(paths[metric], dpi=100)
         return paths
@@ -103,7 +124,14 @@ class TrainingResult:
         figure = Figure(figsize=(6, 4))
         axes = figure.add_subplot()
         rounds = [r.round for r in self.history]
-        axes.plot(rounds, [r.evaluation.get(metric, np.nan) for r in self.history], marker="o", linewidth=2.5, color="black", label="all sites")
+        axes.plot(
+            rounds,
+            [r.evaluation.get(metric, np.nan) for r in self.history],
+            marker="o",
+            linewidth=2.5,
+            color="black",
+            label="all sites",
+        )
         sites = sorted({name for record in self.history for name in record.sites})
         for name in sites:
             values = [r.sites.get(name, {}).get("val", {}).get(metric, np.nan) for r in self.history]

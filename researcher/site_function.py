@@ -15,9 +15,10 @@ import inspect
 import sys
 import tempfile
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,12 +46,18 @@ def model_source(model_class: type) -> str:
     try:
         return textwrap.dedent(inspect.getsource(model_class))
     except (OSError, TypeError) as exc:
-        raise ValueError(f"cannot read the source of {model_class!r}: define the model class in a file or notebook cell") from exc
+        raise ValueError(
+            f"cannot read the source of {model_class!r}: define the model class in a file or notebook cell"
+        ) from exc
 
 
-def build_site_function(function_name: str, model_class: type, config: dict, *, folder: Path | None = None) -> SiteFunction:
+def build_site_function(
+    function_name: str, model_class: type, config: dict, *, folder: Path | None = None
+) -> SiteFunction:
     """Render, write to ``folder`` (a temp dir by default) and import the site function."""
-    class_source = getattr(model_class, "__fedimg_source__", None) or model_source(model_class)  # source-text models carry it
+    class_source = getattr(model_class, "__fedimg_source__", None) or model_source(
+        model_class
+    )  # source-text models carry it
     source = render_site_source(function_name, class_source, model_class.__name__, config)
     folder = Path(folder or tempfile.mkdtemp(prefix="fedimg-job-"))
     folder.mkdir(parents=True, exist_ok=True)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from datasite_setup.site.code_requests import approve, requests
 from datasite_setup.site.credentials import admin_credentials
 from datasite_setup.site.federation_config import load_federation_config
-from datasite_setup.site.code_requests import approve, requests
 from datasite_setup.site.site_admin import login
-from researcher import Federation, FedAvgJob
+from researcher import FedAvgJob, Federation
 from researcher.models import SmallCNN
 
 console = Console()
@@ -34,7 +34,9 @@ def main(config_path: str, rounds: int = 3) -> int:
     job = FedAvgJob(
         SmallCNN,
         name="demo",
-        model_kwargs=dict(channels=spec["channels"], image_size=spec["size"], num_classes=len(federation.label_map)),
+        model_kwargs=dict(
+            channels=spec["channels"], image_size=spec["size"], num_classes=len(federation.label_map)
+        ),
         rounds=rounds,
         local_epochs=2,
         batch_size=32,
@@ -46,11 +48,15 @@ def main(config_path: str, rounds: int = 3) -> int:
     console.rule("researcher: submit one request per site")
     console.print(job.submit(federation))
 
-    console.rule("[bold yellow]DEMO STAND-IN for each hospital's data owner: approving without a human review")
+    console.rule(
+        "[bold yellow]DEMO STAND-IN for each hospital's data owner: approving without a human review"
+    )
     for site in config.sites:
         admin = login(site.url, admin_credentials(site.state_dir, site.name))
         for pending in requests(admin):
-            console.print(f"{site.name}: approving {pending.function_name} from {pending.requester} (limit {pending.output_policy_kwargs.get('limit')} runs)")
+            console.print(
+                f"{site.name}: approving {pending.function_name} from {pending.requester} (limit {pending.output_policy_kwargs.get('limit')} runs)"
+            )
             approve(admin, pending.id)
 
     console.rule("researcher: wait for approval, then train")
@@ -59,7 +65,9 @@ def main(config_path: str, rounds: int = 3) -> int:
     result = job.run(federation, out / "checkpoint")
     console.print(result.table().to_string(index=False))
     paths = result.save(out)
-    console.print(f"final val accuracy {result.final_accuracy:.3f}; wrote {', '.join(str(p) for p in paths.values())}")
+    console.print(
+        f"final val accuracy {result.final_accuracy:.3f}; wrote {', '.join(str(p) for p in paths.values())}"
+    )
     return 0
 
 

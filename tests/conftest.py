@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -22,7 +22,7 @@ from datasite_setup.convert.sources import SkipReason
 
 pytest_plugins = ["tests.support.datasites"]
 
-TEST_SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0" "0112233445566778899aabbccddeeff0"
+TEST_SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0"
 assert len(TEST_SECRET) == 64
 
 EXIF_ORIENTATION_TAG = 0x0112
@@ -165,7 +165,9 @@ class BadCorpus:
 def build_bad_corpus(base: Path) -> BadCorpus:
     root = base / "source"
     outside = base / "outside"
-    corpus = BadCorpus(root=root, outside=outside, spec=ImageSpec(size=16, mode="RGB", max_pixels=BAD_CORPUS_MAX_PIXELS))
+    corpus = BadCorpus(
+        root=root, outside=outside, spec=ImageSpec(size=16, mode="RGB", max_pixels=BAD_CORPUS_MAX_PIXELS)
+    )
 
     def good(rel: str, **kwargs) -> None:
         write_image(root / rel, **kwargs)
@@ -195,7 +197,9 @@ def build_bad_corpus(base: Path) -> BadCorpus:
     decode["dog/truncated.png"] = Reason.TRUNCATED
     (root / "dog" / "corrupt.png").write_bytes(_corrupt_png_data(synthetic_pixels((32, 24), "RGB", 22)))
     decode["dog/corrupt.png"] = Reason.CORRUPT
-    (root / "dog" / "garbage.bmp").write_bytes(np.random.default_rng(23).integers(0, 256, 600, dtype=np.uint8).tobytes())
+    (root / "dog" / "garbage.bmp").write_bytes(
+        np.random.default_rng(23).integers(0, 256, 600, dtype=np.uint8).tobytes()
+    )
     decode["dog/garbage.bmp"] = Reason.NOT_AN_IMAGE
     (root / "cat" / "text.jpg").write_text("this is a text file, not a JPEG\n", encoding="utf-8")
     decode["cat/text.jpg"] = Reason.NOT_AN_IMAGE

@@ -125,7 +125,9 @@ def test_other_packages_are_reached_only_through_their_public_face() -> None:
             exported = _all_of(modules[target])
             hidden = [name for name in names if name not in exported]
             if hidden:
-                wrong.append(f"{module}:{line} imports {hidden} from {target}, which does not export them (__all__)")
+                wrong.append(
+                    f"{module}:{line} imports {hidden} from {target}, which does not export them (__all__)"
+                )
     assert wrong == [], "\n".join(wrong)
 
 
@@ -190,7 +192,9 @@ def test_the_cycle_finder_finds_a_cycle_through_a_function_level_import(tmp_path
     assert [target for _, target, _ in imports] == ["researcher.job"]
     edges = {"researcher.results": ["researcher.job"], "researcher.job": ["researcher.results"]}
     cycle = _find_cycle(edges)
-    assert cycle is not None and cycle[0] == cycle[-1] and set(cycle) == {"researcher.results", "researcher.job"}
+    assert (
+        cycle is not None and cycle[0] == cycle[-1] and set(cycle) == {"researcher.results", "researcher.job"}
+    )
     assert _find_cycle({"researcher.results": ["researcher.job"], "researcher.job": []}) is None
 
 

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from datasite_setup.errors import FedimgError
 from datasite_setup.convert.federated_format import (
     CHECKSUMS_FILE,
     METADATA_FILE,
@@ -24,6 +23,7 @@ from datasite_setup.convert.federated_format import (
     read_metadata_csv,
     sha256_bytes,
 )
+from datasite_setup.errors import FedimgError
 from datasite_setup.progress import progress_bar
 
 METADATA_TABLE_COLUMNS = ("sample_id", "group_id", "label", "split")
@@ -53,7 +53,10 @@ class ClientPartition:
 
     @property
     def label_counts(self) -> dict[str, list[int]]:
-        return {split: np.bincount(data.labels, minlength=len(self.label_names)).tolist() for split, data in self.splits.items()}
+        return {
+            split: np.bincount(data.labels, minlength=len(self.label_names)).tolist()
+            for split, data in self.splits.items()
+        }
 
     def metadata_table(self) -> dict[str, list]:
         """Columns of the non-identifying metadata asset (pseudonyms, label index, split)."""
@@ -77,7 +80,9 @@ def load_client_partition(client_dir: Path, *, show_progress: bool = False) -> C
     federation = load_federation(find_federation_root(client_dir))
     name = client_dir.absolute().name
     if name not in federation["clients"]:
-        raise FedimgError(f"{client_dir}: not a client of this federation (clients: {', '.join(federation['clients'])})")
+        raise FedimgError(
+            f"{client_dir}: not a client of this federation (clients: {', '.join(federation['clients'])})"
+        )
     summary = federation["clients"][name]
     metadata = _read_checked(client_dir / METADATA_FILE, summary["metadata_sha256"])
     sums = _read_checked(client_dir / CHECKSUMS_FILE, summary["checksums_sha256"])
@@ -88,10 +93,19 @@ def load_client_partition(client_dir: Path, *, show_progress: bool = False) -> C
     for split in SPLITS:
         split_rows = [row for row in rows if row.split == split]
         images = np.empty((len(split_rows), channels, size, size), dtype=np.uint8)
-        for i, row in enumerate(progress_bar(split_rows, total=len(split_rows), description=f"Reading {name} {split}", enabled=show_progress)):
+        for i, row in enumerate(
+            progress_bar(
+                split_rows,
+                total=len(split_rows),
+                description=f"Reading {name} {split}",
+                enabled=show_progress,
+            )
+        ):
             images[i] = _read_image(client_dir, row.file_name, checksums.get(row.file_name), size, channels)
         labels = np.array([label_map[row.label] for row in split_rows], dtype=np.int64)
-        splits[split] = SplitData(images, labels, [row.sample_id for row in split_rows], [row.group_id for row in split_rows])
+        splits[split] = SplitData(
+            images, labels, [row.sample_id for row in split_rows], [row.group_id for row in split_rows]
+        )
     version = sha256_bytes((summary["metadata_sha256"] + summary["checksums_sha256"]).encode())[:16]
     label_names = sorted(label_map, key=label_map.get)
     return ClientPartition(name, size, channels, label_names, splits, version, federation)
@@ -101,22 +115,32 @@ def _read_checked(path: Path, expected_sha256: str) -> bytes:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise FedimgError(f"{path}: cannot be read ({exc.strerror}); run 'fedimg verify' on the federation") from exc
+        raise FedimgError(
+            f"{path}: cannot be read ({exc.strerror}); run 'fedimg verify' on the federation"
+        ) from exc
     if sha256_bytes(data) != expected_sha256:
-        raise FedimgError(f"{path}: sha256 differs from federation.json; run 'fedimg verify' on the federation")
+        raise FedimgError(
+            f"{path}: sha256 differs from federation.json; run 'fedimg verify' on the federation"
+        )
     return data
 
 
-def _read_image(client_dir: Path, file_name: str, expected_sha256: str | None, size: int, channels: int) -> np.ndarray:
+def _read_image(
+    client_dir: Path, file_name: str, expected_sha256: str | None, size: int, channels: int
+) -> np.ndarray:
     path = client_dir / file_name
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise FedimgError(f"{path}: cannot be read ({exc.strerror}); run 'fedimg verify' on the federation") from exc
+        raise FedimgError(
+            f"{path}: cannot be read ({exc.strerror}); run 'fedimg verify' on the federation"
+        ) from exc
     if sha256_bytes(data) != expected_sha256:
         raise FedimgError(f"{path}: sha256 differs from SHA256SUMS; run 'fedimg verify' on the federation")
     with Image.open(io.BytesIO(data)) as image:
         array = np.asarray(image)
     if array.shape[:2] != (size, size):
-        raise FedimgError(f"{path}: {array.shape[1]}x{array.shape[0]} pixels, federation.json says {size}x{size}")
+        raise FedimgError(
+            f"{path}: {array.shape[1]}x{array.shape[0]} pixels, federation.json says {size}x{size}"
+        )
     return array[None] if channels == 1 else array.transpose(2, 0, 1)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Protocol, Sequence, TypeVar
+from collections.abc import Sequence
+from typing import Protocol, TypeVar
 
 from datasite_setup.convert.quarantine import QuarantineEntry, Reason
 
@@ -38,12 +39,20 @@ def resolve_duplicates(samples: Sequence[T]) -> tuple[list[T], list[QuarantineEn
         if len(labels) == 1:
             kept.append(copies[0])
             rejected += [
-                QuarantineEntry(c.rel_path, Reason.DUPLICATE, f"identical pixels to {len(copies) - 1} other input(s) with the same label; one copy was kept")
+                QuarantineEntry(
+                    c.rel_path,
+                    Reason.DUPLICATE,
+                    f"identical pixels to {len(copies) - 1} other input(s) with the same label; one copy was kept",
+                )
                 for c in copies[1:]
             ]
         else:
             rejected += [
-                QuarantineEntry(c.rel_path, Reason.DUPLICATE_CONFLICT, f"identical pixels to {len(copies) - 1} other input(s) labelled {labels}; all copies rejected")
+                QuarantineEntry(
+                    c.rel_path,
+                    Reason.DUPLICATE_CONFLICT,
+                    f"identical pixels to {len(copies) - 1} other input(s) labelled {labels}; all copies rejected",
+                )
                 for c in copies
             ]
     return kept, rejected

@@ -24,12 +24,12 @@ import io
 import json
 import os
 import re
-import shutil
 import secrets
+import shutil
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 from datasite_setup.errors import FedimgError
 
@@ -152,7 +152,7 @@ def load_federation(out: Path) -> dict:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise FedimgError(f"{path}: cannot be read as JSON ({exc})") from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
-        raise FedimgError(f"{path}: not a fedimg federation manifest (no \"format\": \"{FORMAT_NAME}\")")
+        raise FedimgError(f'{path}: not a fedimg federation manifest (no "format": "{FORMAT_NAME}")')
     return document
 
 
@@ -234,17 +234,24 @@ def _signals_deferred() -> Iterator[None]:
         yield
         return
     received: list[int] = []
-    previous = {number: signal.signal(number, lambda number, frame: received.append(number)) for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    previous = {
+        number: signal.signal(number, lambda number, frame: received.append(number))
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         yield
     finally:
         for number, handler in previous.items():
-            signal.signal(number, signal.SIG_DFL if handler is None else handler)  # None: a handler not set from Python
+            signal.signal(
+                number, signal.SIG_DFL if handler is None else handler
+            )  # None: a handler not set from Python
         for number in dict.fromkeys(received):
             signal.raise_signal(number)
 
 
-def client_summary(rows: Sequence[SampleRow], label_names: Sequence[str], metadata: bytes, checksums: bytes) -> dict:
+def client_summary(
+    rows: Sequence[SampleRow], label_names: Sequence[str], metadata: bytes, checksums: bytes
+) -> dict:
     """The ``clients.<name>`` entry of ``federation.json``: counts and manifest hashes."""
     label_counts = {split: {label: 0 for label in label_names} for split in SPLITS}
     for row in rows:

@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from datasite_setup.errors import FedimgError
 from datasite_setup.convert.quarantine import Reason
+from datasite_setup.errors import FedimgError
 
 MODES = ("L", "RGB")
 RESIZE_POLICIES = ("letterbox", "crop", "stretch")
@@ -102,7 +102,9 @@ def decode(data: bytes, spec: ImageSpec) -> Image.Image:
         try:
             image = _open_and_load(data, spec)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise RejectedImage(Reason.DECOMPRESSION_BOMB, f"more than --max-pixels={spec.max_pixels} pixels ({exc})") from exc
+            raise RejectedImage(
+                Reason.DECOMPRESSION_BOMB, f"more than --max-pixels={spec.max_pixels} pixels ({exc})"
+            ) from exc
     return image
 
 

@@ -17,16 +17,15 @@ import shutil
 import signal
 import threading
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from datasite_setup import __version__
 from datasite_setup.convert.dedup import resolve_duplicates
-from datasite_setup.errors import FedimgError, PartitionError
 from datasite_setup.convert.federated_format import (
     CHECKSUMS_FILE,
     CLIENTS_DIR,
@@ -34,6 +33,7 @@ from datasite_setup.convert.federated_format import (
     METADATA_FILE,
     QUARANTINE_FILE,
     SampleRow,
+    atomic_output_dir,
     canonical_json,
     check_client_name,
     check_label_name,
@@ -41,18 +41,25 @@ from datasite_setup.convert.federated_format import (
     client_summary,
     federation_manifest,
     metadata_csv,
-    atomic_output_dir,
     sample_file_name,
     sha256_bytes,
     write_bytes,
 )
 from datasite_setup.convert.imaging import ImageSpec, RejectedImage, standardise
 from datasite_setup.convert.partition import PartitionInput, build_partitioner, split_train_val
-from datasite_setup.progress import progress_bar
 from datasite_setup.convert.pseudonym import Pseudonymiser
 from datasite_setup.convert.quarantine import QuarantineEntry, Reason, quarantine_jsonl
 from datasite_setup.convert.secret import load_secret
-from datasite_setup.convert.sources import CsvColumns, ScanResult, SourceRecord, scan_class_folders, scan_label_pattern, scan_labels_csv
+from datasite_setup.convert.sources import (
+    CsvColumns,
+    ScanResult,
+    SourceRecord,
+    scan_class_folders,
+    scan_label_pattern,
+    scan_labels_csv,
+)
+from datasite_setup.errors import FedimgError, PartitionError
+from datasite_setup.progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -121,7 +128,9 @@ def convert(options: ConvertOptions) -> ConvertResult:
         processed, rejected = _standardise_all(options, scan.records, staging)
         kept, duplicates = resolve_duplicates(processed)
         quarantined = scan.rejected + rejected + duplicates
-        federation = _write_federation(partial, staging, kept, clients, partitioner, pseudonyms, options, scan, quarantined)
+        federation = _write_federation(
+            partial, staging, kept, clients, partitioner, pseudonyms, options, scan, quarantined
+        )
     return ConvertResult(options.out, federation, quarantined, scan.skipped, scan.warnings)
 
 
@@ -140,12 +149,24 @@ def _check_options(options: ConvertOptions) -> None:
     if out.is_relative_to(source):
         raise FedimgError(f"{options.out}: the output must not be inside the source folder {options.source}")
     # --overwrite deletes the old OUT: it must not hold the inputs.
-    for flag, path in (("source folder", source), ("--labels", options.labels_csv.resolve() if options.labels_csv else None)):
+    for flag, path in (
+        ("source folder", source),
+        ("--labels", options.labels_csv.resolve() if options.labels_csv else None),
+    ):
         if path is not None and path.is_relative_to(out):
-            raise FedimgError(f"{options.out}: the output must not contain the {flag} {path}; choose an output outside it")
+            raise FedimgError(
+                f"{options.out}: the output must not contain the {flag} {path}; choose an output outside it"
+            )
     if options.out.exists() and not options.overwrite:
         raise FedimgError(f"{options.out}: already exists; choose another output or pass --overwrite")
-    needs_csv = [flag for flag, name in (("--group-column", options.columns.group), ("--client-column", options.columns.client)) if name]
+    needs_csv = [
+        flag
+        for flag, name in (
+            ("--group-column", options.columns.group),
+            ("--client-column", options.columns.client),
+        )
+        if name
+    ]
     if needs_csv and not options.labels_csv:
         raise FedimgError(f"{', '.join(needs_csv)} need --labels (a CSV with those columns)")
 
@@ -179,16 +200,22 @@ def resolve_client_names(options: ConvertOptions, records: Sequence[SourceRecord
 
 def _natural_client_names(options: ConvertOptions, records: Sequence[SourceRecord]) -> list[str]:
     if not options.columns.client:
-        raise FedimgError("--scheme natural needs --client-column C: the labels CSV column (site, ward…) that decides each sample's client")
+        raise FedimgError(
+            "--scheme natural needs --client-column C: the labels CSV column (site, ward…) that decides each sample's client"
+        )
     values = sorted({r.client_key for r in records if r.client_key})
     for value in values:
         check_client_name(value)
     if options.client_names:
         if sorted(options.client_names) != values:
-            raise FedimgError(f"--client-names {list(options.client_names)} must list exactly the values of {options.columns.client!r}: {values}")
+            raise FedimgError(
+                f"--client-names {list(options.client_names)} must list exactly the values of {options.columns.client!r}: {values}"
+            )
         values = list(options.client_names)
     if options.num_clients is not None and options.num_clients != len(values):
-        raise FedimgError(f"--clients {options.num_clients}, but column {options.columns.client!r} has {len(values)} values: {values}")
+        raise FedimgError(
+            f"--clients {options.num_clients}, but column {options.columns.client!r} has {len(values)} values: {values}"
+        )
     if not values:
         raise FedimgError(f"column {options.columns.client!r} has no values for any image")
     return values
@@ -278,7 +305,10 @@ def _start_pool(workers: int, initargs: tuple) -> multiprocessing.pool.Pool:
     if threading.current_thread() is not threading.main_thread():
         return start()  # signal handlers can only be swapped in the main thread
     held: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         pool = start()
     finally:
@@ -290,18 +320,31 @@ def _start_pool(workers: int, initargs: tuple) -> multiprocessing.pool.Pool:
     return pool
 
 
-def _standardise_all(options: ConvertOptions, records: Sequence[SourceRecord], staging: Path) -> tuple[list[_Processed], list[QuarantineEntry]]:
+def _standardise_all(
+    options: ConvertOptions, records: Sequence[SourceRecord], staging: Path
+) -> tuple[list[_Processed], list[QuarantineEntry]]:
     tasks = [(i, r.rel_path) for i, r in enumerate(records)]
     processed: list[_Processed] = []
     rejected: list[QuarantineEntry] = []
     with _standardiser(options, staging, len(tasks)) as run:
-        outcomes = progress_bar(run(tasks), total=len(tasks), description="Standardising images", enabled=options.show_progress)
+        outcomes = progress_bar(
+            run(tasks), total=len(tasks), description="Standardising images", enabled=options.show_progress
+        )
         for outcome in outcomes:
             record = records[outcome[0]]
             if isinstance(outcome[1], Reason):
                 rejected.append(QuarantineEntry(record.rel_path, outcome[1], outcome[2]))
             else:
-                processed.append(_Processed(outcome[0], record.rel_path, record.label, record.group_key, record.client_key, *outcome[1:]))
+                processed.append(
+                    _Processed(
+                        outcome[0],
+                        record.rel_path,
+                        record.label,
+                        record.group_key,
+                        record.client_key,
+                        *outcome[1:],
+                    )
+                )
     return processed, rejected
 
 
@@ -311,7 +354,10 @@ def _standardise_all(options: ConvertOptions, records: Sequence[SourceRecord], s
 def _partition_input(kept: Sequence[_Processed], label_names: list[str], natural: bool) -> PartitionInput:
     label_index = {label: i for i, label in enumerate(label_names)}
     group_index: dict[str, int] = {}
-    groups = [group_index.setdefault(_group_key(s.rel_path, s.group_key, s.source_sha256), len(group_index)) for s in kept]
+    groups = [
+        group_index.setdefault(_group_key(s.rel_path, s.group_key, s.source_sha256), len(group_index))
+        for s in kept
+    ]
     return PartitionInput(
         labels=np.array([label_index[s.label] for s in kept], dtype=np.int64),
         groups=np.array(groups, dtype=np.int64),
@@ -319,7 +365,9 @@ def _partition_input(kept: Sequence[_Processed], label_names: list[str], natural
     )
 
 
-def _assign(kept: Sequence[_Processed], label_names: list[str], partitioner, options: ConvertOptions) -> list[tuple[np.ndarray, np.ndarray]]:
+def _assign(
+    kept: Sequence[_Processed], label_names: list[str], partitioner, options: ConvertOptions
+) -> list[tuple[np.ndarray, np.ndarray]]:
     if not kept:
         raise PartitionError("no image was accepted: nothing to partition (see quarantine.jsonl)")
     data = _partition_input(kept, label_names, natural=options.scheme == "natural")
@@ -342,7 +390,10 @@ def _write_federation(
     kept.sort(key=lambda s: s.source_sha256)
     label_names = sorted({check_label_name(s.label) for s in kept})
     assignment = _assign(kept, label_names, partitioner, options)
-    summaries = {name: _write_client(partial, staging, name, kept, splits, pseudonyms, label_names) for name, splits in zip(clients, assignment)}
+    summaries = {
+        name: _write_client(partial, staging, name, kept, splits, pseudonyms, label_names)
+        for name, splits in zip(clients, assignment)
+    }
     shutil.rmtree(staging)
     quarantine = quarantine_jsonl(quarantined)
     write_bytes(partial / QUARANTINE_FILE, quarantine)
@@ -357,13 +408,23 @@ def _write_federation(
         quarantine_sha256=sha256_bytes(quarantine),
     )
     write_bytes(partial / FEDERATION_FILE, canonical_json(federation))
-    from datasite_setup.convert.report import write_report_files  # matplotlib import is slow: only when writing
+    from datasite_setup.convert.report import (
+        write_report_files,
+    )  # matplotlib import is slow: only when writing
 
     write_report_files(partial, federation)
     return federation
 
 
-def _write_client(partial: Path, staging: Path, name: str, kept: list[_Processed], splits: tuple[np.ndarray, np.ndarray], pseudonyms: Pseudonymiser, label_names: list[str]) -> dict:
+def _write_client(
+    partial: Path,
+    staging: Path,
+    name: str,
+    kept: list[_Processed],
+    splits: tuple[np.ndarray, np.ndarray],
+    pseudonyms: Pseudonymiser,
+    label_names: list[str],
+) -> dict:
     client_dir = partial / CLIENTS_DIR / name
     rows, checksums = [], {}
     for split, indices in zip(("train", "val"), splits):
@@ -384,7 +445,14 @@ def _write_client(partial: Path, staging: Path, name: str, kept: list[_Processed
 def _sample_row(sample: _Processed, split: str, pseudonyms: Pseudonymiser) -> SampleRow:
     sample_id = pseudonyms.sample_id(sample.source_sha256)
     group_id = pseudonyms.group_id(_group_key(sample.rel_path, sample.group_key, sample.source_sha256))
-    return SampleRow(sample_file_name(sample.label, sample_id), sample.label, split, sample_id, group_id, sample.source_sha256)
+    return SampleRow(
+        sample_file_name(sample.label, sample_id),
+        sample.label,
+        split,
+        sample_id,
+        group_id,
+        sample.source_sha256,
+    )
 
 
 def _partition_manifest(options: ConvertOptions, partitioner) -> dict:
@@ -401,8 +469,12 @@ def _partition_manifest(options: ConvertOptions, partitioner) -> dict:
     return document
 
 
-def _inputs_manifest(options: ConvertOptions, scan: ScanResult, quarantined: Iterable[QuarantineEntry], accepted: int) -> dict:
-    layout = "labels_csv" if options.labels_csv else "label_pattern" if options.label_pattern else "class_folders"
+def _inputs_manifest(
+    options: ConvertOptions, scan: ScanResult, quarantined: Iterable[QuarantineEntry], accepted: int
+) -> dict:
+    layout = (
+        "labels_csv" if options.labels_csv else "label_pattern" if options.label_pattern else "class_folders"
+    )
     reasons = Counter(entry.reason.value for entry in quarantined)
     return {
         "layout": layout,

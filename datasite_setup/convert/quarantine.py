@@ -9,9 +9,9 @@ for the owner and is never ingested into a datasite.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterable
 
 
 class Reason(str, Enum):

@@ -13,8 +13,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from datasite_setup.terminal import print_table
 from datasite_setup.convert.federated_format import PLOT_FILE, REPORT_FILE, SPLITS, write_bytes
+from datasite_setup.terminal import print_table
 
 
 def label_names(federation: dict) -> list[str]:
@@ -24,7 +24,12 @@ def label_names(federation: dict) -> list[str]:
 def client_table(federation: dict) -> Table:
     """One row per client and split: samples per label, total and groups."""
     labels = label_names(federation)
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), title=f"{federation['totals']['num_samples']} samples in {federation['totals']['num_clients']} clients ({federation['partition']['scheme']})")
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+        title=f"{federation['totals']['num_samples']} samples in {federation['totals']['num_clients']} clients ({federation['partition']['scheme']})",
+    )
     for column in ("client", "split", "groups", "total", *labels):
         text = column in ("client", "split")
         table.add_column(column, justify="left" if text else "right", no_wrap=True)
@@ -32,7 +37,13 @@ def client_table(federation: dict) -> Table:
         for split in SPLITS:
             counts = client["label_counts"][split]
             groups = str(client["num_groups"]) if split == SPLITS[0] else ""
-            table.add_row(name if split == SPLITS[0] else "", split, groups, str(client["split_counts"][split]), *(str(counts[label]) for label in labels))
+            table.add_row(
+                name if split == SPLITS[0] else "",
+                split,
+                groups,
+                str(client["split_counts"][split]),
+                *(str(counts[label]) for label in labels),
+            )
         table.add_section()
     return table
 
@@ -56,13 +67,24 @@ def render_report_markdown(federation: dict) -> str:
         f"{sum(inputs['quarantined'].values())} quarantined, {sum(inputs['skipped'].values())} skipped",
     ]
     if "reassigned_groups" in partition:
-        lines.append(f"- natural partition: {partition['reassigned_groups']} groups ({partition['reassigned_samples']} samples) moved so no group spans two clients")
-    lines += ["", "## Samples per client, split and label", "", "| client | split | " + " | ".join(labels) + " | total | groups |"]
+        lines.append(
+            f"- natural partition: {partition['reassigned_groups']} groups ({partition['reassigned_samples']} samples) moved so no group spans two clients"
+        )
+    lines += [
+        "",
+        "## Samples per client, split and label",
+        "",
+        "| client | split | " + " | ".join(labels) + " | total | groups |",
+    ]
     lines.append("|" + "---|" * (len(labels) + 4))
     for name, client in federation["clients"].items():
         for split in SPLITS:
             counts = [str(client["label_counts"][split][label]) for label in labels]
-            lines.append(f"| {name} | {split} | " + " | ".join(counts) + f" | {client['split_counts'][split]} | {client['num_groups']} |")
+            lines.append(
+                f"| {name} | {split} | "
+                + " | ".join(counts)
+                + f" | {client['split_counts'][split]} | {client['num_groups']} |"
+            )
     lines += ["", "![label distribution](label_distribution.png)", ""]
     lines += _reason_section("Quarantined inputs (see quarantine.jsonl)", inputs["quarantined"])
     lines += _reason_section("Skipped files", inputs["skipped"])
@@ -76,7 +98,14 @@ def _params(params: dict) -> str:
 def _reason_section(title: str, counts: dict[str, int]) -> list[str]:
     if not counts:
         return [f"## {title}", "", "none", ""]
-    return [f"## {title}", "", "| reason | count |", "|---|---|", *(f"| {reason} | {n} |" for reason, n in counts.items()), ""]
+    return [
+        f"## {title}",
+        "",
+        "| reason | count |",
+        "|---|---|",
+        *(f"| {reason} | {n} |" for reason, n in counts.items()),
+        "",
+    ]
 
 
 def plot_label_distribution(federation: dict, path: Path) -> None:

@@ -18,12 +18,12 @@ import os
 import re
 import unicodedata
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
-from typing import Iterator
 
-from datasite_setup.errors import FedimgError
 from datasite_setup.convert.quarantine import QuarantineEntry, Reason
+from datasite_setup.errors import FedimgError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", ".tiff", ".webp", ".gif"})
 SYSTEM_FILE_NAMES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
@@ -100,7 +100,9 @@ def iter_image_files(root: Path, result: ScanResult, *, skip: frozenset[str] = f
     yield from sorted(found)
 
 
-def _classify(entry: os.DirEntry, rel: str, resolved_root: Path, result: ScanResult, skip: frozenset[str]) -> str:
+def _classify(
+    entry: os.DirEntry, rel: str, resolved_root: Path, result: ScanResult, skip: frozenset[str]
+) -> str:
     if is_hidden_or_system(entry.name) or entry.name.lower() in SYSTEM_DIR_NAMES:
         result.skipped[SkipReason.HIDDEN_OR_SYSTEM] += 1
         return "skip"
@@ -108,7 +110,9 @@ def _classify(entry: os.DirEntry, rel: str, resolved_root: Path, result: ScanRes
         target = Path(entry.path).resolve()
         if not target.is_relative_to(resolved_root):
             result.rejected.append(
-                QuarantineEntry(rel, Reason.SYMLINK_OUTSIDE_ROOT, "symbolic link points outside the source folder")
+                QuarantineEntry(
+                    rel, Reason.SYMLINK_OUTSIDE_ROOT, "symbolic link points outside the source folder"
+                )
             )
             return "skip"
         if target.is_dir():
@@ -130,10 +134,14 @@ def find_classes(root: Path) -> list[str]:
     classes = sorted(
         entry.name
         for entry in os.scandir(root)
-        if entry.is_dir() and not is_hidden_or_system(entry.name) and entry.name.lower() not in SYSTEM_DIR_NAMES
+        if entry.is_dir()
+        and not is_hidden_or_system(entry.name)
+        and entry.name.lower() not in SYSTEM_DIR_NAMES
     )
     if not classes:
-        raise FedimgError(f"{root}: no class folders found; expected {root}/<label>/<image files>, or pass --labels or --label-pattern")
+        raise FedimgError(
+            f"{root}: no class folders found; expected {root}/<label>/<image files>, or pass --labels or --label-pattern"
+        )
     return classes
 
 
@@ -144,7 +152,9 @@ def scan_class_folders(root: Path) -> ScanResult:
     for rel in iter_image_files(root, result):
         label, sep, _ = rel.partition("/")
         if not sep:
-            result.rejected.append(QuarantineEntry(rel, Reason.NO_LABEL, "image at the top level is in no class folder"))
+            result.rejected.append(
+                QuarantineEntry(rel, Reason.NO_LABEL, "image at the top level is in no class folder")
+            )
             continue
         result.records.append(SourceRecord(rel, label))
     return result
@@ -175,7 +185,9 @@ def _compile_label_pattern(pattern: str) -> re.Pattern:
     except re.error as exc:
         raise FedimgError(f"--label-pattern {pattern!r} is not a valid regular expression: {exc}") from exc
     if regex.groups < 1:
-        raise FedimgError(f"--label-pattern {pattern!r} has no capture group; mark the label with (...) or (?P<label>...)")
+        raise FedimgError(
+            f"--label-pattern {pattern!r} has no capture group; mark the label with (...) or (?P<label>...)"
+        )
     return regex
 
 
@@ -190,7 +202,11 @@ class CsvColumns:
 
     def required(self) -> list[tuple[str, str]]:
         named = [("--path-column", self.path), ("--label-column", self.label)]
-        named += [(flag, name) for flag, name in (("--group-column", self.group), ("--client-column", self.client)) if name]
+        named += [
+            (flag, name)
+            for flag, name in (("--group-column", self.group), ("--client-column", self.client))
+            if name
+        ]
         return named
 
 
@@ -201,7 +217,9 @@ def scan_labels_csv(root: Path, labels_csv: Path, columns: CsvColumns) -> ScanRe
     for rel in iter_image_files(root, result, skip=skip):
         record = rows.pop(unicodedata.normalize("NFC", rel), None)
         if record is None:
-            result.rejected.append(QuarantineEntry(rel, Reason.NO_LABEL, f"no row in {labels_csv.name} names this file"))
+            result.rejected.append(
+                QuarantineEntry(rel, Reason.NO_LABEL, f"no row in {labels_csv.name} names this file")
+            )
         elif isinstance(record, QuarantineEntry):
             result.rejected.append(replace(record, path=rel))
         else:
@@ -243,7 +261,9 @@ def _read_label_rows(labels_csv: Path, columns: CsvColumns) -> tuple[dict, ScanR
             for line_number, row in enumerate(reader, start=2):
                 _add_row(rows, first_line, result, labels_csv.name, line_number, row, columns)
         except UnicodeDecodeError as exc:
-            raise FedimgError(f"{labels_csv}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the CSV as UTF-8") from exc
+            raise FedimgError(
+                f"{labels_csv}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the CSV as UTF-8"
+            ) from exc
         except csv.Error as exc:
             raise FedimgError(f"{labels_csv}: not a readable CSV ({exc})") from exc
     return rows, result
@@ -255,12 +275,20 @@ def _check_columns(labels_csv: Path, header: list[str], columns: CsvColumns) -> 
             raise FedimgError(f"{labels_csv}: {flag} {name!r} is not a column; the columns are {header}")
 
 
-def _add_row(rows: dict, first_line: dict, result: ScanResult, csv_name: str, line: int, row: dict, columns: CsvColumns) -> None:
+def _add_row(
+    rows: dict, first_line: dict, result: ScanResult, csv_name: str, line: int, row: dict, columns: CsvColumns
+) -> None:
     raw_path = (row.get(columns.path) or "").strip()
     rel = _normalise_csv_path(raw_path)
     if rel is None:
         where = raw_path or f"{csv_name} line {line}"
-        result.rejected.append(QuarantineEntry(where, Reason.OUTSIDE_ROOT, f"{csv_name} line {line}: path is empty, absolute or leaves the source folder"))
+        result.rejected.append(
+            QuarantineEntry(
+                where,
+                Reason.OUTSIDE_ROOT,
+                f"{csv_name} line {line}: path is empty, absolute or leaves the source folder",
+            )
+        )
         return
     record = _row_record(rel, row, columns, csv_name, line)
     previous = rows.get(rel)
@@ -268,20 +296,32 @@ def _add_row(rows: dict, first_line: dict, result: ScanResult, csv_name: str, li
         rows[rel] = record
         first_line[rel] = line
     elif previous == record:
-        result.warnings.append(f"{csv_name} line {line}: duplicate row for {rel!r} (same as line {first_line[rel]}), ignored")
+        result.warnings.append(
+            f"{csv_name} line {line}: duplicate row for {rel!r} (same as line {first_line[rel]}), ignored"
+        )
         result.skipped["duplicate_csv_row"] += 1
     elif not isinstance(previous, QuarantineEntry):
-        rows[rel] = QuarantineEntry(rel, Reason.CONFLICTING_ROWS, f"{csv_name} lines {first_line[rel]} and {line} give this file different labels, groups or clients")
+        rows[rel] = QuarantineEntry(
+            rel,
+            Reason.CONFLICTING_ROWS,
+            f"{csv_name} lines {first_line[rel]} and {line} give this file different labels, groups or clients",
+        )
 
 
-def _row_record(rel: str, row: dict, columns: CsvColumns, csv_name: str, line: int) -> SourceRecord | QuarantineEntry:
+def _row_record(
+    rel: str, row: dict, columns: CsvColumns, csv_name: str, line: int
+) -> SourceRecord | QuarantineEntry:
     label = (row.get(columns.label) or "").strip()
     group = (row.get(columns.group) or "").strip() if columns.group else None
     client = (row.get(columns.client) or "").strip() if columns.client else None
     if not label:
         return QuarantineEntry(rel, Reason.NO_LABEL, f"{csv_name} line {line}: empty {columns.label!r}")
     if columns.group and not group:
-        return QuarantineEntry(rel, Reason.NO_GROUP, f"{csv_name} line {line}: empty {columns.group!r}; without a group the sample cannot be kept patient-safe")
+        return QuarantineEntry(
+            rel,
+            Reason.NO_GROUP,
+            f"{csv_name} line {line}: empty {columns.group!r}; without a group the sample cannot be kept patient-safe",
+        )
     if columns.client and not client:
         return QuarantineEntry(rel, Reason.NO_CLIENT, f"{csv_name} line {line}: empty {columns.client!r}")
     return SourceRecord(rel, label, group, client)

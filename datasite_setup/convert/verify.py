@@ -14,7 +14,6 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasite_setup.errors import FedimgError
 from datasite_setup.convert.federated_format import (
     CHECKSUMS_FILE,
     CLIENTS_DIR,
@@ -32,15 +31,41 @@ from datasite_setup.convert.federated_format import (
     sha256_bytes,
     sha256_file,
 )
-from datasite_setup.progress import progress_bar
 from datasite_setup.convert.quarantine import read_quarantine
+from datasite_setup.errors import FedimgError
+from datasite_setup.progress import progress_bar
 
 KINDS = ("missing", "extra", "altered", "schema", "count", "leak")
 _PSEUDONYM = re.compile(r"^[0-9a-f]{20}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-_REQUIRED_KEYS = ("schema_version", "tool", "image", "label_map", "partition", "pseudonyms", "inputs", "clients", "totals", "quarantine_sha256")
-_CLIENT_KEYS = ("num_samples", "split_counts", "label_counts", "num_groups", "metadata_sha256", "checksums_sha256")
-_CLIENT_KEY_TYPES = {"num_samples": int, "split_counts": dict, "label_counts": dict, "num_groups": int, "metadata_sha256": str, "checksums_sha256": str}
+_REQUIRED_KEYS = (
+    "schema_version",
+    "tool",
+    "image",
+    "label_map",
+    "partition",
+    "pseudonyms",
+    "inputs",
+    "clients",
+    "totals",
+    "quarantine_sha256",
+)
+_CLIENT_KEYS = (
+    "num_samples",
+    "split_counts",
+    "label_counts",
+    "num_groups",
+    "metadata_sha256",
+    "checksums_sha256",
+)
+_CLIENT_KEY_TYPES = {
+    "num_samples": int,
+    "split_counts": dict,
+    "label_counts": dict,
+    "num_groups": int,
+    "metadata_sha256": str,
+    "checksums_sha256": str,
+}
 
 
 @dataclass(frozen=True)
@@ -74,7 +99,13 @@ def _check_manifest_schema(federation: dict) -> list[Problem]:
     if missing:
         return [Problem(path, "schema", f"missing keys {missing}")]
     if federation["schema_version"] != SCHEMA_VERSION:
-        return [Problem(path, "schema", f"schema_version {federation['schema_version']!r}, this fedimg reads {SCHEMA_VERSION}")]
+        return [
+            Problem(
+                path,
+                "schema",
+                f"schema_version {federation['schema_version']!r}, this fedimg reads {SCHEMA_VERSION}",
+            )
+        ]
     problems = []
     if not isinstance(federation["clients"], dict) or not federation["clients"]:
         return [Problem(path, "schema", "clients must be a non-empty object")]
@@ -92,23 +123,47 @@ def _check_manifest_schema(federation: dict) -> list[Problem]:
         absent = [key for key in _CLIENT_KEYS if key not in client]
         if absent:
             problems.append(Problem(path, "schema", f"client {name!r} lacks {absent}"))
-        mistyped = [key for key, kind in _CLIENT_KEY_TYPES.items() if key in client and not isinstance(client[key], kind)]
+        mistyped = [
+            key
+            for key, kind in _CLIENT_KEY_TYPES.items()
+            if key in client and not isinstance(client[key], kind)
+        ]
         if mistyped:
-            problems.append(Problem(path, "schema", f"client {name!r} has values of the wrong type for {mistyped}"))
+            problems.append(
+                Problem(path, "schema", f"client {name!r} has values of the wrong type for {mistyped}")
+            )
     totals = federation["totals"]
     if not isinstance(totals, dict):
         problems.append(Problem(path, "schema", "totals must be an object"))
-    if not problems and totals.get("num_samples") != sum(c["num_samples"] for c in federation["clients"].values()):
-        problems.append(Problem(path, "count", f"totals.num_samples {totals.get('num_samples')} is not the sum over clients"))
+    if not problems and totals.get("num_samples") != sum(
+        c["num_samples"] for c in federation["clients"].values()
+    ):
+        problems.append(
+            Problem(
+                path, "count", f"totals.num_samples {totals.get('num_samples')} is not the sum over clients"
+            )
+        )
     if not problems and totals.get("num_clients") != len(federation["clients"]):
-        problems.append(Problem(path, "count", f"totals.num_clients {totals.get('num_clients')} but {len(federation['clients'])} clients listed"))
+        problems.append(
+            Problem(
+                path,
+                "count",
+                f"totals.num_clients {totals.get('num_clients')} but {len(federation['clients'])} clients listed",
+            )
+        )
     return problems
 
 
 def _check_top_level(out: Path, federation: dict) -> list[Problem]:
-    problems = [Problem(name, "missing", "file not found") for name in TOP_LEVEL_FILES if not (out / name).is_file()]
+    problems = [
+        Problem(name, "missing", "file not found") for name in TOP_LEVEL_FILES if not (out / name).is_file()
+    ]
     expected = set(TOP_LEVEL_FILES) | {CLIENTS_DIR}
-    problems += [Problem(entry.name, "extra", "not part of the federated format") for entry in sorted(out.iterdir()) if entry.name not in expected]
+    problems += [
+        Problem(entry.name, "extra", "not part of the federated format")
+        for entry in sorted(out.iterdir())
+        if entry.name not in expected
+    ]
     quarantine = out / QUARANTINE_FILE
     if quarantine.is_file():
         data = quarantine.read_bytes()
@@ -165,7 +220,9 @@ def _check_rows(path: str, rows: list[SampleRow], label_map: dict) -> list[Probl
         if not _SHA256.match(row.source_sha256):
             wrong.append("source_sha256 must be 64 hex digits")
         if not wrong and row.file_name != sample_file_name(row.label, row.sample_id):
-            wrong.append(f"file_name {row.file_name!r} should be {sample_file_name(row.label, row.sample_id)!r}")
+            wrong.append(
+                f"file_name {row.file_name!r} should be {sample_file_name(row.label, row.sample_id)!r}"
+            )
         problems += [Problem(path, "schema", f"line {line}: {message}") for message in wrong]
     return problems
 
@@ -175,26 +232,42 @@ def _check_counts(path: str, rows: list[SampleRow], client: dict, label_map: dic
     actual = {split: {label: counts[(split, label)] for label in label_map} for split in SPLITS}
     problems = []
     if len(rows) != client["num_samples"]:
-        problems.append(Problem(path, "count", f"{len(rows)} rows, federation.json says {client['num_samples']}"))
+        problems.append(
+            Problem(path, "count", f"{len(rows)} rows, federation.json says {client['num_samples']}")
+        )
     if actual != client["label_counts"]:
         problems.append(Problem(path, "count", "samples per split and label differ from federation.json"))
     if {split: sum(actual[split].values()) for split in SPLITS} != client["split_counts"]:
-        problems.append(Problem(path, "count", "samples per split differ from federation.json (split_counts)"))
+        problems.append(
+            Problem(path, "count", "samples per split differ from federation.json (split_counts)")
+        )
     if len({row.group_id for row in rows}) != client["num_groups"]:
-        problems.append(Problem(path, "count", f"{len({row.group_id for row in rows})} groups, federation.json says {client['num_groups']}"))
+        problems.append(
+            Problem(
+                path,
+                "count",
+                f"{len({row.group_id for row in rows})} groups, federation.json says {client['num_groups']}",
+            )
+        )
     return problems
 
 
-def _check_groups(base: str, name: str, rows: list[SampleRow], client_of_group: dict[str, str]) -> list[Problem]:
+def _check_groups(
+    base: str, name: str, rows: list[SampleRow], client_of_group: dict[str, str]
+) -> list[Problem]:
     problems, split_of_group = [], {}
     for row in rows:
         if split_of_group.setdefault(row.group_id, row.split) != row.split:
-            problems.append(Problem(f"{base}/{METADATA_FILE}", "leak", f"group {row.group_id} is in both train and val"))
+            problems.append(
+                Problem(f"{base}/{METADATA_FILE}", "leak", f"group {row.group_id} is in both train and val")
+            )
             split_of_group[row.group_id] = row.split
     for group in split_of_group:
         other = client_of_group.setdefault(group, name)
         if other != name:
-            problems.append(Problem(f"{base}/{METADATA_FILE}", "leak", f"group {group} is also in client {other!r}"))
+            problems.append(
+                Problem(f"{base}/{METADATA_FILE}", "leak", f"group {group} is also in client {other!r}")
+            )
     return problems
 
 
@@ -202,7 +275,11 @@ def _check_client_dirs(out: Path, clients: dict) -> list[Problem]:
     root = out / CLIENTS_DIR
     if not root.is_dir():
         return [Problem(CLIENTS_DIR, "missing", "folder not found")]
-    return [Problem(f"{CLIENTS_DIR}/{entry.name}", "extra", "client not in federation.json") for entry in sorted(root.iterdir()) if entry.name not in clients]
+    return [
+        Problem(f"{CLIENTS_DIR}/{entry.name}", "extra", "client not in federation.json")
+        for entry in sorted(root.iterdir())
+        if entry.name not in clients
+    ]
 
 
 def _check_images(out: Path, clients: dict, show_progress: bool) -> list[Problem]:
@@ -215,7 +292,9 @@ def _check_images(out: Path, clients: dict, show_progress: bool) -> list[Problem
             continue  # already reported by _check_client
         expected.update({f"{CLIENTS_DIR}/{name}/{file}": digest for file, digest in listed.items()})
     problems = []
-    for relative in progress_bar(sorted(expected), total=len(expected), description="Verifying images", enabled=show_progress):
+    for relative in progress_bar(
+        sorted(expected), total=len(expected), description="Verifying images", enabled=show_progress
+    ):
         path = out / relative
         if not path.is_file():
             problems.append(Problem(relative, "missing", "image listed in SHA256SUMS not found"))

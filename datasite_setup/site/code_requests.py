@@ -21,7 +21,9 @@ class PendingRequest:
     output_policy: str
     output_policy_kwargs: dict
     status: str
-    bound_assets: dict = None  # input name -> "dataset/asset" it is matched to (None: not an asset of this site)
+    bound_assets: dict = (
+        None  # input name -> "dataset/asset" it is matched to (None: not an asset of this site)
+    )
 
     @property
     def code_sha256(self) -> str:
@@ -58,7 +60,11 @@ def _bound_assets(code: Any, assets: dict[str, str]) -> dict[str, str | None]:
 
 def site_assets(admin: Any) -> dict[str, str]:
     """Action id of every asset on the site -> "dataset/asset"."""
-    return {str(asset.action_id): f"{dataset.name}/{asset.name}" for dataset in admin.datasets for asset in dataset.assets}
+    return {
+        str(asset.action_id): f"{dataset.name}/{asset.name}"
+        for dataset in admin.datasets
+        for asset in dataset.assets
+    }
 
 
 def _inputs(code: Any) -> dict[str, str]:

@@ -54,11 +54,15 @@ def admin_credentials(state_dir: Path, site_name: str) -> Credentials:
     email, password = os.environ.get(ADMIN_EMAIL_ENV), os.environ.get(ADMIN_PASSWORD_ENV)
     if email or password:
         if not (email and password):
-            raise FedimgError(f"set both {ADMIN_EMAIL_ENV} and {ADMIN_PASSWORD_ENV}, or neither (then a generated password is kept in {state_dir / ADMIN_FILE})")
+            raise FedimgError(
+                f"set both {ADMIN_EMAIL_ENV} and {ADMIN_PASSWORD_ENV}, or neither (then a generated password is kept in {state_dir / ADMIN_FILE})"
+            )
         return _checked(Credentials(email, password), f"${ADMIN_EMAIL_ENV}/${ADMIN_PASSWORD_ENV}")
     path = Path(state_dir) / ADMIN_FILE
     if not path.exists():
-        write_private_file(path, _dump({"email": generated_admin_email(site_name), "password": generate_password()}))
+        write_private_file(
+            path, _dump({"email": generated_admin_email(site_name), "password": generate_password()})
+        )
     return _checked(_load_credentials(path), str(path))
 
 
@@ -75,9 +79,13 @@ def generated_admin_email(site_name: str) -> str:
 def _checked(credentials: Credentials, where: str) -> Credentials:
     problem = email_problem(credentials.email)
     if problem:
-        raise FedimgError(f"{where}: the admin e-mail {credentials.email!r} is not an address PySyft accepts ({problem})")
+        raise FedimgError(
+            f"{where}: the admin e-mail {credentials.email!r} is not an address PySyft accepts ({problem})"
+        )
     if credentials.password == SYFT_DEFAULT_PASSWORD or len(credentials.password) < MIN_PASSWORD_CHARS:
-        raise FedimgError(f"{where}: the admin password must have at least {MIN_PASSWORD_CHARS} characters and not be PySyft's default")
+        raise FedimgError(
+            f"{where}: the admin password must have at least {MIN_PASSWORD_CHARS} characters and not be PySyft's default"
+        )
     return credentials
 
 
@@ -109,9 +117,15 @@ def researcher_credentials(secrets_dir: Path, email: str, name: str, site_urls: 
     """
     Path(secrets_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
     path = researcher_file(secrets_dir, email)
-    document = json.loads(read_private_file(path, "credentials file")) if path.exists() else {"email": email, "name": name, "sites": {}}
+    document = (
+        json.loads(read_private_file(path, "credentials file"))
+        if path.exists()
+        else {"email": email, "name": name, "sites": {}}
+    )
     if document.get("email") != email:
-        raise FedimgError(f"{path}: holds the credentials of {document.get('email')!r}, not {email!r}; move it away")
+        raise FedimgError(
+            f"{path}: holds the credentials of {document.get('email')!r}, not {email!r}; move it away"
+        )
     changed = not path.exists()
     for site, url in site_urls.items():
         entry = document["sites"].setdefault(site, {})

@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from datasite_setup.site.credentials import Credentials
 from datasite_setup.errors import FedimgError
 from datasite_setup.private_file import read_private_file, write_private_file
+from datasite_setup.site.credentials import Credentials
 
 if TYPE_CHECKING:
     from syft.server.datasite import Datasite
@@ -80,7 +80,11 @@ def open_datasite(name: str, state_dir: Path, admin: Credentials, *, db_url: str
     server_id = _persistent(state_dir / ID_FILE, lambda: UID().no_dash, "server id")
     for folder in ("db", "blob"):
         (state_dir / folder).mkdir(exist_ok=True, mode=0o700)
-    storage = {"db_url": db_url} if db_url else {"db_config": SQLiteDBConfig(filename="datasite.db", path=state_dir / "db")}
+    storage = (
+        {"db_url": db_url}
+        if db_url
+        else {"db_config": SQLiteDBConfig(filename="datasite.db", path=state_dir / "db")}
+    )
     previous_umask = os.umask(0o077)  # SQLite and blob files are created 0644 otherwise
     try:
         # syft prints its database URL (password included) while building: keep it out of the logs.
@@ -93,7 +97,8 @@ def open_datasite(name: str, state_dir: Path, admin: Credentials, *, db_url: str
                 root_username=f"{name} admin",
                 root_password=admin.password,
                 blob_storage_config=OnDiskBlobStorageConfig(
-                    client_config=OnDiskBlobStorageClientConfig(base_directory=state_dir / "blob"), min_blob_size=1
+                    client_config=OnDiskBlobStorageClientConfig(base_directory=state_dir / "blob"),
+                    min_blob_size=1,
                 ),
                 reset=False,
                 enable_warnings=False,
@@ -104,7 +109,12 @@ def open_datasite(name: str, state_dir: Path, admin: Credentials, *, db_url: str
             )
     finally:
         os.umask(previous_umask)
-    log.info("datasite %s opened (state %s, database %s)", name, state_dir, redact_url(db_url) if db_url else "SQLite")
+    log.info(
+        "datasite %s opened (state %s, database %s)",
+        name,
+        state_dir,
+        redact_url(db_url) if db_url else "SQLite",
+    )
     return worker
 
 
@@ -143,9 +153,25 @@ def serve(worker: Datasite, *, host: str, port: int) -> None:
     uvicorn.Server(config).run()
 
 
-def serve_command(*, name: str, data: str, port: int, host: str, state_dir: str, executable: str = "fedimg") -> list[str]:
+def serve_command(
+    *, name: str, data: str, port: int, host: str, state_dir: str, executable: str = "fedimg"
+) -> list[str]:
     """The ``fedimg datasite serve`` command line, as ``fedimg up``, the tests and compose/ run it."""
-    return [executable, "datasite", "serve", "--name", name, "--data", data, "--port", str(port), "--host", host, "--state-dir", state_dir]
+    return [
+        executable,
+        "datasite",
+        "serve",
+        "--name",
+        name,
+        "--data",
+        data,
+        "--port",
+        str(port),
+        "--host",
+        host,
+        "--state-dir",
+        state_dir,
+    ]
 
 
 def python_executable_command() -> list[str]:

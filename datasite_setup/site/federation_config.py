@@ -32,9 +32,9 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasite_setup.site.credentials import email_problem
-from datasite_setup.errors import FedimgError
 from datasite_setup.convert.federated_format import CLIENTS_DIR, check_client_name
+from datasite_setup.errors import FedimgError
+from datasite_setup.site.credentials import email_problem
 
 LOOPBACK = "127.0.0.1"
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -64,7 +64,9 @@ class SiteConfig:
             return None
         value = os.environ.get(self.db_url_env)
         if not value:
-            raise FedimgError(f"site {self.name}: environment variable {self.db_url_env} (db_url_env) is not set")
+            raise FedimgError(
+                f"site {self.name}: environment variable {self.db_url_env} (db_url_env) is not set"
+            )
         return value
 
 
@@ -92,7 +94,9 @@ class FederationConfig:
         for site in self.sites:
             if site.name == name:
                 return site
-        raise FedimgError(f"{self.path}: no site named {name!r} (sites: {', '.join(s.name for s in self.sites)})")
+        raise FedimgError(
+            f"{self.path}: no site named {name!r} (sites: {', '.join(s.name for s in self.sites)})"
+        )
 
 
 def load_federation_config(path: Path) -> FederationConfig:
@@ -103,12 +107,16 @@ def load_federation_config(path: Path) -> FederationConfig:
     except OSError as exc:
         raise FedimgError(f"{path}: cannot be read ({exc.strerror})") from exc
     except UnicodeDecodeError as exc:
-        raise FedimgError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from exc
+        raise FedimgError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8"
+        ) from exc
     except tomllib.TOMLDecodeError as exc:
         raise FedimgError(f"{path}: not valid TOML ({exc})") from exc
     unknown = sorted(set(document) - set(_KEYS))
     if unknown:
-        raise FedimgError(f"{path}: unknown section(s) {unknown}; allowed: [federation], [[site]], [[researcher]]")
+        raise FedimgError(
+            f"{path}: unknown section(s) {unknown}; allowed: [federation], [[site]], [[researcher]]"
+        )
     base = path.absolute().parent
     federation = _table(path, document.get("federation", {}), "federation")
     data = _path(base, federation.get("data"))
@@ -119,7 +127,9 @@ def load_federation_config(path: Path) -> FederationConfig:
         raise FedimgError(f"{path}: no [[site]] entries")
     _check_unique(path, "site name", [s.name for s in sites])
     _check_unique(path, "site address", [f"{s.host}:{s.port}" for s in sites])
-    researchers = tuple(_researcher(path, raw, [s.name for s in sites]) for raw in _tables(path, document, "researcher"))
+    researchers = tuple(
+        _researcher(path, raw, [s.name for s in sites]) for raw in _tables(path, document, "researcher")
+    )
     _check_unique(path, "researcher email", [r.email for r in researchers])
     return FederationConfig(path, state_root, secrets_dir, sites, researchers, data)
 
@@ -136,7 +146,9 @@ def _table(path: Path, value: object, section: str) -> dict:
         raise FedimgError(f"{path}: [{section}] must be a table")
     unknown = sorted(set(value) - _KEYS[section])
     if unknown:
-        raise FedimgError(f"{path}: unknown key(s) {unknown} in [{section}]; allowed: {sorted(_KEYS[section])}")
+        raise FedimgError(
+            f"{path}: unknown key(s) {unknown} in [{section}]; allowed: {sorted(_KEYS[section])}"
+        )
     return value
 
 
@@ -161,8 +173,12 @@ def _site(path: Path, base: Path, raw: dict, data: Path | None, state_root: Path
     if site_data is None:
         raise FedimgError(f"{path}: site {name}: no data dir (set data here or [federation] data)")
     db_url_env = raw.get("db_url_env")
-    if db_url_env is not None and not (isinstance(db_url_env, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", db_url_env)):
-        raise FedimgError(f"{path}: site {name}: db_url_env must name an environment variable (got {db_url_env!r})")
+    if db_url_env is not None and not (
+        isinstance(db_url_env, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", db_url_env)
+    ):
+        raise FedimgError(
+            f"{path}: site {name}: db_url_env must name an environment variable (got {db_url_env!r})"
+        )
     return SiteConfig(
         name=name,
         port=port,
@@ -179,10 +195,14 @@ def _researcher(path: Path, raw: dict, site_names: list[str]) -> ResearcherConfi
         raise FedimgError(f"{path}: researcher email {email!r} is not an e-mail address")
     problem = email_problem(email)
     if problem:
-        raise FedimgError(f"{path}: researcher email {email!r} is not an e-mail address PySyft accepts ({problem})")
+        raise FedimgError(
+            f"{path}: researcher email {email!r} is not an e-mail address PySyft accepts ({problem})"
+        )
     sites = raw.get("sites", site_names)
     if not isinstance(sites, list) or not sites or any(s not in site_names for s in sites):
-        raise FedimgError(f"{path}: researcher {email}: sites must be a non-empty list of {site_names} (got {sites!r})")
+        raise FedimgError(
+            f"{path}: researcher {email}: sites must be a non-empty list of {site_names} (got {sites!r})"
+        )
     return ResearcherConfig(email=email, name=str(raw.get("name", email.split("@")[0])), sites=tuple(sites))
 
 

@@ -16,11 +16,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datasite_setup.errors import FedimgError
+from datasite_setup.private_file import write_private_file
 from datasite_setup.site.credentials import admin_credentials, researcher_credentials, researcher_file
 from datasite_setup.site.datasite import python_executable_command, serve_command
-from datasite_setup.errors import FedimgError
 from datasite_setup.site.federation_config import FederationConfig, SiteConfig
-from datasite_setup.private_file import write_private_file
 from datasite_setup.site.site_admin import dataset_summaries, ensure_researcher, is_answering, login
 
 LOG_FILE = "datasite.log"
@@ -50,7 +50,9 @@ def read_run_file(config: FederationConfig) -> dict[str, int]:
     except FileNotFoundError:
         return {}
     except (ValueError, KeyError, TypeError) as exc:
-        raise FedimgError(f"{config.run_file}: unreadable run file ({exc}); check for stray 'fedimg datasite serve' processes and delete it") from exc
+        raise FedimgError(
+            f"{config.run_file}: unreadable run file ({exc}); check for stray 'fedimg datasite serve' processes and delete it"
+        ) from exc
 
 
 def _write_run_file(config: FederationConfig, pids: dict[str, int]) -> None:
@@ -79,11 +81,20 @@ def start_site(site: SiteConfig) -> int:
     db_url = site.db_url()
     if db_url:
         env["FEDIMG_DB_URL"] = db_url
-    command = serve_command(name=site.name, data=str(site.data), port=site.port, host=site.host, state_dir=str(site.state_dir))
+    command = serve_command(
+        name=site.name, data=str(site.data), port=site.port, host=site.host, state_dir=str(site.state_dir)
+    )
     command = python_executable_command() + command[1:]
     fd = os.open(log_path(site), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(fd, "ab") as log:
-        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
     return process.pid
 
 
@@ -123,11 +134,17 @@ def _alive(pid: int) -> bool:
 
 def up(config: FederationConfig, *, timeout: float = START_TIMEOUT_S) -> tuple[list[SiteStatus], bool]:
     """Start every site not already running, wait for them, add researchers. Returns (statuses, already_running)."""
-    running = {name: pid for name, pid in read_run_file(config).items() if name in {s.name for s in config.sites} and is_site_process(pid, config.site(name))}
+    running = {
+        name: pid
+        for name, pid in read_run_file(config).items()
+        if name in {s.name for s in config.sites} and is_site_process(pid, config.site(name))
+    }
     to_start = [site for site in config.sites if site.name not in running]
     for site in to_start:
         if is_answering(site.url, timeout=0.5):
-            raise FedimgError(f"site {site.name}: {site.url} already answers but is not in {config.run_file}; stop whatever listens on port {site.port}")
+            raise FedimgError(
+                f"site {site.name}: {site.url} already answers but is not in {config.run_file}; stop whatever listens on port {site.port}"
+            )
     started = {site.name: start_site(site) for site in to_start}
     _write_run_file(config, {**running, **started})
     statuses = []
@@ -149,9 +166,13 @@ def _provision(config: FederationConfig, site: SiteConfig, pid: int | None) -> S
         admin = login(site.url, admin_credentials(site.state_dir, site.name))
         for researcher in config.researchers:
             if site.name in researcher.sites:
-                document = researcher_credentials(config.secrets_dir, researcher.email, researcher.name, {site.name: site.url})
+                document = researcher_credentials(
+                    config.secrets_dir, researcher.email, researcher.name, {site.name: site.url}
+                )
                 password = document["sites"][site.name]["password"]
-                status.researchers_created += ensure_researcher(admin, email=researcher.email, name=researcher.name, password=password)
+                status.researchers_created += ensure_researcher(
+                    admin, email=researcher.email, name=researcher.name, password=password
+                )
         summaries = dataset_summaries(admin)
     except Exception as exc:  # the site answers but cannot be administered: report, keep the others
         status.state, status.problem = "not answering", f"{type(exc).__name__}: {exc}"
@@ -170,7 +191,9 @@ def status(config: FederationConfig) -> list[SiteStatus]:
         if not alive:
             result.append(SiteStatus(site.name, site.url, "stopped", None))
         elif not is_answering(site.url):
-            result.append(SiteStatus(site.name, site.url, "not answering", pid, problem=f"see {log_path(site)}"))
+            result.append(
+                SiteStatus(site.name, site.url, "not answering", pid, problem=f"see {log_path(site)}")
+            )
         else:
             site_status = _provision_view(site, pid)
             result.append(site_status)

@@ -17,12 +17,17 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 UPLOAD_THRESHOLD = 1 << 30
-SERVING_MMAP_THRESHOLD = 32 * 2**20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: blocks below it are reused from the heap
-SERVING_TRIM_THRESHOLD = 2 * SERVING_MMAP_THRESHOLD  # what glibc pairs with it: free memory above this at the top goes back
+SERVING_MMAP_THRESHOLD = (
+    32 * 2**20
+)  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: blocks below it are reused from the heap
+SERVING_TRIM_THRESHOLD = (
+    2 * SERVING_MMAP_THRESHOLD
+)  # what glibc pairs with it: free memory above this at the top goes back
 
 
 def glibc() -> Any:
@@ -44,7 +49,10 @@ def use_serving_thresholds() -> bool:
     libc = glibc()
     if libc is None:
         return False
-    return libc.mallopt(M_MMAP_THRESHOLD, SERVING_MMAP_THRESHOLD) == 1 and libc.mallopt(M_TRIM_THRESHOLD, SERVING_TRIM_THRESHOLD) == 1
+    return (
+        libc.mallopt(M_MMAP_THRESHOLD, SERVING_MMAP_THRESHOLD) == 1
+        and libc.mallopt(M_TRIM_THRESHOLD, SERVING_TRIM_THRESHOLD) == 1
+    )
 
 
 @contextlib.contextmanager

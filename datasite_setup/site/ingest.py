@@ -29,9 +29,10 @@ import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from datasite_setup.convert.client_data import ClientPartition, load_client_partition
 from datasite_setup.dataset_contract import DATASET_PREFIX, describe_dataset
@@ -65,11 +66,19 @@ def dataset_info(partition: ClientPartition, extra: dict | None = None) -> dict:
     return (extra or {}) | {
         "client": partition.name,
         "version": partition.version,
-        "image": {"size": image["size"], "mode": image["mode"], "channels": partition.channels, "layout": "NCHW", "dtype": "uint8"},
+        "image": {
+            "size": image["size"],
+            "mode": image["mode"],
+            "channels": partition.channels,
+            "layout": "NCHW",
+            "dtype": "uint8",
+        },
         "label_map": {label: index for index, label in enumerate(partition.label_names)},
         "split_counts": {split: len(data.labels) for split, data in partition.splits.items()},
         "label_counts": partition.label_counts,
-        "partition": {key: partition.federation["partition"][key] for key in ("scheme", "seed", "val_fraction")},
+        "partition": {
+            key: partition.federation["partition"][key] for key in ("scheme", "seed", "val_fraction")
+        },
     }
 
 
@@ -80,11 +89,29 @@ def build_dataset(private: ClientPartition, mock: ClientPartition, extra_info: d
 
     info = dataset_info(private, extra_info)
     description = describe_dataset(info, private.label_names)
-    dataset = sy.Dataset(name=dataset_name(private), summary=f"fedimg partition {private.name} v{private.version}", description=description)
+    dataset = sy.Dataset(
+        name=dataset_name(private),
+        summary=f"fedimg partition {private.name} v{private.version}",
+        description=description,
+    )
     for split in private.splits:
         real, fake = private.splits[split], mock.splits[split]
-        dataset.add_asset(sy.Asset(name=f"{split}_images", description=f"{split} images, uint8 (N, C, H, W)", data=real.images, mock=fake.images))
-        dataset.add_asset(sy.Asset(name=f"{split}_labels", description=f"{split} labels, int64 indices into the label map", data=real.labels, mock=fake.labels))
+        dataset.add_asset(
+            sy.Asset(
+                name=f"{split}_images",
+                description=f"{split} images, uint8 (N, C, H, W)",
+                data=real.images,
+                mock=fake.images,
+            )
+        )
+        dataset.add_asset(
+            sy.Asset(
+                name=f"{split}_labels",
+                description=f"{split} labels, int64 indices into the label map",
+                data=real.labels,
+                mock=fake.labels,
+            )
+        )
     dataset.add_asset(
         sy.Asset(
             name="metadata",
@@ -110,7 +137,9 @@ def admin_context(worker: Datasite) -> Any:
 def list_datasets(worker: Datasite) -> dict[str, Any]:
     """Active datasets by name."""
     datasets = worker.services.dataset.get_all(admin_context(worker))
-    return {dataset.name: dataset for dataset in (datasets.values() if hasattr(datasets, "values") else datasets)}
+    return {
+        dataset.name: dataset for dataset in (datasets.values() if hasattr(datasets, "values") else datasets)
+    }
 
 
 def upload_server_side(worker: Datasite, dataset: Any) -> None:
@@ -142,12 +171,18 @@ def remove_interrupted_upload(worker: Datasite, blob_dir: Path, journal: Path) -
     leftovers: list[Path] = []
     if record["dataset"] not in list_datasets(worker):
         before = set(record["blob_files"])
-        leftovers = [path for path in blob_dir.iterdir() if path.name not in before] if blob_dir.is_dir() else []
+        leftovers = (
+            [path for path in blob_dir.iterdir() if path.name not in before] if blob_dir.is_dir() else []
+        )
     for path in leftovers:
         path.unlink()
     journal.unlink()
     if leftovers:
-        log.warning("removed %d blob file(s) of an ingest of %s that was interrupted", len(leftovers), record["dataset"])
+        log.warning(
+            "removed %d blob file(s) of an ingest of %s that was interrupted",
+            len(leftovers),
+            record["dataset"],
+        )
     return len(leftovers)
 
 
@@ -178,7 +213,14 @@ def _megabytes(value: Any) -> float:
     return (nbytes or 0) / 2**20
 
 
-def ingest_partition(worker: Datasite, client_dir: Path, *, show_progress: bool = False, extra_info: dict | None = None, journal: Path | None = None) -> IngestResult:
+def ingest_partition(
+    worker: Datasite,
+    client_dir: Path,
+    *,
+    show_progress: bool = False,
+    extra_info: dict | None = None,
+    journal: Path | None = None,
+) -> IngestResult:
     """Make the datasite hold exactly the current version of ``client_dir`` (see the module docstring).
 
     ``journal``: a file recording which blob files existed before an upload, kept
@@ -196,7 +238,13 @@ def ingest_partition(worker: Datasite, client_dir: Path, *, show_progress: bool 
         with _journaled(blob_dir, journal, name):
             upload_server_side(worker, build_dataset(partition, mock_partition(partition), extra_info))
         log.info("ingested %s (%d samples)", name, sum(len(d.labels) for d in partition.splits.values()))
-    stale = tuple(sorted(other for other in existing if other.startswith(f"{DATASET_PREFIX}{partition.name}-") and other != name))
+    stale = tuple(
+        sorted(
+            other
+            for other in existing
+            if other.startswith(f"{DATASET_PREFIX}{partition.name}-") and other != name
+        )
+    )
     context = admin_context(worker)
     for other in stale:
         worker.services.dataset.delete(context, uid=existing[other].id)

@@ -28,7 +28,15 @@ def mock_partition(private: ClientPartition, *, seed: int | None = None) -> Clie
         sample_ids = [f"mock{value:016x}" for value in rng.integers(0, 2**63, len(labels))]
         group_ids = [f"mock{value:016x}" for value in rng.integers(0, 2**63, len(labels))]
         splits[split] = SplitData(images, labels, sample_ids, group_ids)
-    return ClientPartition(private.name, private.image_size, private.channels, private.label_names, splits, private.version, private.federation)
+    return ClientPartition(
+        private.name,
+        private.image_size,
+        private.channels,
+        private.label_names,
+        splits,
+        private.version,
+        private.federation,
+    )
 
 
 def _name_seed(name: str) -> int:
@@ -41,7 +49,10 @@ def _label_templates(rng: np.random.Generator, num_labels: int, channels: int, s
     positions = np.linspace(0, 7, size)
     low = np.floor(positions).astype(int).clip(0, 6)
     weight = positions - low
-    rows = coarse[:, :, low, :] * (1 - weight)[None, None, :, None] + coarse[:, :, low + 1, :] * weight[None, None, :, None]
+    rows = (
+        coarse[:, :, low, :] * (1 - weight)[None, None, :, None]
+        + coarse[:, :, low + 1, :] * weight[None, None, :, None]
+    )
     return rows[..., low] * (1 - weight) + rows[..., low + 1] * weight
 
 
@@ -51,7 +62,15 @@ def _mock_images(rng: np.random.Generator, templates: np.ndarray, labels: np.nda
     for start in range(0, num, 512):  # bounded float memory for large partitions
         batch = labels[start : start + 512]
         shifts = rng.integers(-size // 8, size // 8 + 1, (len(batch), 2))
-        patterns = np.stack([np.roll(templates[label], tuple(shift), axis=(1, 2)) for label, shift in zip(batch, shifts)]) if len(batch) else templates[:0]
-        noisy = patterns.astype(np.float32) + rng.standard_normal(patterns.shape, dtype=np.float32) * np.float32(48)
+        patterns = (
+            np.stack(
+                [np.roll(templates[label], tuple(shift), axis=(1, 2)) for label, shift in zip(batch, shifts)]
+            )
+            if len(batch)
+            else templates[:0]
+        )
+        noisy = patterns.astype(np.float32) + rng.standard_normal(
+            patterns.shape, dtype=np.float32
+        ) * np.float32(48)
         images[start : start + len(batch)] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
     return images

@@ -10,9 +10,9 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from datasite_setup.dataset_contract import DATASET_PREFIX, parse_dataset_info
 from datasite_setup.site.credentials import Credentials
 from datasite_setup.site.datasite import API_PREFIX
-from datasite_setup.dataset_contract import DATASET_PREFIX, parse_dataset_info
 
 
 def is_answering(url: str, timeout: float = 2.0) -> bool:
@@ -44,7 +44,14 @@ def dataset_summaries(client: Any) -> list[DatasetSummary]:
     summaries = []
     for dataset in client.datasets:
         if dataset.name.startswith(DATASET_PREFIX):
-            info = parse_dataset_info(dataset.description.text if hasattr(dataset.description, "text") else str(dataset.description)) or {}
+            info = (
+                parse_dataset_info(
+                    dataset.description.text
+                    if hasattr(dataset.description, "text")
+                    else str(dataset.description)
+                )
+                or {}
+            )
             summaries.append(DatasetSummary(dataset.name, info.get("split_counts", {})))
     return summaries
 
@@ -57,5 +64,12 @@ def ensure_researcher(admin: Any, *, email: str, name: str, password: str) -> bo
     if email in existing:
         return False
     with contextlib.redirect_stdout(io.StringIO()):
-        admin.users.create(name=name, email=email, password=password, password_verify=password, role=ServiceRole.DATA_SCIENTIST, institution="")
+        admin.users.create(
+            name=name,
+            email=email,
+            password=password,
+            password_verify=password,
+            role=ServiceRole.DATA_SCIENTIST,
+            institution="",
+        )
     return True

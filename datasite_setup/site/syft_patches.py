@@ -28,7 +28,11 @@ def apply_syft_fixes() -> None:
 
     def is_execution_allowed(self, code, context, output_policy):  # type: ignore[no-untyped-def]
         verdict = original(self, code, context, output_policy)
-        if verdict is IsExecutionAllowedEnum.ALLOWED and output_policy is not None and not output_policy.is_valid(context):
+        if (
+            verdict is IsExecutionAllowedEnum.ALLOWED
+            and output_policy is not None
+            and not output_policy.is_valid(context)
+        ):
             return IsExecutionAllowedEnum.INVALID_OUTPUT_POLICY
         return verdict
 

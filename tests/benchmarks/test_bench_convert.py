@@ -16,14 +16,27 @@ def test_quick_benchmark_writes_a_report_with_every_row(tmp_path: Path, capsys) 
     report = tmp_path / "report.md"
     results_file = tmp_path / "RESULTS.md"
 
-    code = bench_convert.main(["--quick", "--images", "80", "--workdir", str(tmp_path / "work"), "--report", str(report)])
+    code = bench_convert.main(
+        ["--quick", "--images", "80", "--workdir", str(tmp_path / "work"), "--report", str(report)]
+    )
 
     assert code == 0
     text = report.read_text()
-    for row in ("| plain loop | 80 |", "| fedimg convert | 80 |", "| plain loop + JPEG draft | 80 |", "| fedimg convert --workers 1 | 80 |", "| fedimg convert at 2·N | 160 |"):
+    for row in (
+        "| plain loop | 80 |",
+        "| fedimg convert | 80 |",
+        "| plain loop + JPEG draft | 80 |",
+        "| fedimg convert --workers 1 | 80 |",
+        "| fedimg convert at 2·N | 160 |",
+    ):
         assert row in text
     assert "images/s" in text and "peak RSS" in text
-    assert "**Machine**" in text and "Pillow" in text and "Load average" in text and "Other load during the timed runs" in text
+    assert (
+        "**Machine**" in text
+        and "Pillow" in text
+        and "Load average" in text
+        and "Other load during the timed runs" in text
+    )
     assert text.count("**PASS**") + text.count("**MISS**") == 2
     printed = capsys.readouterr().out
     assert "| target | measured | result |" in printed
@@ -49,6 +62,12 @@ def test_quick_benchmark_writes_a_report_with_every_row(tmp_path: Path, capsys) 
     results = bench_convert.Results(**{k: tuple(v) if k.startswith("load") else v for k, v in data.items()})
     marker = bench_convert.SECTION.marker
     results_file.write_text(f"# Benchmark results\n\nintro\n\n{marker}\n\n### older entry\n")
-    record_report(bench_convert.render_report(results, heading=ENTRY_HEADING), bench_convert.SECTION, results_file)
+    record_report(
+        bench_convert.render_report(results, heading=ENTRY_HEADING), bench_convert.SECTION, results_file
+    )
     recorded = results_file.read_text()
-    assert recorded.index(marker) < recorded.index("### fedimg convert vs a plain Pillow loop") < recorded.index("### older entry")
+    assert (
+        recorded.index(marker)
+        < recorded.index("### fedimg convert vs a plain Pillow loop")
+        < recorded.index("### older entry")
+    )

@@ -36,7 +36,9 @@ def test_quick_accuracy_run_writes_a_report_with_both_schemes(tmp_path: Path, ca
     assert "| IID |" in text and "| Dirichlet α=0.5 |" in text
     assert "**Machine**" in text and "torch" in text and "Load average" in text and "Quick mode" in text
     assert "Gap by budget" in text and "Overhead" not in text
-    assert text.count("**PASS**") + text.count("**MISS**") == 4  # the accuracy table and the targets table, two rows each
+    assert (
+        text.count("**PASS**") + text.count("**MISS**") == 4
+    )  # the accuracy table and the targets table, two rows each
     assert "| target | measured | result |" in capsys.readouterr().out
 
     data = json.loads(report.with_suffix(".json").read_text())
@@ -46,7 +48,10 @@ def test_quick_accuracy_run_writes_a_report_with_both_schemes(tmp_path: Path, ca
     for run in runs:
         assert run["test_samples"] + run["pool_samples"] == 1797
         hospitals = run["hospitals"]
-        assert len(hospitals["train_sizes"]) == 5 and sum(hospitals["train_sizes"]) + sum(hospitals["val_sizes"]) == run["pool_samples"]
+        assert (
+            len(hospitals["train_sizes"]) == 5
+            and sum(hospitals["train_sizes"]) + sum(hospitals["val_sizes"]) == run["pool_samples"]
+        )
         assert run["centralised"]["train_samples"] == sum(hospitals["train_sizes"])
         assert len(run["fedavg"]["curve"]) == 2 and len(run["fedavg"]["val_curve"]) == 3
         assert 0 <= run["fedavg"]["accuracy"] <= 1 and 0 <= run["centralised"]["accuracy"] <= 1
@@ -60,9 +65,15 @@ def test_quick_accuracy_run_writes_a_report_with_both_schemes(tmp_path: Path, ca
     # --record puts the report, one heading level down, in a new "FedAvg accuracy and overhead" section (report.record_report).
     results = bench_fedavg.Results(**{k: tuple(v) if k.startswith("load") else v for k, v in data.items()})
     results_file = tmp_path / "RESULTS.md"
-    record_report(bench_fedavg.render_report(results, heading=ENTRY_HEADING), bench_fedavg.SECTION, results_file)
+    record_report(
+        bench_fedavg.render_report(results, heading=ENTRY_HEADING), bench_fedavg.SECTION, results_file
+    )
     recorded = results_file.read_text()
-    assert recorded.index("## FedAvg accuracy and overhead\n") < recorded.index(bench_fedavg.SECTION.marker) < recorded.index("### FedAvg: accuracy against")
+    assert (
+        recorded.index("## FedAvg accuracy and overhead\n")
+        < recorded.index(bench_fedavg.SECTION.marker)
+        < recorded.index("### FedAvg: accuracy against")
+    )
 
 
 @pytest.mark.slow
@@ -70,11 +81,27 @@ def test_quick_overhead_run_over_http_datasites(tmp_path: Path) -> None:
     report = tmp_path / "report.md"
     work = tmp_path / "work"
 
-    code = bench_fedavg.main(["--quick", "--skip-accuracy", "--overhead-sites", "2", "--no-context", "--workdir", str(work), "--report", str(report)])
+    code = bench_fedavg.main(
+        [
+            "--quick",
+            "--skip-accuracy",
+            "--overhead-sites",
+            "2",
+            "--no-context",
+            "--workdir",
+            str(work),
+            "--report",
+            str(report),
+        ]
+    )
 
     assert code == 0
     text = report.read_text()
-    assert "Overhead: a round over 2 HTTP datasites" in text and "Where the time goes" in text and "torch on **1 thread per site**" in text
+    assert (
+        "Overhead: a round over 2 HTTP datasites" in text
+        and "Where the time goes" in text
+        and "torch on **1 thread per site**" in text
+    )
     assert "| 0 (training, first) |" in text and "| 1 (evaluation only) |" in text
     assert "**Context:" not in text  # --no-context: the sites are started once (keeps the test short)
     data = json.loads(report.with_suffix(".json").read_text())

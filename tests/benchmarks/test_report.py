@@ -12,7 +12,11 @@ import pytest
 from benchmarks import bench_convert, bench_fedavg, bench_ingest, report
 from benchmarks.report import ResultsSection
 
-SECTION = ResultsSection(heading="## Widgets", intro="Widgets per second (`python -m benchmarks.bench_widgets --record`).", marker="<!-- widgets: newest first -->")
+SECTION = ResultsSection(
+    heading="## Widgets",
+    intro="Widgets per second (`python -m benchmarks.bench_widgets --record`).",
+    marker="<!-- widgets: newest first -->",
+)
 OTHER = ResultsSection(heading="## Gadgets", intro="Gadgets.", marker="<!-- gadgets: newest first -->")
 
 
@@ -40,7 +44,11 @@ def test_write_report_writes_the_markdown_under_its_title_and_the_json_twin(tmp_
     assert path.read_text() == "# Benchmark report: widgets\n\n## widgets\n"
     twin = path.with_suffix(".json")
     assert twin.read_text().endswith("}\n")
-    assert json.loads(twin.read_text()) == {"settings": {"workdir": "/w"}, "load_start": [0.1, 0.2, 0.3], "when": "/x"}
+    assert json.loads(twin.read_text()) == {
+        "settings": {"workdir": "/w"},
+        "load_start": [0.1, 0.2, 0.3],
+        "when": "/x",
+    }
 
 
 def test_record_report_creates_the_file_and_the_section(tmp_path: Path) -> None:
@@ -48,7 +56,10 @@ def test_record_report_creates_the_file_and_the_section(tmp_path: Path) -> None:
 
     report.record_report("### first\n", SECTION, results_file)
 
-    assert results_file.read_text() == f"# Benchmark results\n\n{SECTION.heading}\n\n{SECTION.intro}\n\n{SECTION.marker}\n\n### first\n"
+    assert (
+        results_file.read_text()
+        == f"# Benchmark results\n\n{SECTION.heading}\n\n{SECTION.intro}\n\n{SECTION.marker}\n\n### first\n"
+    )
 
 
 def test_record_report_puts_the_newest_entry_first_and_keeps_everything_else(tmp_path: Path) -> None:
@@ -58,13 +69,22 @@ def test_record_report_puts_the_newest_entry_first_and_keeps_everything_else(tmp
 
     report.record_report("### older\n", SECTION, results_file)
     first = results_file.read_text()
-    assert first.startswith(original.rstrip("\n") + f"\n\n{SECTION.text()}\n\n### older\n")  # appended after the other section
+    assert first.startswith(
+        original.rstrip("\n") + f"\n\n{SECTION.text()}\n\n### older\n"
+    )  # appended after the other section
     report.record_report("### newer\n", SECTION, results_file)
     report.record_report("### another gadget\n", OTHER, results_file)
 
     text = results_file.read_text()
-    assert text.count(SECTION.heading) == 1 and text.count(SECTION.marker) == 1 and text.count(OTHER.marker) == 1
-    assert text.index(OTHER.marker) < text.index("### another gadget") < text.index("### a gadget entry") < text.index(SECTION.heading)
+    assert (
+        text.count(SECTION.heading) == 1 and text.count(SECTION.marker) == 1 and text.count(OTHER.marker) == 1
+    )
+    assert (
+        text.index(OTHER.marker)
+        < text.index("### another gadget")
+        < text.index("### a gadget entry")
+        < text.index(SECTION.heading)
+    )
     assert text.index(SECTION.marker) < text.index("### newer") < text.index("### older")
     assert "- 3 gadgets/s" in text and text.startswith("# Benchmark results\n\nintro\n\n")
     # Entries are separated by one blank line and the file ends with one newline.
@@ -81,7 +101,10 @@ def test_record_report_into_the_real_results_file_layout_keeps_its_entries(tmp_p
     report.record_report("### new ingest entry\n", section, results_file)
 
     head, tail = original.split(section.marker, 1)
-    assert results_file.read_text() == f"{head}{section.marker}\n\n### new ingest entry\n\n{tail.lstrip(chr(10))}"
+    assert (
+        results_file.read_text()
+        == f"{head}{section.marker}\n\n### new ingest entry\n\n{tail.lstrip(chr(10))}"
+    )
 
 
 @pytest.mark.parametrize("bench", [bench_convert, bench_ingest, bench_fedavg], ids=lambda m: m.__name__)
@@ -96,16 +119,29 @@ def test_publish_writes_prints_and_records_only_when_asked(tmp_path: Path, capsy
     results_file = tmp_path / "RESULTS.md"
     path = tmp_path / "widgets-report.md"
 
-    report.publish(results, render, title="widgets", path=path, section=SECTION, record=False, results_file=results_file)
+    report.publish(
+        results, render, title="widgets", path=path, section=SECTION, record=False, results_file=results_file
+    )
     assert not results_file.exists()
     assert path.read_text() == "# Benchmark report: widgets\n\n" + render(results)
     data = json.loads(path.with_suffix(".json").read_text())
-    assert list(data) == ["settings", "machine", "load_start", "load_end", "started", "figures"]  # the header first
-    assert data["settings"] == {"workdir": str(tmp_path / "work"), "record": False} and data["figures"] == {"rate": 7}
+    assert list(data) == [
+        "settings",
+        "machine",
+        "load_start",
+        "load_end",
+        "started",
+        "figures",
+    ]  # the header first
+    assert data["settings"] == {"workdir": str(tmp_path / "work"), "record": False} and data["figures"] == {
+        "rate": 7
+    }
     printed = capsys.readouterr().out
     assert printed == f"\n{render(results)}\nreport: {path} (+ widgets-report.json)\n"
 
-    report.publish(results, render, title="widgets", path=path, section=SECTION, record=True, results_file=results_file)
+    report.publish(
+        results, render, title="widgets", path=path, section=SECTION, record=True, results_file=results_file
+    )
     assert results_file.read_text().endswith(f"{SECTION.marker}\n\n{render(results, heading='###')}")
     assert capsys.readouterr().out.endswith(f"recorded in {results_file}\n")
 
@@ -119,12 +155,20 @@ def test_report_header_begins_with_settings_and_machine_and_no_loads_yet() -> No
 
 def test_report_options_parse_to_absolute_paths(tmp_path: Path, monkeypatch) -> None:
     parser = argparse.ArgumentParser()
-    report.add_report_options(parser, workdir_use="scratch", report_name="widgets-report.md", record_help="also record it")
+    report.add_report_options(
+        parser, workdir_use="scratch", report_name="widgets-report.md", record_help="also record it"
+    )
     help_text = " ".join(parser.format_help().split())
-    assert "scratch (default benchmarks/_work)" in help_text and "default WORKDIR/widgets-report.md; a .json twin" in help_text
+    assert (
+        "scratch (default benchmarks/_work)" in help_text
+        and "default WORKDIR/widgets-report.md; a .json twin" in help_text
+    )
 
     args = parser.parse_args([])
-    assert report.output_paths(args) == (report.DEFAULT_WORKDIR, report.DEFAULT_WORKDIR / "widgets-report.md") and not args.record
+    assert (
+        report.output_paths(args) == (report.DEFAULT_WORKDIR, report.DEFAULT_WORKDIR / "widgets-report.md")
+        and not args.record
+    )
     monkeypatch.chdir(tmp_path)
     args = parser.parse_args(["--workdir", "w", "--record"])
     assert report.output_paths(args) == (tmp_path / "w", tmp_path / "w" / "widgets-report.md") and args.record

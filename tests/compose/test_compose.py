@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from datasite_setup.convert.client_data import find_federation_root
+from datasite_setup.convert.federated_format import CLIENTS_DIR, FEDERATION_FILE
 from datasite_setup.site.credentials import ADMIN_EMAIL_ENV, ADMIN_PASSWORD_ENV
 from datasite_setup.site.datasite import serve_command
-from datasite_setup.convert.federated_format import CLIENTS_DIR, FEDERATION_FILE
 from datasite_setup.site.serve import DB_URL_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +44,9 @@ def compose() -> dict:
 @pytest.fixture(scope="module")
 def env_example() -> dict[str, str]:
     values = {}
-    for number, line in enumerate((COMPOSE / ".env.example").read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(
+        (COMPOSE / ".env.example").read_text(encoding="utf-8").splitlines(), start=1
+    ):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
@@ -101,7 +103,13 @@ def test_hospitals_inherit_the_datasite_anchor(compose: dict) -> None:
 
 @pytest.mark.parametrize("name", HOSPITALS)
 def test_command_is_fedimg_datasite_serve(compose: dict, name: str) -> None:
-    expected = serve_command(name=name, data=f"/data/{CLIENTS_DIR}/{name}", port=CONTAINER_PORT, host="0.0.0.0", state_dir=STATE_DIR)
+    expected = serve_command(
+        name=name,
+        data=f"/data/{CLIENTS_DIR}/{name}",
+        port=CONTAINER_PORT,
+        host="0.0.0.0",
+        state_dir=STATE_DIR,
+    )
     assert expected[0] == "fedimg"
     assert compose["services"][name]["command"] == expected[1:]
 
@@ -115,7 +123,9 @@ def test_ports_are_published_on_loopback_only(compose: dict) -> None:
             assert host_ip == "127.0.0.1", f"{name} publishes {port}: not loopback"
             assert container_port == str(CONTAINER_PORT)
             host_ports.append(int(host_port))
-    assert "ports" not in compose["services"]["postgres"], "the database is reached only inside the compose network"
+    assert "ports" not in compose["services"]["postgres"], (
+        "the database is reached only inside the compose network"
+    )
     assert all(compose["services"][name].get("ports") for name in HOSPITALS)
     assert len(host_ports) == len(set(host_ports)) == len(HOSPITALS)
 
@@ -199,7 +209,9 @@ def test_required_passwords_fail_loudly_when_unset(compose: dict) -> None:
         assert match and match.group(1) == key and match.group(2) == ":?", f"{key} must be ${{{key}:?...}}"
 
 
-def test_every_variable_is_documented_and_none_is_filled_in(compose: dict, env_example: dict[str, str]) -> None:
+def test_every_variable_is_documented_and_none_is_filled_in(
+    compose: dict, env_example: dict[str, str]
+) -> None:
     used = {m.group(1) for m in VAR_REF.finditer(COMPOSE_FILE.read_text(encoding="utf-8"))}
     assert {"FEDIMG_DATA", "POSTGRES_PASSWORD"} <= used
     missing = used - set(env_example)
@@ -255,7 +267,9 @@ def test_dockerfile_base_install_and_user() -> None:
     users = [arg for op, arg in instructions if op == "USER"]
     assert users and users[-1] not in ("root", "0") and not users[-1].startswith(("root:", "0:"))
     last_user = max(i for i, (op, _) in enumerate(instructions) if op == "USER")
-    assert all(op not in ("RUN",) for op, _ in instructions[last_user + 1 :]), "nothing runs as root after USER"
+    assert all(op not in ("RUN",) for op, _ in instructions[last_user + 1 :]), (
+        "nothing runs as root after USER"
+    )
     created = re.search(r"useradd\b([^&;]*)", runs)
     assert created and users[-1] == created.group(1).split()[-1], "USER is the account the image creates"
 
@@ -275,7 +289,9 @@ def test_dockerfile_copies_what_exists() -> None:
 
 def test_state_dir_is_writable_by_the_user() -> None:
     runs = " ".join(arg for op, arg in dockerfile_instructions() if op == "RUN")
-    assert re.search(rf"chown\s+\S+\s+{STATE_DIR}\b", runs) or re.search(rf"chown\s+\S+\s+.*{STATE_DIR}", runs)
+    assert re.search(rf"chown\s+\S+\s+{STATE_DIR}\b", runs) or re.search(
+        rf"chown\s+\S+\s+.*{STATE_DIR}", runs
+    )
 
 
 # --- docker compose, when installed -------------------------------------------------------
@@ -285,12 +301,17 @@ def docker_compose_available() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        return subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=20).returncode == 0
+        return (
+            subprocess.run(["docker", "compose", "version"], capture_output=True, timeout=20).returncode == 0
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
 
 
-@pytest.mark.skipif(not docker_compose_available(), reason="'docker compose' is not available on this machine (docker compose version fails)")
+@pytest.mark.skipif(
+    not docker_compose_available(),
+    reason="'docker compose' is not available on this machine (docker compose version fails)",
+)
 def test_docker_compose_config(env_example: dict[str, str], tmp_path: Path) -> None:
     env = {**os.environ, **{key: value or "example-value" for key, value in env_example.items()}}
     env_file = tmp_path / "empty.env"
@@ -308,7 +329,12 @@ def test_docker_compose_config(env_example: dict[str, str], tmp_path: Path) -> N
 @pytest.mark.skipif(shutil.which("git") is None or not (REPO / ".git").exists(), reason="not a git checkout")
 def test_filled_in_env_file_is_never_committed() -> None:
     def ignored(path: str) -> bool:
-        return subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", path], capture_output=True).returncode == 0
+        return (
+            subprocess.run(
+                ["git", "-C", str(REPO), "check-ignore", "-q", path], capture_output=True
+            ).returncode
+            == 0
+        )
 
     assert ignored("compose/.env"), "compose/.env (the filled-in passwords) must be git-ignored"
     assert not ignored("compose/.env.example")

@@ -15,7 +15,13 @@ from tests.datasite_setup.test_convert import fedimg_command, run_cli, subproces
 
 
 def fedimg(*args, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([*fedimg_command(), *map(str, args)], env=env or subprocess_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [*fedimg_command(), *map(str, args)],
+        env=env or subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_fedimg_help_lists_the_commands() -> None:
@@ -35,16 +41,44 @@ def test_fedimg_version() -> None:
 def test_module_entry_point_works_too() -> None:
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "datasite_setup.cli", "--help"], env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "datasite_setup.cli", "--help"],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0 and "convert" in result.stdout
 
 
 def test_convert_help_documents_every_contract_flag() -> None:
     result = fedimg("convert", "--help")
     assert result.returncode == 0, result.stderr
-    flags = ["--labels", "--path-column", "--label-column", "--group-column", "--client-column", "--label-pattern", "--clients",
-             "--client-names", "--scheme", "--alpha", "--min-partition-size", "--shards-per-client", "--self-balancing",
-             "--size", "--mode", "--resize", "--max-pixels", "--val-fraction", "--seed", "--workers", "--overwrite", "--secret-file", "--quiet"]
+    flags = [
+        "--labels",
+        "--path-column",
+        "--label-column",
+        "--group-column",
+        "--client-column",
+        "--label-pattern",
+        "--clients",
+        "--client-names",
+        "--scheme",
+        "--alpha",
+        "--min-partition-size",
+        "--shards-per-client",
+        "--self-balancing",
+        "--size",
+        "--mode",
+        "--resize",
+        "--max-pixels",
+        "--val-fraction",
+        "--seed",
+        "--workers",
+        "--overwrite",
+        "--secret-file",
+        "--quiet",
+    ]
     for flag in flags:
         assert flag in result.stdout, flag
     for scheme in SCHEMES:
@@ -112,8 +146,27 @@ def test_sample_digits_in_another_format(tmp_path: Path) -> None:
 def test_the_whole_flow_in_real_processes(digits_csv: Path, tmp_path: Path) -> None:
     src, out = tmp_path / "digits", tmp_path / "fed"
     shutil.copytree(digits_csv, src)
-    convert_args = ["convert", src, out, "--labels", src / "labels.csv", "--group-column", "patient_id", "--client-names",
-                    "hospital_a,hospital_b,hospital_c", "--scheme", "dirichlet", "--alpha", "0.5", "--size", "8", "--mode", "L", "--seed", "7"]
+    convert_args = [
+        "convert",
+        src,
+        out,
+        "--labels",
+        src / "labels.csv",
+        "--group-column",
+        "patient_id",
+        "--client-names",
+        "hospital_a,hospital_b,hospital_c",
+        "--scheme",
+        "dirichlet",
+        "--alpha",
+        "0.5",
+        "--size",
+        "8",
+        "--mode",
+        "L",
+        "--seed",
+        "7",
+    ]
 
     # 0: converted cleanly, with a summary table.
     result = fedimg(*convert_args)
@@ -155,7 +208,19 @@ def test_the_whole_flow_in_real_processes(digits_csv: Path, tmp_path: Path) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["digits", "fed"]
 
     # 2: a configuration error names the setting.
-    result = fedimg("convert", src, tmp_path / "other", "--labels", src / "labels.csv", "--clients", "3", "--scheme", "iid", "--alpha", "1")
+    result = fedimg(
+        "convert",
+        src,
+        tmp_path / "other",
+        "--labels",
+        src / "labels.csv",
+        "--clients",
+        "3",
+        "--scheme",
+        "iid",
+        "--alpha",
+        "1",
+    )
     assert result.returncode == 2 and "--alpha" in result.stderr
     assert not (tmp_path / "other").exists()
 
@@ -170,10 +235,38 @@ def test_secret_file_flag_is_used_and_a_loose_one_refused(tmp_path: Path) -> Non
     env = subprocess_env()
     del env["FEDIMG_SECRET"]
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
-    result = fedimg("convert", src, tmp_path / "out", "--clients", "2", "--scheme", "iid", "--size", "8", "--secret-file", secret, "--quiet", env=env)
+    result = fedimg(
+        "convert",
+        src,
+        tmp_path / "out",
+        "--clients",
+        "2",
+        "--scheme",
+        "iid",
+        "--size",
+        "8",
+        "--secret-file",
+        secret,
+        "--quiet",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "config" / "fedimg").exists()  # the given file was used, no default secret created
     secret.chmod(0o644)
-    result = fedimg("convert", src, tmp_path / "out2", "--clients", "2", "--scheme", "iid", "--size", "8", "--secret-file", secret, "--quiet", env=env)
+    result = fedimg(
+        "convert",
+        src,
+        tmp_path / "out2",
+        "--clients",
+        "2",
+        "--scheme",
+        "iid",
+        "--size",
+        "8",
+        "--secret-file",
+        secret,
+        "--quiet",
+        env=env,
+    )
     assert result.returncode == 2 and str(secret) in result.stderr and "chmod 600" in result.stderr
     assert not (tmp_path / "out2").exists()

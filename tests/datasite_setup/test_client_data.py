@@ -12,12 +12,19 @@ import pytest
 from PIL import Image
 
 from datasite_setup.convert.client_data import METADATA_TABLE_COLUMNS, ClientPartition, load_client_partition
-from datasite_setup.convert.pipeline import ConvertOptions, convert
-from datasite_setup.errors import FedimgError
-from datasite_setup.convert.federated_format import CHECKSUMS_FILE, FEDERATION_FILE, METADATA_FILE, SPLITS, load_federation, read_metadata_csv
+from datasite_setup.convert.federated_format import (
+    CHECKSUMS_FILE,
+    FEDERATION_FILE,
+    METADATA_FILE,
+    SPLITS,
+    load_federation,
+    read_metadata_csv,
+)
 from datasite_setup.convert.imaging import ImageSpec
+from datasite_setup.convert.pipeline import ConvertOptions, convert
 from datasite_setup.convert.sample_data import write_digits
 from datasite_setup.convert.sources import CsvColumns
+from datasite_setup.errors import FedimgError
 from tests.conftest import TEST_SECRET, write_image
 
 CLIENTS = ["client_0", "client_1", "client_2"]
@@ -61,7 +68,9 @@ def convert_small(base: Path, *, seed: int = 0, mode: str = "RGB", size: int = 8
     source = base / "small_src"
     if not source.exists():
         for i in range(24):
-            write_image(source / ("cat" if i % 2 else "dog") / f"img_{i}.png", size=(12, 10), mode="RGB", seed=100 + i)
+            write_image(
+                source / ("cat" if i % 2 else "dog") / f"img_{i}.png", size=(12, 10), mode="RGB", seed=100 + i
+            )
     out = base / f"small_{mode}_{seed}"
     convert(
         ConvertOptions(
@@ -113,7 +122,9 @@ def metadata_rows(client_dir: Path):
     return read_metadata_csv((client_dir / METADATA_FILE).read_bytes())
 
 
-def check_against_files(partition: ClientPartition, client_dir: Path, federation: dict, channels: int) -> None:
+def check_against_files(
+    partition: ClientPartition, client_dir: Path, federation: dict, channels: int
+) -> None:
     label_map = federation["label_map"]
     size = federation["image"]["size"]
     rows = metadata_rows(client_dir)
@@ -184,7 +195,9 @@ def test_accepts_relative_paths(digits: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_version_is_stable_and_changes_with_the_partition(small: Path, tmp_path: Path) -> None:
-    first = {name: load_client_partition(small / "clients" / name).version for name in ("client_0", "client_1")}
+    first = {
+        name: load_client_partition(small / "clients" / name).version for name in ("client_0", "client_1")
+    }
     assert first["client_0"] != first["client_1"]
     assert load_client_partition(small / "clients" / "client_0").version == first["client_0"]
     same_again = convert_small(tmp_path, seed=0)

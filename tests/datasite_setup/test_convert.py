@@ -17,9 +17,9 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pytest
@@ -27,17 +27,17 @@ from PIL import Image
 from rich.console import Console
 
 from datasite_setup import cli
-from datasite_setup.convert.pipeline import ConvertOptions, convert
-from datasite_setup.errors import FedimgError
 from datasite_setup.convert.federated_format import read_metadata_csv
 from datasite_setup.convert.imaging import ImageSpec
+from datasite_setup.convert.pipeline import ConvertOptions, convert
 from datasite_setup.convert.quarantine import Reason, read_quarantine
 from datasite_setup.convert.sources import CsvColumns
 from datasite_setup.convert.verify import verify_federation
+from datasite_setup.errors import FedimgError
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f0" "0112233445566778899aabbccddeeff0"
-OTHER_SECRET = "ffeeddccbbaa99887766554433221100" "00112233445566778899aabbccddeeff"
+SECRET = "0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778899aabbccddeeff0"
+OTHER_SECRET = "ffeeddccbbaa9988776655443322110000112233445566778899aabbccddeeff"
 SPEC = ImageSpec(size=16, mode="L")
 
 
@@ -106,7 +106,10 @@ def make_csv_dataset(
 
 def read_outputs(out: Path) -> dict[str, list]:
     """client name -> its metadata.csv rows."""
-    return {d.name: read_metadata_csv((d / "metadata.csv").read_bytes()) for d in sorted((out / "clients").iterdir())}
+    return {
+        d.name: read_metadata_csv((d / "metadata.csv").read_bytes())
+        for d in sorted((out / "clients").iterdir())
+    }
 
 
 def federation_of(out: Path) -> dict:
@@ -151,7 +154,9 @@ def options(source: Path, out: Path, **kwargs) -> ConvertOptions:
 
 
 def csv_options(dataset: CsvDataset, out: Path, scheme: str, **kwargs) -> ConvertOptions:
-    columns = kwargs.pop("columns", CsvColumns(group="patient_id", client="site" if scheme == "natural" else None))
+    columns = kwargs.pop(
+        "columns", CsvColumns(group="patient_id", client="site" if scheme == "natural" else None)
+    )
     if scheme != "natural":
         kwargs.setdefault("num_clients", 3)
     return options(dataset.root, out, scheme=scheme, labels_csv=dataset.labels_csv, columns=columns, **kwargs)
@@ -181,10 +186,14 @@ def assert_counts_add_up(out: Path, accepted: int) -> None:
         for split in ("train", "val"):
             assert client["split_counts"][split] == sum(client["label_counts"][split].values())
             assert client["label_counts"][split] == {
-                label: sum(1 for r in rows if r.split == split and r.label == label) for label in federation["label_map"]
+                label: sum(1 for r in rows if r.split == split and r.label == label)
+                for label in federation["label_map"]
             }
         assert client["num_groups"] == len({r.group_id for r in rows})
-        images = sorted(p.relative_to(out / "clients" / name).as_posix() for p in (out / "clients" / name / "images").rglob("*.png"))
+        images = sorted(
+            p.relative_to(out / "clients" / name).as_posix()
+            for p in (out / "clients" / name / "images").rglob("*.png")
+        )
         assert images == sorted(r.file_name for r in rows)
 
 
@@ -224,7 +233,9 @@ def scheme_outputs(csv_dataset: CsvDataset, tmp_path_factory: pytest.TempPathFac
 def test_class_folders_deeper_subfolders_belong_to_the_first_level_label(tmp_path: Path) -> None:
     src = tmp_path / "src"
     expected = {}
-    for i, rel in enumerate(["cat/a.png", "cat/x/b.png", "cat/x/y/z/c.png", "dog/d.png", "dog/cat/e.png", "dog/f.png"]):
+    for i, rel in enumerate(
+        ["cat/a.png", "cat/x/b.png", "cat/x/y/z/c.png", "dog/d.png", "dog/cat/e.png", "dog/f.png"]
+    ):
         expected[sha256(write_png(src / rel, seed=i))] = rel.split("/")[0]
     result = convert(options(src, tmp_path / "out", scheme="iid", num_clients=2))
 
@@ -242,11 +253,38 @@ def test_class_folders_deeper_subfolders_belong_to_the_first_level_label(tmp_pat
 
 def test_labels_csv_with_custom_column_names_outside_the_source(tmp_path: Path) -> None:
     # The CSV lives outside SRC, names its columns its own way, and the folders say nothing about labels.
-    dataset = make_csv_dataset(tmp_path / "src", patients=9, csv_path=tmp_path / "meta" / "table.csv", header=("file", "diagnosis", "subject", "hospital"))
+    dataset = make_csv_dataset(
+        tmp_path / "src",
+        patients=9,
+        csv_path=tmp_path / "meta" / "table.csv",
+        header=("file", "diagnosis", "subject", "hospital"),
+    )
     out = tmp_path / "out"
     code, _, err = run_cli(
-        ["convert", dataset.root, out, "--labels", dataset.labels_csv, "--path-column", "file", "--label-column", "diagnosis",
-         "--group-column", "subject", "--clients", "2", "--scheme", "iid", "--size", "16", "--mode", "L", "--quiet", "--workers", "1"]
+        [
+            "convert",
+            dataset.root,
+            out,
+            "--labels",
+            dataset.labels_csv,
+            "--path-column",
+            "file",
+            "--label-column",
+            "diagnosis",
+            "--group-column",
+            "subject",
+            "--clients",
+            "2",
+            "--scheme",
+            "iid",
+            "--size",
+            "16",
+            "--mode",
+            "L",
+            "--quiet",
+            "--workers",
+            "1",
+        ]
     )
     assert code == 0, err
     federation = federation_of(out)
@@ -261,17 +299,23 @@ def test_labels_csv_with_custom_column_names_outside_the_source(tmp_path: Path) 
         assert row.label == source["label"]
         group_of_patient[source["patient_id"]].add(row.group_id)
     assert all(len(groups) == 1 for groups in group_of_patient.values())
-    assert len({next(iter(g)) for g in group_of_patient.values()}) == len(group_of_patient)  # distinct patients, distinct groups
+    assert len({next(iter(g)) for g in group_of_patient.values()}) == len(
+        group_of_patient
+    )  # distinct patients, distinct groups
     assert_group_safe(out)
 
 
-def test_labels_csv_inside_the_source_is_skipped_and_counted(csv_dataset: CsvDataset, scheme_outputs: dict[str, Path]) -> None:
+def test_labels_csv_inside_the_source_is_skipped_and_counted(
+    csv_dataset: CsvDataset, scheme_outputs: dict[str, Path]
+) -> None:
     inputs = federation_of(scheme_outputs["iid"])["inputs"]
     assert inputs["skipped"] == {"labels_csv": 1}
     assert inputs["files_seen"] == len(csv_dataset.rows) + 1
 
 
-def test_natural_scheme_uses_the_client_column_values_as_clients(csv_dataset: CsvDataset, scheme_outputs: dict[str, Path]) -> None:
+def test_natural_scheme_uses_the_client_column_values_as_clients(
+    csv_dataset: CsvDataset, scheme_outputs: dict[str, Path]
+) -> None:
     out = scheme_outputs["natural"]
     federation = federation_of(out)
     assert sorted(federation["clients"]) == ["site_a", "site_b", "site_c"]
@@ -284,7 +328,10 @@ def test_natural_scheme_moves_a_patient_seen_at_two_sites_whole(tmp_path: Path) 
     dataset = make_csv_dataset(tmp_path / "src", patients=6)
     # Patient P000 gets three images at site_a and one at site_b.
     rows = [r for r in dataset.rows if r["patient_id"] != "P000"]
-    moved = [{"path": f"scans/P000/extra_{k}.png", "label": "benign", "patient_id": "P000", "site": site} for k, site in enumerate(["site_a", "site_a", "site_a", "site_b"])]
+    moved = [
+        {"path": f"scans/P000/extra_{k}.png", "label": "benign", "patient_id": "P000", "site": site}
+        for k, site in enumerate(["site_a", "site_a", "site_a", "site_b"])
+    ]
     for k, row in enumerate(moved):
         write_png(dataset.root / row["path"], seed=900 + k)
     for p in (dataset.root / "scans" / "P000").glob("img_*"):
@@ -306,11 +353,33 @@ def test_natural_scheme_moves_a_patient_seen_at_two_sites_whole(tmp_path: Path) 
 def test_label_pattern_takes_the_label_from_the_file_name(tmp_path: Path) -> None:
     src = tmp_path / "src"
     expected = {}
-    for i, (rel, label) in enumerate([("a/img_001_cat.png", "cat"), ("a/b/img_002_dog.PNG", "dog"), ("img_003_cat.png", "cat"), ("c/img_004_dog.png", "dog")]):
+    for i, (rel, label) in enumerate(
+        [
+            ("a/img_001_cat.png", "cat"),
+            ("a/b/img_002_dog.PNG", "dog"),
+            ("img_003_cat.png", "cat"),
+            ("c/img_004_dog.png", "dog"),
+        ]
+    ):
         expected[sha256(write_png(src / rel, seed=i))] = label
     write_png(src / "a" / "unlabelled.png", seed=99)
     out = tmp_path / "out"
-    code, _, err = run_cli(["convert", src, out, "--label-pattern", r"_(?P<label>[a-z]+)\.", "--clients", "2", "--scheme", "iid", "--size", "16", "--quiet"])
+    code, _, err = run_cli(
+        [
+            "convert",
+            src,
+            out,
+            "--label-pattern",
+            r"_(?P<label>[a-z]+)\.",
+            "--clients",
+            "2",
+            "--scheme",
+            "iid",
+            "--size",
+            "16",
+            "--quiet",
+        ]
+    )
 
     assert code == 1, err  # one file did not match
     rows = [row for client_rows in read_outputs(out).values() for row in client_rows]
@@ -325,7 +394,9 @@ def test_label_pattern_without_a_named_group_uses_group_one(tmp_path: Path) -> N
     src = tmp_path / "src"
     for i, name in enumerate(["x-LEFT-1.png", "x-RIGHT-2.png", "x-LEFT-3.png"]):
         write_png(src / name, seed=i)
-    result = convert(options(src, tmp_path / "out", scheme="iid", num_clients=1, label_pattern=r"^x-([A-Z]+)-"))
+    result = convert(
+        options(src, tmp_path / "out", scheme="iid", num_clients=1, label_pattern=r"^x-([A-Z]+)-")
+    )
     assert result.exit_code == 0
     assert federation_of(tmp_path / "out")["label_map"] == {"LEFT": 0, "RIGHT": 1}
 
@@ -336,7 +407,9 @@ SCHEMES = ["iid", "stratified", "dirichlet", "quantity", "natural", "shards"]
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
-def test_every_scheme_is_group_safe_and_its_counts_add_up(scheme: str, csv_dataset: CsvDataset, scheme_outputs: dict[str, Path]) -> None:
+def test_every_scheme_is_group_safe_and_its_counts_add_up(
+    scheme: str, csv_dataset: CsvDataset, scheme_outputs: dict[str, Path]
+) -> None:
     out = scheme_outputs[scheme]
     federation = federation_of(out)
     assert federation["partition"]["scheme"] == scheme
@@ -384,7 +457,11 @@ def test_stratified_clients_share_the_label_mix_and_shards_do_not(scheme_outputs
 
 
 def test_dirichlet_self_balancing_is_applied_and_recorded(csv_dataset: CsvDataset, tmp_path: Path) -> None:
-    convert(csv_options(csv_dataset, tmp_path / "out", "dirichlet", alpha=1.0, min_partition_size=5, self_balancing=True))
+    convert(
+        csv_options(
+            csv_dataset, tmp_path / "out", "dirichlet", alpha=1.0, min_partition_size=5, self_balancing=True
+        )
+    )
     assert federation_of(tmp_path / "out")["partition"]["params"]["self_balancing"] is True
     assert_group_safe(tmp_path / "out")
 
@@ -397,7 +474,15 @@ def test_val_fraction_zero_puts_everything_in_train(csv_dataset: CsvDataset, tmp
 
 
 def test_client_names_name_the_client_folders(csv_dataset: CsvDataset, tmp_path: Path) -> None:
-    convert(csv_options(csv_dataset, tmp_path / "out", "stratified", num_clients=None, client_names=["st_marys", "royal_free"]))
+    convert(
+        csv_options(
+            csv_dataset,
+            tmp_path / "out",
+            "stratified",
+            num_clients=None,
+            client_names=["st_marys", "royal_free"],
+        )
+    )
     assert sorted(p.name for p in (tmp_path / "out" / "clients").iterdir()) == ["royal_free", "st_marys"]
     assert set(federation_of(tmp_path / "out")["clients"]) == {"st_marys", "royal_free"}
 
@@ -408,8 +493,23 @@ def test_client_names_name_the_client_folders(csv_dataset: CsvDataset, tmp_path:
 def test_bad_corpus_is_quarantined_with_reasons_and_the_rest_converted(bad_corpus, tmp_path: Path) -> None:
     out = tmp_path / "out"
     code, stdout, err = run_cli(
-        ["convert", bad_corpus.root, out, "--clients", "2", "--scheme", "iid", "--size", str(bad_corpus.spec.size),
-         "--mode", bad_corpus.spec.mode, "--max-pixels", str(bad_corpus.spec.max_pixels), "--workers", "1"]
+        [
+            "convert",
+            bad_corpus.root,
+            out,
+            "--clients",
+            "2",
+            "--scheme",
+            "iid",
+            "--size",
+            str(bad_corpus.spec.size),
+            "--mode",
+            bad_corpus.spec.mode,
+            "--max-pixels",
+            str(bad_corpus.spec.max_pixels),
+            "--workers",
+            "1",
+        ]
     )
     assert code == 1, err
     assert "inputs rejected" in err and "quarantine.jsonl" in err
@@ -424,7 +524,9 @@ def test_bad_corpus_is_quarantined_with_reasons_and_the_rest_converted(bad_corpu
     assert inputs["accepted"] == len(bad_corpus.good)
     assert inputs["skipped"] == dict(bad_corpus.skipped)
     assert inputs["quarantined"] == dict(Counter(r.value for r in bad_corpus.expected.values()))
-    assert inputs["files_seen"] == len(bad_corpus.good) + len(bad_corpus.expected) + sum(bad_corpus.skipped.values())
+    assert inputs["files_seen"] == len(bad_corpus.good) + len(bad_corpus.expected) + sum(
+        bad_corpus.skipped.values()
+    )
     rows = [row for client_rows in read_outputs(out).values() for row in client_rows]
     good_sha = {sha256((bad_corpus.root / rel).read_bytes()): label for rel, label in bad_corpus.good.items()}
     assert {row.source_sha256: row.label for row in rows} == good_sha
@@ -444,7 +546,9 @@ def test_bad_corpus_is_quarantined_with_reasons_and_the_rest_converted(bad_corpu
 
 def test_csv_layout_rejections_reach_the_quarantine(tmp_path: Path) -> None:
     src = tmp_path / "src"
-    for i, rel in enumerate(["a.png", "b.png", "c.png", "d.png", "unlisted.png", "nogroup.png", "conflict.png"]):
+    for i, rel in enumerate(
+        ["a.png", "b.png", "c.png", "d.png", "unlisted.png", "nogroup.png", "conflict.png"]
+    ):
         write_png(src / rel, seed=i)
     (tmp_path / "labels.csv").write_text(
         "path,label,patient\n"
@@ -455,9 +559,20 @@ def test_csv_layout_rejections_reach_the_quarantine(tmp_path: Path) -> None:
         "../escape.png,x,p7\n",
         encoding="utf-8",
     )
-    result = convert(options(src, tmp_path / "out", scheme="iid", num_clients=2, labels_csv=tmp_path / "labels.csv", columns=CsvColumns(group="patient")))
+    result = convert(
+        options(
+            src,
+            tmp_path / "out",
+            scheme="iid",
+            num_clients=2,
+            labels_csv=tmp_path / "labels.csv",
+            columns=CsvColumns(group="patient"),
+        )
+    )
     assert result.exit_code == 1
-    reasons = {e.path: e.reason for e in read_quarantine((tmp_path / "out" / "quarantine.jsonl").read_bytes())}
+    reasons = {
+        e.path: e.reason for e in read_quarantine((tmp_path / "out" / "quarantine.jsonl").read_bytes())
+    }
     assert reasons == {
         "unlisted.png": Reason.NO_LABEL,
         "nogroup.png": Reason.NO_GROUP,
@@ -478,36 +593,73 @@ def small_csv(tmp_path_factory: pytest.TempPathFactory) -> CsvDataset:
 
 
 ERROR_CASES = {
-    "more clients than groups": (["--group-column", "patient_id", "--clients", "5", "--scheme", "iid"], ["5 clients", "groups"]),
+    "more clients than groups": (
+        ["--group-column", "patient_id", "--clients", "5", "--scheme", "iid"],
+        ["5 clients", "groups"],
+    ),
     "alpha zero": (["--clients", "2", "--scheme", "dirichlet", "--alpha", "0"], ["--alpha"]),
     "alpha negative": (["--clients", "2", "--scheme", "quantity", "--alpha", "-1"], ["--alpha"]),
-    "unknown label column": (["--label-column", "diagnosis", "--clients", "2", "--scheme", "iid"], ["--label-column", "'diagnosis'", "labels.csv"]),
-    "unknown group column": (["--group-column", "subject", "--clients", "2", "--scheme", "iid"], ["--group-column", "'subject'"]),
-    "unknown path column": (["--path-column", "file", "--clients", "2", "--scheme", "iid"], ["--path-column", "'file'"]),
-    "unknown client column": (["--client-column", "hospital", "--scheme", "natural"], ["--client-column", "'hospital'"]),
+    "unknown label column": (
+        ["--label-column", "diagnosis", "--clients", "2", "--scheme", "iid"],
+        ["--label-column", "'diagnosis'", "labels.csv"],
+    ),
+    "unknown group column": (
+        ["--group-column", "subject", "--clients", "2", "--scheme", "iid"],
+        ["--group-column", "'subject'"],
+    ),
+    "unknown path column": (
+        ["--path-column", "file", "--clients", "2", "--scheme", "iid"],
+        ["--path-column", "'file'"],
+    ),
+    "unknown client column": (
+        ["--client-column", "hospital", "--scheme", "natural"],
+        ["--client-column", "'hospital'"],
+    ),
     "alpha with iid": (["--clients", "2", "--scheme", "iid", "--alpha", "0.5"], ["--alpha", "iid"]),
-    "shards flag with dirichlet": (["--clients", "2", "--scheme", "dirichlet", "--shards-per-client", "2"], ["--shards-per-client"]),
-    "dirichlet min partition size infeasible": (["--clients", "2", "--scheme", "dirichlet", "--min-partition-size", "50"], ["--min-partition-size"]),
-    "quantity min partition size infeasible": (["--clients", "3", "--scheme", "quantity", "--min-partition-size", "5"], ["--min-partition-size"]),
+    "shards flag with dirichlet": (
+        ["--clients", "2", "--scheme", "dirichlet", "--shards-per-client", "2"],
+        ["--shards-per-client"],
+    ),
+    "dirichlet min partition size infeasible": (
+        ["--clients", "2", "--scheme", "dirichlet", "--min-partition-size", "50"],
+        ["--min-partition-size"],
+    ),
+    "quantity min partition size infeasible": (
+        ["--clients", "3", "--scheme", "quantity", "--min-partition-size", "5"],
+        ["--min-partition-size"],
+    ),
     "natural without client column": (["--scheme", "natural"], ["--client-column"]),
     "no client count": (["--scheme", "iid"], ["--clients"]),
     "val fraction one": (["--clients", "2", "--scheme", "iid", "--val-fraction", "1"], ["--val-fraction"]),
     "size zero": (["--clients", "2", "--scheme", "iid", "--size", "0"], ["--size"]),
     "bad client name": (["--client-names", "a/b,c", "--scheme", "iid"], ["'a/b'"]),
-    "self balancing with quantity": (["--clients", "2", "--scheme", "quantity", "--self-balancing"], ["--self-balancing", "quantity"]),
+    "self balancing with quantity": (
+        ["--clients", "2", "--scheme", "quantity", "--self-balancing"],
+        ["--self-balancing", "quantity"],
+    ),
     "negative workers": (["--clients", "2", "--scheme", "iid", "--workers", "-1"], ["--workers"]),
     "max pixels zero": (["--clients", "2", "--scheme", "iid", "--max-pixels", "0"], ["--max-pixels"]),
     "negative seed": (["--clients", "2", "--scheme", "iid", "--seed", "-1"], ["--seed"]),
-    "min partition size zero": (["--clients", "2", "--scheme", "quantity", "--min-partition-size", "0"], ["--min-partition-size"]),
-    "labels and label pattern": (["--clients", "2", "--scheme", "iid", "--label-pattern", "(x)"], ["--labels", "--label-pattern"]),
+    "min partition size zero": (
+        ["--clients", "2", "--scheme", "quantity", "--min-partition-size", "0"],
+        ["--min-partition-size"],
+    ),
+    "labels and label pattern": (
+        ["--clients", "2", "--scheme", "iid", "--label-pattern", "(x)"],
+        ["--labels", "--label-pattern"],
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(ERROR_CASES))
-def test_configuration_errors_exit_2_naming_the_setting_and_write_nothing(case: str, small_csv: CsvDataset, tmp_path: Path) -> None:
+def test_configuration_errors_exit_2_naming_the_setting_and_write_nothing(
+    case: str, small_csv: CsvDataset, tmp_path: Path
+) -> None:
     flags, must_name = ERROR_CASES[case]
     out = tmp_path / "out"
-    code, stdout, err = run_cli(["convert", small_csv.root, out, "--labels", small_csv.labels_csv, "--size", "16", "--quiet", *flags])
+    code, stdout, err = run_cli(
+        ["convert", small_csv.root, out, "--labels", small_csv.labels_csv, "--size", "16", "--quiet", *flags]
+    )
     assert code == 2, (stdout, err)
     assert err.startswith("error:")
     for word in must_name:
@@ -516,49 +668,113 @@ def test_configuration_errors_exit_2_naming_the_setting_and_write_nothing(case: 
     assert siblings_left(out) == []
 
 
-def test_dirichlet_that_cannot_meet_the_minimum_size_in_its_draws_exits_2(csv_dataset: CsvDataset, tmp_path: Path) -> None:
+def test_dirichlet_that_cannot_meet_the_minimum_size_in_its_draws_exits_2(
+    csv_dataset: CsvDataset, tmp_path: Path
+) -> None:
     # Enough samples in total (6 x 5 <= ~60), but at alpha 0.001 each of the 3 labels goes wholly
     # to one client, so at least 3 of the 6 clients stay empty in every draw.
     out = tmp_path / "out"
-    code, _, err = run_cli(["convert", csv_dataset.root, out, "--labels", csv_dataset.labels_csv, "--group-column", "patient_id", "--clients", "6",
-                            "--scheme", "dirichlet", "--alpha", "0.001", "--min-partition-size", "5", "--quiet", "--size", "16"])
+    code, _, err = run_cli(
+        [
+            "convert",
+            csv_dataset.root,
+            out,
+            "--labels",
+            csv_dataset.labels_csv,
+            "--group-column",
+            "patient_id",
+            "--clients",
+            "6",
+            "--scheme",
+            "dirichlet",
+            "--alpha",
+            "0.001",
+            "--min-partition-size",
+            "5",
+            "--quiet",
+            "--size",
+            "16",
+        ]
+    )
     assert code == 2, err
     assert "draws" in err and "alpha=0.001" in err and "--min-partition-size" in err
     assert not out.exists() and siblings_left(out) == []
 
 
 def test_missing_source_exits_2_naming_it(tmp_path: Path) -> None:
-    code, _, err = run_cli(["convert", tmp_path / "no_such_folder", tmp_path / "out", "--clients", "2", "--scheme", "iid"])
+    code, _, err = run_cli(
+        ["convert", tmp_path / "no_such_folder", tmp_path / "out", "--clients", "2", "--scheme", "iid"]
+    )
     assert code == 2
     assert "no_such_folder" in err and "not found" in err
     assert not (tmp_path / "out").exists()
 
 
 def test_missing_labels_csv_exits_2_naming_it(small_csv: CsvDataset, tmp_path: Path) -> None:
-    code, _, err = run_cli(["convert", small_csv.root, tmp_path / "out", "--labels", tmp_path / "nope.csv", "--clients", "2", "--scheme", "iid"])
+    code, _, err = run_cli(
+        [
+            "convert",
+            small_csv.root,
+            tmp_path / "out",
+            "--labels",
+            tmp_path / "nope.csv",
+            "--clients",
+            "2",
+            "--scheme",
+            "iid",
+        ]
+    )
     assert code == 2 and "nope.csv" in err
     assert not (tmp_path / "out").exists()
 
 
 def test_class_folders_without_any_class_folder_exit_2(tmp_path: Path) -> None:
     write_png(tmp_path / "src" / "loose.png", seed=1)
-    code, _, err = run_cli(["convert", tmp_path / "src", tmp_path / "out", "--clients", "1", "--scheme", "iid"])
+    code, _, err = run_cli(
+        ["convert", tmp_path / "src", tmp_path / "out", "--clients", "1", "--scheme", "iid"]
+    )
     assert code == 2 and "class folders" in err and "--labels" in err
     assert not (tmp_path / "out").exists()
 
 
-def test_existing_output_without_overwrite_exits_2_and_is_left_alone(small_csv: CsvDataset, tmp_path: Path) -> None:
+def test_existing_output_without_overwrite_exits_2_and_is_left_alone(
+    small_csv: CsvDataset, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code, _, err = run_cli(["convert", small_csv.root, out, "--labels", small_csv.labels_csv, "--clients", "2", "--scheme", "iid"])
+    code, _, err = run_cli(
+        [
+            "convert",
+            small_csv.root,
+            out,
+            "--labels",
+            small_csv.labels_csv,
+            "--clients",
+            "2",
+            "--scheme",
+            "iid",
+        ]
+    )
     assert code == 2 and "--overwrite" in err and str(out) in err
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
 
 
 def test_output_inside_the_source_is_refused(small_csv: CsvDataset) -> None:
     out = small_csv.root / "converted"
-    code, _, err = run_cli(["convert", small_csv.root, out, "--labels", small_csv.labels_csv, "--clients", "2", "--scheme", "iid"])
+    code, _, err = run_cli(
+        [
+            "convert",
+            small_csv.root,
+            out,
+            "--labels",
+            small_csv.labels_csv,
+            "--clients",
+            "2",
+            "--scheme",
+            "iid",
+        ]
+    )
     assert code == 2 and "inside the source" in err
     assert not out.exists()
 
@@ -568,7 +784,9 @@ def test_overwriting_the_folder_that_holds_the_source_is_refused(tmp_path: Path)
     holder = tmp_path / "holder"
     write_png(holder / "src" / "cat" / "a.png", seed=1)
     write_png(holder / "src" / "dog" / "b.png", seed=2)
-    code, _, err = run_cli(["convert", holder / "src", holder, "--clients", "1", "--scheme", "iid", "--overwrite", "--quiet"])
+    code, _, err = run_cli(
+        ["convert", holder / "src", holder, "--clients", "1", "--scheme", "iid", "--overwrite", "--quiet"]
+    )
     assert code == 2, err
     assert "source" in err
     assert (holder / "src" / "cat" / "a.png").is_file() and (holder / "src" / "dog" / "b.png").is_file()
@@ -577,7 +795,9 @@ def test_overwriting_the_folder_that_holds_the_source_is_refused(tmp_path: Path)
 def test_all_inputs_rejected_exits_2_and_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "src" / "cat").mkdir(parents=True)
     (tmp_path / "src" / "cat" / "empty.png").write_bytes(b"")
-    code, _, err = run_cli(["convert", tmp_path / "src", tmp_path / "out", "--clients", "1", "--scheme", "iid", "--quiet"])
+    code, _, err = run_cli(
+        ["convert", tmp_path / "src", tmp_path / "out", "--clients", "1", "--scheme", "iid", "--quiet"]
+    )
     assert code == 2 and "no image was accepted" in err
     assert not (tmp_path / "out").exists() and siblings_left(tmp_path / "out") == []
 
@@ -605,11 +825,30 @@ def many_images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_an_interrupted_run_leaves_neither_output_nor_partial_dir(sig: int, workers: str, many_images: Path, tmp_path: Path) -> None:
+def test_an_interrupted_run_leaves_neither_output_nor_partial_dir(
+    sig: int, workers: str, many_images: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     process = subprocess.Popen(
-        [*fedimg_command(), "convert", str(many_images), str(out), "--clients", "2", "--scheme", "iid", "--size", "16", "--quiet", "--workers", workers],
-        env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            *fedimg_command(),
+            "convert",
+            str(many_images),
+            str(out),
+            "--clients",
+            "2",
+            "--scheme",
+            "iid",
+            "--size",
+            "16",
+            "--quiet",
+            "--workers",
+            workers,
+        ],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 30
     seen_partial = False
@@ -634,7 +873,9 @@ def test_an_interrupted_run_leaves_neither_output_nor_partial_dir(sig: int, work
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_a_failure_in_a_late_step_leaves_nothing(csv_dataset: CsvDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_in_a_late_step_leaves_nothing(
+    csv_dataset: CsvDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import datasite_setup.convert.report as report
 
     def fail(*args, **kwargs):
@@ -648,7 +889,9 @@ def test_a_failure_in_a_late_step_leaves_nothing(csv_dataset: CsvDataset, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_ctrl_c_in_process_leaves_nothing(csv_dataset: CsvDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_in_process_leaves_nothing(
+    csv_dataset: CsvDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import datasite_setup.convert.pipeline as convert_module
 
     calls = []
@@ -662,13 +905,30 @@ def test_ctrl_c_in_process_leaves_nothing(csv_dataset: CsvDataset, tmp_path: Pat
 
     monkeypatch.setattr(convert_module, "_write_client", interrupt_on_second_client)
     out = tmp_path / "out"
-    code, _, err = run_cli(["convert", csv_dataset.root, out, "--labels", csv_dataset.labels_csv, "--clients", "3", "--scheme", "iid", "--quiet", "--size", "16"])
+    code, _, err = run_cli(
+        [
+            "convert",
+            csv_dataset.root,
+            out,
+            "--labels",
+            csv_dataset.labels_csv,
+            "--clients",
+            "3",
+            "--scheme",
+            "iid",
+            "--quiet",
+            "--size",
+            "16",
+        ]
+    )
     assert code == 130 and "interrupted" in err
     assert len(calls) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_overwrite_replaces_the_output_only_once_the_new_one_is_complete(csv_dataset: CsvDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overwrite_replaces_the_output_only_once_the_new_one_is_complete(
+    csv_dataset: CsvDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
     convert(csv_options(csv_dataset, out, "iid"))
     first = (out / "federation.json").read_bytes()
@@ -677,7 +937,9 @@ def test_overwrite_replaces_the_output_only_once_the_new_one_is_complete(csv_dat
     # A failing overwrite leaves the old output exactly as it was.
     import datasite_setup.convert.report as report
 
-    monkeypatch.setattr(report, "write_report_files", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(
+        report, "write_report_files", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))
+    )
     with pytest.raises(RuntimeError):
         convert(csv_options(csv_dataset, out, "stratified", overwrite=True))
     assert (out / "federation.json").read_bytes() == first and (out / "stale.txt").is_file()
@@ -685,8 +947,27 @@ def test_overwrite_replaces_the_output_only_once_the_new_one_is_complete(csv_dat
     monkeypatch.undo()
 
     # A successful one swaps the whole folder: nothing of the old one survives.
-    code, _, err = run_cli(["convert", csv_dataset.root, out, "--labels", csv_dataset.labels_csv, "--group-column", "patient_id",
-                            "--clients", "2", "--scheme", "stratified", "--size", "16", "--mode", "L", "--overwrite", "--quiet"])
+    code, _, err = run_cli(
+        [
+            "convert",
+            csv_dataset.root,
+            out,
+            "--labels",
+            csv_dataset.labels_csv,
+            "--group-column",
+            "patient_id",
+            "--clients",
+            "2",
+            "--scheme",
+            "stratified",
+            "--size",
+            "16",
+            "--mode",
+            "L",
+            "--overwrite",
+            "--quiet",
+        ]
+    )
     assert code == 0, err
     federation = federation_of(out)
     assert federation["partition"]["scheme"] == "stratified" and federation["totals"]["num_clients"] == 2
@@ -696,7 +977,9 @@ def test_overwrite_replaces_the_output_only_once_the_new_one_is_complete(csv_dat
     assert verify_federation(out) == []
 
 
-def test_the_secret_never_lands_in_the_output(csv_dataset: CsvDataset, scheme_outputs: dict[str, Path]) -> None:
+def test_the_secret_never_lands_in_the_output(
+    csv_dataset: CsvDataset, scheme_outputs: dict[str, Path]
+) -> None:
     for path in scheme_outputs["iid"].rglob("*"):
         if path.is_file():
             assert SECRET.encode() not in path.read_bytes(), path

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import EmailStr, TypeAdapter
 
+from datasite_setup.errors import FedimgError
 from datasite_setup.site.credentials import (
     ADMIN_EMAIL_ENV,
     ADMIN_FILE,
@@ -20,7 +21,6 @@ from datasite_setup.site.credentials import (
     researcher_credentials,
     researcher_file,
 )
-from datasite_setup.errors import FedimgError
 
 EMAIL = TypeAdapter(EmailStr)  # what PySyft validates a user's e-mail with
 
@@ -60,7 +60,10 @@ def test_every_site_gets_its_own_random_password(tmp_path: Path) -> None:
     assert a.password != b.password and a.email != b.email
 
 
-@pytest.mark.parametrize("site", ["hospital_a", "Hospital-B.2", "x", "a.", "a..b", "site_with_underscores_", "h" * 64, "a" + "." * 63])
+@pytest.mark.parametrize(
+    "site",
+    ["hospital_a", "Hospital-B.2", "x", "a.", "a..b", "site_with_underscores_", "h" * 64, "a" + "." * 63],
+)
 def test_generated_email_is_valid_for_pydantic_and_email_validator(tmp_path: Path, site: str) -> None:
     import email_validator
 
@@ -79,7 +82,9 @@ def test_environment_takes_precedence(tmp_path: Path, monkeypatch: pytest.Monkey
     admin_credentials(tmp_path, "hospital_a")  # a generated file exists
     monkeypatch.setenv(ADMIN_EMAIL_ENV, "root@hospital.example")
     monkeypatch.setenv(ADMIN_PASSWORD_ENV, "a-long-enough-password")
-    assert admin_credentials(tmp_path, "hospital_a") == Credentials("root@hospital.example", "a-long-enough-password")
+    assert admin_credentials(tmp_path, "hospital_a") == Credentials(
+        "root@hospital.example", "a-long-enough-password"
+    )
 
 
 def test_environment_needs_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -91,7 +96,9 @@ def test_environment_needs_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.parametrize("which", [ADMIN_EMAIL_ENV, ADMIN_PASSWORD_ENV])
 def test_only_one_variable_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str) -> None:
-    monkeypatch.setenv(which, "root@hospital.example" if which == ADMIN_EMAIL_ENV else "a-long-enough-password")
+    monkeypatch.setenv(
+        which, "root@hospital.example" if which == ADMIN_EMAIL_ENV else "a-long-enough-password"
+    )
     with pytest.raises(FedimgError) as info:
         admin_credentials(tmp_path, "hospital_a")
     assert ADMIN_EMAIL_ENV in str(info.value) and ADMIN_PASSWORD_ENV in str(info.value)
@@ -99,7 +106,9 @@ def test_only_one_variable_is_an_error(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize("password", [SYFT_DEFAULT_PASSWORD, "x" * (MIN_PASSWORD_CHARS - 1), "short"])
-def test_weak_environment_password_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, password: str) -> None:
+def test_weak_environment_password_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, password: str
+) -> None:
     monkeypatch.setenv(ADMIN_EMAIL_ENV, "root@hospital.example")
     monkeypatch.setenv(ADMIN_PASSWORD_ENV, password)
     with pytest.raises(FedimgError) as info:
@@ -108,14 +117,18 @@ def test_weak_environment_password_is_refused(tmp_path: Path, monkeypatch: pytes
     assert password not in str(info.value), "the message must not echo the password"
 
 
-def test_password_of_exactly_the_minimum_length_is_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_password_of_exactly_the_minimum_length_is_accepted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(ADMIN_EMAIL_ENV, "root@hospital.example")
     monkeypatch.setenv(ADMIN_PASSWORD_ENV, "p" * MIN_PASSWORD_CHARS)
     assert admin_credentials(tmp_path, "hospital_a").password == "p" * MIN_PASSWORD_CHARS
 
 
 @pytest.mark.parametrize("email", ["not-an-address", "root@host_name.example", "a..b@hospital.example"])
-def test_environment_email_pysyft_would_refuse_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, email: str) -> None:
+def test_environment_email_pysyft_would_refuse_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, email: str
+) -> None:
     monkeypatch.setenv(ADMIN_EMAIL_ENV, email)
     monkeypatch.setenv(ADMIN_PASSWORD_ENV, "a-long-enough-password")
     with pytest.raises(FedimgError, match=ADMIN_EMAIL_ENV):
@@ -150,7 +163,13 @@ def test_malformed_file_is_a_config_error(tmp_path: Path, content: str) -> None:
 
 def test_repr_never_shows_the_password(tmp_path: Path) -> None:
     credentials = admin_credentials(tmp_path, "hospital_a")
-    for text in (repr(credentials), str(credentials), f"{credentials}", repr([credentials]), repr({"c": credentials})):
+    for text in (
+        repr(credentials),
+        str(credentials),
+        f"{credentials}",
+        repr([credentials]),
+        repr({"c": credentials}),
+    ):
         assert credentials.password not in text
         assert credentials.email in text
 
@@ -162,20 +181,29 @@ def test_one_0600_file_per_researcher_with_a_password_per_site(tmp_path: Path) -
     secrets_dir = tmp_path / "state" / "secrets"
     urls = {"hospital_a": "http://127.0.0.1:8081", "hospital_b": "http://127.0.0.1:8082"}
     ada = researcher_credentials(secrets_dir, "ada@university.example", "Ada", urls)
-    alan = researcher_credentials(secrets_dir, "alan@university.example", "Alan", {"hospital_a": urls["hospital_a"]})
+    alan = researcher_credentials(
+        secrets_dir, "alan@university.example", "Alan", {"hospital_a": urls["hospital_a"]}
+    )
 
     assert mode(secrets_dir) == 0o700
     assert mode(secrets_dir / "researchers") == 0o700
-    ada_file, alan_file = researcher_file(secrets_dir, "ada@university.example"), researcher_file(secrets_dir, "alan@university.example")
+    ada_file, alan_file = (
+        researcher_file(secrets_dir, "ada@university.example"),
+        researcher_file(secrets_dir, "alan@university.example"),
+    )
     assert ada_file != alan_file
-    assert sorted(p.name for p in (secrets_dir / "researchers").iterdir()) == sorted([ada_file.name, alan_file.name])
+    assert sorted(p.name for p in (secrets_dir / "researchers").iterdir()) == sorted(
+        [ada_file.name, alan_file.name]
+    )
     for path, document in ((ada_file, ada), (alan_file, alan)):
         assert mode(path) == 0o600
         assert json.loads(path.read_text()) == document
 
     assert ada["email"] == "ada@university.example" and ada["name"] == "Ada"
     assert {site: entry["url"] for site, entry in ada["sites"].items()} == urls
-    passwords = [entry["password"] for entry in ada["sites"].values()] + [alan["sites"]["hospital_a"]["password"]]
+    passwords = [entry["password"] for entry in ada["sites"].values()] + [
+        alan["sites"]["hospital_a"]["password"]
+    ]
     assert len(set(passwords)) == 3, "one password per site and researcher"
     assert all(len(p) >= MIN_PASSWORD_CHARS and p != SYFT_DEFAULT_PASSWORD for p in passwords)
 
@@ -196,7 +224,10 @@ def test_rerun_keeps_passwords_and_adds_new_sites(tmp_path: Path) -> None:
     assert json.loads(path.read_text()) == second and mode(path) == 0o600
 
     moved = researcher_credentials(tmp_path, email, "Ada", {"hospital_a": "http://10.0.0.5:8081"})
-    assert moved["sites"]["hospital_a"] == {"url": "http://10.0.0.5:8081", "password": first["sites"]["hospital_a"]["password"]}
+    assert moved["sites"]["hospital_a"] == {
+        "url": "http://10.0.0.5:8081",
+        "password": first["sites"]["hospital_a"]["password"],
+    }
 
 
 def test_researcher_file_is_refused_when_readable_by_others(tmp_path: Path) -> None:

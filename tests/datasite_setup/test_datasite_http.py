@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,9 +18,9 @@ from syft.server.credentials import SyftSigningKey
 from syft.service.user.user_roles import ServiceRole
 from syft.types.errors import SyftException
 
-from datasite_setup.site.datasite import ID_FILE, KEY_FILE
 from datasite_setup.convert.federated_format import CLIENTS_DIR, load_federation
 from datasite_setup.dataset_contract import parse_dataset_info
+from datasite_setup.site.datasite import ID_FILE, KEY_FILE
 from datasite_setup.site.serve import INGEST_JOURNAL
 from datasite_setup.site.site_admin import dataset_summaries, ensure_researcher, login
 from tests.support.datasites import convert_sample
@@ -48,7 +47,9 @@ def site(site_factory, sample_federation):
 
 @pytest.fixture
 def postgres_site(site_factory, sample_federation, postgres_database):
-    return site_factory("client_0", sample_federation / CLIENTS_DIR / "client_0", env={"FEDIMG_DB_URL": postgres_database})
+    return site_factory(
+        "client_0", sample_federation / CLIENTS_DIR / "client_0", env={"FEDIMG_DB_URL": postgres_database}
+    )
 
 
 @pytest.fixture
@@ -101,7 +102,12 @@ def test_guest_cannot_sign_up_and_wrong_password_is_refused(site) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         guest = sy.login_as_guest(url=site.url)
     with pytest.raises(SyftException, match="no permission to create an account"):
-        guest.register(name="Eve", email="eve@evil.example", password="eve-password-123", password_verify="eve-password-123")
+        guest.register(
+            name="Eve",
+            email="eve@evil.example",
+            password="eve-password-123",
+            password_verify="eve-password-123",
+        )
     with pytest.raises(SyftException):
         quiet_login(site.url, site.admin.email, "wrong-password-123")
 
@@ -125,7 +131,13 @@ def test_dataset_has_private_assets_with_mock_twins(site, sample_federation) -> 
     assert info["split_counts"] == client["split_counts"]
     assert info["label_map"] == federation["label_map"]
     assert info["image"] == {"size": 16, "mode": "L", "channels": 1, "layout": "NCHW", "dtype": "uint8"}
-    assert [asset.name for asset in dataset.assets] == ["train_images", "train_labels", "val_images", "val_labels", "metadata"]
+    assert [asset.name for asset in dataset.assets] == [
+        "train_images",
+        "train_labels",
+        "val_images",
+        "val_labels",
+        "metadata",
+    ]
     for asset in dataset.assets:
         private, mock = asset.data, asset.mock
         assert type(private) is type(mock)
@@ -136,7 +148,9 @@ def test_dataset_has_private_assets_with_mock_twins(site, sample_federation) -> 
     labels = dataset.assets["train_labels"]
     assert sorted(labels.data.tolist()) == sorted(labels.mock.tolist())
     assert set(dataset.assets["metadata"].data.columns) == {"sample_id", "group_id", "label", "split"}
-    assert not set(dataset.assets["metadata"].data["sample_id"]) & set(dataset.assets["metadata"].mock["sample_id"])
+    assert not set(dataset.assets["metadata"].data["sample_id"]) & set(
+        dataset.assets["metadata"].mock["sample_id"]
+    )
 
 
 def test_researcher_sees_mocks_but_not_private_data_users_or_approvals(site, researcher) -> None:
@@ -153,12 +167,14 @@ def test_researcher_sees_mocks_but_not_private_data_users_or_approvals(site, res
     with pytest.raises(SyftException, match="waiting for approval"):
         researcher.code.count_labels(labels=dataset.assets["train_labels"])
     admin = login(site.url, site.admin)
-    assert {user.email: user.role for user in admin.users.get_all()}["ada@university.example"] == ServiceRole.DATA_SCIENTIST
+    assert {user.email: user.role for user in admin.users.get_all()}[
+        "ada@university.example"
+    ] == ServiceRole.DATA_SCIENTIST
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_everything_survives_sigkill(backend, request, tmp_path) -> None:
-    from researcher import Federation, FedAvgJob
+    from researcher import FedAvgJob, Federation
     from researcher.models import SmallCNN
 
     site = request.getfixturevalue("site" if backend == "sqlite" else "postgres_site")
@@ -167,14 +183,24 @@ def test_everything_survives_sigkill(backend, request, tmp_path) -> None:
         password = site.env["FEDIMG_DB_URL"].split(":")[2].split("@")[0]
         assert password not in site.log()
         assert not list((site.state_dir / "db").iterdir()), "PostgreSQL site wrote a SQLite database"
-    federation = Federation.from_urls({site.name: site.url}, "ada@university.example", {site.name: RESEARCHER_PASSWORD})
-    job = FedAvgJob(SmallCNN, name="durable", rounds=1, min_sites=1, model_kwargs=dict(channels=1, image_size=16, num_classes=10, width=4))
+    federation = Federation.from_urls(
+        {site.name: site.url}, "ada@university.example", {site.name: RESEARCHER_PASSWORD}
+    )
+    job = FedAvgJob(
+        SmallCNN,
+        name="durable",
+        rounds=1,
+        min_sites=1,
+        model_kwargs=dict(channels=1, image_size=16, num_classes=10, width=4),
+    )
     job.submit(federation)
     admin = login(site.url, site.admin)
     (request_,) = admin.requests
     with contextlib.redirect_stdout(io.StringIO()):
         request_.approve()
-    first = job._call_sites(federation, job.site_function(federation).name, [site.name], job.initial_weights(), 0)[site.name]
+    first = job._call_sites(
+        federation, job.site_function(federation).name, [site.name], job.initial_weights(), 0
+    )[site.name]
     assert "weights" in first, first
     before = {
         "datasets": [d.name for d in admin.datasets],
@@ -196,14 +222,22 @@ def test_everything_survives_sigkill(backend, request, tmp_path) -> None:
     stored = code.output_history[0].outputs[0].get()
     assert np.array_equal(stored["val"]["confusion"], first["val"]["confusion"])
     # the execution count survived too: one run left (the final evaluation), then refused
-    federation = Federation.from_urls({site.name: site.url}, "ada@university.example", {site.name: RESEARCHER_PASSWORD})
+    federation = Federation.from_urls(
+        {site.name: site.url}, "ada@university.example", {site.name: RESEARCHER_PASSWORD}
+    )
     name = job.site_function(federation).name
     assert "val" in job._call_sites(federation, name, [site.name], first["weights"], 1)[site.name]
     refused = job._call_sites(federation, name, [site.name], first["weights"], 1)[site.name]
-    assert "error" in refused and ("run 2 of the 2 times" in refused["error"] or "not valid" in refused["error"] or "denied" in refused["error"].lower()), refused
+    assert "error" in refused and (
+        "run 2 of the 2 times" in refused["error"]
+        or "not valid" in refused["error"]
+        or "denied" in refused["error"].lower()
+    ), refused
 
 
-def test_serving_again_adds_nothing_and_a_changed_partition_replaces_the_old_version(site_factory, sample_federation, tmp_path) -> None:
+def test_serving_again_adds_nothing_and_a_changed_partition_replaces_the_old_version(
+    site_factory, sample_federation, tmp_path
+) -> None:
     data = tmp_path / "out"
     shutil.copytree(sample_federation, data)
     site = site_factory("client_1", data / CLIENTS_DIR / "client_1")
@@ -216,7 +250,10 @@ def test_serving_again_adds_nothing_and_a_changed_partition_replaces_the_old_ver
     admin = login(site.url, site.admin)
     (dataset,) = admin.datasets
     assert dataset.name != first[0] and dataset.name.startswith("fedimg-client_1-")
-    assert dataset_summaries(admin)[0].split_counts == load_federation(data)["clients"]["client_1"]["split_counts"]
+    assert (
+        dataset_summaries(admin)[0].split_counts
+        == load_federation(data)["clients"]["client_1"]["split_counts"]
+    )
 
 
 def test_ingest_killed_halfway_leaves_no_dataset(site_factory, tmp_path) -> None:
@@ -234,13 +271,29 @@ def test_ingest_killed_halfway_leaves_no_dataset(site_factory, tmp_path) -> None
     (dataset,) = admin.datasets
     # the killed upload's blob files are gone: a complete ingest of this partition writes 4 (the arrays over 1 MB)
     assert len(list(blobs.iterdir())) == 4 and not (site.state_dir / INGEST_JOURNAL).exists()
-    assert re.search(r"removed [1-9]\d* blob file\(s\) of an ingest of fedimg-client_0-\w+ that was interrupted", site.log()), site.log()
-    assert [asset.name for asset in dataset.assets] == ["train_images", "train_labels", "val_images", "val_labels", "metadata"]
-    assert dataset.assets["train_images"].data.shape[0] == load_federation(data)["clients"]["client_0"]["split_counts"]["train"]
+    assert re.search(
+        r"removed [1-9]\d* blob file\(s\) of an ingest of fedimg-client_0-\w+ that was interrupted",
+        site.log(),
+    ), site.log()
+    assert [asset.name for asset in dataset.assets] == [
+        "train_images",
+        "train_labels",
+        "val_images",
+        "val_labels",
+        "metadata",
+    ]
+    assert (
+        dataset.assets["train_images"].data.shape[0]
+        == load_federation(data)["clients"]["client_0"]["split_counts"]["train"]
+    )
     # killed after the dataset record was written, before the journal went: the complete upload's blobs stay
     site.stop()
     (site.state_dir / INGEST_JOURNAL).write_text(json.dumps({"dataset": dataset.name, "blob_files": []}))
     site.start()
     (again,) = login(site.url, site.admin).datasets
-    assert again.name == dataset.name and len(list(blobs.iterdir())) == 4 and not (site.state_dir / INGEST_JOURNAL).exists()
+    assert (
+        again.name == dataset.name
+        and len(list(blobs.iterdir())) == 4
+        and not (site.state_dir / INGEST_JOURNAL).exists()
+    )
     assert again.assets["val_images"].data.shape == dataset.assets["val_images"].data.shape

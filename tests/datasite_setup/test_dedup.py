@@ -40,7 +40,11 @@ def test_empty_input() -> None:
 
 @pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
 def test_agreeing_duplicates_keep_the_smallest_path_whatever_the_order(order) -> None:
-    copies = [Candidate("cat/b/copy.png", "cat", "same"), Candidate("cat/a.png", "cat", "same"), Candidate("cat/z.jpg", "cat", "same")]
+    copies = [
+        Candidate("cat/b/copy.png", "cat", "same"),
+        Candidate("cat/a.png", "cat", "same"),
+        Candidate("cat/z.jpg", "cat", "same"),
+    ]
     samples = [copies[i] for i in order] + [Candidate("cat/other.png", "cat", "different")]
     kept, rejected = resolve_duplicates(samples)
     assert sorted(k.rel_path for k in kept) == ["cat/a.png", "cat/other.png"]
@@ -68,7 +72,9 @@ def test_conflicting_duplicates_are_all_rejected() -> None:
     for entry in rejected:
         assert "['cat', 'dog']" in entry.message
         others = {"cat/x.png", "cat/y.png", "dog/x.png"} - {entry.path}
-        assert not any(other in entry.message or PurePosixPath(other).name in entry.message for other in others)
+        assert not any(
+            other in entry.message or PurePosixPath(other).name in entry.message for other in others
+        )
 
 
 def test_several_duplicate_sets_are_resolved_independently() -> None:
@@ -81,7 +87,11 @@ def test_several_duplicate_sets_are_resolved_independently() -> None:
     ]
     kept, rejected = resolve_duplicates(samples)
     assert sorted(k.rel_path for k in kept) == ["a1.png", "c1.png"]
-    assert by_path(rejected) == {"a2.png": Reason.DUPLICATE, "b1.png": Reason.DUPLICATE_CONFLICT, "b2.png": Reason.DUPLICATE_CONFLICT}
+    assert by_path(rejected) == {
+        "a2.png": Reason.DUPLICATE,
+        "b1.png": Reason.DUPLICATE_CONFLICT,
+        "b2.png": Reason.DUPLICATE_CONFLICT,
+    }
     assert len(kept) + len(rejected) == len(samples)
 
 

@@ -9,8 +9,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from datasite_setup.convert.pipeline import convert
-from datasite_setup.errors import FedimgError
 from datasite_setup.convert.federated_format import (
     METADATA_COLUMNS,
     SampleRow,
@@ -27,7 +25,15 @@ from datasite_setup.convert.federated_format import (
     sample_file_name,
     sha256_bytes,
 )
-from tests.datasite_setup.test_convert import OTHER_SECRET, SECRET, csv_options, make_csv_dataset, read_outputs
+from datasite_setup.convert.pipeline import convert
+from datasite_setup.errors import FedimgError
+from tests.datasite_setup.test_convert import (
+    OTHER_SECRET,
+    SECRET,
+    csv_options,
+    make_csv_dataset,
+    read_outputs,
+)
 
 # --- helpers of the format ----------------------------------------------------------------
 
@@ -42,7 +48,11 @@ def test_metadata_csv_has_the_contract_columns_and_is_sorted_by_file_name() -> N
     lines = data.decode().splitlines()
     assert lines[0] == "file_name,label,split,sample_id,group_id,source_sha256"
     assert tuple(lines[0].split(",")) == METADATA_COLUMNS
-    assert [line.split(",")[0] for line in lines[1:]] == [f"images/a/{'1' * 20}.png", f"images/a/{'9' * 20}.png", f"images/b/{'2' * 20}.png"]
+    assert [line.split(",")[0] for line in lines[1:]] == [
+        f"images/a/{'1' * 20}.png",
+        f"images/a/{'9' * 20}.png",
+        f"images/b/{'2' * 20}.png",
+    ]
     assert data.endswith(b"\n") and b"\r" not in data
     assert read_metadata_csv(data) == sorted(rows, key=lambda r: r.file_name)
     assert metadata_csv(list(reversed(rows))) == data  # input order does not matter
@@ -79,9 +89,13 @@ def test_checksums_file_is_accepted_by_sha256sum(tmp_path: Path) -> None:
     (tmp_path / "images" / "a").mkdir(parents=True)
     (tmp_path / "images" / "a" / "x.png").write_bytes(b"pixels")
     (tmp_path / "SHA256SUMS").write_bytes(checksums_file({"images/a/x.png": sha256_bytes(b"pixels")}))
-    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path, capture_output=True).returncode == 0
+    assert (
+        subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path, capture_output=True).returncode == 0
+    )
     (tmp_path / "images" / "a" / "x.png").write_bytes(b"other")
-    assert subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path, capture_output=True).returncode != 0
+    assert (
+        subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=tmp_path, capture_output=True).returncode != 0
+    )
 
 
 def test_canonical_json_is_sorted_indented_utf8_with_a_final_newline() -> None:
@@ -95,7 +109,9 @@ def test_good_client_names(name: str) -> None:
     assert check_client_name(name) == name
 
 
-@pytest.mark.parametrize("name", ["", ".", "..", "_x", "-x", "a/b", "a b", "x" * 65, "ü", "a\x00", "a\n", "\na"])
+@pytest.mark.parametrize(
+    "name", ["", ".", "..", "_x", "-x", "a/b", "a b", "x" * 65, "ü", "a\x00", "a\n", "\na"]
+)
 def test_bad_client_names_are_refused_with_advice(name: str) -> None:
     with pytest.raises(FedimgError, match="letters, digits"):
         check_client_name(name)
@@ -123,12 +139,25 @@ def test_a_label_that_is_no_folder_name_stops_convert_before_writing(tmp_path: P
     write_png(src / "b.png", seed=2)
     (tmp_path / "labels.csv").write_text("path,label\na.png,.hidden\nb.png,ok\n")
     with pytest.raises(FedimgError, match="'.hidden'"):
-        convert(ConvertOptions(source=src, out=tmp_path / "out", scheme="iid", num_clients=1, labels_csv=tmp_path / "labels.csv", show_progress=False))
+        convert(
+            ConvertOptions(
+                source=src,
+                out=tmp_path / "out",
+                scheme="iid",
+                num_clients=1,
+                labels_csv=tmp_path / "labels.csv",
+                show_progress=False,
+            )
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv", "src"]
 
 
 def test_client_summary_counts_splits_labels_and_groups() -> None:
-    rows = [_row("a", "1" * 20, "train", "g1" + "0" * 18), _row("a", "2" * 20, "train", "g1" + "0" * 18), _row("b", "3" * 20, "val", "g2" + "0" * 18)]
+    rows = [
+        _row("a", "1" * 20, "train", "g1" + "0" * 18),
+        _row("a", "2" * 20, "train", "g1" + "0" * 18),
+        _row("b", "3" * 20, "val", "g2" + "0" * 18),
+    ]
     summary = client_summary(rows, ["a", "b", "c"], b"meta", b"sums")
     assert summary == {
         "num_samples": 3,
@@ -175,7 +204,9 @@ def test_atomic_output_dir_appears_only_when_complete(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt, SystemExit])
-def test_atomic_output_dir_removes_the_partial_dir_on_any_error(tmp_path: Path, error: type[BaseException]) -> None:
+def test_atomic_output_dir_removes_the_partial_dir_on_any_error(
+    tmp_path: Path, error: type[BaseException]
+) -> None:
     with pytest.raises(error):
         with atomic_output_dir(tmp_path / "out", overwrite=False) as partial:
             (partial / "deep" / "er").mkdir(parents=True)
@@ -207,7 +238,9 @@ def test_atomic_output_dir_overwrite_swaps_whole_folders(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("kind", ["file", "symlink"])
-def test_atomic_output_dir_overwrite_replaces_a_file_or_symlink_without_leftovers(tmp_path: Path, kind: str) -> None:
+def test_atomic_output_dir_overwrite_replaces_a_file_or_symlink_without_leftovers(
+    tmp_path: Path, kind: str
+) -> None:
     out = tmp_path / "out"
     if kind == "file":
         out.write_text("in the way")
@@ -224,10 +257,14 @@ def test_atomic_output_dir_overwrite_replaces_a_file_or_symlink_without_leftover
 
 
 @pytest.mark.parametrize("swap", ["exchange", "two renames"])
-def test_overwrite_swaps_by_exchange_or_by_two_renames(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str) -> None:
+def test_overwrite_swaps_by_exchange_or_by_two_renames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str
+) -> None:
     import datasite_setup.convert.federated_format as federated_format
 
-    if swap == "two renames":  # where renameat2(RENAME_EXCHANGE) is missing (not Linux, old kernels, some filesystems)
+    if (
+        swap == "two renames"
+    ):  # where renameat2(RENAME_EXCHANGE) is missing (not Linux, old kernels, some filesystems)
         monkeypatch.setattr(federated_format, "_exchange", lambda a, b: False)
     out = tmp_path / "out"
     (out / "old").mkdir(parents=True)
@@ -258,7 +295,9 @@ def test_a_signal_during_the_two_renames_waits_until_both_are_done() -> None:
     with pytest.raises(KeyboardInterrupt):
         with _signals_deferred():
             os.kill(os.getpid(), signal.SIGINT)
-            reached.append("after the signal")  # without the mask, KeyboardInterrupt would land before this line
+            reached.append(
+                "after the signal"
+            )  # without the mask, KeyboardInterrupt would land before this line
     assert reached == ["after the signal"]
 
 
@@ -291,7 +330,17 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         for name, run in runs.items():
             patch.setenv("FEDIMG_SECRET", run.pop("secret", SECRET))
             result[name] = base / f"out_{name}"
-            convert(csv_options(dataset, result[name], "dirichlet", num_clients=N_CLIENTS, alpha=1.0, min_partition_size=5, **run))
+            convert(
+                csv_options(
+                    dataset,
+                    result[name],
+                    "dirichlet",
+                    num_clients=N_CLIENTS,
+                    alpha=1.0,
+                    min_partition_size=5,
+                    **run,
+                )
+            )
     result["_dataset_rows"] = len(dataset.rows)
     return result
 
@@ -302,12 +351,20 @@ def _all_files(out: Path) -> dict[str, bytes]:
 
 def _placement(out: Path) -> dict[str, tuple[str, str]]:
     """source_sha256 -> (client, split): the partition, independent of pseudonyms."""
-    return {row.source_sha256: (client, row.split) for client, rows in read_outputs(out).items() for row in rows}
+    return {
+        row.source_sha256: (client, row.split) for client, rows in read_outputs(out).items() for row in rows
+    }
 
 
 def test_output_layout_matches_the_contract(outputs: dict) -> None:
     out = outputs["a"]
-    assert _entries(out) == ["clients", "federation.json", "label_distribution.png", "quarantine.jsonl", "report.md"]
+    assert _entries(out) == [
+        "clients",
+        "federation.json",
+        "label_distribution.png",
+        "quarantine.jsonl",
+        "report.md",
+    ]
     federation = json.loads((out / "federation.json").read_text())
     assert federation["format"] == "fedimg-federated" and federation["schema_version"] == 1
     assert federation["tool"]["name"] == "fedimg" and federation["tool"]["version"]
@@ -336,7 +393,14 @@ def test_same_inputs_seed_and_secret_give_byte_identical_outputs(outputs: dict) 
     assert first.keys() == again.keys()
     different = [name for name in first if first[name] != again[name]]
     assert different == []
-    for name in ("federation.json", "quarantine.jsonl", "report.md", "label_distribution.png", "clients/client_0/metadata.csv", "clients/client_0/SHA256SUMS"):
+    for name in (
+        "federation.json",
+        "quarantine.jsonl",
+        "report.md",
+        "label_distribution.png",
+        "clients/client_0/metadata.csv",
+        "clients/client_0/SHA256SUMS",
+    ):
         assert name in first
 
 
@@ -368,6 +432,8 @@ def test_another_seed_changes_the_partition(outputs: dict) -> None:
     assert _placement(a).keys() == _placement(b).keys()
     assert _placement(a) != _placement(b)
     # Same secret: the same image keeps its pseudonym wherever it lands.
-    ids = lambda out: {row.source_sha256: row.sample_id for rows in read_outputs(out).values() for row in rows}  # noqa: E731
+    ids = lambda out: {
+        row.source_sha256: row.sample_id for rows in read_outputs(out).values() for row in rows
+    }  # noqa: E731
     assert ids(a) == ids(b)
     assert json.loads((b / "federation.json").read_text())["partition"]["seed"] == 8

@@ -78,11 +78,17 @@ def test_valid_file_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert config.site("hospital_b") is b
 
     ada, alan = config.researchers
-    assert (ada.email, ada.name, ada.sites) == ("ada@university.example", "Ada Lovelace", ("hospital_a", "hospital_b"))
+    assert (ada.email, ada.name, ada.sites) == (
+        "ada@university.example",
+        "Ada Lovelace",
+        ("hospital_a", "hospital_b"),
+    )
     assert (alan.name, alan.sites) == ("alan", ("hospital_b",))
 
 
-def test_relative_paths_follow_the_config_file_not_the_working_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_relative_paths_follow_the_config_file_not_the_working_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     folder = tmp_path / "deep" / "conf"
     write_config(folder, VALID)
     elsewhere = tmp_path / "cwd"
@@ -113,7 +119,9 @@ def test_defaults_without_a_federation_section(tmp_path: Path) -> None:
 
 
 def test_explicit_secrets_dir(tmp_path: Path) -> None:
-    path = write_config(tmp_path, VALID.replace('state_root = "state"', 'state_root = "state"\nsecrets_dir = "keys"'))
+    path = write_config(
+        tmp_path, VALID.replace('state_root = "state"', 'state_root = "state"\nsecrets_dir = "keys"')
+    )
     assert load_federation_config(path).secrets_dir == tmp_path / "keys"
 
 
@@ -131,7 +139,9 @@ def test_db_url_comes_from_the_named_variable(tmp_path: Path, monkeypatch: pytes
 
 
 @pytest.mark.parametrize("value", [None, ""])
-def test_db_url_env_naming_an_unset_variable_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
+def test_db_url_env_naming_an_unset_variable_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, value: str | None
+) -> None:
     site = load_federation_config(write_config(tmp_path, VALID)).site("hospital_b")
     if value is None:
         monkeypatch.delenv("HOSPITAL_B_DB_URL", raising=False)
@@ -151,37 +161,89 @@ FED = '[federation]\ndata = "fed"\n'
     ("text", "expected"),
     [
         pytest.param(FED + SITE + "[extras]\nx = 1\n", ["unknown section", "extras"], id="unknown-section"),
-        pytest.param('[federation]\ndata = "fed"\nstate_rot = "s"\n' + SITE, ["unknown key", "state_rot", "[federation]"], id="unknown-federation-key"),
-        pytest.param(FED + SITE + 'hots = "0.0.0.0"\n', ["unknown key", "hots", "[site]"], id="unknown-site-key"),
-        pytest.param(FED + SITE + '[[researcher]]\nemail = "a@b.org"\nsite = ["a"]\n', ["unknown key", "'site'", "[researcher]"], id="unknown-researcher-key"),
+        pytest.param(
+            '[federation]\ndata = "fed"\nstate_rot = "s"\n' + SITE,
+            ["unknown key", "state_rot", "[federation]"],
+            id="unknown-federation-key",
+        ),
+        pytest.param(
+            FED + SITE + 'hots = "0.0.0.0"\n', ["unknown key", "hots", "[site]"], id="unknown-site-key"
+        ),
+        pytest.param(
+            FED + SITE + '[[researcher]]\nemail = "a@b.org"\nsite = ["a"]\n',
+            ["unknown key", "'site'", "[researcher]"],
+            id="unknown-researcher-key",
+        ),
         pytest.param(FED + "[[site]]\nport = 8081\n", ["name"], id="missing-name"),
-        pytest.param(FED + '[[site]]\nname = "../evil"\nport = 8081\n', ["../evil", "not allowed"], id="bad-name"),
+        pytest.param(
+            FED + '[[site]]\nname = "../evil"\nport = 8081\n', ["../evil", "not allowed"], id="bad-name"
+        ),
         pytest.param(FED + '[[site]]\nname = "a"\n', ["site a", "port", "None"], id="missing-port"),
         pytest.param(FED + '[[site]]\nname = "a"\nport = 0\n', ["site a", "port", "65535"], id="port-zero"),
-        pytest.param(FED + '[[site]]\nname = "a"\nport = 65536\n', ["site a", "port", "65536"], id="port-too-big"),
-        pytest.param(FED + '[[site]]\nname = "a"\nport = "8081"\n', ["site a", "port", "'8081'"], id="port-string"),
+        pytest.param(
+            FED + '[[site]]\nname = "a"\nport = 65536\n', ["site a", "port", "65536"], id="port-too-big"
+        ),
+        pytest.param(
+            FED + '[[site]]\nname = "a"\nport = "8081"\n', ["site a", "port", "'8081'"], id="port-string"
+        ),
         pytest.param(FED + '[[site]]\nname = "a"\nport = true\n', ["site a", "port", "True"], id="port-bool"),
         pytest.param(FED + '[[site]]\nname = "a"\nport = 80.5\n', ["site a", "port"], id="port-float"),
         pytest.param(SITE, ["site a", "data"], id="no-data-dir"),
         pytest.param(FED, ["no [[site]]"], id="no-sites"),
-        pytest.param(FED + SITE + SITE.replace("8081", "8082"), ["site name", "'a'", "twice"], id="duplicate-name"),
-        pytest.param(FED + SITE + SITE.replace('"a"', '"b"'), ["site address", "127.0.0.1:8081", "twice"], id="duplicate-address"),
+        pytest.param(
+            FED + SITE + SITE.replace("8081", "8082"), ["site name", "'a'", "twice"], id="duplicate-name"
+        ),
+        pytest.param(
+            FED + SITE + SITE.replace('"a"', '"b"'),
+            ["site address", "127.0.0.1:8081", "twice"],
+            id="duplicate-address",
+        ),
         pytest.param(
             FED + SITE + '[[researcher]]\nemail = "ada@x.org"\n[[researcher]]\nemail = "ada@x.org"\n',
             ["researcher email", "ada@x.org", "twice"],
             id="duplicate-researcher",
         ),
-        pytest.param(FED + SITE + '[[researcher]]\nemail = "not-an-address"\n', ["researcher email", "not-an-address"], id="bad-email"),
-        pytest.param(FED + SITE + '[[researcher]]\nname = "Ada"\n', ["researcher email", "None"], id="missing-email"),
+        pytest.param(
+            FED + SITE + '[[researcher]]\nemail = "not-an-address"\n',
+            ["researcher email", "not-an-address"],
+            id="bad-email",
+        ),
+        pytest.param(
+            FED + SITE + '[[researcher]]\nname = "Ada"\n', ["researcher email", "None"], id="missing-email"
+        ),
         # Addresses PySyft's EmailStr refuses must fail here, not after the sites have started.
-        pytest.param(FED + SITE + '[[researcher]]\nemail = "ada..l@x.org"\n', ["researcher email", "ada..l@x.org"], id="email-double-dot"),
-        pytest.param(FED + SITE + '[[researcher]]\nemail = "ada@uni_versity.org"\n', ["researcher email", "uni_versity"], id="email-underscore-domain"),
-        pytest.param(FED + SITE + '[[researcher]]\nemail = "ada@x.org"\nsites = ["z"]\n', ["researcher ada@x.org", "sites", "'z'"], id="unknown-researcher-site"),
-        pytest.param(FED + SITE + '[[researcher]]\nemail = "ada@x.org"\nsites = []\n', ["researcher ada@x.org", "sites"], id="empty-researcher-sites"),
-        pytest.param(FED + SITE + '[[researcher]]\nemail = "ada@x.org"\nsites = "a"\n', ["researcher ada@x.org", "sites"], id="sites-not-a-list"),
-        pytest.param(FED + SITE + 'db_url_env = "postgres://u:p@h/db"\n', ["site a", "db_url_env"], id="db-url-inline"),
+        pytest.param(
+            FED + SITE + '[[researcher]]\nemail = "ada..l@x.org"\n',
+            ["researcher email", "ada..l@x.org"],
+            id="email-double-dot",
+        ),
+        pytest.param(
+            FED + SITE + '[[researcher]]\nemail = "ada@uni_versity.org"\n',
+            ["researcher email", "uni_versity"],
+            id="email-underscore-domain",
+        ),
+        pytest.param(
+            FED + SITE + '[[researcher]]\nemail = "ada@x.org"\nsites = ["z"]\n',
+            ["researcher ada@x.org", "sites", "'z'"],
+            id="unknown-researcher-site",
+        ),
+        pytest.param(
+            FED + SITE + '[[researcher]]\nemail = "ada@x.org"\nsites = []\n',
+            ["researcher ada@x.org", "sites"],
+            id="empty-researcher-sites",
+        ),
+        pytest.param(
+            FED + SITE + '[[researcher]]\nemail = "ada@x.org"\nsites = "a"\n',
+            ["researcher ada@x.org", "sites"],
+            id="sites-not-a-list",
+        ),
+        pytest.param(
+            FED + SITE + 'db_url_env = "postgres://u:p@h/db"\n', ["site a", "db_url_env"], id="db-url-inline"
+        ),
         pytest.param('federation = "x"\n' + SITE, ["[federation]", "table"], id="federation-not-a-table"),
-        pytest.param('site = {name = "a", port = 8081}\n' + FED, ["site", "array of tables"], id="site-not-an-array"),
+        pytest.param(
+            'site = {name = "a", port = 8081}\n' + FED, ["site", "array of tables"], id="site-not-an-array"
+        ),
         pytest.param(FED + SITE + "port = [", ["not valid TOML"], id="invalid-toml"),
     ],
 )

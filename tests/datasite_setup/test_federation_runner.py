@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from datasite_setup.convert.federated_format import CLIENTS_DIR, METADATA_FILE
+from datasite_setup.convert.federated_format import METADATA_FILE
 from datasite_setup.site.federation_config import load_federation_config
 from datasite_setup.site.federation_runner import read_run_file
 from tests.support.datasites import REPO, free_port
@@ -20,7 +20,14 @@ from tests.support.datasites import REPO, free_port
 def fedimg(*args: str) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if not key.startswith("FEDIMG_ADMIN_")}
     env["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "datasite_setup.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "datasite_setup.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def write_config(folder: Path, data: Path, sites: list[str]) -> Path:
@@ -57,7 +64,10 @@ def test_up_status_down(federation_toml: Path) -> None:
     credentials = json.loads(researcher_file.read_text())
     assert set(credentials["sites"]) == {"client_0", "client_1"}
     for site in config.sites:
-        assert credentials["sites"][site.name]["password"] not in site.state_dir.joinpath("datasite.log").read_text()
+        assert (
+            credentials["sites"][site.name]["password"]
+            not in site.state_dir.joinpath("datasite.log").read_text()
+        )
     import syft as sy
 
     entry = credentials["sites"]["client_1"]
@@ -75,7 +85,10 @@ def test_up_status_down(federation_toml: Path) -> None:
     down = fedimg("down", str(federation_toml))
     assert down.returncode == 0
     for pid in pids.values():
-        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "Z" in Path(f"/proc/{pid}/stat").read_text().split(")")[-1][:3]
+        )
     stopped = fedimg("status", str(federation_toml))
     assert stopped.returncode == 1 and stopped.stdout.count("stopped") == 2
 

@@ -33,7 +33,9 @@ PAGES_PER_BLOCK = 8_000_000 // 4096
 
 @pytest.mark.skipif(glibc() is None, reason="the heap settings are glibc's")
 def test_after_an_upload_training_sized_blocks_are_reused_not_faulted_in_again() -> None:
-    done = subprocess.run([sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
     faults = int(done.stdout.strip())
     assert faults < PAGES_PER_BLOCK, f"{faults} page faults for 40 reallocations of one 8 MB block"
 
@@ -54,5 +56,7 @@ with heap_for_large_copies():
     del upload
 print(rss_mb() - start)
 """
-    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=120, check=True
+    )
     assert float(done.stdout.strip()) < 100, f"{done.stdout.strip()} MB of a 400 MB upload still resident"

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
-from datasite_setup.errors import FedimgError
-from datasite_setup.convert.imaging import ImageSpec, RejectedImage, decode, encode_png, standardise, to_mode
+from datasite_setup.convert.imaging import ImageSpec, RejectedImage, decode, encode_png, standardise
 from datasite_setup.convert.quarantine import Reason
+from datasite_setup.errors import FedimgError
 from tests.conftest import image_bytes, synthetic_pixels
 
 # Every (suffix, source mode) pair the contract lists that the format can hold.
@@ -133,7 +133,9 @@ def test_image_spec_defaults_and_manifest() -> None:
 
 @pytest.mark.parametrize("out_mode", ["RGB", "L"])
 @pytest.mark.parametrize("suffix, src_mode", FORMAT_MODES)
-def test_every_format_and_mode_standardises_to_the_expected_pixels(tmp_path: Path, make_image, suffix, src_mode, out_mode) -> None:
+def test_every_format_and_mode_standardises_to_the_expected_pixels(
+    tmp_path: Path, make_image, suffix, src_mode, out_mode
+) -> None:
     # A square source at the output size: no resampling, so the pixels must match the
     # contract's conversion exactly (within rounding).
     path = make_image(tmp_path / f"src{suffix}", size=(16, 16), mode=src_mode, seed=7)
@@ -189,12 +191,18 @@ def test_cmyk_pure_inks_become_the_right_rgb(tmp_path: Path, suffix: str) -> Non
     inks[:, 16:24, 2] = 255  # yellow
     inks[:, 24:32, 3] = 255  # black
     path = tmp_path / f"cmyk{suffix}"
-    Image.frombytes("CMYK", (32, 8), inks.tobytes()).save(path, **({"quality": 100} if suffix == ".jpg" else {}))
+    Image.frombytes("CMYK", (32, 8), inks.tobytes()).save(
+        path, **({"quality": 100} if suffix == ".jpg" else {})
+    )
     got = pixels(standardise(path.read_bytes(), ImageSpec(size=32, mode="RGB", resize="stretch")).png)
     tolerance = 0 if suffix == ".tif" else 40
     for column, rgb in ((3, (0, 255, 255)), (11, (255, 0, 255)), (19, (255, 255, 0)), (28, (0, 0, 0))):
         for row in (2, 16, 29):
-            assert np.abs(got[row, column] - np.array(rgb)).max() <= tolerance, (suffix, column, got[row, column])
+            assert np.abs(got[row, column] - np.array(rgb)).max() <= tolerance, (
+                suffix,
+                column,
+                got[row, column],
+            )
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "GIF"])
@@ -220,7 +228,9 @@ def test_png_colour_key_transparency_is_composited_and_not_copied(tmp_path: Path
         source = Image.fromarray(np.array([[0, 255], [100, 255]], dtype=np.uint8), mode="L")
         key = 255
     else:
-        source = Image.fromarray(np.array([[[10, 20, 30], [1, 2, 3]], [[1, 2, 3], [90, 80, 70]]], dtype=np.uint8), mode="RGB")
+        source = Image.fromarray(
+            np.array([[[10, 20, 30], [1, 2, 3]], [[1, 2, 3], [90, 80, 70]]], dtype=np.uint8), mode="RGB"
+        )
         key = (1, 2, 3)
     data = image_bytes(source, "PNG", transparency=key)
     result = standardise(data, ImageSpec(size=2, mode=mode))
@@ -233,7 +243,9 @@ def test_png_colour_key_transparency_is_composited_and_not_copied(tmp_path: Path
 
 
 def test_grey_with_alpha_and_bilevel(tmp_path: Path) -> None:
-    la = Image.fromarray(np.array([[[200, 255], [200, 0]], [[100, 128], [50, 255]]], dtype=np.uint8), mode="LA")
+    la = Image.fromarray(
+        np.array([[[200, 255], [200, 0]], [[100, 128], [50, 255]]], dtype=np.uint8), mode="LA"
+    )
     got = pixels(standardise(image_bytes(la), ImageSpec(size=2, mode="L")).png)
     assert np.abs(got - np.array([[200, 0], [50, 50]])).max() <= 1
     bilevel = Image.fromarray(np.array([[0, 1], [1, 0]], dtype=bool))
@@ -382,7 +394,9 @@ def test_letterbox_of_a_one_pixel_high_image_keeps_one_row() -> None:
     assert np.all(np.delete(got, 7, axis=0) == 0)
 
 
-@pytest.mark.parametrize("resize, expected", [("letterbox", (32, 16)), ("crop", (64, 32)), ("stretch", (64, 32))])
+@pytest.mark.parametrize(
+    "resize, expected", [("letterbox", (32, 16)), ("crop", (64, 32)), ("stretch", (64, 32))]
+)
 def test_jpeg_draft_decodes_at_the_smallest_scale_covering_the_output(resize, expected) -> None:
     data = image_bytes(synthetic_pixels((256, 128), "RGB", 2), "JPEG", quality=90)
     assert decode(data, ImageSpec(size=32, resize=resize)).size == expected
@@ -405,7 +419,9 @@ def test_output_png_has_no_metadata_chunks() -> None:
     source = synthetic_pixels((20, 16), "RGB", 5)
     sources = {
         "png": image_bytes(source, "PNG", pnginfo=info, exif=exif.tobytes(), icc_profile=icc, dpi=(300, 300)),
-        "jpeg": image_bytes(source, "JPEG", exif=exif.tobytes(), icc_profile=icc, dpi=(300, 300), comment=b"Jane Doe"),
+        "jpeg": image_bytes(
+            source, "JPEG", exif=exif.tobytes(), icc_profile=icc, dpi=(300, 300), comment=b"Jane Doe"
+        ),
         "tiff": image_bytes(source, "TIFF", exif=exif.tobytes(), icc_profile=icc, description="Jane Doe"),
         "webp": image_bytes(source, "WEBP", exif=exif.tobytes(), icc_profile=icc, lossless=True),
     }
@@ -434,15 +450,21 @@ def test_standardise_is_deterministic(tmp_path: Path, make_image, suffix: str, m
     assert first.png == second.png and first.pixel_sha256 == second.pixel_sha256
 
 
-def test_pixel_fingerprint_is_the_same_for_the_same_pixels_in_lossless_formats(tmp_path: Path, make_image) -> None:
+def test_pixel_fingerprint_is_the_same_for_the_same_pixels_in_lossless_formats(
+    tmp_path: Path, make_image
+) -> None:
     picture = synthetic_pixels((20, 12), "RGB", 9)
     spec = ImageSpec(size=16)
     fingerprints = {
-        suffix: standardise(make_image(tmp_path / f"same{suffix}", image=picture).read_bytes(), spec).pixel_sha256
+        suffix: standardise(
+            make_image(tmp_path / f"same{suffix}", image=picture).read_bytes(), spec
+        ).pixel_sha256
         for suffix in (".png", ".bmp", ".tif", ".webp")
     }
     assert len(set(fingerprints.values())) == 1, fingerprints
-    other = standardise(make_image(tmp_path / "other.png", size=(20, 12), seed=10).read_bytes(), spec).pixel_sha256
+    other = standardise(
+        make_image(tmp_path / "other.png", size=(20, 12), seed=10).read_bytes(), spec
+    ).pixel_sha256
     assert other not in fingerprints.values()
     # One pixel different is a different image.
     changed = np.asarray(picture).copy()
@@ -453,7 +475,12 @@ def test_pixel_fingerprint_is_the_same_for_the_same_pixels_in_lossless_formats(t
 
 def test_pixel_fingerprint_does_not_depend_on_the_output_spec() -> None:
     data = image_bytes(synthetic_pixels((20, 12), "RGB", 9))
-    shas = {standardise(data, ImageSpec(size=size, mode=mode, resize=resize)).pixel_sha256 for size in (8, 64) for mode in ("L", "RGB") for resize in ("letterbox", "crop")}
+    shas = {
+        standardise(data, ImageSpec(size=size, mode=mode, resize=resize)).pixel_sha256
+        for size in (8, 64)
+        for mode in ("L", "RGB")
+        for resize in ("letterbox", "crop")
+    }
     assert len(shas) == 1
 
 
@@ -480,7 +507,10 @@ def test_empty_file() -> None:
     assert rejection(b"").reason is Reason.EMPTY_FILE
 
 
-@pytest.mark.parametrize("fmt, mode", [("PNG", "RGB"), ("PNG", "I;16"), ("JPEG", "RGB"), ("BMP", "RGB"), ("TIFF", "RGB"), ("GIF", "P")])
+@pytest.mark.parametrize(
+    "fmt, mode",
+    [("PNG", "RGB"), ("PNG", "I;16"), ("JPEG", "RGB"), ("BMP", "RGB"), ("TIFF", "RGB"), ("GIF", "P")],
+)
 @pytest.mark.parametrize("fraction", [0.5, 0.9])
 def test_truncated_files(fmt: str, mode: str, fraction: float) -> None:
     data = image_bytes(synthetic_pixels((64, 48), mode, 1), fmt)
@@ -547,7 +577,18 @@ def test_default_limit_accepts_ordinary_images_and_restores_pillow_state() -> No
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.parametrize("fmt, mode", [("PNG", "RGB"), ("JPEG", "RGB"), ("BMP", "P"), ("TIFF", "I;16"), ("TIFF", "CMYK"), ("WEBP", "RGBA"), ("GIF", "P")])
+@pytest.mark.parametrize(
+    "fmt, mode",
+    [
+        ("PNG", "RGB"),
+        ("JPEG", "RGB"),
+        ("BMP", "P"),
+        ("TIFF", "I;16"),
+        ("TIFF", "CMYK"),
+        ("WEBP", "RGBA"),
+        ("GIF", "P"),
+    ],
+)
 def test_damaged_files_are_either_standardised_or_rejected_never_crash(fmt: str, mode: str) -> None:
     params = {"lossless": True} if fmt == "WEBP" else {}
     data = image_bytes(synthetic_pixels((24, 16), mode, 1), fmt, **params)

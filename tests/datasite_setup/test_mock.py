@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,7 +26,13 @@ def all_images(partition: ClientPartition) -> np.ndarray:
 
 def as_bytes(partition: ClientPartition) -> dict:
     return {
-        split: (data.images.tobytes(), data.images.shape, data.labels.tobytes(), tuple(data.sample_ids), tuple(data.group_ids))
+        split: (
+            data.images.tobytes(),
+            data.images.shape,
+            data.labels.tobytes(),
+            tuple(data.sample_ids),
+            tuple(data.group_ids),
+        )
         for split, data in partition.splits.items()
     }
 
@@ -45,11 +50,18 @@ def with_pixels(partition: ClientPartition, seed: int) -> ClientPartition:
 def test_same_shapes_dtypes_and_label_counts(partitions: dict[str, ClientPartition]) -> None:
     for private in partitions.values():
         mock = mock_partition(private)
-        assert (mock.name, mock.image_size, mock.channels, mock.label_names) == (private.name, private.image_size, private.channels, private.label_names)
+        assert (mock.name, mock.image_size, mock.channels, mock.label_names) == (
+            private.name,
+            private.image_size,
+            private.channels,
+            private.label_names,
+        )
         assert set(mock.splits) == set(private.splits)
         for split, data in private.splits.items():
             fake = mock.splits[split]
-            assert fake.images.shape == data.images.shape and fake.images.dtype == data.images.dtype == np.uint8
+            assert (
+                fake.images.shape == data.images.shape and fake.images.dtype == data.images.dtype == np.uint8
+            )
             assert fake.labels.shape == data.labels.shape and fake.labels.dtype == data.labels.dtype
             assert len(fake.sample_ids) == len(fake.group_ids) == len(data.labels)
         assert mock.label_counts == private.label_counts
@@ -131,7 +143,9 @@ def synthetic(channels: int, size: int, counts: dict[str, int], labels: int = 3)
 
 @pytest.mark.parametrize(("channels", "size"), [(3, 32), (1, 5), (3, 7)])
 def test_rgb_odd_sizes_and_empty_splits(channels: int, size: int) -> None:
-    private = synthetic(channels, size, {"train": 1030, "val": 0})  # > one 512-image batch, and an empty split
+    private = synthetic(
+        channels, size, {"train": 1030, "val": 0}
+    )  # > one 512-image batch, and an empty split
     mock = mock_partition(private)
     assert mock.splits["train"].images.shape == (1030, channels, size, size)
     assert mock.splits["val"].images.shape == (0, channels, size, size)

@@ -87,7 +87,11 @@ def write_phi_image(path: Path, seed: int) -> None:
         info.add_itxt("Author", UNICODE_NAME, lang="en", tkey="Autor")
         image.save(path, "PNG", pnginfo=info, exif=exif_bytes(seed))
     elif suffix == ".tif":
-        image.save(path, "TIFF", tiffinfo={270: "SMITH_JOHN_1970 MRN12345", 315: "Dr Quackenbush", 305: "PhiSoftware 9.9"})
+        image.save(
+            path,
+            "TIFF",
+            tiffinfo={270: "SMITH_JOHN_1970 MRN12345", 315: "Dr Quackenbush", 305: "PhiSoftware 9.9"},
+        )
     elif suffix == ".webp":
         image.save(path, "WEBP", lossless=True, exif=exif_bytes(seed))
     elif suffix == ".gif":
@@ -109,7 +113,9 @@ PATIENTS = ["SMITH_JOHN_1970", "MRN12345", UNICODE_NAME, "DOE^JANE", "MRN67890",
 
 def assert_no_phi(out: Path) -> None:
     files = sorted(p for p in out.rglob("*") if p.is_file())
-    assert any(p.name == "report.md" for p in files) and any(p.name == "label_distribution.png" for p in files)
+    assert any(p.name == "report.md" for p in files) and any(
+        p.name == "label_distribution.png" for p in files
+    )
     needles = {needle: text for text in PHI for needle in forms(text)}
     for path in files:
         data = path.read_bytes()
@@ -170,7 +176,14 @@ def phi_sources(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_the_sources_really_carry_the_phi(phi_sources: dict) -> None:
     # Guard against a fixture that silently stopped writing metadata.
     everything = b"".join(p.read_bytes() for p in phi_sources["src"].rglob("*") if p.is_file())
-    for text in ("CamModelZX9", "Dr Quackenbush", "St Elsewhere Ward 7", "SMITH_JOHN_1970", "DOE^JANE", "MRN67890"):
+    for text in (
+        "CamModelZX9",
+        "Dr Quackenbush",
+        "St Elsewhere Ward 7",
+        "SMITH_JOHN_1970",
+        "DOE^JANE",
+        "MRN67890",
+    ):
         assert text.encode() in everything
     assert UNICODE_NAME.encode("latin-1") in everything or UNICODE_NAME.encode() in everything
 
@@ -178,8 +191,24 @@ def test_the_sources_really_carry_the_phi(phi_sources: dict) -> None:
 def test_csv_layout_with_patient_ids_leaves_no_phi(phi_sources: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     code, stdout, err = run_cli(
-        ["convert", phi_sources["src"], out, "--labels", phi_sources["labels"], "--group-column", "patient_id",
-         "--clients", "2", "--scheme", "iid", "--size", "16", "--mode", "RGB", "--quiet"]
+        [
+            "convert",
+            phi_sources["src"],
+            out,
+            "--labels",
+            phi_sources["labels"],
+            "--group-column",
+            "patient_id",
+            "--clients",
+            "2",
+            "--scheme",
+            "iid",
+            "--size",
+            "16",
+            "--mode",
+            "RGB",
+            "--quiet",
+        ]
     )
     assert code == 0, err
     assert "duplicate row" in err  # the warning goes to the terminal, not into OUT
@@ -193,8 +222,13 @@ def test_csv_layout_with_patient_ids_leaves_no_phi(phi_sources: dict, tmp_path: 
 def test_natural_scheme_leaves_no_phi(phi_sources: dict, tmp_path: Path) -> None:
     out = tmp_path / "out"
     result = convert(
-        options(phi_sources["src"], out, scheme="natural", labels_csv=phi_sources["labels"],
-                columns=CsvColumns(group="patient_id", client="site"))
+        options(
+            phi_sources["src"],
+            out,
+            scheme="natural",
+            labels_csv=phi_sources["labels"],
+            columns=CsvColumns(group="patient_id", client="site"),
+        )
     )
     assert result.exit_code == 0
     assert_no_phi(out)
@@ -223,7 +257,22 @@ def test_label_pattern_layout_leaves_no_phi(phi_sources: dict, tmp_path: Path) -
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes((phi_sources["src"] / rel).read_bytes())
     out = tmp_path / "out"
-    code, _, err = run_cli(["convert", src, out, "--label-pattern", r"__(?P<label>[a-z]+)\.", "--clients", "2", "--scheme", "iid", "--size", "16", "--quiet"])
+    code, _, err = run_cli(
+        [
+            "convert",
+            src,
+            out,
+            "--label-pattern",
+            r"__(?P<label>[a-z]+)\.",
+            "--clients",
+            "2",
+            "--scheme",
+            "iid",
+            "--size",
+            "16",
+            "--quiet",
+        ]
+    )
     assert code == 0, err
     assert_no_phi(out)
 
@@ -231,7 +280,16 @@ def test_label_pattern_layout_leaves_no_phi(phi_sources: dict, tmp_path: Path) -
 def test_the_phi_check_itself_finds_a_planted_name(phi_sources: dict, tmp_path: Path) -> None:
     # The grep must be able to fail: plant a name in a copy of a real output and expect it to be caught.
     out = tmp_path / "out"
-    convert(options(phi_sources["src"], out, scheme="iid", num_clients=2, labels_csv=phi_sources["labels"], columns=CsvColumns(group="patient_id")))
+    convert(
+        options(
+            phi_sources["src"],
+            out,
+            scheme="iid",
+            num_clients=2,
+            labels_csv=phi_sources["labels"],
+            columns=CsvColumns(group="patient_id"),
+        )
+    )
     report = out / "report.md"
     report.write_bytes(report.read_bytes() + UNICODE_NAME.lower().encode("utf-16-le"))
     with pytest.raises(AssertionError, match="report.md"):

@@ -70,7 +70,9 @@ def test_write_is_atomic_no_partial_file_or_leftover(tmp_path: Path, monkeypatch
     assert [p.name for p in tmp_path.iterdir()] == ["secret"], "the temporary file must be removed"
 
 
-def test_write_goes_through_a_temporary_file_renamed_into_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_goes_through_a_temporary_file_renamed_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls = []
     real_replace = os.replace
 

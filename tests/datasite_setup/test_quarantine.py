@@ -34,8 +34,15 @@ def test_reason_codes_are_the_documented_strings() -> None:
 def test_entry_json_has_sorted_keys_and_keeps_unicode() -> None:
     entry = QuarantineEntry("cat/é 1.PNG", Reason.TRUNCATED, "the image data cannot be decoded")
     line = entry.to_json()
-    assert line == '{"message": "the image data cannot be decoded", "path": "cat/é 1.PNG", "reason": "truncated"}'
-    assert json.loads(line) == {"path": "cat/é 1.PNG", "reason": "truncated", "message": "the image data cannot be decoded"}
+    assert (
+        line
+        == '{"message": "the image data cannot be decoded", "path": "cat/é 1.PNG", "reason": "truncated"}'
+    )
+    assert json.loads(line) == {
+        "path": "cat/é 1.PNG",
+        "reason": "truncated",
+        "message": "the image data cannot be decoded",
+    }
 
 
 ENTRIES = [

@@ -12,7 +12,11 @@ from PIL import Image
 from rich.console import Console
 
 from datasite_setup.convert.pipeline import convert
-from datasite_setup.convert.report import print_client_table, render_label_distribution, render_report_markdown
+from datasite_setup.convert.report import (
+    print_client_table,
+    render_label_distribution,
+    render_report_markdown,
+)
 from tests.datasite_setup.test_convert import (
     SECRET,
     csv_options,
@@ -75,7 +79,11 @@ def test_report_md_table_has_every_client_split_and_label_count(converted: dict,
                 assert int(row[label]) == data["label_counts"][split][label]
             assert int(row["total"]) == data["split_counts"][split]
             assert int(row["groups"]) == data["num_groups"]
-    assert sum(int(row["total"]) for row in table.values()) == fed["totals"]["num_samples"] == len(converted["dataset"].rows)
+    assert (
+        sum(int(row["total"]) for row in table.values())
+        == fed["totals"]["num_samples"]
+        == len(converted["dataset"].rows)
+    )
 
 
 def test_report_md_summarises_the_run(converted: dict) -> None:
@@ -84,7 +92,10 @@ def test_report_md_summarises_the_run(converted: dict) -> None:
     assert "- partition: shards (shards_per_client=1), seed 0, val fraction 0.2, group-aware" in report
     assert "- images: 16x16 L PNG, resize policy letterbox" in report
     inputs = fed["inputs"]
-    assert f"- inputs: {inputs['files_seen']} files seen, {inputs['accepted']} accepted, 0 quarantined, 1 skipped" in report
+    assert (
+        f"- inputs: {inputs['files_seen']} files seen, {inputs['accepted']} accepted, 0 quarantined, 1 skipped"
+        in report
+    )
     assert "| labels_csv | 1 |" in report
     assert "## Quarantined inputs (see quarantine.jsonl)\n\nnone" in report
     assert "![label distribution](label_distribution.png)" in report
@@ -120,7 +131,11 @@ def test_client_table_is_complete_at_any_terminal_width(converted: dict) -> None
         for client, data in fed["clients"].items():
             line = next(line for line in lines if line.split() and line.split()[0] == client)
             numbers = [int(cell) for cell in line.split()[2:]]
-            assert numbers == [data["num_groups"], data["split_counts"]["train"], *(data["label_counts"]["train"][label] for label in LABELS)]
+            assert numbers == [
+                data["num_groups"],
+                data["split_counts"]["train"],
+                *(data["label_counts"]["train"][label] for label in LABELS),
+            ]
         for label in LABELS:
             assert label in text
         assert f"{fed['totals']['num_samples']} samples in 3 clients (stratified)" in text
@@ -140,7 +155,9 @@ def test_plot_is_a_valid_png_and_deterministic(converted: dict) -> None:
     assert render_label_distribution(federation(converted["shards"])) != data
 
 
-def test_fedimg_report_cli_prints_the_table_and_rewrites_the_plot_identically(converted: dict, tmp_path: Path) -> None:
+def test_fedimg_report_cli_prints_the_table_and_rewrites_the_plot_identically(
+    converted: dict, tmp_path: Path
+) -> None:
     import shutil
 
     out = tmp_path / "out"
@@ -148,7 +165,13 @@ def test_fedimg_report_cli_prints_the_table_and_rewrites_the_plot_identically(co
     written_by_convert = (out / "label_distribution.png").read_bytes()
     (out / "label_distribution.png").unlink()
     # In a fresh process, so determinism does not hinge on matplotlib state shared with convert.
-    result = subprocess.run([*fedimg_command(), "report", str(out)], env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [*fedimg_command(), "report", str(out)],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert (out / "label_distribution.png").read_bytes() == written_by_convert
     for client in ("site_a", "site_b", "site_c"):

@@ -12,7 +12,13 @@ import pytest
 from PIL import Image
 
 from datasite_setup.convert.imaging import ImageSpec, standardise
-from datasite_setup.convert.sample_data import SITES, load_digit_images, patient_sites, synthetic_patients, write_digits
+from datasite_setup.convert.sample_data import (
+    SITES,
+    load_digit_images,
+    patient_sites,
+    synthetic_patients,
+    write_digits,
+)
 from datasite_setup.convert.sources import CsvColumns, SkipReason, scan_class_folders, scan_labels_csv
 
 NUM_DIGITS = 1797
@@ -117,7 +123,9 @@ def test_csv_layout(csv_layout: Path, digits) -> None:
 
 def test_csv_layout_scans_with_groups_and_sites(csv_layout: Path) -> None:
     rows = read_rows(csv_layout)
-    scan = scan_labels_csv(csv_layout, csv_layout / "labels.csv", CsvColumns(group="patient_id", client="site"))
+    scan = scan_labels_csv(
+        csv_layout, csv_layout / "labels.csv", CsvColumns(group="patient_id", client="site")
+    )
     assert scan.rejected == [] and scan.warnings == []
     assert scan.skipped == {SkipReason.LABELS_CSV: 1}
     assert len(scan.records) == NUM_DIGITS
@@ -126,7 +134,9 @@ def test_csv_layout_scans_with_groups_and_sites(csv_layout: Path) -> None:
 
 
 def test_csv_layout_is_deterministic_and_seeded(tmp_path: Path, csv_layout: Path) -> None:
-    assert (write_digits(tmp_path / "again", layout="csv") / "labels.csv").read_bytes() == (csv_layout / "labels.csv").read_bytes()
+    assert (write_digits(tmp_path / "again", layout="csv") / "labels.csv").read_bytes() == (
+        csv_layout / "labels.csv"
+    ).read_bytes()
     other = read_rows(write_digits(tmp_path / "seeded", layout="csv", seed=1))
     assert [r["patient_id"] for r in other] != [r["patient_id"] for r in read_rows(csv_layout)]
 

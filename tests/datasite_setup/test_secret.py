@@ -8,8 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from datasite_setup.convert.secret import (
+    MIN_SECRET_BYTES,
+    SECRET_ENV,
+    SECRET_FILE_ENV,
+    default_secret_path,
+    load_secret,
+)
 from datasite_setup.errors import FedimgError
-from datasite_setup.convert.secret import MIN_SECRET_BYTES, SECRET_ENV, SECRET_FILE_ENV, default_secret_path, load_secret
 
 
 def write_secret(path: Path, content: str, mode: int = 0o600) -> Path:
@@ -23,7 +29,9 @@ def file_mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def test_fixture_sets_a_test_secret_and_isolates_the_config_dir(federation_secret: str, tmp_path: Path) -> None:
+def test_fixture_sets_a_test_secret_and_isolates_the_config_dir(
+    federation_secret: str, tmp_path: Path
+) -> None:
     assert len(federation_secret) == 64 and int(federation_secret, 16) >= 0
     assert os.environ[SECRET_ENV] == federation_secret
     assert SECRET_FILE_ENV not in os.environ
@@ -41,7 +49,9 @@ def test_argument_beats_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert load_secret(argument) == b"a" * 40
 
 
-def test_secret_env_beats_secret_file_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, federation_secret: str) -> None:
+def test_secret_env_beats_secret_file_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, federation_secret: str
+) -> None:
     monkeypatch.setenv(SECRET_FILE_ENV, str(write_secret(tmp_path / "env", "b" * 40)))
     assert load_secret() == federation_secret.encode()
 
@@ -88,7 +98,9 @@ def test_distinct_config_homes_give_distinct_secrets(tmp_path: Path, monkeypatch
     assert load_secret() != one
 
 
-def test_secret_file_env_that_does_not_exist_is_created_0600(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_file_env_that_does_not_exist_is_created_0600(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(SECRET_ENV)
     path = tmp_path / "new" / "secret"
     monkeypatch.setenv(SECRET_FILE_ENV, str(path))
@@ -140,7 +152,9 @@ def test_too_short_file_secret_is_refused(tmp_path: Path) -> None:
         load_secret(write_secret(tmp_path / "blank", "   \n"))
 
 
-def test_a_secret_path_that_cannot_be_a_file_is_a_usage_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_secret_path_that_cannot_be_a_file_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(SECRET_ENV)
     blocker = tmp_path / "not_a_dir"
     blocker.write_text("x")

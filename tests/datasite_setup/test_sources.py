@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from datasite_setup.errors import FedimgError
 from datasite_setup.convert.quarantine import Reason
 from datasite_setup.convert.sources import (
     CsvColumns,
@@ -23,6 +22,7 @@ from datasite_setup.convert.sources import (
     scan_label_pattern,
     scan_labels_csv,
 )
+from datasite_setup.errors import FedimgError
 
 
 def rel_paths(result: ScanResult) -> list[str]:
@@ -109,7 +109,9 @@ def test_find_classes_without_folders_is_a_usage_error_naming_the_alternatives(t
         scan_class_folders(tmp_path)
 
 
-def test_scan_class_folders_label_is_first_folder_and_deeper_folders_belong_to_it(tmp_path: Path, make_image) -> None:
+def test_scan_class_folders_label_is_first_folder_and_deeper_folders_belong_to_it(
+    tmp_path: Path, make_image
+) -> None:
     make_image(tmp_path / "cat" / "a.png")
     make_image(tmp_path / "cat" / "2019" / "jan" / "b.jpg", seed=1)
     make_image(tmp_path / "dog" / "sub" / "dog" / "c.BMP", seed=2)
@@ -249,7 +251,9 @@ def test_bad_corpus_scan(bad_corpus) -> None:
     assert {r.rel_path: r.label for r in result.records if r.rel_path in bad_corpus.good} == bad_corpus.good
     assert rejected_by_path(result) == bad_corpus.scan_rejected
     assert dict(result.skipped) == bad_corpus.skipped
-    assert result.files_seen == len(decoded_later) + len(bad_corpus.scan_rejected) + sum(bad_corpus.skipped.values())
+    assert result.files_seen == len(decoded_later) + len(bad_corpus.scan_rejected) + sum(
+        bad_corpus.skipped.values()
+    )
 
 
 # --- label pattern ---------------------------------------------------------------------------
@@ -269,7 +273,10 @@ def test_label_pattern_group_one_when_unnamed(tmp_path: Path) -> None:
     touch(tmp_path / "tumour_001.png")
     touch(tmp_path / "normal_002.PNG")
     result = scan_label_pattern(tmp_path, r"^([a-z]+)_\d+")
-    assert result.records == [SourceRecord("normal_002.PNG", "normal"), SourceRecord("tumour_001.png", "tumour")]
+    assert result.records == [
+        SourceRecord("normal_002.PNG", "normal"),
+        SourceRecord("tumour_001.png", "tumour"),
+    ]
 
 
 def test_label_pattern_prefers_named_group_over_group_one(tmp_path: Path) -> None:
@@ -293,7 +300,9 @@ def test_label_pattern_optional_group_that_does_not_take_part_is_no_label(tmp_pa
     assert rejected_by_path(result) == {"x.png": Reason.NO_LABEL}
 
 
-def test_label_pattern_skips_hidden_and_non_images_and_quarantines_outside_symlinks(tmp_path: Path, make_image) -> None:
+def test_label_pattern_skips_hidden_and_non_images_and_quarantines_outside_symlinks(
+    tmp_path: Path, make_image
+) -> None:
     root = tmp_path / "root"
     touch(root / "a_cat.png")
     touch(root / ".b_cat.png")
@@ -305,7 +314,9 @@ def test_label_pattern_skips_hidden_and_non_images_and_quarantines_outside_symli
     assert result.skipped == {SkipReason.HIDDEN_OR_SYSTEM: 1, SkipReason.NOT_AN_IMAGE_FILE: 1}
 
 
-@pytest.mark.parametrize("pattern, fragment", [(r"([a-z", "not a valid regular expression"), (r"_[a-z]+\.", "no capture group")])
+@pytest.mark.parametrize(
+    "pattern, fragment", [(r"([a-z", "not a valid regular expression"), (r"_[a-z]+\.", "no capture group")]
+)
 def test_label_pattern_invalid_is_a_usage_error(tmp_path: Path, pattern: str, fragment: str) -> None:
     touch(tmp_path / "a_cat.png")
     with pytest.raises(FedimgError, match=fragment) as info:
@@ -358,11 +369,15 @@ def test_csv_with_utf8_bom(tmp_path: Path, make_image) -> None:
 
 
 @pytest.mark.parametrize("csv_form, disk_form", [("NFC", "NFD"), ("NFD", "NFC"), ("NFC", "NFC")])
-def test_csv_paths_match_files_under_unicode_normalisation(tmp_path: Path, make_image, csv_form: str, disk_form: str) -> None:
+def test_csv_paths_match_files_under_unicode_normalisation(
+    tmp_path: Path, make_image, csv_form: str, disk_form: str
+) -> None:
     name = "dossier é/café ü.png"
     disk_name = unicodedata.normalize(disk_form, name)
     make_image(tmp_path / disk_name)
-    labels = write_csv(tmp_path / "labels.csv", f"path,label\n{unicodedata.normalize(csv_form, name)},Ärger\n")
+    labels = write_csv(
+        tmp_path / "labels.csv", f"path,label\n{unicodedata.normalize(csv_form, name)},Ärger\n"
+    )
     result = scan_labels_csv(tmp_path, labels, CsvColumns())
     assert result.rejected == []
     assert [r.label for r in result.records] == ["Ärger"]
@@ -391,11 +406,15 @@ def test_csv_missing_is_a_usage_error(tmp_path: Path) -> None:
         scan_labels_csv(tmp_path, tmp_path / "nope.csv", CsvColumns())
 
 
-def test_csv_rows_without_files_and_files_without_rows_are_reported_by_name(tmp_path: Path, make_image) -> None:
+def test_csv_rows_without_files_and_files_without_rows_are_reported_by_name(
+    tmp_path: Path, make_image
+) -> None:
     make_image(tmp_path / "a.png")
     make_image(tmp_path / "unlisted.png", seed=1)
     touch(tmp_path / "notes.txt")
-    labels = write_csv(tmp_path / "labels.csv", "path,label\na.png,cat\ngone.png,dog\nsub/gone2.jpg,dog\nnotes.txt,cat\n")
+    labels = write_csv(
+        tmp_path / "labels.csv", "path,label\na.png,cat\ngone.png,dog\nsub/gone2.jpg,dog\nnotes.txt,cat\n"
+    )
     result = scan_labels_csv(tmp_path, labels, CsvColumns())
     assert result.records == [SourceRecord("a.png", "cat")]
     assert rejected_by_path(result) == {
@@ -417,7 +436,9 @@ def test_csv_duplicate_rows_that_agree_give_a_warning_naming_the_file(tmp_path: 
     assert result.records == [SourceRecord("a.png", "cat"), SourceRecord("b.png", "dog")]
     assert result.rejected == []
     assert len(result.warnings) == 2
-    assert "'a.png'" in result.warnings[0] and "line 4" in result.warnings[0] and "line 2" in result.warnings[0]
+    assert (
+        "'a.png'" in result.warnings[0] and "line 4" in result.warnings[0] and "line 2" in result.warnings[0]
+    )
     assert "line 5" in result.warnings[1]
     assert result.skipped["duplicate_csv_row"] == 2
 
@@ -443,7 +464,17 @@ def test_csv_conflicting_rows_quarantine_the_file(tmp_path: Path, make_image) ->
     assert "lines 7 and 8" in messages["missing.png"]
 
 
-@pytest.mark.parametrize("bad_path", ["../escape.png", "sub/../../escape.png", "/etc/escape.png", "C:\\escape.png", "c:/escape.png", "..\\escape.png"])
+@pytest.mark.parametrize(
+    "bad_path",
+    [
+        "../escape.png",
+        "sub/../../escape.png",
+        "/etc/escape.png",
+        "C:\\escape.png",
+        "c:/escape.png",
+        "..\\escape.png",
+    ],
+)
 def test_csv_paths_that_leave_the_root_are_quarantined(tmp_path: Path, make_image, bad_path: str) -> None:
     root = tmp_path / "root"
     make_image(root / "ok.png")
@@ -513,7 +544,11 @@ def test_csv_hidden_and_non_image_files_are_skipped(tmp_path: Path, make_image) 
     labels = write_csv(tmp_path / "labels.csv", "path,label\na.png,cat\n")
     result = scan_labels_csv(tmp_path, labels, CsvColumns())
     assert result.records == [SourceRecord("a.png", "cat")]
-    assert result.skipped == {SkipReason.HIDDEN_OR_SYSTEM: 2, SkipReason.NOT_AN_IMAGE_FILE: 1, SkipReason.LABELS_CSV: 1}
+    assert result.skipped == {
+        SkipReason.HIDDEN_OR_SYSTEM: 2,
+        SkipReason.NOT_AN_IMAGE_FILE: 1,
+        SkipReason.LABELS_CSV: 1,
+    }
 
 
 def test_csv_scan_is_sorted_and_deterministic(tmp_path: Path) -> None:

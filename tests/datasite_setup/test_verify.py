@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from datasite_setup.convert.pipeline import convert
-from datasite_setup.errors import FedimgError
 from datasite_setup.convert.federated_format import (
     canonical_json,
     checksums_file,
@@ -20,7 +18,9 @@ from datasite_setup.convert.federated_format import (
     read_metadata_csv,
     sha256_file,
 )
+from datasite_setup.convert.pipeline import convert
 from datasite_setup.convert.verify import KINDS, Problem, verify_federation
+from datasite_setup.errors import FedimgError
 from tests.datasite_setup.test_convert import SECRET, csv_options, make_csv_dataset, run_cli
 
 
@@ -101,7 +101,12 @@ def test_the_fixture_has_a_group_with_several_images_in_each_client(pristine: Pa
 def test_checksums_are_sha256sum_compatible(pristine: Path) -> None:
     import subprocess
 
-    result = subprocess.run(["sha256sum", "--check", "--quiet", "SHA256SUMS"], cwd=pristine / "clients" / "client_0", capture_output=True, text=True)
+    result = subprocess.run(
+        ["sha256sum", "--check", "--quiet", "SHA256SUMS"],
+        cwd=pristine / "clients" / "client_0",
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -117,7 +122,10 @@ def test_a_deleted_image_is_missing(out: Path) -> None:
     assert f"missing {image}" in err and "1 problem(s)" in err
 
 
-@pytest.mark.parametrize("stray", ["notes.txt", ".DS_Store", "clients/client_0/images/benign/extra.png", "clients/client_1/cache.db"])
+@pytest.mark.parametrize(
+    "stray",
+    ["notes.txt", ".DS_Store", "clients/client_0/images/benign/extra.png", "clients/client_1/cache.db"],
+)
 def test_a_stray_file_is_extra(out: Path, stray: str) -> None:
     (out / stray).parent.mkdir(parents=True, exist_ok=True)
     (out / stray).write_bytes(b"stray")
@@ -143,19 +151,29 @@ def test_altered_image_bytes_are_found(out: Path) -> None:
 
 def test_two_swapped_images_are_both_altered(out: Path) -> None:
     rows = rows_of(out, "client_0")
-    a, b = (out / "clients" / "client_0" / rows[0].file_name), (out / "clients" / "client_0" / rows[1].file_name)
+    a, b = (
+        (out / "clients" / "client_0" / rows[0].file_name),
+        (out / "clients" / "client_0" / rows[1].file_name),
+    )
     data_a, data_b = a.read_bytes(), b.read_bytes()
     a.write_bytes(data_b)
     b.write_bytes(data_a)
     found = kinds_by_path(verify_federation(out))
-    assert found == {f"clients/client_0/{rows[0].file_name}": {"altered"}, f"clients/client_0/{rows[1].file_name}": {"altered"}}
+    assert found == {
+        f"clients/client_0/{rows[0].file_name}": {"altered"},
+        f"clients/client_0/{rows[1].file_name}": {"altered"},
+    }
 
 
 def test_an_edited_metadata_csv_is_altered(out: Path) -> None:
     path = out / "clients" / "client_1" / "metadata.csv"
     text = path.read_text()
     lines = text.splitlines(keepends=True)
-    lines[1] = lines[1].replace(",train,", ",val,") if ",train," in lines[1] else lines[1].replace(",val,", ",train,")
+    lines[1] = (
+        lines[1].replace(",train,", ",val,")
+        if ",train," in lines[1]
+        else lines[1].replace(",val,", ",train,")
+    )
     path.write_text("".join(lines))
     found = kinds_by_path(verify_federation(out))
     assert "altered" in found["clients/client_1/metadata.csv"]
@@ -194,7 +212,10 @@ def test_a_deleted_top_level_file_is_missing(out: Path, name: str) -> None:
 
 
 def test_edited_client_sample_count_is_a_count_problem(out: Path) -> None:
-    edit_federation(out, lambda f: f["clients"]["client_0"].update(num_samples=f["clients"]["client_0"]["num_samples"] + 1))
+    edit_federation(
+        out,
+        lambda f: f["clients"]["client_0"].update(num_samples=f["clients"]["client_0"]["num_samples"] + 1),
+    )
     problems = verify_federation(out)
     assert problems and {p.kind for p in problems} <= {"count", "schema"}
     assert all(p.path == "federation.json" for p in problems)
@@ -219,7 +240,9 @@ def test_edited_label_counts_are_a_count_problem(out: Path) -> None:
 
 
 def test_edited_group_count_is_a_count_problem(out: Path) -> None:
-    edit_federation(out, lambda f: f["clients"]["client_1"].update(num_groups=f["clients"]["client_1"]["num_groups"] + 1))
+    edit_federation(
+        out, lambda f: f["clients"]["client_1"].update(num_groups=f["clients"]["client_1"]["num_groups"] + 1)
+    )
     assert kinds_by_path(verify_federation(out)) == {"clients/client_1/metadata.csv": {"count"}}
 
 
@@ -260,7 +283,13 @@ def test_edited_split_counts_are_a_count_problem(out: Path) -> None:
         lambda f: f["clients"]["client_1"].update(label_counts=None),
         lambda f: f["clients"].update({"../escape": f["clients"].pop("client_1")}),
     ],
-    ids=["client not an object", "totals not an object", "count as text", "label_counts null", "client name with path"],
+    ids=[
+        "client not an object",
+        "totals not an object",
+        "count as text",
+        "label_counts null",
+        "client name with path",
+    ],
 )
 def test_mistyped_federation_json_is_a_schema_problem_not_a_crash(out: Path, edit) -> None:
     edit_federation(out, edit)
@@ -275,7 +304,9 @@ def _forge_metadata(out: Path, client: str, data: bytes) -> None:
     import hashlib
 
     (out / "clients" / client / "metadata.csv").write_bytes(data)
-    edit_federation(out, lambda f: f["clients"][client].update(metadata_sha256=hashlib.sha256(data).hexdigest()))
+    edit_federation(
+        out, lambda f: f["clients"][client].update(metadata_sha256=hashlib.sha256(data).hexdigest())
+    )
 
 
 @pytest.mark.parametrize(
@@ -298,11 +329,15 @@ def test_a_malformed_sha256sums_is_a_schema_problem_of_that_file(out: Path) -> N
 
     data = b"not a checksum line\n"
     (out / "clients" / "client_1" / "SHA256SUMS").write_bytes(data)
-    edit_federation(out, lambda f: f["clients"]["client_1"].update(checksums_sha256=hashlib.sha256(data).hexdigest()))
+    edit_federation(
+        out, lambda f: f["clients"]["client_1"].update(checksums_sha256=hashlib.sha256(data).hexdigest())
+    )
     found = kinds_by_path(verify_federation(out))
     assert found.pop("clients/client_1/SHA256SUMS") == {"schema"}
     # With no usable listing, the client's images are unaccounted for.
-    assert found and all(path.startswith("clients/client_1/images/") and kinds == {"extra"} for path, kinds in found.items())
+    assert found and all(
+        path.startswith("clients/client_1/images/") and kinds == {"extra"} for path, kinds in found.items()
+    )
 
 
 def test_a_metadata_row_with_a_bad_label_or_pseudonym_is_a_schema_problem(out: Path) -> None:
@@ -319,7 +354,12 @@ def test_a_metadata_csv_with_a_wrong_header_is_a_schema_problem(out: Path) -> No
     path = out / "clients" / "client_0" / "metadata.csv"
     data = path.read_bytes().replace(b"file_name,", b"filename,", 1)
     path.write_bytes(data)
-    edit_federation(out, lambda f: f["clients"]["client_0"].update(metadata_sha256=__import__("hashlib").sha256(data).hexdigest()))
+    edit_federation(
+        out,
+        lambda f: f["clients"]["client_0"].update(
+            metadata_sha256=__import__("hashlib").sha256(data).hexdigest()
+        ),
+    )
     assert kinds_by_path(verify_federation(out)) == {"clients/client_0/metadata.csv": {"schema"}}
 
 
@@ -369,7 +409,10 @@ def test_a_group_moved_into_the_other_split_whole_is_no_leak(out: Path) -> None:
     # Moving a whole group keeps it patient-safe: with hashes and counts rewritten, verify is satisfied.
     rows = rows_of(out, "client_0")
     group = _multi_image_group(rows)
-    rows = [replace(row, split="val" if row.split == "train" else "train") if row.group_id == group else row for row in rows]
+    rows = [
+        replace(row, split="val" if row.split == "train" else "train") if row.group_id == group else row
+        for row in rows
+    ]
     rewrite_client(out, "client_0", rows)
     assert verify_federation(out) == []
 

@@ -123,12 +123,21 @@ def test_inserted_forged_line(tmp_path: Path) -> None:
     log = _log(tmp_path)
     lines = _lines(log)
     previous = json.loads(lines[1])
-    forged = {"seq": 2, "time": previous["time"], "event": "decision", "request_id": "r1", "decision": "approved", "prev": previous["hash"]}
+    forged = {
+        "seq": 2,
+        "time": previous["time"],
+        "event": "decision",
+        "request_id": "r1",
+        "decision": "approved",
+        "prev": previous["hash"],
+    }
     forged["hash"] = policies.audit._line_hash(forged)  # internally consistent, chained to line 2
     lines.insert(2, json.dumps(forged, sort_keys=True))
     _write(log, lines)
     problems = verify_audit_log(log.path)
-    assert 2 not in [p.line for p in problems] and 3 not in [p.line for p in problems]  # the forged line itself looks fine
+    assert 2 not in [p.line for p in problems] and 3 not in [
+        p.line for p in problems
+    ]  # the forged line itself looks fine
     assert 4 in [p.line for p in problems]  # but the genuine line after it no longer chains
     assert any("ends early or late" in p.message for p in problems)
 
@@ -183,7 +192,9 @@ def test_concurrent_appends_from_processes_keep_the_chain(tmp_path: Path) -> Non
     assert verify_audit_log(path) == []
     records = AuditLog(path).records()
     assert len(records) == workers * count
-    assert sorted((r["worker"], r["run"]) for r in records) == [(w, i) for w in range(workers) for i in range(count)]
+    assert sorted((r["worker"], r["run"]) for r in records) == [
+        (w, i) for w in range(workers) for i in range(count)
+    ]
 
 
 def test_module_doctest() -> None:

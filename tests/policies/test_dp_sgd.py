@@ -27,9 +27,13 @@ class Linear(nn.Module):
         return self.fc(x)
 
 
-def data(n: int = 12, features: int = 4, classes: int = 3, scale: float = 1.0, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def data(
+    n: int = 12, features: int = 4, classes: int = 3, scale: float = 1.0, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return scale * torch.randn(n, features, generator=generator), torch.randint(0, classes, (n,), generator=generator)
+    return scale * torch.randn(n, features, generator=generator), torch.randint(
+        0, classes, (n,), generator=generator
+    )
 
 
 def global_weights(model: nn.Module) -> dict[str, np.ndarray]:
@@ -37,12 +41,29 @@ def global_weights(model: nn.Module) -> dict[str, np.ndarray]:
 
 
 def train(model: nn.Module, weights: dict, images, labels, **overrides) -> dict[str, np.ndarray]:
-    options = dict(loss_function=F.cross_entropy, lr=1.0, noise_multiplier=0.0, max_grad_norm=1.0, sample_rate=1.0, steps=1, seed=0) | overrides
+    options = (
+        dict(
+            loss_function=F.cross_entropy,
+            lr=1.0,
+            noise_multiplier=0.0,
+            max_grad_norm=1.0,
+            sample_rate=1.0,
+            steps=1,
+            seed=0,
+        )
+        | overrides
+    )
     return train_private(model, weights, images, labels, **options)[0]
 
 
 def update_norm(released: dict, weights: dict) -> float:
-    return math.sqrt(sum(float(((released[k].astype(np.float64) - weights[k]) ** 2).sum()) for k in weights if weights[k].dtype.kind == "f"))
+    return math.sqrt(
+        sum(
+            float(((released[k].astype(np.float64) - weights[k]) ** 2).sum())
+            for k in weights
+            if weights[k].dtype.kind == "f"
+        )
+    )
 
 
 # --- clipping ------------------------------------------------------------------------------------------
@@ -58,9 +79,11 @@ def update_norm(released: dict, weights: dict) -> float:
 )
 def test_each_example_adds_at_most_the_clipping_norm(shapes, batch, log_scale, clip, seed) -> None:
     rng = np.random.default_rng(seed)
-    gradients = {f"p{i}": rng.normal(size=(batch, *shape)) * 10.0**log_scale for i, shape in enumerate(shapes)}
+    gradients = {
+        f"p{i}": rng.normal(size=(batch, *shape)) * 10.0**log_scale for i, shape in enumerate(shapes)
+    }
     for example in range(batch):
-        one = {name: value[example:example + 1] for name, value in gradients.items()}
+        one = {name: value[example : example + 1] for name, value in gradients.items()}
         total = {name: np.zeros(value.shape[1:]) for name, value in gradients.items()}
         dp_sgd._add_clipped(total, one, clip)
         norm = math.sqrt(sum(float((t**2).sum()) for t in total.values()))
@@ -132,11 +155,15 @@ class Flat(nn.Module):
 
 
 @pytest.mark.parametrize("z, clip, q, n, lr", [(2.0, 0.5, 0.5, 10, 1.0), (0.7, 3.0, 0.25, 40, 0.1)])
-def test_the_noise_is_z_times_clip_over_the_expected_batch(z: float, clip: float, q: float, n: int, lr: float) -> None:
+def test_the_noise_is_z_times_clip_over_the_expected_batch(
+    z: float, clip: float, q: float, n: int, lr: float
+) -> None:
     model = Flat()
     weights = global_weights(model)
     images, labels = data(n=n)
-    released = train(model, weights, images, labels, noise_multiplier=z, max_grad_norm=clip, sample_rate=q, lr=lr, seed=5)
+    released = train(
+        model, weights, images, labels, noise_multiplier=z, max_grad_norm=clip, sample_rate=q, lr=lr, seed=5
+    )
     step = released["w"].astype(np.float64) - weights["w"]
     assert abs(step.mean()) < 5 * step.std() / math.sqrt(step.size)
     assert step.std() == pytest.approx(lr * z * clip / (q * n), rel=0.03)
@@ -210,7 +237,9 @@ def test_a_forward_that_writes_its_parameters_in_place_does_not_reach_the_releas
     model = Writer()
     weights = global_weights(model)
     with torch.no_grad():
-        model.fc.weight.fill_(123.0)  # tampered before training (e.g. during the evaluation): training starts from `weights`
+        model.fc.weight.fill_(
+            123.0
+        )  # tampered before training (e.g. during the evaluation): training starts from `weights`
     released = train(model, weights, *data(n=6), max_grad_norm=0.1, lr=1.0, steps=2)
     assert update_norm(released, weights) <= 2 * 0.1 * (1 + 1e-6)
     assert np.abs(released["fc.weight"] - weights["fc.weight"]).max() < 1.0
@@ -271,7 +300,10 @@ def test_a_seed_reproduces_and_without_one_the_randomness_is_secret() -> None:
     weights = global_weights(model)
     images, labels = data(n=20)
     noisy = dict(noise_multiplier=1.0, sample_rate=0.5, steps=3)
-    first, second = train(model, weights, images, labels, **noisy, seed=11), train(model, weights, images, labels, **noisy, seed=11)
+    first, second = (
+        train(model, weights, images, labels, **noisy, seed=11),
+        train(model, weights, images, labels, **noisy, seed=11),
+    )
     assert all(np.array_equal(first[k], second[k]) for k in weights)
     # without a seed, resetting torch's global RNG (which model code can do) does not repeat the noise or the sampling
     torch.manual_seed(0)
@@ -286,8 +318,12 @@ def test_rebinding_numpy_or_torch_functions_later_does_not_reach_the_noise(monke
     model = Flat()
     weights = global_weights(model)
     images, labels = data(n=10)
-    monkeypatch.setattr(np.random, "Generator", lambda *a, **k: (_ for _ in ()).throw(AssertionError("looked up at run time")))
-    monkeypatch.setattr(np, "where", lambda *a, **k: (_ for _ in ()).throw(AssertionError("looked up at run time")))
+    monkeypatch.setattr(
+        np.random, "Generator", lambda *a, **k: (_ for _ in ()).throw(AssertionError("looked up at run time"))
+    )
+    monkeypatch.setattr(
+        np, "where", lambda *a, **k: (_ for _ in ()).throw(AssertionError("looked up at run time"))
+    )
     released = train(model, weights, images, labels, noise_multiplier=1.0)
     assert released["w"].std() > 0
 

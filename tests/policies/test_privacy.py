@@ -10,10 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policies.privacy import BudgetExceeded, PrivacyLedger, dp_sgd_noise_multiplier, epsilon_of, noise_multiplier_for, privatize_update
+from policies.privacy import (
+    BudgetExceeded,
+    PrivacyLedger,
+    dp_sgd_noise_multiplier,
+    epsilon_of,
+    noise_multiplier_for,
+    privatize_update,
+)
 
 DELTA = 1e-5
-pytestmark = pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")  # Opacus: the bound is conservative there
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Optimal order is the largest alpha"
+)  # Opacus: the bound is conservative there
 
 
 @pytest.mark.parametrize("epsilon, releases", [(1.0, 1), (4.0, 5), (2.0, 11)])
@@ -36,7 +45,9 @@ def test_epsilon_of_nothing_is_zero_and_grows_with_releases() -> None:
     assert 0 < one < two
 
 
-@pytest.mark.parametrize("epsilon, sample_rate, steps", [(1.0, 64 / 230, 8 * 21), (4.0, 0.1, 500), (8.0, 0.5, 40)])
+@pytest.mark.parametrize(
+    "epsilon, sample_rate, steps", [(1.0, 64 / 230, 8 * 21), (4.0, 0.1, 500), (8.0, 0.5, 40)]
+)
 def test_dp_sgd_noise_multiplier_meets_the_target(epsilon: float, sample_rate: float, steps: int) -> None:
     z = dp_sgd_noise_multiplier(epsilon, DELTA, sample_rate, steps)
     spent = epsilon_of([(z, sample_rate, steps)], DELTA)
@@ -58,7 +69,16 @@ def test_accounting_is_opacus_stepping_its_accountant() -> None:
     assert ours == pytest.approx(accountant.get_epsilon(DELTA), rel=1e-12)
 
 
-@pytest.mark.parametrize("arguments", [(0.0, DELTA, 0.1, 10), (1.0, 1.0, 0.1, 10), (1.0, DELTA, 0.0, 10), (1.0, DELTA, 0.1, 0), (1.0, DELTA, 0.1, 2.5)])
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        (0.0, DELTA, 0.1, 10),
+        (1.0, 1.0, 0.1, 10),
+        (1.0, DELTA, 0.0, 10),
+        (1.0, DELTA, 0.1, 0),
+        (1.0, DELTA, 0.1, 2.5),
+    ],
+)
 def test_dp_sgd_calibration_validates(arguments: tuple) -> None:
     with pytest.raises(ValueError, match="need epsilon > 0"):
         dp_sgd_noise_multiplier(*arguments)
@@ -74,7 +94,11 @@ def weights(rng: np.random.Generator) -> dict[str, np.ndarray]:
 
 
 def update_norm(before: dict, after: dict) -> float:
-    return float(np.sqrt(sum(float(((after[k] - before[k]) ** 2).sum()) for k in before if before[k].dtype.kind == "f")))
+    return float(
+        np.sqrt(
+            sum(float(((after[k] - before[k]) ** 2).sum()) for k in before if before[k].dtype.kind == "f")
+        )
+    )
 
 
 def test_large_update_is_clipped_to_exactly_the_norm() -> None:
@@ -104,14 +128,18 @@ def test_float32_weights_stay_float32_and_clipped() -> None:
     new = {"w": (old["w"] + 3).astype(np.float32)}
     released = privatize_update(old, new, max_update_norm=1.0, noise_multiplier=0.0)
     assert released["w"].dtype == np.float32
-    assert update_norm({"w": old["w"].astype(np.float64)}, {"w": released["w"].astype(np.float64)}) == pytest.approx(1.0, rel=1e-5)
+    assert update_norm(
+        {"w": old["w"].astype(np.float64)}, {"w": released["w"].astype(np.float64)}
+    ) == pytest.approx(1.0, rel=1e-5)
 
 
 def test_integer_buffers_are_not_released() -> None:
     rng = np.random.default_rng(3)
     old = weights(rng)
     new = {k: (v if v.dtype.kind == "f" else v + 1000) for k, v in old.items()}
-    released = privatize_update(old, new, max_update_norm=1.0, noise_multiplier=1.0, rng=np.random.default_rng(4))
+    released = privatize_update(
+        old, new, max_update_norm=1.0, noise_multiplier=1.0, rng=np.random.default_rng(4)
+    )
     for name in ("bn.num_batches_tracked", "counts"):
         assert released[name].dtype == old[name].dtype
         np.testing.assert_array_equal(released[name], old[name])
@@ -123,7 +151,9 @@ def test_integer_buffers_are_not_released() -> None:
 def test_noise_std_is_z_times_twice_the_clip(z: float, clip: float) -> None:
     size = 200_000
     old = {"w": np.zeros(size)}
-    released = privatize_update(old, {"w": np.zeros(size)}, max_update_norm=clip, noise_multiplier=z, rng=np.random.default_rng(5))
+    released = privatize_update(
+        old, {"w": np.zeros(size)}, max_update_norm=clip, noise_multiplier=z, rng=np.random.default_rng(5)
+    )
     noise = released["w"]
     assert abs(noise.mean()) < 5 * z * 2 * clip / np.sqrt(size)
     assert noise.std() == pytest.approx(z * 2 * clip, rel=0.01)  # std error of the std is ~0.16% here
@@ -133,7 +163,9 @@ def test_noise_is_added_after_clipping() -> None:
     size = 100_000
     old = {"w": np.zeros(size)}
     new = {"w": np.full(size, 10.0)}  # norm ~3162, clipped to 1: each entry 1/sqrt(size)
-    released = privatize_update(old, new, max_update_norm=1.0, noise_multiplier=0.5, rng=np.random.default_rng(6))
+    released = privatize_update(
+        old, new, max_update_norm=1.0, noise_multiplier=0.5, rng=np.random.default_rng(6)
+    )
     assert released["w"].mean() == pytest.approx(1 / np.sqrt(size), abs=5 * 1.0 / np.sqrt(size))
     assert released["w"].std() == pytest.approx(1.0, rel=0.02)
 
@@ -168,7 +200,9 @@ def test_ledger_charges_until_the_budget_then_refuses_without_recording(tmp_path
     assert spent[-1] == pytest.approx(epsilon_of([Z] * expected, DELTA))
     with pytest.raises(BudgetExceeded, match=r"above the budget 4\.0"):
         ledger.charge("ada", Z, budget)
-    assert json.loads(ledger.path.read_text())["ada"] == [[Z, 1.0, 1]] * expected  # the refused release is not recorded
+    assert (
+        json.loads(ledger.path.read_text())["ada"] == [[Z, 1.0, 1]] * expected
+    )  # the refused release is not recorded
     assert ledger.spent("ada") == pytest.approx(spent[-1])
     with pytest.raises(BudgetExceeded):
         ledger.charge("ada", Z, budget)
@@ -209,11 +243,16 @@ def test_ledger_charges_dp_sgd_releases_as_steps_at_a_sample_rate(tmp_path: Path
         ledger.charge("ada", 0.5, second + 0.01, sample_rate=0.25, steps=16)
 
 
-def test_a_ledger_of_bare_noise_multipliers_is_read_as_full_batch_releases_and_migrated(tmp_path: Path) -> None:
+def test_a_ledger_of_bare_noise_multipliers_is_read_as_full_batch_releases_and_migrated(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "privacy-ledger.json"
     path.write_text(json.dumps({"ada": [Z, Z], "grace": [Z]}))  # the format before DP-SGD
     ledger = PrivacyLedger(path, DELTA)
     assert ledger.spent("ada") == pytest.approx(epsilon_of([Z, Z], DELTA))
     after = ledger.charge("ada", 1.0, 100.0, sample_rate=0.5, steps=4)
     assert after == pytest.approx(epsilon_of([(Z, 1.0, 1), (Z, 1.0, 1), (1.0, 0.5, 4)], DELTA))
-    assert json.loads(path.read_text()) == {"ada": [[Z, 1.0, 1], [Z, 1.0, 1], [1.0, 0.5, 4]], "grace": [[Z, 1.0, 1]]}
+    assert json.loads(path.read_text()) == {
+        "ada": [[Z, 1.0, 1], [Z, 1.0, 1], [1.0, 0.5, 4]],
+        "grace": [[Z, 1.0, 1]],
+    }

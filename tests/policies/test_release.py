@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import re
 
 import numpy as np
@@ -30,15 +29,26 @@ def evaluation_output() -> dict:
 
 def training_output() -> dict:
     output = evaluation_output()
-    output["weights"] = {name: np.asarray(value + 1, dtype=value.dtype) for name, value in global_weights().items()}
+    output["weights"] = {
+        name: np.asarray(value + 1, dtype=value.dtype) for name, value in global_weights().items()
+    }
     output["num_samples"] = NUM_TRAIN
     output["train"] = {"loss": 0.5, "accuracy": 0.8}
     return output
 
 
-def check(output, *, weights=None, num_train=NUM_TRAIN, num_val=NUM_VAL, min_samples=20, max_output_bytes=2**20) -> None:
-    check_release(output, global_weights=global_weights() if weights is None else weights, num_train=num_train, num_val=num_val,
-                  num_classes=NUM_CLASSES, min_samples=min_samples, max_output_bytes=max_output_bytes)
+def check(
+    output, *, weights=None, num_train=NUM_TRAIN, num_val=NUM_VAL, min_samples=20, max_output_bytes=2**20
+) -> None:
+    check_release(
+        output,
+        global_weights=global_weights() if weights is None else weights,
+        num_train=num_train,
+        num_val=num_val,
+        num_classes=NUM_CLASSES,
+        min_samples=min_samples,
+        max_output_bytes=max_output_bytes,
+    )
 
 
 def refused(output, match: str, **kwargs) -> None:
@@ -69,15 +79,42 @@ def test_the_real_template_output_is_released(tmp_path) -> None:
     from researcher.models import SmallCNN
     from researcher.site_function import build_site_function
 
-    config = dict(rounds=1, local_epochs=1, batch_size=16, lr=0.1, optimizer="sgd", momentum=0.0, loss="cross_entropy", min_sites=1, seed=0, mu=0.0,
-                  server_momentum=0.0, server_lr=1.0, model_kwargs={"channels": 1, "image_size": 8, "num_classes": NUM_CLASSES}, num_classes=NUM_CLASSES)
+    config = dict(
+        rounds=1,
+        local_epochs=1,
+        batch_size=16,
+        lr=0.1,
+        optimizer="sgd",
+        momentum=0.0,
+        loss="cross_entropy",
+        min_sites=1,
+        seed=0,
+        mu=0.0,
+        server_momentum=0.0,
+        server_lr=1.0,
+        model_kwargs={"channels": 1, "image_size": 8, "num_classes": NUM_CLASSES},
+        num_classes=NUM_CLASSES,
+    )
     site = build_site_function("fedimg_release_test", SmallCNN, config, folder=tmp_path)
     rng = np.random.default_rng(0)
-    train_images, val_images = rng.integers(0, 255, (40, 1, 8, 8), dtype=np.uint8), rng.integers(0, 255, (24, 1, 8, 8), dtype=np.uint8)
+    train_images, val_images = (
+        rng.integers(0, 255, (40, 1, 8, 8), dtype=np.uint8),
+        rng.integers(0, 255, (24, 1, 8, 8), dtype=np.uint8),
+    )
     train_labels, val_labels = rng.integers(0, NUM_CLASSES, 40), rng.integers(0, NUM_CLASSES, 24)
     torch.manual_seed(0)
-    weights = {k: v.numpy() for k, v in SmallCNN(channels=1, image_size=8, num_classes=NUM_CLASSES).state_dict().items()}
-    kwargs = dict(global_weights=weights, num_train=40, num_val=24, num_classes=NUM_CLASSES, min_samples=20, max_output_bytes=2**20)
+    weights = {
+        k: v.numpy()
+        for k, v in SmallCNN(channels=1, image_size=8, num_classes=NUM_CLASSES).state_dict().items()
+    }
+    kwargs = dict(
+        global_weights=weights,
+        num_train=40,
+        num_val=24,
+        num_classes=NUM_CLASSES,
+        min_samples=20,
+        max_output_bytes=2**20,
+    )
     trained = site.function(train_images, train_labels, val_images, val_labels, weights, 0)
     check_release(trained, **kwargs)
     final = site.function(train_images, train_labels, val_images, val_labels, trained["weights"], 1)
@@ -115,7 +152,10 @@ def images() -> np.ndarray:
         (lambda o: o["train"].__setitem__("images", images()), "train must hold exactly"),
         (lambda o: o.__setitem__("num_samples", images()), "num_samples must be an integer"),
         (lambda o: o["weights"].__setitem__("images", images()), "exactly the names of the global weights"),
-        (lambda o: o["weights"].__setitem__("head.weight", images()), r"weights\['head.weight'\] must be an array of shape \(3, 16\) and dtype float32"),
+        (
+            lambda o: o["weights"].__setitem__("head.weight", images()),
+            r"weights\['head.weight'\] must be an array of shape \(3, 16\) and dtype float32",
+        ),
     ],
 )
 def test_images_in_any_key_are_refused(place, match: str) -> None:
@@ -173,8 +213,18 @@ def test_weights_with_wrong_shape_or_dtype() -> None:
 
 
 def test_weights_without_global_weights_are_refused() -> None:
-    with pytest.raises(ReleaseRefused, match="weights must be a dict of arrays shaped like the global weights"):
-        check_release(training_output(), global_weights=None, num_train=NUM_TRAIN, num_val=NUM_VAL, num_classes=NUM_CLASSES, min_samples=20, max_output_bytes=2**20)
+    with pytest.raises(
+        ReleaseRefused, match="weights must be a dict of arrays shaped like the global weights"
+    ):
+        check_release(
+            training_output(),
+            global_weights=None,
+            num_train=NUM_TRAIN,
+            num_val=NUM_VAL,
+            num_classes=NUM_CLASSES,
+            min_samples=20,
+            max_output_bytes=2**20,
+        )
 
 
 @pytest.mark.parametrize("dtype", [object, "U8", "S8", "V8"])
@@ -183,7 +233,11 @@ def test_non_numeric_weights_are_refused_even_if_the_global_ones_were_too(dtype)
     weights = global_weights()
     weights["extra"] = np.zeros(4, dtype=dtype)
     output = training_output()
-    output["weights"]["extra"] = np.array([b"ab", {"x": 1}, "secret", 3], dtype=object).astype(dtype) if dtype is object else np.zeros(4, dtype=dtype)
+    output["weights"]["extra"] = (
+        np.array([b"ab", {"x": 1}, "secret", 3], dtype=object).astype(dtype)
+        if dtype is object
+        else np.zeros(4, dtype=dtype)
+    )
     refused(output, r"weights\['extra'\] must be a numeric array", weights=weights)
 
 
@@ -240,7 +294,7 @@ def test_counts_larger_than_the_data_are_refused() -> None:
 
 
 def test_a_site_below_min_samples_releases_nothing() -> None:
-    message = f"this site has 19 training samples, fewer than its minimum of 20: it releases nothing"
+    message = "this site has 19 training samples, fewer than its minimum of 20: it releases nothing"
     refused(training_output(), re.escape(message), num_train=19)
     refused(evaluation_output(), re.escape(message), num_train=19)
     check(evaluation_output(), num_train=20)
@@ -259,4 +313,12 @@ def test_oversize_output_is_refused() -> None:
 
 def test_a_val_split_below_the_minimum_releases_no_evaluation() -> None:
     with pytest.raises(ReleaseRefused, match="5 validation samples, fewer than its minimum of 20"):
-        check_release(training_output(), global_weights=global_weights(), num_train=NUM_TRAIN, num_val=5, num_classes=NUM_CLASSES, min_samples=20, max_output_bytes=2**20)
+        check_release(
+            training_output(),
+            global_weights=global_weights(),
+            num_train=NUM_TRAIN,
+            num_val=5,
+            num_classes=NUM_CLASSES,
+            min_samples=20,
+            max_output_bytes=2**20,
+        )

@@ -6,17 +6,16 @@ import ast
 import inspect
 import json
 import textwrap
-from dataclasses import asdict, replace
+from dataclasses import asdict
 
 import pytest
 
 from datasite_setup.site.code_requests import PendingRequest
 from policies.request_review import ASSET_INPUTS, review_request, summary_json
-from policies.template import match_template, template_id
 from policies.site_policy import SitePolicy
+from policies.template import TEMPLATE_VERSION, match_template, render_site_source, template_id
 from researcher.job import FedAvgConfig
 from researcher.models import SmallCNN
-from policies.template import TEMPLATE_VERSION, render_site_source
 
 ROUNDS = 3
 DATASET = "fedimg-hospital_a-0123456789ab"
@@ -25,13 +24,32 @@ CHECK_NAMES = ("static review", "job template", "output policy", "execution limi
 
 def job_config(**overrides) -> dict:
     """A job's configuration as ``FedAvgJob`` renders it (the plain-number and string settings)."""
-    config = dict(rounds=ROUNDS, local_epochs=1, batch_size=32, lr=0.05, optimizer="sgd", momentum=0.0, loss="cross_entropy", min_sites=1, seed=0,
-                  mu=0.0, server_momentum=0.0, server_lr=1.0, model_kwargs={"channels": 1, "image_size": 16, "num_classes": 4}, num_classes=4)
+    config = dict(
+        rounds=ROUNDS,
+        local_epochs=1,
+        batch_size=32,
+        lr=0.05,
+        optimizer="sgd",
+        momentum=0.0,
+        loss="cross_entropy",
+        min_sites=1,
+        seed=0,
+        mu=0.0,
+        server_momentum=0.0,
+        server_lr=1.0,
+        model_kwargs={"channels": 1, "image_size": 16, "num_classes": 4},
+        num_classes=4,
+    )
     return {**config, **overrides}
 
 
 def rendered(model_source: str | None = None, model_name: str = "SmallCNN", **overrides) -> str:
-    return render_site_source("fedimg_fedavg_0123456789", model_source or inspect.getsource(SmallCNN), model_name, job_config(**overrides))
+    return render_site_source(
+        "fedimg_fedavg_0123456789",
+        model_source or inspect.getsource(SmallCNN),
+        model_name,
+        job_config(**overrides),
+    )
 
 
 def parameters(code: str) -> list[str]:
@@ -43,7 +61,11 @@ def request(code: str | None = None, **changes) -> PendingRequest:
     """What ``datasite_setup.site.code_requests.describe`` gives for a well-formed submission of the job template."""
     code = code or rendered()
     # `privacy` is not an input: only a DP site's release hook sets it (template fedavg-3)
-    inputs = {name: ("Matches" if name in ASSET_INPUTS else "UserOwned") for name in parameters(code) if name != "privacy"}
+    inputs = {
+        name: ("Matches" if name in ASSET_INPUTS else "UserOwned")
+        for name in parameters(code)
+        if name != "privacy"
+    }
     fields = dict(
         id="0f" * 16,
         requester="ada@university.example",
@@ -81,7 +103,12 @@ def test_rendered_template_matches_with_its_config() -> None:
 
 def test_the_config_of_a_real_job_renders_to_a_matching_template() -> None:
     """What ``FedAvgJob.site_function`` renders: every FedAvgConfig field (booleans included) plus num_classes."""
-    config = {**asdict(FedAvgConfig(rounds=ROUNDS, model_kwargs={"channels": 1, "image_size": 16, "num_classes": 4})), "num_classes": 4}
+    config = {
+        **asdict(
+            FedAvgConfig(rounds=ROUNDS, model_kwargs={"channels": 1, "image_size": 16, "num_classes": 4})
+        ),
+        "num_classes": 4,
+    }
     code = render_site_source("fedimg_fedavg_0123456789", inspect.getsource(SmallCNN), "SmallCNN", config)
     compile(code, "site.py", "exec")
     match = match_template(code)
@@ -118,13 +145,18 @@ def test_one_added_line_differs_with_a_unified_diff() -> None:
     assert match.config == job_config()
     assert match.diff.startswith("--- job template\n+++ submitted\n")
     added = [line for line in match.diff.splitlines() if line.startswith("+") and not line.startswith("+++")]
-    removed = [line for line in match.diff.splitlines() if line.startswith("-") and not line.startswith("---")]
+    removed = [
+        line for line in match.diff.splitlines() if line.startswith("-") and not line.startswith("---")
+    ]
     assert added == ["+    return train_images"] and removed == []
 
 
 def test_changed_body_line_shows_both_sides() -> None:
     code = rendered()
-    tampered = code.replace('result["num_samples"] = int(len(labels))', 'result["num_samples"] = int(len(labels))\n    result["labels"] = labels.tolist()')
+    tampered = code.replace(
+        'result["num_samples"] = int(len(labels))',
+        'result["num_samples"] = int(len(labels))\n    result["labels"] = labels.tolist()',
+    )
     match = match_template(tampered)
     assert not match.matches and '+    result["labels"] = labels.tolist()' in match.diff
 
@@ -163,14 +195,18 @@ def test_good_request_passes_every_check() -> None:
 
 @pytest.mark.parametrize("limit", [ROUNDS, ROUNDS + 2, 1, 100, None])
 def test_wrong_execution_limit_fails_alone(limit) -> None:
-    review = review_request(request(output_policy_kwargs={"limit": limit} if limit is not None else {}), SitePolicy())
+    review = review_request(
+        request(output_policy_kwargs={"limit": limit} if limit is not None else {}), SitePolicy()
+    )
     assert failing(review) == ["execution limit"]
 
 
 def test_limit_follows_the_declared_rounds() -> None:
     code = rendered(rounds=9)
     assert failing(review_request(request(code, output_policy_kwargs={"limit": 10}), SitePolicy())) == []
-    assert failing(review_request(request(code, output_policy_kwargs={"limit": ROUNDS + 1}), SitePolicy())) == ["execution limit"]
+    assert failing(
+        review_request(request(code, output_policy_kwargs={"limit": ROUNDS + 1}), SitePolicy())
+    ) == ["execution limit"]
 
 
 @pytest.mark.parametrize("name", ["UserPolicy", "MyOutputPolicy", "SingleExecutionExactOutput"])
@@ -203,7 +239,10 @@ def test_missing_binding_fails_alone() -> None:
 
 def test_input_that_is_not_an_asset_fails_alone() -> None:
     good = request()
-    as_researcher_value = {**good.inputs, "train_images": "UserOwned"}  # images sent by the researcher, not matched
+    as_researcher_value = {
+        **good.inputs,
+        "train_images": "UserOwned",
+    }  # images sent by the researcher, not matched
     assert failing(review_request(request(inputs=as_researcher_value), SitePolicy())) == ["private inputs"]
     weights_as_asset = {**good.inputs, "weights": "Matches"}
     assert failing(review_request(request(inputs=weights_as_asset), SitePolicy())) == ["private inputs"]
@@ -214,7 +253,10 @@ def test_input_that_is_not_an_asset_fails_alone() -> None:
 
 
 def test_static_finding_in_the_model_fails_alone() -> None:
-    model = inspect.getsource(SmallCNN).replace("        return self.head(x.flatten(1))", "        np.save('/tmp/leak.npy', x.numpy())\n        return self.head(x.flatten(1))")
+    model = inspect.getsource(SmallCNN).replace(
+        "        return self.head(x.flatten(1))",
+        "        np.save('/tmp/leak.npy', x.numpy())\n        return self.head(x.flatten(1))",
+    )
     assert "np.save" in model
     review = review_request(request(rendered(model)), SitePolicy())
     assert failing(review) == ["static review"]
@@ -224,15 +266,21 @@ def test_static_finding_in_the_model_fails_alone() -> None:
 def test_import_allowed_by_the_site_policy() -> None:
     model = "import scipy\n" + inspect.getsource(SmallCNN)
     code = rendered(model)
-    assert match_template(code).matches is False  # a module-level import outside the class is not the template's
-    model = inspect.getsource(SmallCNN).replace("    def forward(self, x):\n", "    def forward(self, x):\n        import scipy\n")
+    assert (
+        match_template(code).matches is False
+    )  # a module-level import outside the class is not the template's
+    model = inspect.getsource(SmallCNN).replace(
+        "    def forward(self, x):\n", "    def forward(self, x):\n        import scipy\n"
+    )
     code = rendered(model)
     assert failing(review_request(request(code), SitePolicy())) == ["static review"]
     assert failing(review_request(request(code), SitePolicy(extra_allowed_imports=("scipy",)))) == []
 
 
 def test_tampered_code_fails_the_template_check_only() -> None:
-    tampered = rendered().replace("    return result\n", "    result['round'] = int(rnd)\n    return result\n")
+    tampered = rendered().replace(
+        "    return result\n", "    result['round'] = int(rnd)\n    return result\n"
+    )
     assert failing(review_request(request(tampered), SitePolicy())) == ["job template"]
 
 
@@ -246,7 +294,9 @@ def test_auto_approval_only_for_an_allowed_template_with_every_check_passing() -
     allowed = SitePolicy(auto_approve_templates=(template_id(),))
     assert review_request(request(), allowed).auto_approvable
     assert not review_request(request(), SitePolicy()).auto_approvable
-    assert not review_request(request(), SitePolicy(auto_approve_templates=("fedavg-0:000000000000",))).auto_approvable
+    assert not review_request(
+        request(), SitePolicy(auto_approve_templates=("fedavg-0:000000000000",))
+    ).auto_approvable
     for bad in (
         request(output_policy_kwargs={"limit": 99}),
         request(output_policy="UserPolicy"),
@@ -285,10 +335,27 @@ def test_summary_json() -> None:
 
 
 def test_secure_aggregation_restarts_add_to_the_limit() -> None:
-    config = {**asdict(FedAvgConfig(rounds=ROUNDS, secure_aggregation=True, max_restarts=2, model_kwargs={"channels": 1, "image_size": 16, "num_classes": 4})), "num_classes": 4}
+    config = {
+        **asdict(
+            FedAvgConfig(
+                rounds=ROUNDS,
+                secure_aggregation=True,
+                max_restarts=2,
+                model_kwargs={"channels": 1, "image_size": 16, "num_classes": 4},
+            )
+        ),
+        "num_classes": 4,
+    }
     code = render_site_source("fedimg_fedavg_0123456789", inspect.getsource(SmallCNN), "SmallCNN", config)
-    assert failing(review_request(request(code, output_policy_kwargs={"limit": ROUNDS + 1 + 2}), SitePolicy())) == []
-    assert failing(review_request(request(code, output_policy_kwargs={"limit": ROUNDS + 1 + 3}), SitePolicy())) == ["execution limit"]
+    assert (
+        failing(review_request(request(code, output_policy_kwargs={"limit": ROUNDS + 1 + 2}), SitePolicy()))
+        == []
+    )
+    assert failing(
+        review_request(request(code, output_policy_kwargs={"limit": ROUNDS + 1 + 3}), SitePolicy())
+    ) == ["execution limit"]
     without = {**config, "secure_aggregation": False}  # restarts count only under secure aggregation
     code = render_site_source("fedimg_fedavg_0123456789", inspect.getsource(SmallCNN), "SmallCNN", without)
-    assert failing(review_request(request(code, output_policy_kwargs={"limit": ROUNDS + 1 + 2}), SitePolicy())) == ["execution limit"]
+    assert failing(
+        review_request(request(code, output_policy_kwargs={"limit": ROUNDS + 1 + 2}), SitePolicy())
+    ) == ["execution limit"]

@@ -9,11 +9,11 @@ from dataclasses import asdict
 import pytest
 
 import policies.static_review
-from policies.static_review import DEFAULT_ALLOWED_IMPORTS, ReviewPolicy, review_code
 from policies.site_policy import SitePolicy
+from policies.static_review import DEFAULT_ALLOWED_IMPORTS, ReviewPolicy, review_code
+from policies.template import render_site_source
 from researcher.job import FedAvgConfig
 from researcher.models import SmallCNN
-from policies.template import render_site_source
 
 
 def findings(source: str, policy: ReviewPolicy | None = None) -> set[tuple[str, int]]:
@@ -58,10 +58,28 @@ def test_imports(statement: str, rule: str) -> None:
 @pytest.mark.parametrize(
     "expression",
     [
-        "os.getcwd()", "sys.modules", "subprocess.run(['ls'])", "socket.socket()", "pickle.loads(x)",
-        "open('/etc/passwd').read()", "eval('1')", "exec('x = 1')", "compile('1', 'f', 'eval')", "__import__('os')",
-        "getattr(x, 'y')", "globals()", "locals()", "vars(x)", "setattr(x, 'a', 1)", "type(x)", "breakpoint()",
-        "__builtins__", "shutil.rmtree('/')", "importlib.import_module('os')", "syft.client", "context.server",
+        "os.getcwd()",
+        "sys.modules",
+        "subprocess.run(['ls'])",
+        "socket.socket()",
+        "pickle.loads(x)",
+        "open('/etc/passwd').read()",
+        "eval('1')",
+        "exec('x = 1')",
+        "compile('1', 'f', 'eval')",
+        "__import__('os')",
+        "getattr(x, 'y')",
+        "globals()",
+        "locals()",
+        "vars(x)",
+        "setattr(x, 'a', 1)",
+        "type(x)",
+        "breakpoint()",
+        "__builtins__",
+        "shutil.rmtree('/')",
+        "importlib.import_module('os')",
+        "syft.client",
+        "context.server",
     ],
 )
 def test_forbidden_names(expression: str) -> None:
@@ -70,7 +88,16 @@ def test_forbidden_names(expression: str) -> None:
 
 @pytest.mark.parametrize(
     "expression",
-    ["().__class__", "x.__class__.__bases__[0].__subclasses__()", "sys._getframe()", "x._getframe(0)", "x.__dict__", "x.__globals__", "model._modules", "torch._C"],
+    [
+        "().__class__",
+        "x.__class__.__bases__[0].__subclasses__()",
+        "sys._getframe()",
+        "x._getframe(0)",
+        "x.__dict__",
+        "x.__globals__",
+        "model._modules",
+        "torch._C",
+    ],
 )
 def test_private_attributes(expression: str) -> None:
     assert ("private-attribute", 3) in errors(in_function(f"y = {expression}"))
@@ -84,13 +111,40 @@ def test_allowed_dunder_init() -> None:
 @pytest.mark.parametrize(
     "expression",
     [
-        "x.f_globals", "x.f_locals", "x.f_back", "x.gi_frame", "x.tb_frame",
-        "np.load('a.npy')", "np.save('a.npy', x)", "np.fromfile('a')", "x.tofile('a')", "np.fromregex('a', 'r', int)",
-        "np.savez('a', x=x)", "np.savez_compressed('a', x=x)", "x.dump('a')", "np.memmap('a')", "np.loadtxt('a')",
-        "np.genfromtxt('a')", "np.lib.format", "np.ctypeslib", "np.DataSource()",
-        "torch.load('m.pt')", "torch.save(x, 'm.pt')", "torch.hub.list('a/b')", "torch.jit.script(x)", "torch.ops",
-        "torch.from_file('a')", "torch.utils.cpp_extension", "torch.serialization", "x.untyped_storage()", "x.data_ptr()",
-        "np.frombuffer(x)", "torch.distributed", "torch.fx", "torch.package", "torch.library",
+        "x.f_globals",
+        "x.f_locals",
+        "x.f_back",
+        "x.gi_frame",
+        "x.tb_frame",
+        "np.load('a.npy')",
+        "np.save('a.npy', x)",
+        "np.fromfile('a')",
+        "x.tofile('a')",
+        "np.fromregex('a', 'r', int)",
+        "np.savez('a', x=x)",
+        "np.savez_compressed('a', x=x)",
+        "x.dump('a')",
+        "np.memmap('a')",
+        "np.loadtxt('a')",
+        "np.genfromtxt('a')",
+        "np.lib.format",
+        "np.ctypeslib",
+        "np.DataSource()",
+        "torch.load('m.pt')",
+        "torch.save(x, 'm.pt')",
+        "torch.hub.list('a/b')",
+        "torch.jit.script(x)",
+        "torch.ops",
+        "torch.from_file('a')",
+        "torch.utils.cpp_extension",
+        "torch.serialization",
+        "x.untyped_storage()",
+        "x.data_ptr()",
+        "np.frombuffer(x)",
+        "torch.distributed",
+        "torch.fx",
+        "torch.package",
+        "torch.library",
     ],
 )
 def test_forbidden_attributes(expression: str) -> None:
@@ -139,7 +193,10 @@ def test_syntax_error() -> None:
 def test_findings_carry_line_and_column_and_render_sorted() -> None:
     source = "def f(x):\n    y = open('a')\n    import os\n    return x\n"
     report = review_code(source)
-    assert [(f.line, f.column, f.rule) for f in report.findings] == [(2, 8, "forbidden-name"), (3, 4, "import-not-allowed")]
+    assert [(f.line, f.column, f.rule) for f in report.findings] == [
+        (2, 8, "forbidden-name"),
+        (3, 4, "import-not-allowed"),
+    ]
     rendered = report.render().splitlines()
     assert rendered[0].startswith("error line 2:8 [forbidden-name]") and "'open'" in rendered[0]
     assert rendered[1].startswith("error line 3:4 [import-not-allowed]") and "'os'" in rendered[1]
@@ -153,7 +210,14 @@ def test_clean_code_passes() -> None:
 
 
 def template_source(**overrides) -> str:
-    config = {**asdict(FedAvgConfig(rounds=3, model_kwargs={"channels": 1, "image_size": 16, "num_classes": 4}, **overrides)), "num_classes": 4}
+    config = {
+        **asdict(
+            FedAvgConfig(
+                rounds=3, model_kwargs={"channels": 1, "image_size": 16, "num_classes": 4}, **overrides
+            )
+        ),
+        "num_classes": 4,
+    }
     return render_site_source("fedimg_review_test", inspect.getsource(SmallCNN), "SmallCNN", config)
 
 
@@ -205,7 +269,13 @@ def test_the_sites_dp_sgd_loop_is_the_one_import_of_fedimg_code() -> None:
 
 @pytest.mark.parametrize(
     "statement",
-    ["F.cross_entropy = lambda *a, **k: 0", "torch.nn.Linear.forward = None", "np.random.seed = print", "del torch.tensor", "torch.manual_seed.x += 1"],
+    [
+        "F.cross_entropy = lambda *a, **k: 0",
+        "torch.nn.Linear.forward = None",
+        "np.random.seed = print",
+        "del torch.tensor",
+        "torch.manual_seed.x += 1",
+    ],
 )
 def test_assigning_to_a_module_attribute_is_an_error(statement: str) -> None:
     source = f"def f(x):\n    import torch\n    import torch.nn.functional as F\n    import numpy as np\n    {statement}\n    return x\n"

@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 
 import policies.secure_aggregation as secure_aggregation
-from policies.secure_aggregation import context_bytes, decode, encode, generate_private_key, mask_weights, public_key_hex, unmask_sum
+from policies.secure_aggregation import (
+    context_bytes,
+    decode,
+    encode,
+    generate_private_key,
+    mask_weights,
+    public_key_hex,
+    unmask_sum,
+)
 
 
 def test_docstring_example() -> None:
@@ -24,7 +32,9 @@ def cohort():
 def test_unmasked_sum_equals_the_plain_sum(cohort) -> None:
     keys, public = cohort
     rng = np.random.default_rng(0)
-    updates = {name: {"conv.weight": rng.normal(0, 50, (8, 3, 3, 3)), "bias": rng.normal(0, 1, 8)} for name in keys}
+    updates = {
+        name: {"conv.weight": rng.normal(0, 50, (8, 3, 3, 3)), "bias": rng.normal(0, 1, 8)} for name in keys
+    }
     context = context_bytes("code-1", 3, public)
     masked = [mask_weights(updates[name], name, keys[name], public, context=context) for name in keys]
     total = unmask_sum(masked)
@@ -52,9 +62,15 @@ def test_one_masked_update_is_indistinguishable_from_uniform(cohort) -> None:
 def test_masks_depend_on_the_round_and_the_cohort(cohort) -> None:
     keys, public = cohort
     update = {"w": np.ones(16)}
-    first = mask_weights(update, "hospital_a", keys["hospital_a"], public, context=context_bytes("c", 0, public))["w"]
-    again = mask_weights(update, "hospital_a", keys["hospital_a"], public, context=context_bytes("c", 0, public))["w"]
-    next_round = mask_weights(update, "hospital_a", keys["hospital_a"], public, context=context_bytes("c", 1, public))["w"]
+    first = mask_weights(
+        update, "hospital_a", keys["hospital_a"], public, context=context_bytes("c", 0, public)
+    )["w"]
+    again = mask_weights(
+        update, "hospital_a", keys["hospital_a"], public, context=context_bytes("c", 0, public)
+    )["w"]
+    next_round = mask_weights(
+        update, "hospital_a", keys["hospital_a"], public, context=context_bytes("c", 1, public)
+    )["w"]
     assert np.array_equal(first, again) and not np.array_equal(first, next_round)
 
 
@@ -69,7 +85,13 @@ def test_a_dropout_leaves_garbage_not_a_site_update(cohort) -> None:
 def test_a_site_must_be_in_the_cohort_with_its_own_key(cohort) -> None:
     keys, public = cohort
     with pytest.raises(ValueError, match="not in the cohort"):
-        mask_weights({"w": np.ones(2)}, "hospital_a", keys["hospital_a"], {**public, "hospital_a": public["hospital_b"]}, context=b"x")
+        mask_weights(
+            {"w": np.ones(2)},
+            "hospital_a",
+            keys["hospital_a"],
+            {**public, "hospital_a": public["hospital_b"]},
+            context=b"x",
+        )
 
 
 def test_fixed_point_round_trip() -> None:

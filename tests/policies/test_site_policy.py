@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from policies.static_review import DEFAULT_ALLOWED_IMPORTS
 from policies.site_policy import POLICY_FILE, PolicyError, PrivacySettings, SitePolicy, load_site_policy
+from policies.static_review import DEFAULT_ALLOWED_IMPORTS
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -34,7 +34,9 @@ def test_an_empty_file_gives_the_defaults_with_its_source(tmp_path: Path) -> Non
 
 
 def test_privacy_section_with_defaults() -> None:
-    assert PrivacySettings() == PrivacySettings(mechanism="dp-sgd", epsilon_per_job=4.0, delta=1e-5, max_grad_norm=1.0, budget_epsilon=10.0)
+    assert PrivacySettings() == PrivacySettings(
+        mechanism="dp-sgd", epsilon_per_job=4.0, delta=1e-5, max_grad_norm=1.0, budget_epsilon=10.0
+    )
 
 
 def test_a_full_file(tmp_path: Path) -> None:
@@ -61,7 +63,9 @@ budget_epsilon = 8
     assert policy.auto_approve_templates == ("fedavg-3:0123456789ab",)
     assert policy.min_samples == 50
     assert policy.max_output_mb == 5.0 and isinstance(policy.max_output_mb, float)
-    assert policy.privacy == PrivacySettings(mechanism="dp-sgd", epsilon_per_job=2.5, delta=1e-6, max_grad_norm=0.5, budget_epsilon=8)
+    assert policy.privacy == PrivacySettings(
+        mechanism="dp-sgd", epsilon_per_job=2.5, delta=1e-6, max_grad_norm=0.5, budget_epsilon=8
+    )
     assert policy.source == str(path)
     assert policy.review_policy.allowed_imports == DEFAULT_ALLOWED_IMPORTS | {"scipy", "sklearn"}
 
@@ -73,7 +77,9 @@ def test_a_partial_privacy_section_takes_the_other_defaults(tmp_path: Path) -> N
 
 
 def test_the_update_level_mechanism(tmp_path: Path) -> None:
-    policy = load_site_policy(write(tmp_path, '[privacy]\nmechanism = "update"\nmax_update_norm = 0.25\nbudget_epsilon = 3\n'))
+    policy = load_site_policy(
+        write(tmp_path, '[privacy]\nmechanism = "update"\nmax_update_norm = 0.25\nbudget_epsilon = 3\n')
+    )
     assert policy.privacy == PrivacySettings(mechanism="update", max_update_norm=0.25, budget_epsilon=3)
 
 
@@ -98,19 +104,43 @@ def test_the_update_level_mechanism(tmp_path: Path) -> None:
         ("[privacy]\ndelta = 1.0\n", r"0 < delta < 1"),
         ("[privacy]\ndelta = 0\n", r"0 < delta < 1"),
         ("[privacy]\nmax_grad_norm = 0.0\n", r"\[privacy\] privacy settings must be positive"),
-        ("[privacy]\nmechanism = 'update'\nmax_update_norm = 0.0\n", r"\[privacy\] privacy settings must be positive"),
-        ("[privacy]\nmechanism = 'dpsgd'\n", r"\[privacy\] mechanism must be one of \['dp-sgd', 'update'\] \(got 'dpsgd'\)"),
+        (
+            "[privacy]\nmechanism = 'update'\nmax_update_norm = 0.0\n",
+            r"\[privacy\] privacy settings must be positive",
+        ),
+        (
+            "[privacy]\nmechanism = 'dpsgd'\n",
+            r"\[privacy\] mechanism must be one of \['dp-sgd', 'update'\] \(got 'dpsgd'\)",
+        ),
         ("[privacy]\nmechanism = 1\n", r"\[privacy\] mechanism must be one of"),
-        ("[privacy]\nmax_update_norm = 1.0\n", r'\[privacy\] max_update_norm is a setting of mechanism = "update", not of mechanism = "dp-sgd" \(the default\): use max_grad_norm, or set mechanism = "update"'),
-        ("[privacy]\nmechanism = 'update'\nmax_grad_norm = 1.0\n", r'\[privacy\] max_grad_norm is a setting of mechanism = "dp-sgd", not of mechanism = "update": use max_update_norm'),
+        (
+            "[privacy]\nmax_update_norm = 1.0\n",
+            r'\[privacy\] max_update_norm is a setting of mechanism = "update", not of mechanism = "dp-sgd" \(the default\): use max_grad_norm, or set mechanism = "update"',
+        ),
+        (
+            "[privacy]\nmechanism = 'update'\nmax_grad_norm = 1.0\n",
+            r'\[privacy\] max_grad_norm is a setting of mechanism = "dp-sgd", not of mechanism = "update": use max_update_norm',
+        ),
         ("[privacy]\nbudget_epsilon = -3\n", r"\[privacy\] privacy settings must be positive"),
-        ("[privacy]\nepsilon_per_job = '4'\n", r"\[privacy\] values must be finite numbers \(got \{'epsilon_per_job': '4'\}\)"),
+        (
+            "[privacy]\nepsilon_per_job = '4'\n",
+            r"\[privacy\] values must be finite numbers \(got \{'epsilon_per_job': '4'\}\)",
+        ),
         ("[privacy]\nbudget_epsilon = true\n", r"\[privacy\] values must be finite numbers"),
         ("[privacy]\nepsilon_per_job = nan\n", r"\[privacy\] values must be finite numbers"),
         ("[privacy]\nbudget_epsilon = inf\n", r"\[privacy\] values must be finite numbers"),
-        ("[review]\nextra_allowed_imports = 'scipy'\n", r"\[review\] extra_allowed_imports must be a list of names"),
-        ("[review]\nextra_allowed_imports = [1]\n", r"\[review\] extra_allowed_imports must be a list of names"),
-        ("[review]\nauto_approve_templates = 'fedavg-3:0123'\n", r"\[review\] auto_approve_templates must be a list of names"),
+        (
+            "[review]\nextra_allowed_imports = 'scipy'\n",
+            r"\[review\] extra_allowed_imports must be a list of names",
+        ),
+        (
+            "[review]\nextra_allowed_imports = [1]\n",
+            r"\[review\] extra_allowed_imports must be a list of names",
+        ),
+        (
+            "[review]\nauto_approve_templates = 'fedavg-3:0123'\n",
+            r"\[review\] auto_approve_templates must be a list of names",
+        ),
         ("[review\n", r"cannot be read as TOML"),
         ("[release]\nmin_samples = \n", r"cannot be read as TOML"),
     ],

@@ -22,8 +22,9 @@ import re
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -35,10 +36,16 @@ from tests.support.datasites import REPO, RunningSite, free_port
 
 ASSETS = ("train_images", "train_labels", "val_images", "val_labels")
 RESEARCHER_INPUTS = {"weights": dict, "rnd": int, "cohort": dict, "port": int}
-INJECTED = ("datasite", "context", "privacy")  # syft (or a DP site's release hook: privacy) fills these by name; not inputs
+INJECTED = (
+    "datasite",
+    "context",
+    "privacy",
+)  # syft (or a DP site's release hook: privacy) fills these by name; not inputs
 
 
-def start_sites(tmp_path_factory: pytest.TempPathFactory, federation: Path, specs: list[tuple[str, str, str | None]]) -> list[RunningSite]:
+def start_sites(
+    tmp_path_factory: pytest.TempPathFactory, federation: Path, specs: list[tuple[str, str, str | None]]
+) -> list[RunningSite]:
     """Start ``(label, client, policy.toml text)`` sites in parallel and wait until each answers."""
     sites = []
     try:
@@ -47,7 +54,11 @@ def start_sites(tmp_path_factory: pytest.TempPathFactory, federation: Path, spec
             state_dir.mkdir(mode=0o700)
             if policy is not None:
                 (state_dir / POLICY_FILE).write_text(policy)
-            sites.append(RunningSite(client, federation / CLIENTS_DIR / client, state_dir, free_port()).start(wait=False))
+            sites.append(
+                RunningSite(client, federation / CLIENTS_DIR / client, state_dir, free_port()).start(
+                    wait=False
+                )
+            )
         for site in sites:
             site.wait_until_answering()
     except BaseException:
@@ -93,7 +104,9 @@ class RedTeam:
         self.site = site
         self.email = email
         password = secrets.token_urlsafe(16)
-        ensure_researcher(login(site.url, site.admin), email=email, name=email.split("@")[0], password=password)
+        ensure_researcher(
+            login(site.url, site.admin), email=email, name=email.split("@")[0], password=password
+        )
         self.federation = Federation.from_urls({site.name: site.url}, email, {site.name: password})
         self.researcher = self.federation.sites[site.name]
         self.functions: dict[str, Callable] = {}
@@ -116,10 +129,14 @@ class RedTeam:
                 raise AssertionError(f"{function.__name__}: no input for parameter {name!r}")
         decorator = sy.syft_function(
             input_policy=sy.MixedInputPolicy(**inputs, client=self.researcher.client),
-            output_policy=output_policy if output_policy is not None else OutputPolicyExecuteCount(limit=limit),
+            output_policy=output_policy
+            if output_policy is not None
+            else OutputPolicyExecuteCount(limit=limit),
         )
         with quiet():
-            request = self.researcher.client.code.request_code_execution(decorator(function), reason=f"red team: {function.__name__}")
+            request = self.researcher.client.code.request_code_execution(
+                decorator(function), reason=f"red team: {function.__name__}"
+            )
         assert hasattr(request, "id"), f"the site did not accept the request: {request}"
         self.functions[function.__name__] = function
         return str(request.id)
@@ -128,7 +145,9 @@ class RedTeam:
         """Call an approved function with the site's assets and ``inputs`` (those its signature takes)."""
         parameters = inspect.signature(self.functions[name]).parameters
         kwargs = {asset: self.researcher.asset(asset) for asset in ASSETS if asset in parameters}
-        kwargs |= {key: value for key, value in {"weights": {}, "cohort": {}, **inputs}.items() if key in parameters}
+        kwargs |= {
+            key: value for key, value in {"weights": {}, "cohort": {}, **inputs}.items() if key in parameters
+        }
         with quiet():
             return getattr(self.researcher.client.code, name)(**kwargs).get()
 
@@ -139,8 +158,12 @@ class RedTeam:
             output = self.run(name, **inputs)
             raise AssertionError(f"{name}: the site released {str(output)[:300]}")
         message = str(refusal.value)
-        assert re.search(match, message) and re.search("release refused by site|Execution denied", message), f"{name}: refused, but not for {match!r}: {message[:800]}"
-        entries = [r for r in self.audit_records()[before:] if r["event"] == "refusal" and r.get("function") == name]
+        assert re.search(match, message) and re.search("release refused by site|Execution denied", message), (
+            f"{name}: refused, but not for {match!r}: {message[:800]}"
+        )
+        entries = [
+            r for r in self.audit_records()[before:] if r["event"] == "refusal" and r.get("function") == name
+        ]
         assert entries, f"{name}: no refusal in the audit log after: {message[:300]}"
         assert re.search(match, entries[-1]["reason"]), entries[-1]
         return entries[-1]
@@ -182,21 +205,37 @@ class RedTeam:
         site_admin.login = reused_login
         try:
             with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = main(["review", "--site", self.site.url, "--state-dir", str(self.state_dir), *arguments])
+                code = main(
+                    ["review", "--site", self.site.url, "--state-dir", str(self.state_dir), *arguments]
+                )
         finally:
             site_admin.login = login
         return code, " ".join((out.getvalue() + err.getvalue()).split())
 
     def fedimg_review_process(self, *arguments: str) -> tuple[int, str]:
         """The same command as a separate ``python -m datasite_setup.cli`` process."""
-        env = {k: v for k, v in os.environ.items() if k not in ("FEDIMG_ADMIN_EMAIL", "FEDIMG_ADMIN_PASSWORD")}
-        command = [sys.executable, "-m", "datasite_setup.cli", "review", "--site", self.site.url, "--state-dir", str(self.state_dir), *arguments]
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("FEDIMG_ADMIN_EMAIL", "FEDIMG_ADMIN_PASSWORD")
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "datasite_setup.cli",
+            "review",
+            "--site",
+            self.site.url,
+            "--state-dir",
+            str(self.state_dir),
+            *arguments,
+        ]
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         return done.returncode, " ".join((done.stdout + done.stderr).split())
 
     def deny(self, request_id: str, reason: str, *, process: bool = False) -> dict:
         """Deny with ``fedimg review deny``; returns the decision's audit entry."""
-        code, printed = (self.fedimg_review_process if process else self.fedimg_review)("deny", request_id, "--reason", reason)
+        code, printed = (self.fedimg_review_process if process else self.fedimg_review)(
+            "deny", request_id, "--reason", reason
+        )
         assert code == 0, printed
         return self.decision(request_id, "denied")
 
@@ -212,9 +251,13 @@ class RedTeam:
         """The careless owner: ``approve --force``. With ``first_try``, a plain ``approve`` is tried first and must
         refuse (exit 2: checks fail) without approving or logging a decision."""
         if first_try or process:
-            code, printed = (self.fedimg_review_process if process else self.fedimg_review)("approve", request_id)
+            code, printed = (self.fedimg_review_process if process else self.fedimg_review)(
+                "approve", request_id
+            )
             assert code == 2 and "--force" in printed, printed
-            assert not [r for r in self.audit_records() if r["event"] == "decision" and r["request_id"] == request_id]
+            assert not [
+                r for r in self.audit_records() if r["event"] == "decision" and r["request_id"] == request_id
+            ]
         code, printed = self.fedimg_review("approve", request_id, "--force")
         assert code == 0, printed
         entry = self.decision(request_id, "approved")
@@ -222,7 +265,9 @@ class RedTeam:
         return entry
 
     def decision(self, request_id: str, decision: str) -> dict:
-        entries = [r for r in self.audit_records() if r["event"] == "decision" and r["request_id"] == request_id]
+        entries = [
+            r for r in self.audit_records() if r["event"] == "decision" and r["request_id"] == request_id
+        ]
         assert entries and entries[-1]["decision"] == decision, entries
         return entries[-1]
 
@@ -253,7 +298,9 @@ def small_job(federation: Any, name: str, **settings: Any):
     from researcher.models import SmallCNN
 
     spec = federation.image_spec
-    model_kwargs = dict(channels=spec["channels"], image_size=spec["size"], num_classes=len(federation.label_map), width=4)
+    model_kwargs = dict(
+        channels=spec["channels"], image_size=spec["size"], num_classes=len(federation.label_map), width=4
+    )
     config = dict(rounds=1, local_epochs=1, batch_size=64, lr=0.05, min_sites=1, seed=0) | settings
     return FedAvgJob(SmallCNN, name=name, model_kwargs=model_kwargs, **config)
 

@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 import syft as sy
 
-from tests.redteam.conftest import RedTeam, check, failed_checks, rules, small_job, start_sites, submit_job, tampered_template
+from tests.redteam.conftest import (
+    RedTeam,
+    check,
+    failed_checks,
+    rules,
+    small_job,
+    start_sites,
+    submit_job,
+    tampered_template,
+)
 
 NUM_CLASSES = 10
 
@@ -54,7 +63,9 @@ def blocked_then_denied(team: RedTeam, function: object, rules: tuple[str, ...],
     team.deny(request, reason)
 
 
-def blocked_then_refused(team: RedTeam, function: object, rules: tuple[str, ...], match: str, **inputs: object) -> object:
+def blocked_then_refused(
+    team: RedTeam, function: object, rules: tuple[str, ...], match: str, **inputs: object
+) -> object:
     """The static review blocks ``function`` with ``rules``; a careless owner force-approves it anyway, and the
     release policy still refuses its output with ``match``. Returns the review."""
     request = team.submit(function)
@@ -100,12 +111,18 @@ def rt_labels_as_confusion(train_images, train_labels, val_images, val_labels, w
     import numpy as np
 
     labels = np.asarray(val_labels)
-    return {"round": int(rnd), "val": {"loss": 0.0, "accuracy": 0.0, "num_samples": int(len(labels)), "confusion": labels}}
+    return {
+        "round": int(rnd),
+        "val": {"loss": 0.0, "accuracy": 0.0, "num_samples": int(len(labels)), "confusion": labels},
+    }
 
 
 def rt_read_file(train_images, train_labels, val_images, val_labels, weights, rnd):
     hostname = open("/etc/hostname").read()
-    return {"round": int(rnd), "val": {"loss": hostname, "accuracy": 0.0, "num_samples": 0, "confusion": None}}
+    return {
+        "round": int(rnd),
+        "val": {"loss": hostname, "accuracy": 0.0, "num_samples": 0, "confusion": None},
+    }
 
 
 def rt_socket(train_images, train_labels, val_images, val_labels, weights, rnd, port):
@@ -226,7 +243,7 @@ def rt_unpickle_via_numpy(train_images, train_labels, val_images, val_labels, we
 def rt_format_string_frames(train_images, train_labels, val_images, val_labels, weights, rnd):
     def walker():
         # generator -> this function -> PySyft's wrapper -> eval -> execute_byte_code, whose locals hold the context
-        yield "{0.gi_frame.f_back.f_back.f_back.f_back.f_locals[context].server}".format(generator)
+        yield f"{generator.gi_frame.f_back.f_back.f_back.f_back.f_locals['context'].server}"
 
     generator = walker()
     return {"round": int(rnd), "server": next(generator)}
@@ -262,7 +279,7 @@ def rt_images_in_right_shaped_weights(train_images, train_labels, val_images, va
     leaked, start = {}, 0
     for name, value in weights.items():
         value = np.asarray(value)
-        chunk = pixels[start:start + value.size]
+        chunk = pixels[start : start + value.size]
         start += value.size
         leaked[name] = np.resize(chunk, value.shape).astype(value.dtype)
     count = int(len(val_labels))
@@ -317,7 +334,13 @@ def test_labels_as_the_confusion_matrix(team) -> None:
 
 
 def test_template_with_an_extra_key_holding_images(team, job_parts) -> None:
-    review = tampered_and_refused(team, job_parts, "extra_key", 'result["images"] = np.asarray(train_images[:8])', r"must be a dict with keys .*'images'")
+    review = tampered_and_refused(
+        team,
+        job_parts,
+        "extra_key",
+        'result["images"] = np.asarray(train_images[:8])',
+        r"must be a dict with keys .*'images'",
+    )
     assert '+    result["images"] = np.asarray(train_images[:8])' in review.template.diff
 
 
@@ -327,7 +350,9 @@ with torch.no_grad():
     per_sample = F.cross_entropy(model(as_inputs(val_images)), torch.as_tensor(np.asarray(val_labels)), reduction="none")
 result["val"]["confusion"] = per_sample.numpy()
 """
-    tampered_and_refused(team, job_parts, "per_sample_loss", payload, r"val.confusion must be a 10x10 integer array")
+    tampered_and_refused(
+        team, job_parts, "per_sample_loss", payload, r"val.confusion must be a 10x10 integer array"
+    )
 
 
 def test_per_sample_gradients_as_weights(team, job_parts) -> None:
@@ -340,17 +365,35 @@ for i in range(8):
 first = next(iter(result["weights"]))
 result["weights"][first] = np.stack(gradients).astype(np.float32)
 """
-    tampered_and_refused(team, job_parts, "per_sample_grad", payload, r"weights\['conv1.weight'\] must be an array of shape \(4, 1, 3, 3\)")
+    tampered_and_refused(
+        team,
+        job_parts,
+        "per_sample_grad",
+        payload,
+        r"weights\['conv1.weight'\] must be an array of shape \(4, 1, 3, 3\)",
+    )
 
 
 def test_labels_in_a_weights_array_of_the_wrong_shape(team, job_parts) -> None:
     payload = 'result["weights"]["head.bias"] = np.asarray(train_labels, dtype=np.float32)'
-    tampered_and_refused(team, job_parts, "labels_in_bias", payload, r"weights\['head.bias'\] must be an array of shape \(10,\)")
+    tampered_and_refused(
+        team,
+        job_parts,
+        "labels_in_bias",
+        payload,
+        r"weights\['head.bias'\] must be an array of shape \(10,\)",
+    )
 
 
 def test_images_in_a_weights_entry_of_the_right_name(team, job_parts) -> None:
     payload = 'result["weights"]["conv1.weight"] = as_inputs(train_images[:4]).numpy()'
-    tampered_and_refused(team, job_parts, "images_in_conv", payload, r"weights\['conv1.weight'\] must be an array of shape \(4, 1, 3, 3\) and dtype float32")
+    tampered_and_refused(
+        team,
+        job_parts,
+        "images_in_conv",
+        payload,
+        r"weights\['conv1.weight'\] must be an array of shape \(4, 1, 3, 3\) and dtype float32",
+    )
 
 
 def test_an_array_that_lies_about_its_shape(team, job_parts) -> None:
@@ -358,7 +401,9 @@ def test_an_array_that_lies_about_its_shape(team, job_parts) -> None:
     request = team.submit(rt_array_that_lies_about_its_shape)
     looks_harmless(team, request)
     team.force_approve(request, first_try=True)
-    team.refused("rt_array_that_lies_about_its_shape", r"is a Disguised, a subclass of ndarray", weights=weights, rnd=0)
+    team.refused(
+        "rt_array_that_lies_about_its_shape", r"is a Disguised, a subclass of ndarray", weights=weights, rnd=0
+    )
 
 
 def test_images_in_right_shaped_weights_are_stopped_by_review_only(team, job_parts) -> None:
@@ -376,10 +421,22 @@ def test_images_in_right_shaped_weights_are_stopped_by_review_only(team, job_par
     images = np.random.default_rng(0).integers(0, 255, (40, 1, 16, 16), dtype=np.uint8)
     labels = np.zeros(40, np.int64)
     output = rt_images_in_right_shaped_weights(images, labels, images[:30], labels[:30], weights, 0)
-    check_release(output, global_weights=weights, num_train=40, num_val=30, num_classes=NUM_CLASSES, min_samples=20, max_output_bytes=2**26)
+    check_release(
+        output,
+        global_weights=weights,
+        num_train=40,
+        num_val=30,
+        num_classes=NUM_CLASSES,
+        min_samples=20,
+        max_output_bytes=2**26,
+    )
     with pytest.raises(Exception, match="(?i)denied|not approved|approval"):
         team.run("rt_images_in_right_shaped_weights", weights=weights, rnd=0)
-    assert [r for r in team.audit_records() if r["event"] == "refusal" and r["function"] == "rt_images_in_right_shaped_weights"]
+    assert [
+        r
+        for r in team.audit_records()
+        if r["event"] == "refusal" and r["function"] == "rt_images_in_right_shaped_weights"
+    ]
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -389,16 +446,31 @@ def test_images_in_right_shaped_weights_are_stopped_by_review_only(team, job_par
 
 
 def test_read_a_file(team) -> None:
-    blocked_then_refused(team, rt_read_file, ("forbidden-name",), r"val.loss must be a finite number \(got str\)", rnd=0)
+    blocked_then_refused(
+        team, rt_read_file, ("forbidden-name",), r"val.loss must be a finite number \(got str\)", rnd=0
+    )
 
 
 def test_open_a_socket(team) -> None:
-    review = blocked_then_refused(team, rt_socket, ("import-not-allowed", "forbidden-name"), r"must be a dict with keys .*'labels'", rnd=0, port=team.site.port)
+    review = blocked_then_refused(
+        team,
+        rt_socket,
+        ("import-not-allowed", "forbidden-name"),
+        r"must be a dict with keys .*'labels'",
+        rnd=0,
+        port=team.site.port,
+    )
     assert any("'socket'" in f.message for f in review.static.errors)
 
 
 def test_pickle_the_images(team) -> None:
-    blocked_then_refused(team, rt_pickle, ("import-not-allowed", "forbidden-name", "forbidden-attribute"), r"must be a dict with keys .*'blob'", rnd=0)
+    blocked_then_refused(
+        team,
+        rt_pickle,
+        ("import-not-allowed", "forbidden-name", "forbidden-attribute"),
+        r"must be a dict with keys .*'blob'",
+        rnd=0,
+    )
 
 
 def test_eval_and_exec(team) -> None:
@@ -439,49 +511,94 @@ def test_unpickle_through_numpy(team) -> None:
 
 
 def test_builtins_through_subclasses(team) -> None:
-    blocked_then_refused(team, rt_subclasses_to_builtins, ("private-attribute", "forbidden-name"), r"must be a dict with keys .*'hostname'", rnd=0)
+    blocked_then_refused(
+        team,
+        rt_subclasses_to_builtins,
+        ("private-attribute", "forbidden-name"),
+        r"must be a dict with keys .*'hostname'",
+        rnd=0,
+    )
 
 
 def test_frames_to_the_server_context(team) -> None:
-    blocked_then_refused(team, rt_frames_to_server, ("import-not-allowed", "private-attribute", "forbidden-attribute", "forbidden-name"), r"must be a dict with keys .*'server'", rnd=0)
+    blocked_then_refused(
+        team,
+        rt_frames_to_server,
+        ("import-not-allowed", "private-attribute", "forbidden-attribute", "forbidden-name"),
+        r"must be a dict with keys .*'server'",
+        rnd=0,
+    )
 
 
 def test_gc_to_the_server(team) -> None:
-    blocked_then_refused(team, rt_gc_to_server, ("import-not-allowed", "forbidden-name", "private-attribute"), r"must be a dict with keys .*'servers'", rnd=0)
+    blocked_then_refused(
+        team,
+        rt_gc_to_server,
+        ("import-not-allowed", "forbidden-name", "private-attribute"),
+        r"must be a dict with keys .*'servers'",
+        rnd=0,
+    )
 
 
 def test_syft_context_registry(team) -> None:
-    blocked_then_denied(team, rt_registry_to_admin, ("import-not-allowed", "private-attribute"), "reaches the server's admin context")
+    blocked_then_denied(
+        team,
+        rt_registry_to_admin,
+        ("import-not-allowed", "private-attribute"),
+        "reaches the server's admin context",
+    )
 
 
 def test_a_parameter_named_datasite(team) -> None:
-    review = blocked_then_refused(team, rt_datasite_parameter, ("forbidden-parameter",), r"must be a dict with keys .*'client'", rnd=0)
+    review = blocked_then_refused(
+        team, rt_datasite_parameter, ("forbidden-parameter",), r"must be a dict with keys .*'client'", rnd=0
+    )
     assert not check(review, "private inputs are this site's four assets")
 
 
 def test_a_parameter_named_context(team) -> None:
-    blocked_then_denied(team, rt_context_parameter, ("forbidden-parameter", "forbidden-name"), "asks for the server context")
+    blocked_then_denied(
+        team, rt_context_parameter, ("forbidden-parameter", "forbidden-name"), "asks for the server context"
+    )
 
 
 def test_forwardref_evaluates_a_string(team) -> None:
-    blocked_then_refused(team, rt_forwardref_eval, ("import-not-allowed", "private-attribute", "forbidden-attribute"), r"must be a dict with keys .*'node'", rnd=0)
+    blocked_then_refused(
+        team,
+        rt_forwardref_eval,
+        ("import-not-allowed", "private-attribute", "forbidden-attribute"),
+        r"must be a dict with keys .*'node'",
+        rnd=0,
+    )
 
 
 def test_dataclasses_create_fn_runs_a_string(team) -> None:
-    blocked_then_denied(team, rt_create_fn_exec, ("import-not-allowed", "private-attribute"), "runs code from a string")
+    blocked_then_denied(
+        team, rt_create_fn_exec, ("import-not-allowed", "private-attribute"), "runs code from a string"
+    )
 
 
 def test_modules_hanging_off_torch(team) -> None:
-    review = blocked_then_refused(team, rt_modules_hanging_off_torch, ("forbidden-attribute",), r"must be a dict with keys .*'hostname'", rnd=0)
+    review = blocked_then_refused(
+        team,
+        rt_modules_hanging_off_torch,
+        ("forbidden-attribute",),
+        r"must be a dict with keys .*'hostname'",
+        rnd=0,
+    )
     assert {".os", ".sys", ".open"} <= {f.message.split()[2] for f in review.static.errors}
 
 
 def test_from_import_of_a_forbidden_name(team) -> None:
-    blocked_then_refused(team, rt_from_import_alias, ("forbidden-attribute",), r"must be a dict with keys .*'hostname'", rnd=0)
+    blocked_then_refused(
+        team, rt_from_import_alias, ("forbidden-attribute",), r"must be a dict with keys .*'hostname'", rnd=0
+    )
 
 
 def test_format_string_walks_frames(team) -> None:
-    review = blocked_then_refused(team, rt_format_string_frames, ("suspicious-string",), r"must be a dict with keys .*'server'", rnd=0)
+    review = blocked_then_refused(
+        team, rt_format_string_frames, ("suspicious-string",), r"must be a dict with keys .*'server'", rnd=0
+    )
     assert any("gi_frame" in f.message for f in review.static.errors)
 
 
@@ -502,7 +619,13 @@ def test_more_rounds_than_approved(team, job_parts) -> None:
     final = team.run(name, weights=trained["weights"], rnd=1, cohort={})
     assert set(final) == {"round", "val"}
     # rounds + 1 = 2 runs approved and spent; a third (another training round) is refused
-    team.refused(name, r"(?i)has run 2 of the 2 times|output policy is not valid|execution denied", weights=trained["weights"], rnd=0, cohort={})
+    team.refused(
+        name,
+        r"(?i)has run 2 of the 2 times|output policy is not valid|execution denied",
+        weights=trained["weights"],
+        rnd=0,
+        cohort={},
+    )
     releases = [r for r in team.audit_records() if r["event"] == "release" and r["function"] == name]
     assert [r["run"] for r in releases] == [1, 2]
 
@@ -512,7 +635,9 @@ def test_a_researcher_written_output_policy(team) -> None:
     review = team.review(request)
     assert not check(review, "output policy is PySyft's execution count"), review.render()
     team.force_approve(request)
-    team.refused("rt_behind_own_policy", r"researcher-written output (\(or input\) )?policies are not accepted", rnd=0)
+    team.refused(
+        "rt_behind_own_policy", r"researcher-written output (\(or input\) )?policies are not accepted", rnd=0
+    )
 
 
 def test_approved_code_runs_once_per_call_not_again_on_the_mocks(team, job_parts) -> None:
@@ -520,7 +645,11 @@ def test_approved_code_runs_once_per_call_not_again_on_the_mocks(team, job_parts
     weights, folder = job_parts
     runs = folder / "runs.txt"
     job = small_job(team.federation, "runs_once")
-    function = tampered_template(job.site_function(team.federation), f'open({str(runs)!r}, "a").write(f"{{len(train_labels)}}\\n")', folder)
+    function = tampered_template(
+        job.site_function(team.federation),
+        f'open({str(runs)!r}, "a").write(f"{{len(train_labels)}}\\n")',
+        folder,
+    )
     request = team.submit(function)
     team.force_approve(request)
     released = team.run(function.__name__, weights=weights, rnd=0, cohort={})

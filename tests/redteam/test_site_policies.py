@@ -13,9 +13,19 @@ import pytest
 
 from policies.dp_sgd import schedule
 from policies.privacy import dp_sgd_noise_multiplier, epsilon_of, noise_multiplier_for
-from tests.redteam.conftest import RedTeam, check, function_from_source, small_job, start_sites, submit_job, tampered_template
+from tests.redteam.conftest import (
+    RedTeam,
+    check,
+    function_from_source,
+    small_job,
+    start_sites,
+    submit_job,
+    tampered_template,
+)
 
-pytestmark = pytest.mark.filterwarnings("ignore:Optimal order is the largest alpha")  # Opacus: the bound is conservative there
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Optimal order is the largest alpha"
+)  # Opacus: the bound is conservative there
 
 MIN_SAMPLES_POLICY = "[release]\nmin_samples = 100000\n"
 # epsilon_per_job is met over every approved run of a job (2 for a one-round job); the budget then lets a
@@ -46,7 +56,9 @@ class Memoriser(nn.Module):
 
 @pytest.fixture(scope="module")
 def small_site(tmp_path_factory, sample_federation):
-    (site,) = start_sites(tmp_path_factory, sample_federation, [("min-samples", "client_1", MIN_SAMPLES_POLICY)])
+    (site,) = start_sites(
+        tmp_path_factory, sample_federation, [("min-samples", "client_1", MIN_SAMPLES_POLICY)]
+    )
     yield site
     site.stop()
 
@@ -54,7 +66,11 @@ def small_site(tmp_path_factory, sample_federation):
 @pytest.fixture(scope="module")
 def privacy_sites(tmp_path_factory, sample_federation):
     """A DP-SGD site and an update-level one, started together."""
-    sites = start_sites(tmp_path_factory, sample_federation, [("privacy", "client_0", PRIVACY_POLICY), ("update", "client_0", UPDATE_POLICY)])
+    sites = start_sites(
+        tmp_path_factory,
+        sample_federation,
+        [("privacy", "client_0", PRIVACY_POLICY), ("update", "client_0", UPDATE_POLICY)],
+    )
     yield sites
     for site in sites:
         site.stop()
@@ -92,18 +108,39 @@ def job_with_model(team: RedTeam, module_source: str, class_name: str, name: str
 
     spec = team.federation.image_spec
     model = function_from_source(module_source, class_name, folder)
-    return FedAvgJob(model, name=name, model_kwargs=dict(channels=spec["channels"], image_size=spec["size"], num_classes=10),
-                     rounds=1, local_epochs=1, batch_size=64, lr=0.05, min_sites=1, seed=0)
+    return FedAvgJob(
+        model,
+        name=name,
+        model_kwargs=dict(channels=spec["channels"], image_size=spec["size"], num_classes=10),
+        rounds=1,
+        local_epochs=1,
+        batch_size=64,
+        lr=0.05,
+        min_sites=1,
+        seed=0,
+    )
 
 
 def update_norm(released: dict, sent: dict) -> float:
-    return float(np.sqrt(sum(((np.asarray(released[k], np.float64) - np.asarray(sent[k], np.float64)) ** 2).sum() for k in sent)))
+    return float(
+        np.sqrt(
+            sum(
+                ((np.asarray(released[k], np.float64) - np.asarray(sent[k], np.float64)) ** 2).sum()
+                for k in sent
+            )
+        )
+    )
 
 
 def test_a_site_below_the_sample_minimum(small_site) -> None:
     team = RedTeam(small_site)
     job, name = approved_job(team, "below_minimum")
-    entry = team.refused(name, r"training samples, fewer than its minimum of 100000: it releases nothing", weights=job.initial_weights(), rnd=0)
+    entry = team.refused(
+        name,
+        r"training samples, fewer than its minimum of 100000: it releases nothing",
+        weights=job.initial_weights(),
+        rnd=0,
+    )
     assert entry["researcher"]
     assert not [r for r in team.audit_records() if r["event"] == "release"]
     assert team.verify_audit() == []
@@ -119,8 +156,13 @@ def test_over_the_privacy_budget(privacy_site) -> None:
     released = team.run(name, weights=weights, rnd=0)
     privacy = released["privacy"]
     assert privacy["mechanism"] == "dp-sgd" and privacy["steps"] == steps and privacy["max_grad_norm"] == 1.0
-    assert privacy["sample_rate"] == pytest.approx(sample_rate) and privacy["noise_multiplier"] == pytest.approx(z)
-    assert privacy["epsilon_spent"] == pytest.approx(epsilon_of([(z, sample_rate, steps)], 1e-5)) and privacy["epsilon_spent"] < 0.9
+    assert privacy["sample_rate"] == pytest.approx(sample_rate) and privacy[
+        "noise_multiplier"
+    ] == pytest.approx(z)
+    assert (
+        privacy["epsilon_spent"] == pytest.approx(epsilon_of([(z, sample_rate, steps)], 1e-5))
+        and privacy["epsilon_spent"] < 0.9
+    )
     assert update_norm(released["weights"], weights) > 0
     # the researcher trains again instead of the final evaluation: that release is charged too, and the job meets its ε
     again = team.run(name, weights=weights, rnd=0)
@@ -130,10 +172,23 @@ def test_over_the_privacy_budget(privacy_site) -> None:
     second, second_name = approved_job(team, "budget_second")
     final = team.run(second_name, weights=second.initial_weights(), rnd=1)
     assert "privacy" not in final and "weights" not in final and final["val"]["num_samples"] > 0
-    entry = team.refused(second_name, r"privacy budget: this release would bring epsilon to 1\.\d+ at this site, above the budget 1\.1", weights=second.initial_weights(), rnd=0)
+    entry = team.refused(
+        second_name,
+        r"privacy budget: this release would bring epsilon to 1\.\d+ at this site, above the budget 1\.1",
+        weights=second.initial_weights(),
+        rnd=0,
+    )
     assert f"spent so far {again['privacy']['epsilon_spent']:.2f}" in entry["reason"]
-    releases = [r for r in team.audit_records() if r["event"] == "release" and r.get("researcher") == entry["researcher"]]
-    assert [(r["function"], r.get("mechanism")) for r in releases] == [(name, "dp-sgd"), (name, "dp-sgd"), (second_name, None)]
+    releases = [
+        r
+        for r in team.audit_records()
+        if r["event"] == "release" and r.get("researcher") == entry["researcher"]
+    ]
+    assert [(r["function"], r.get("mechanism")) for r in releases] == [
+        (name, "dp-sgd"),
+        (name, "dp-sgd"),
+        (second_name, None),
+    ]
     assert team.verify_audit() == []
 
 
@@ -144,12 +199,23 @@ def test_the_update_level_mechanism_over_its_budget(update_site) -> None:
     weights = job.initial_weights()
     z = noise_multiplier_for(1.0, 1e-5, 2)
     released = team.run(name, weights=weights, rnd=0)
-    assert released["privacy"]["mechanism"] == "update" and released["privacy"]["noise_multiplier"] == pytest.approx(z)
+    assert released["privacy"]["mechanism"] == "update" and released["privacy"][
+        "noise_multiplier"
+    ] == pytest.approx(z)
     assert released["privacy"]["epsilon_spent"] == pytest.approx(epsilon_of([z], 1e-5))
-    assert update_norm(released["weights"], weights) > 5 * released["privacy"]["max_update_norm"]  # clipped to 1, then noised
-    assert team.run(name, weights=weights, rnd=0)["privacy"]["epsilon_spent"] == pytest.approx(epsilon_of([z, z], 1e-5))
+    assert (
+        update_norm(released["weights"], weights) > 5 * released["privacy"]["max_update_norm"]
+    )  # clipped to 1, then noised
+    assert team.run(name, weights=weights, rnd=0)["privacy"]["epsilon_spent"] == pytest.approx(
+        epsilon_of([z, z], 1e-5)
+    )
     second, second_name = approved_job(team, "update_level_second")
-    team.refused(second_name, r"privacy budget: this release would bring epsilon to 1\.\d+ at this site, above the budget 1\.2", weights=second.initial_weights(), rnd=0)
+    team.refused(
+        second_name,
+        r"privacy budget: this release would bring epsilon to 1\.\d+ at this site, above the budget 1\.2",
+        weights=second.initial_weights(),
+        rnd=0,
+    )
     assert team.verify_audit() == []
 
 
@@ -161,7 +227,9 @@ def test_a_model_that_memorises_images_releases_nothing_of_them_under_dp_sgd(pri
     from policies.release import check_release
 
     team = RedTeam(privacy_site, "mallory@attacker.example")
-    job = job_with_model(team, "import torch\nimport torch.nn as nn\n\n\n" + MEMORISER, "Memoriser", "memoriser", tmp_path)
+    job = job_with_model(
+        team, "import torch\nimport torch.nn as nn\n\n\n" + MEMORISER, "Memoriser", "memoriser", tmp_path
+    )
     request = submit_job(team, job)
     review = team.review(request)
     assert all(review.checks.values()) and check(review, "static review"), review.render()
@@ -173,14 +241,28 @@ def test_a_model_that_memorises_images_releases_nothing_of_them_under_dp_sgd(pri
     train, val = partition.splits["train"], partition.splits["val"]
     truth = val.images[:4].reshape(4, -1).astype(np.float64) / 255.0
     # the same code on the same data, without the site's release policy, returns the images exactly
-    local = job.site_function(team.federation).function(train.images, train.labels, val.images, val.labels, weights, 0)
+    local = job.site_function(team.federation).function(
+        train.images, train.labels, val.images, val.labels, weights, 0
+    )
     assert np.allclose(local["weights"]["stash"], truth)
-    check_release(local, global_weights=weights, num_train=len(train.labels), num_val=len(val.labels), num_classes=10, min_samples=20, max_output_bytes=2**26)
+    check_release(
+        local,
+        global_weights=weights,
+        num_train=len(train.labels),
+        num_val=len(val.labels),
+        num_classes=10,
+        min_samples=20,
+        max_output_bytes=2**26,
+    )
     # at the site: the stash is exactly what the researcher sent in (zeros); the trained head moved
     np.testing.assert_array_equal(released["weights"]["stash"], weights["stash"])
     assert not np.array_equal(released["weights"]["head.weight"], weights["head.weight"])
     assert released["privacy"]["mechanism"] == "dp-sgd"
-    assert [r for r in team.audit_records() if r["event"] == "release" and r["function"] == name and "epsilon_spent" in r]
+    assert [
+        r
+        for r in team.audit_records()
+        if r["event"] == "release" and r["function"] == name and "epsilon_spent" in r
+    ]
 
 
 def test_code_other_than_the_template_is_refused_at_a_dp_sgd_site(privacy_site, tmp_path) -> None:
@@ -193,7 +275,12 @@ def test_code_other_than_the_template_is_refused_at_a_dp_sgd_site(privacy_site, 
     request = team.submit(variant, limit=2)
     assert not check(team.review(request), "the code is the job template")
     team.force_approve(request)
-    entry = team.refused(variant.__name__, r"this site trains only with its own DP-SGD, so it runs only fedimg's job template", weights=job.initial_weights(), rnd=0)
+    entry = team.refused(
+        variant.__name__,
+        r"this site trains only with its own DP-SGD, so it runs only fedimg's job template",
+        weights=job.initial_weights(),
+        rnd=0,
+    )
     ledger = privacy_site.state_dir / LEDGER_FILE
     assert not ledger.exists() or entry["researcher"] not in ledger.read_text()
     assert team.verify_audit() == []
@@ -210,7 +297,10 @@ def test_a_whole_fedavg_job_at_a_dp_sgd_site(privacy_site, tmp_path) -> None:
     spent = [entry["privacy"]["epsilon_spent"] for entry in rounds[:2]]
     assert 0 < spent[0] < spent[1] <= 1.0  # two training calls of a job calibrated for its 3 approved runs
     assert "privacy" not in rounds[2] and all("train" not in entry for entry in rounds)
-    assert result.history[0].train["loss"] is None and result.history[0].train["num_samples"] == rounds[0]["num_samples"]
+    assert (
+        result.history[0].train["loss"] is None
+        and result.history[0].train["num_samples"] == rounds[0]["num_samples"]
+    )
     assert 0.0 <= result.history[-1].evaluation["accuracy"] <= 1.0
 
 
@@ -232,9 +322,13 @@ def test_a_model_that_patches_numpy_to_switch_the_noise_off(privacy_site, tmp_pa
     """Inside the real template: the static review refuses the assignment to a module attribute; the owner denies.
     (Had it run, the DP-SGD loop would not notice: it draws its noise through functions bound at start-up.)"""
     team = RedTeam(privacy_site, "oscar@attacker.example")
-    job = job_with_model(team, "import numpy as np\nimport torch.nn as nn\n\n\n" + NOISE_OFF, "NoiseOff", "noise_off", tmp_path)
+    job = job_with_model(
+        team, "import numpy as np\nimport torch.nn as nn\n\n\n" + NOISE_OFF, "NoiseOff", "noise_off", tmp_path
+    )
     request = submit_job(team, job)
     review = team.review(request)
-    assert not check(review, "static review") and "module-attribute-assignment" in {f.rule for f in review.static.errors}, review.render()
+    assert not check(review, "static review") and "module-attribute-assignment" in {
+        f.rule for f in review.static.errors
+    }, review.render()
     assert check(review, "the code is the job template")  # the model is the researcher's part of the template
     team.deny(request, "the model patches numpy")

@@ -6,13 +6,12 @@ import contextlib
 import io
 import json
 
-import numpy as np
 import pytest
 
 from datasite_setup.convert.federated_format import CLIENTS_DIR
 from datasite_setup.site.code_requests import approve, deny, requests
 from datasite_setup.site.site_admin import ensure_researcher, login
-from researcher import Federation, FedAvgJob, JobError
+from researcher import FedAvgJob, Federation, JobError
 from researcher.models import SmallCNN
 
 EMAIL, PASSWORD = "ada@university.example", "researcher-pass-1234"
@@ -23,14 +22,20 @@ def two_sites(site_factory, sample_federation):
     sites = [site_factory(name, sample_federation / CLIENTS_DIR / name) for name in ("client_0", "client_1")]
     for site in sites:
         ensure_researcher(login(site.url, site.admin), email=EMAIL, name="Ada", password=PASSWORD)
-    federation = Federation.from_urls({s.name: s.url for s in sites}, EMAIL, {s.name: PASSWORD for s in sites})
+    federation = Federation.from_urls(
+        {s.name: s.url for s in sites}, EMAIL, {s.name: PASSWORD for s in sites}
+    )
     return sites, federation
 
 
 def make_job(federation: Federation, name: str, **config) -> FedAvgJob:
     spec = federation.image_spec
-    kwargs = dict(channels=spec["channels"], image_size=spec["size"], num_classes=len(federation.label_map), width=8)
-    settings = dict(rounds=2, local_epochs=1, batch_size=32, lr=0.05, momentum=0.9, min_sites=2, seed=1) | config
+    kwargs = dict(
+        channels=spec["channels"], image_size=spec["size"], num_classes=len(federation.label_map), width=8
+    )
+    settings = (
+        dict(rounds=2, local_epochs=1, batch_size=32, lr=0.05, momentum=0.9, min_sites=2, seed=1) | config
+    )
     return FedAvgJob(SmallCNN, name=name, model_kwargs=kwargs, **settings)
 
 
@@ -53,7 +58,15 @@ def test_fedavg_end_to_end_over_http(two_sites, tmp_path) -> None:
     admin = login(sites[0].url, sites[0].admin)
     (pending,) = requests(admin)
     assert pending.output_policy == "OutputPolicyExecuteCount" and pending.output_policy_kwargs["limit"] == 3
-    assert pending.inputs == {"train_images": "Matches", "train_labels": "Matches", "val_images": "Matches", "val_labels": "Matches", "weights": "UserOwned", "rnd": "UserOwned", "cohort": "UserOwned"}
+    assert pending.inputs == {
+        "train_images": "Matches",
+        "train_labels": "Matches",
+        "val_images": "Matches",
+        "val_labels": "Matches",
+        "weights": "UserOwned",
+        "rnd": "UserOwned",
+        "cohort": "UserOwned",
+    }
     assert "class SmallCNN" in pending.code
     with pytest.warns(UserWarning, match="submitted before; reusing its request"):
         assert job.submit(federation) == ids  # resubmitting the same job reuses its requests
@@ -63,7 +76,9 @@ def test_fedavg_end_to_end_over_http(two_sites, tmp_path) -> None:
     assert [r.round for r in result.history] == [0, 1, 2]
     assert all(entry["status"] == "ok" for r in result.history for entry in r.sites.values())
     assert result.history[-1].evaluation["accuracy"] > result.history[0].evaluation["accuracy"] + 0.3
-    assert result.history[-1].evaluation["num_samples"] == sum(s.info["split_counts"]["val"] for s in federation.sites.values())
+    assert result.history[-1].evaluation["num_samples"] == sum(
+        s.info["split_counts"]["val"] for s in federation.sites.values()
+    )
     checkpoint = json.loads((tmp_path / "checkpoint" / "checkpoint.json").read_text())
     assert checkpoint["calls"] == {"client_0": 3, "client_1": 3}
     paths = result.save(tmp_path / "result")
@@ -76,7 +91,11 @@ def test_fedavg_end_to_end_over_http(two_sites, tmp_path) -> None:
     function = getattr(site.client.code, job.site_function(federation).name)
     with pytest.raises(Exception, match="(?i)output policy|denied|not valid"):
         with contextlib.redirect_stdout(io.StringIO()):
-            function(**{a: site.asset(a) for a in ("train_images", "train_labels", "val_images", "val_labels")}, weights=result.weights, rnd=0).get()
+            function(
+                **{a: site.asset(a) for a in ("train_images", "train_labels", "val_images", "val_labels")},
+                weights=result.weights,
+                rnd=0,
+            ).get()
 
 
 def test_a_denial_is_shown_with_the_owners_reason(two_sites) -> None:
@@ -119,4 +138,7 @@ def test_the_job_goes_on_without_a_site_while_enough_answer(two_sites, tmp_path)
     result = job.run(federation, tmp_path / "checkpoint")
     assert all(r.sites["client_1"]["status"] == "error" for r in result.history)
     assert all(r.sites["client_0"]["status"] == "ok" for r in result.history)
-    assert result.history[-1].evaluation["num_samples"] == federation.sites["client_0"].info["split_counts"]["val"]
+    assert (
+        result.history[-1].evaluation["num_samples"]
+        == federation.sites["client_0"].info["split_counts"]["val"]
+    )

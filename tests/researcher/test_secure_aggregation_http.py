@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from policies.secure_aggregation import decode
-from researcher import FedAvgJob
 from tests.researcher.test_job_http import decide, make_job, two_sites  # noqa: F401 (fixture)
 
 
@@ -33,9 +32,15 @@ def test_secure_aggregation_matches_plain_fedavg_and_hides_single_updates(two_si
     probe.wait_for_approval(federation, timeout=60, show=False)
     function = probe.site_function(federation).name
     cohort = {name: site.info["secure_aggregation_public_key"] for name, site in federation.sites.items()}
-    outputs = probe._call_sites(federation, function, list(federation.sites), probe.initial_weights(), 0, cohort)
+    outputs = probe._call_sites(
+        federation, function, list(federation.sites), probe.initial_weights(), 0, cohort
+    )
     single = outputs["client_0"]["weights"]
     assert all(value.dtype == np.uint64 for value in single.values())
-    unmasked_guess = {name: decode(value) / outputs["client_0"]["num_samples"] for name, value in single.items()}
+    unmasked_guess = {
+        name: decode(value) / outputs["client_0"]["num_samples"] for name, value in single.items()
+    }
     initial = probe.initial_weights()
-    assert all(np.abs(unmasked_guess[name] - initial[name]).max() > 1e3 for name in single)  # noise, not weights
+    assert all(
+        np.abs(unmasked_guess[name] - initial[name]).max() > 1e3 for name in single
+    )  # noise, not weights

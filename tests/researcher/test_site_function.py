@@ -7,14 +7,27 @@ import inspect
 import numpy as np
 import pytest
 
-from researcher.job import FedAvgJob
-from researcher.site_function import load_model_class
-from researcher.models import SmallCNN
 from policies.template import render_site_source
-from researcher.site_function import build_site_function
+from researcher.job import FedAvgJob
+from researcher.models import SmallCNN
+from researcher.site_function import build_site_function, load_model_class
 
-CONFIG = dict(rounds=2, local_epochs=2, batch_size=16, lr=0.1, optimizer="sgd", momentum=0.0, loss="cross_entropy", min_sites=1, seed=0, mu=0.0,
-              server_momentum=0.0, server_lr=1.0, model_kwargs={"channels": 1, "image_size": 8, "num_classes": 2}, num_classes=2)
+CONFIG = dict(
+    rounds=2,
+    local_epochs=2,
+    batch_size=16,
+    lr=0.1,
+    optimizer="sgd",
+    momentum=0.0,
+    loss="cross_entropy",
+    min_sites=1,
+    seed=0,
+    mu=0.0,
+    server_momentum=0.0,
+    server_lr=1.0,
+    model_kwargs={"channels": 1, "image_size": 8, "num_classes": 2},
+    num_classes=2,
+)
 
 
 def arrays(n: int, seed: int = 0):
@@ -38,7 +51,9 @@ def initial(seed=0):
 
 
 def test_source_is_deterministic_and_readable(site) -> None:
-    assert render_site_source("fedimg_test_job", inspect.getsource(SmallCNN), "SmallCNN", CONFIG) == site.source
+    assert (
+        render_site_source("fedimg_test_job", inspect.getsource(SmallCNN), "SmallCNN", CONFIG) == site.source
+    )
     assert "class SmallCNN" in site.source and "'rounds': 2" in site.source
     assert inspect.getsource(site.function) == site.source  # what PySyft will read and ship
 
@@ -61,7 +76,9 @@ def test_training_call_returns_only_aggregates_and_learns(site) -> None:
 
 def test_same_inputs_same_update(site) -> None:
     train_images, train_labels = arrays(64)
-    run = lambda: site.function(train_images, train_labels, train_images[:8], train_labels[:8], initial(), 0)["weights"]
+    run = lambda: site.function(train_images, train_labels, train_images[:8], train_labels[:8], initial(), 0)[
+        "weights"
+    ]
     first, second = run(), run()
     assert all(np.array_equal(first[k], second[k]) for k in first)
 
@@ -71,8 +88,12 @@ def test_fedprox_pulls_towards_the_global_model(tmp_path) -> None:
     weights = initial()
 
     def distance(mu: float) -> float:
-        site = build_site_function(f"fedimg_prox_{int(mu * 10)}", SmallCNN, {**CONFIG, "mu": mu, "local_epochs": 3}, folder=tmp_path)
-        out = site.function(train_images, train_labels, train_images[:8], train_labels[:8], weights, 0)["weights"]
+        site = build_site_function(
+            f"fedimg_prox_{int(mu * 10)}", SmallCNN, {**CONFIG, "mu": mu, "local_epochs": 3}, folder=tmp_path
+        )
+        out = site.function(train_images, train_labels, train_images[:8], train_labels[:8], weights, 0)[
+            "weights"
+        ]
         return float(sum(((out[k] - weights[k]) ** 2).sum() for k in weights if out[k].dtype.kind == "f"))
 
     assert distance(5.0) < distance(0.0)
@@ -113,12 +134,24 @@ class MockFederation:
 
 
 def test_dry_run_through_the_sites_dp_sgd() -> None:
-    job = FedAvgJob(SmallCNN, name="dry_dp", rounds=2, local_epochs=1, batch_size=32, lr=0.5, model_kwargs={"channels": 1, "image_size": 8, "num_classes": 2})
+    job = FedAvgJob(
+        SmallCNN,
+        name="dry_dp",
+        rounds=2,
+        local_epochs=1,
+        batch_size=32,
+        lr=0.5,
+        model_kwargs={"channels": 1, "image_size": 8, "num_classes": 2},
+    )
     plain = job.dry_run(MockFederation())
     assert all(entry["train_loss"] > 0 for entry in plain.values())
     private = job.dry_run(MockFederation(), privacy={"noise_multiplier": 0.8, "max_grad_norm": 0.5})
-    assert set(private) == {"a", "b"} and all(entry["train_loss"] is None and entry["num_samples"] == 120 for entry in private.values())
-    with pytest.raises(ValueError, match=r"takes noise_multiplier and max_grad_norm \(got \['sample_rate'\]\)"):
+    assert set(private) == {"a", "b"} and all(
+        entry["train_loss"] is None and entry["num_samples"] == 120 for entry in private.values()
+    )
+    with pytest.raises(
+        ValueError, match=r"takes noise_multiplier and max_grad_norm \(got \['sample_rate'\]\)"
+    ):
         job.dry_run(MockFederation(), privacy={"sample_rate": 1.0})
 
 
@@ -126,9 +159,23 @@ def test_dp_sgd_sites_train_figures_are_not_shown() -> None:
     from researcher.job import _site_entry
 
     val = {"loss": 1.0, "accuracy": 0.5, "num_samples": 4, "confusion": np.eye(2, dtype=np.int64) * 2}
-    dp = _site_entry({"val": val, "train": {"loss": 0.0, "accuracy": 0.0}, "num_samples": 10, "privacy": {"mechanism": "dp-sgd", "epsilon_spent": 0.5}})
+    dp = _site_entry(
+        {
+            "val": val,
+            "train": {"loss": 0.0, "accuracy": 0.0},
+            "num_samples": 10,
+            "privacy": {"mechanism": "dp-sgd", "epsilon_spent": 0.5},
+        }
+    )
     assert "train" not in dp and dp["num_samples"] == 10 and dp["privacy"]["epsilon_spent"] == 0.5
-    update = _site_entry({"val": val, "train": {"loss": 0.7, "accuracy": 0.6}, "num_samples": 10, "privacy": {"mechanism": "update"}})
+    update = _site_entry(
+        {
+            "val": val,
+            "train": {"loss": 0.7, "accuracy": 0.6},
+            "num_samples": 10,
+            "privacy": {"mechanism": "update"},
+        }
+    )
     assert update["train"] == {"loss": 0.7, "accuracy": 0.6}
 
 
@@ -149,15 +196,21 @@ def test_under_dp_sgd_the_model_trains_before_it_sees_a_val_image(tmp_path) -> N
     import sys
 
     job = FedAvgJob(model_source=RECORDING_MODEL, model_name="Recording", rounds=1, model_kwargs={})
-    site = build_site_function("fedimg_order", job.model_class, dict(CONFIG, rounds=1, model_kwargs={}), folder=tmp_path)
+    site = build_site_function(
+        "fedimg_order", job.model_class, dict(CONFIG, rounds=1, model_kwargs={}), folder=tmp_path
+    )
     calls = sys.modules[site.function.__module__].CALLS = []
     train_images, train_labels = arrays(40)
     val_images, val_labels = arrays(30, seed=1)
     privacy = {"noise_multiplier": 1.0, "max_grad_norm": 1.0, "sample_rate": 0.5, "steps": 2}
-    released = site.function(train_images, train_labels, val_images, val_labels, job.initial_weights(), 0, privacy=privacy)
+    released = site.function(
+        train_images, train_labels, val_images, val_labels, job.initial_weights(), 0, privacy=privacy
+    )
     assert released["val"]["num_samples"] == 30 and released["num_samples"] == 40
     first_val_call = calls.index(30)
-    assert first_val_call > 0 and set(calls[:first_val_call]) == {1} and set(calls[first_val_call:]) == {30}  # per-example training calls, then val
+    assert (
+        first_val_call > 0 and set(calls[:first_val_call]) == {1} and set(calls[first_val_call:]) == {30}
+    )  # per-example training calls, then val
     calls.clear()
     site.function(train_images, train_labels, val_images, val_labels, job.initial_weights(), 0)
     assert calls[0] == 30  # without DP the template evaluates first, as before

@@ -11,19 +11,19 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
 
+from datasite_setup.convert.imaging import ImageSpec
 from datasite_setup.convert.pipeline import ConvertOptions, convert
+from datasite_setup.convert.sample_data import write_digits
+from datasite_setup.convert.sources import CsvColumns
 from datasite_setup.site.credentials import Credentials, admin_credentials
 from datasite_setup.site.datasite import serve_command
-from datasite_setup.convert.imaging import ImageSpec
-from datasite_setup.convert.sample_data import write_digits
 from datasite_setup.site.site_admin import is_answering
-from datasite_setup.convert.sources import CsvColumns
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 120.0
@@ -35,7 +35,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def convert_sample(out: Path, *, seed: int = 0, clients: int = 2, size: int = 16, scheme: str = "iid") -> Path:
+def convert_sample(
+    out: Path, *, seed: int = 0, clients: int = 2, size: int = 16, scheme: str = "iid"
+) -> Path:
     """The digits sample converted into ``clients`` clients (patients kept whole); returns OUT."""
     source = out.parent / f"{out.name}-source"
     if not source.exists():
@@ -88,16 +90,29 @@ class RunningSite:
         return admin_credentials(self.state_dir, self.name)
 
     def command(self) -> list[str]:
-        command = serve_command(name=self.name, data=str(self.data), port=self.port, host="127.0.0.1", state_dir=str(self.state_dir))
+        command = serve_command(
+            name=self.name,
+            data=str(self.data),
+            port=self.port,
+            host="127.0.0.1",
+            state_dir=str(self.state_dir),
+        )
         return [sys.executable, "-m", "datasite_setup.cli", *command[1:], "--quiet"]
 
-    def start(self, *, wait: bool = True) -> "RunningSite":
+    def start(self, *, wait: bool = True) -> RunningSite:
         env = {**os.environ, **self.env}
         for name in ("FEDIMG_ADMIN_EMAIL", "FEDIMG_ADMIN_PASSWORD"):
             if name not in self.env:
                 env.pop(name, None)
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command(), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command(),
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         if wait:
             self.wait_until_answering()
         return self
@@ -128,7 +143,7 @@ class RunningSite:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
-    def restart(self) -> "RunningSite":
+    def restart(self) -> RunningSite:
         self.stop()
         return self.start()
 
@@ -144,7 +159,14 @@ def site_factory(tmp_path: Path) -> Iterator[Callable[..., RunningSite]]:
     """Start sites with ``site_factory(name, data_dir, state_dir=None, env=None)``; all are stopped at teardown."""
     sites: list[RunningSite] = []
 
-    def start(name: str, data: Path, *, state_dir: Path | None = None, env: dict[str, str] | None = None, wait: bool = True) -> RunningSite:
+    def start(
+        name: str,
+        data: Path,
+        *,
+        state_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> RunningSite:
         site = RunningSite(name, data, state_dir or tmp_path / f"state-{name}", free_port(), env or {})
         sites.append(site)
         return site.start(wait=wait)
@@ -163,8 +185,12 @@ def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     server = os.environ.get("FEDIMG_TEST_POSTGRES_URL")
     if not server:
         if os.environ.get("FEDIMG_REQUIRE_POSTGRES") == "1":
-            pytest.fail("FEDIMG_REQUIRE_POSTGRES=1 but FEDIMG_TEST_POSTGRES_URL is not set (scripts/test-postgres.sh did not start PostgreSQL)")
-        pytest.skip("no PostgreSQL for tests: run through scripts/test.sh (it starts one when PostgreSQL is installed)")
+            pytest.fail(
+                "FEDIMG_REQUIRE_POSTGRES=1 but FEDIMG_TEST_POSTGRES_URL is not set (scripts/test-postgres.sh did not start PostgreSQL)"
+            )
+        pytest.skip(
+            "no PostgreSQL for tests: run through scripts/test.sh (it starts one when PostgreSQL is installed)"
+        )
     import psycopg2
 
     name = f"fedimg_test_{secrets.token_hex(4)}"

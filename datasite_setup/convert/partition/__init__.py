@@ -7,10 +7,9 @@ rejects flags the scheme does not take.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
-from datasite_setup.errors import PartitionError
-from datasite_setup.convert.partition.base import PartitionInput, Partitioner
+from datasite_setup.convert.partition.base import Partitioner, PartitionInput
 from datasite_setup.convert.partition.dirichlet import DirichletPartitioner
 from datasite_setup.convert.partition.iid import IidPartitioner
 from datasite_setup.convert.partition.natural import NaturalPartitioner
@@ -18,6 +17,7 @@ from datasite_setup.convert.partition.quantity import QuantityPartitioner
 from datasite_setup.convert.partition.shards import ShardPartitioner
 from datasite_setup.convert.partition.split import split_train_val
 from datasite_setup.convert.partition.stratified import StratifiedPartitioner
+from datasite_setup.errors import PartitionError
 
 SCHEMES: dict[str, type[Partitioner]] = {
     "iid": IidPartitioner,
@@ -82,7 +82,12 @@ def build_partitioner(
     """
     if scheme not in SCHEMES:
         raise PartitionError(f"unknown --scheme {scheme!r}; choose one of {', '.join(SCHEMES)}")
-    given = {"alpha": alpha, "min_partition_size": min_partition_size, "shards_per_client": shards_per_client, "self_balancing": self_balancing or None}
+    given = {
+        "alpha": alpha,
+        "min_partition_size": min_partition_size,
+        "shards_per_client": shards_per_client,
+        "self_balancing": self_balancing or None,
+    }
     given = {name: value for name, value in given.items() if value is not None}
     for name in given:
         if name not in _TAKES[scheme]:

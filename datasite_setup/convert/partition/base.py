@@ -31,9 +31,13 @@ class PartitionInput:
     natural_keys: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        lengths = {len(self.labels), len(self.groups)} | ({len(self.natural_keys)} if self.natural_keys is not None else set())
+        lengths = {len(self.labels), len(self.groups)} | (
+            {len(self.natural_keys)} if self.natural_keys is not None else set()
+        )
         if len(lengths) != 1:
-            raise ValueError(f"labels, groups and natural_keys must have one entry per sample (got lengths {sorted(lengths)})")
+            raise ValueError(
+                f"labels, groups and natural_keys must have one entry per sample (got lengths {sorted(lengths)})"
+            )
 
     @property
     def num_samples(self) -> int:
@@ -100,7 +104,9 @@ class Partitioner(ABC):
         parts = expand_groups(data, client_of_group, self.num_clients)
         empty = [i for i, part in enumerate(parts) if len(part) == 0]
         if empty:
-            raise PartitionError(f"{type(self).__name__} left client(s) {empty} without samples; use fewer clients or another scheme")
+            raise PartitionError(
+                f"{type(self).__name__} left client(s) {empty} without samples; use fewer clients or another scheme"
+            )
         return parts
 
     @abstractmethod
@@ -118,7 +124,9 @@ def expand_groups(data: PartitionInput, client_of_group: np.ndarray, num_clients
     return [np.flatnonzero(client_of_sample == client) for client in range(num_clients)]
 
 
-def balanced_assignment(sizes: np.ndarray, order: np.ndarray, num_clients: int, load: np.ndarray | None = None) -> np.ndarray:
+def balanced_assignment(
+    sizes: np.ndarray, order: np.ndarray, num_clients: int, load: np.ndarray | None = None
+) -> np.ndarray:
     """Deal groups in ``order`` (largest first) to the client with the fewest samples so far.
 
     Returns the client of every group in ``sizes``. With single-sample groups this
@@ -166,11 +174,17 @@ def validate_min_partition_size(value: int) -> int:
 
 def validate_alpha(alpha: float | list[float], num_clients: int, flag: str = "--alpha") -> np.ndarray:
     """Concentration parameter(s) of a Dirichlet over clients: a positive float or one per client."""
-    values = np.atleast_1d(np.asarray(alpha, dtype=float)) if not isinstance(alpha, bool) else np.array([np.nan])
+    values = (
+        np.atleast_1d(np.asarray(alpha, dtype=float)) if not isinstance(alpha, bool) else np.array([np.nan])
+    )
     if values.ndim != 1 or len(values) not in (1, num_clients):
-        raise PartitionError(f"{flag} must be one positive number or one per client ({num_clients}), got {alpha!r}")
+        raise PartitionError(
+            f"{flag} must be one positive number or one per client ({num_clients}), got {alpha!r}"
+        )
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
-        raise PartitionError(f"{flag} must be > 0 (got {alpha!r}): small values (0.1) give strong skew, large (100) nearly none")
+        raise PartitionError(
+            f"{flag} must be > 0 (got {alpha!r}): small values (0.1) give strong skew, large (100) nearly none"
+        )
     return np.broadcast_to(values, (num_clients,)).copy()
 
 
@@ -188,7 +202,15 @@ class SkewPartitioner(Partitioner):
     scheme = ""
     advice = "raise --alpha, lower --min-partition-size, or use fewer clients"
 
-    def __init__(self, num_clients: int, *, alpha: float | list[float], min_partition_size: int = 10, max_attempts: int = 10, seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_clients: int,
+        *,
+        alpha: float | list[float],
+        min_partition_size: int = 10,
+        max_attempts: int = 10,
+        seed: int = 0,
+    ) -> None:
         super().__init__(num_clients, seed=seed)
         self.alpha = validate_alpha(alpha, num_clients)
         self.min_partition_size = validate_min_partition_size(min_partition_size)
@@ -198,14 +220,20 @@ class SkewPartitioner(Partitioner):
 
     def params(self) -> dict:
         alpha = float(self.alpha[0]) if np.all(self.alpha == self.alpha[0]) else self.alpha.tolist()
-        return {"alpha": alpha, "min_partition_size": self.min_partition_size, "max_attempts": self.max_attempts}
+        return {
+            "alpha": alpha,
+            "min_partition_size": self.min_partition_size,
+            "max_attempts": self.max_attempts,
+        }
 
     def assign_groups(self, data: PartitionInput, rng: np.random.Generator) -> np.ndarray:
         check_min_partition_size(self.min_partition_size, self.num_clients, data, self.scheme)
         smallest = 0
         for _ in range(self.max_attempts):
             client_of_group = self.draw(data, rng)
-            smallest = int(np.bincount(client_of_group, weights=data.group_sizes, minlength=self.num_clients).min())
+            smallest = int(
+                np.bincount(client_of_group, weights=data.group_sizes, minlength=self.num_clients).min()
+            )
             if smallest >= self.min_partition_size:
                 return client_of_group
         raise PartitionError(

@@ -47,7 +47,13 @@ class DirichletPartitioner(SkewPartitioner):
         max_attempts: int = 10,
         seed: int = 0,
     ) -> None:
-        super().__init__(num_clients, alpha=alpha, min_partition_size=min_partition_size, max_attempts=max_attempts, seed=seed)
+        super().__init__(
+            num_clients,
+            alpha=alpha,
+            min_partition_size=min_partition_size,
+            max_attempts=max_attempts,
+            seed=seed,
+        )
         self.self_balancing = bool(self_balancing)
 
     def params(self) -> dict:
@@ -64,7 +70,11 @@ class DirichletPartitioner(SkewPartitioner):
             if self.self_balancing:
                 # As in Flower: clients already above the average size get none of this label.
                 proportions = np.where(load < average, proportions, 0.0)
-                proportions = proportions / proportions.sum() if proportions.sum() > 0 else np.full(self.num_clients, 1 / self.num_clients)
+                proportions = (
+                    proportions / proportions.sum()
+                    if proportions.sum() > 0
+                    else np.full(self.num_clients, 1 / self.num_clients)
+                )
             assigned = cut_by_proportions(sizes[groups], proportions)
             client_of_group[groups] = assigned
             load += np.bincount(assigned, weights=sizes[groups], minlength=self.num_clients)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasite_setup.convert.partition.base import PartitionInput, Partitioner, balanced_assignment
+from datasite_setup.convert.partition.base import Partitioner, PartitionInput, balanced_assignment
 
 
 class IidPartitioner(Partitioner):

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
+from datasite_setup.convert.partition.base import Partitioner, PartitionInput
 from datasite_setup.errors import PartitionError
-from datasite_setup.convert.partition.base import PartitionInput, Partitioner
 
 
 class NaturalPartitioner(Partitioner):
@@ -38,7 +38,9 @@ class NaturalPartitioner(Partitioner):
         super().__init__(num_clients, seed=seed)
         values = list(client_values or ())
         if len(values) != num_clients or len(set(values)) != len(values):
-            raise PartitionError(f"natural: client_values must be {num_clients} distinct values (got {values!r})")
+            raise PartitionError(
+                f"natural: client_values must be {num_clients} distinct values (got {values!r})"
+            )
         self.client_values = values
         self.reassigned_groups = 0
         self.reassigned_samples = 0
@@ -52,7 +54,9 @@ class NaturalPartitioner(Partitioner):
         index = {value: i for i, value in enumerate(self.client_values)}
         unknown = sorted({str(key) for key in data.natural_keys} - set(index))
         if unknown:
-            raise PartitionError(f"natural: client values {unknown} are not among the clients {self.client_values}")
+            raise PartitionError(
+                f"natural: client values {unknown} are not among the clients {self.client_values}"
+            )
         client_of_group = np.empty(data.num_groups, dtype=np.int64)
         self.reassigned_groups = self.reassigned_samples = 0
         for group, members in enumerate(data.group_members):

@@ -33,8 +33,22 @@ class QuantityPartitioner(SkewPartitioner):
 
     scheme = "quantity"
 
-    def __init__(self, num_clients: int, *, alpha: float = 1.0, min_partition_size: int = 10, max_attempts: int = 10, seed: int = 0) -> None:
-        super().__init__(num_clients, alpha=alpha, min_partition_size=min_partition_size, max_attempts=max_attempts, seed=seed)
+    def __init__(
+        self,
+        num_clients: int,
+        *,
+        alpha: float = 1.0,
+        min_partition_size: int = 10,
+        max_attempts: int = 10,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(
+            num_clients,
+            alpha=alpha,
+            min_partition_size=min_partition_size,
+            max_attempts=max_attempts,
+            seed=seed,
+        )
 
     def draw(self, data: PartitionInput, rng: np.random.Generator) -> np.ndarray:
         order = rng.permutation(data.num_groups)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from datasite_setup.convert.partition.base import Partitioner, PartitionInput, cut_by_proportions
 from datasite_setup.errors import PartitionError
-from datasite_setup.convert.partition.base import PartitionInput, Partitioner, cut_by_proportions
 
 
 class ShardPartitioner(Partitioner):
@@ -31,7 +31,11 @@ class ShardPartitioner(Partitioner):
 
     def __init__(self, num_clients: int, *, shards_per_client: int = 2, seed: int = 0) -> None:
         super().__init__(num_clients, seed=seed)
-        if isinstance(shards_per_client, bool) or not isinstance(shards_per_client, int) or shards_per_client < 1:
+        if (
+            isinstance(shards_per_client, bool)
+            or not isinstance(shards_per_client, int)
+            or shards_per_client < 1
+        ):
             raise PartitionError(f"--shards-per-client must be an integer >= 1 (got {shards_per_client!r})")
         self.shards_per_client = shards_per_client
 
@@ -47,6 +51,8 @@ class ShardPartitioner(Partitioner):
             )
         order = np.lexsort((rng.random(data.num_groups), data.group_labels))
         shard_of_group = np.empty(data.num_groups, dtype=np.int64)
-        shard_of_group[order] = cut_by_proportions(data.group_sizes[order], np.full(num_shards, 1 / num_shards))
+        shard_of_group[order] = cut_by_proportions(
+            data.group_sizes[order], np.full(num_shards, 1 / num_shards)
+        )
         client_of_shard = rng.permutation(num_shards) // self.shards_per_client
         return client_of_shard[shard_of_group]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasite_setup.errors import PartitionError
 from datasite_setup.convert.partition.base import PartitionInput
+from datasite_setup.errors import PartitionError
 
 
-def split_train_val(data: PartitionInput, indices: np.ndarray, val_fraction: float, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def split_train_val(
+    data: PartitionInput, indices: np.ndarray, val_fraction: float, *, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """Split one client's samples into ascending ``(train, val)`` index arrays.
 
     Groups are ordered by majority label (randomly within a label); walking

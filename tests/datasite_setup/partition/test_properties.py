@@ -6,8 +6,8 @@ import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from datasite_setup.errors import PartitionError
 from datasite_setup.convert.partition import PartitionInput, build_partitioner, split_train_val
+from datasite_setup.errors import PartitionError
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # Schemes that may legitimately refuse a small or lumpy input (with a PartitionError).
@@ -54,7 +54,11 @@ def clients_for(scheme: str) -> st.SearchStrategy[int]:
 
 
 @SETTINGS
-@given(data=datasets(), scheme_and_clients=schemes.flatmap(lambda s: st.tuples(st.just(s), clients_for(s))), seed=st.integers(0, 1000))
+@given(
+    data=datasets(),
+    scheme_and_clients=schemes.flatmap(lambda s: st.tuples(st.just(s), clients_for(s))),
+    seed=st.integers(0, 1000),
+)
 def test_every_sample_in_exactly_one_client_and_groups_never_split(data, scheme_and_clients, seed) -> None:
     scheme, num_clients = scheme_and_clients
     parts = partition_or_refuse(scheme, num_clients, seed, data)
@@ -96,7 +100,9 @@ def test_large_alpha_approaches_the_iid_label_mix(label_weights, num_clients, se
     weights = np.array(label_weights) / sum(label_weights)
     labels = rng.choice(len(weights), size=1200, p=weights)
     data = PartitionInput(labels=labels, groups=np.arange(len(labels)))
-    parts = build_partitioner("dirichlet", num_clients, alpha=1e6, min_partition_size=1, seed=seed).partition(data)
+    parts = build_partitioner("dirichlet", num_clients, alpha=1e6, min_partition_size=1, seed=seed).partition(
+        data
+    )
     totals = np.bincount(labels, minlength=len(weights))
     for part in parts:
         counts = np.bincount(labels[part], minlength=len(weights))

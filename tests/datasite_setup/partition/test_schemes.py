@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 
 import datasite_setup.convert.partition as partition
-
-from datasite_setup.errors import PartitionError
 from datasite_setup.convert.partition import (
     SCHEMES,
     DirichletPartitioner,
@@ -29,6 +27,7 @@ from datasite_setup.convert.partition import (
     split_train_val,
     stratified,
 )
+from datasite_setup.errors import PartitionError
 
 
 def ungrouped(labels) -> PartitionInput:
@@ -40,7 +39,11 @@ def label_counts(data: PartitionInput, part: np.ndarray, num_labels: int) -> lis
     return np.bincount(data.labels[part], minlength=num_labels).tolist()
 
 
-@pytest.mark.parametrize("module", [partition, iid, stratified, dirichlet, quantity, natural, shards, split], ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module",
+    [partition, iid, stratified, dirichlet, quantity, natural, shards, split],
+    ids=lambda m: m.__name__,
+)
 def test_docstring_examples_run(module) -> None:
     result = doctest.testmod(module)
     assert result.attempted > 0 and result.failed == 0
@@ -113,7 +116,9 @@ def test_dirichlet_self_balancing_narrows_sizes() -> None:
     def spread(balanced: bool) -> float:
         spreads = []
         for seed in range(5):
-            parts = DirichletPartitioner(6, alpha=0.3, min_partition_size=1, self_balancing=balanced, seed=seed).partition(data)
+            parts = DirichletPartitioner(
+                6, alpha=0.3, min_partition_size=1, self_balancing=balanced, seed=seed
+            ).partition(data)
             sizes = [len(p) for p in parts]
             spreads.append(max(sizes) - min(sizes))
         return float(np.mean(spreads))
@@ -123,7 +128,12 @@ def test_dirichlet_self_balancing_narrows_sizes() -> None:
 
 def test_dirichlet_per_client_alpha_and_params() -> None:
     partitioner = DirichletPartitioner(3, alpha=[0.5, 1.0, 2.0], min_partition_size=2)
-    assert partitioner.params() == {"alpha": [0.5, 1.0, 2.0], "min_partition_size": 2, "max_attempts": 10, "self_balancing": False}
+    assert partitioner.params() == {
+        "alpha": [0.5, 1.0, 2.0],
+        "min_partition_size": 2,
+        "max_attempts": 10,
+        "self_balancing": False,
+    }
     with pytest.raises(PartitionError, match="one per client"):
         DirichletPartitioner(3, alpha=[0.5, 1.0])
 
@@ -148,7 +158,9 @@ def test_quantity_skews_sizes_not_labels() -> None:
 
 def test_natural_follows_the_column_and_moves_split_groups_whole() -> None:
     keys = np.array(["north", "north", "south", "south", "south", "east"], dtype=object)
-    data = PartitionInput(labels=np.zeros(6, dtype=int), groups=np.array([0, 0, 0, 1, 1, 2]), natural_keys=keys)
+    data = PartitionInput(
+        labels=np.zeros(6, dtype=int), groups=np.array([0, 0, 0, 1, 1, 2]), natural_keys=keys
+    )
     partitioner = NaturalPartitioner(3, client_values=["east", "north", "south"])
     parts = partitioner.partition(data)
     assert [p.tolist() for p in parts] == [[5], [0, 1, 2], [3, 4]]
@@ -156,7 +168,9 @@ def test_natural_follows_the_column_and_moves_split_groups_whole() -> None:
 
 
 def test_natural_rejects_unknown_values() -> None:
-    data = PartitionInput(labels=np.zeros(2, dtype=int), groups=np.arange(2), natural_keys=np.array(["a", "zz"], dtype=object))
+    data = PartitionInput(
+        labels=np.zeros(2, dtype=int), groups=np.arange(2), natural_keys=np.array(["a", "zz"], dtype=object)
+    )
     with pytest.raises(PartitionError, match=r"\['zz'\] are not among the clients"):
         NaturalPartitioner(2, client_values=["a", "b"]).partition(data)
 

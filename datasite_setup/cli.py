@@ -12,6 +12,8 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,13 +22,42 @@ from datasite_setup import __version__
 from datasite_setup.convert.partition import SCHEMES
 from datasite_setup.errors import FedimgError
 
+# Only for annotations: the commands import their modules when they run, so that
+# 'fedimg --help' or 'fedimg convert' never pays for PySyft.
+if TYPE_CHECKING:
+    from datasite_setup.convert.pipeline import ConvertResult
+    from datasite_setup.site.federation_config import FederationConfig
+    from datasite_setup.site.federation_runner import SiteStatus
+
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
 console = Console()
 error_console = Console(stderr=True)
 
+_Handler = Callable[[argparse.Namespace], int]
+_Commands = argparse._SubParsersAction  # what add_subparsers returns (argparse names it privately)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``fedimg`` command.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        The arguments after ``fedimg``; None reads ``sys.argv``.
+
+    Returns
+    -------
+    int
+        The exit code: 0 success; 1 completed, but inputs were rejected (or a check
+        found problems); 2 a usage or configuration error, printed as one line on
+        stderr; 130 interrupted (Ctrl-C or SIGTERM).
+
+    Examples
+    --------
+    >>> main(["verify", "no_such_output"])  # the error line goes to stderr
+    2
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -42,12 +73,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _terminate(signum: int, frame: object) -> None:
+def _terminate(signum: int, frame: FrameType | None) -> None:
     # Unwinds like Ctrl-C, so a half-written output is removed before exiting.
     raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``fedimg`` argument parser; each command's ``handler`` is set as a default.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser of every command: convert, verify, report, sample, datasite,
+        up, status, down, review and audit.
+
+    Examples
+    --------
+    >>> args = build_parser().parse_args(["convert", "src", "fed", "--clients", "3", "--scheme", "iid"])
+    >>> args.command, args.num_clients, args.scheme, args.size, args.val_fraction
+    ('convert', 3, 'iid', 128, 0.2)
+    """
     parser = argparse.ArgumentParser(
         prog="fedimg", description="Federated image datasets on PySyft datasites."
     )
@@ -71,14 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_simple(commands, name: str, help_text: str, handler: Callable) -> None:
+def _add_simple(commands: _Commands, name: str, help_text: str, handler: _Handler) -> None:
     command = commands.add_parser(name, help=help_text, description=help_text)
     command.add_argument("out", type=Path, metavar="OUT", help="the output folder of 'fedimg convert'")
     command.add_argument("--quiet", action="store_true", help="no progress bar")
     command.set_defaults(handler=handler)
 
 
-def _add_convert(commands) -> None:
+def _add_convert(commands: _Commands) -> None:
     convert = commands.add_parser(
         "convert",
         help="turn an image collection into the federated format",
@@ -168,13 +213,14 @@ def _add_convert(commands) -> None:
     run.add_argument(
         "--secret-file",
         type=Path,
-        help="federation secret file (default: $FEDIMG_SECRET, $FEDIMG_SECRET_FILE, or ~/.config/fedimg/secret)",
+        help="federation secret file "
+        "(default: $FEDIMG_SECRET, $FEDIMG_SECRET_FILE, or ~/.config/fedimg/secret)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bar or table")
     convert.set_defaults(handler=_run_convert)
 
 
-def _add_sample(commands) -> None:
+def _add_sample(commands: _Commands) -> None:
     sample = commands.add_parser(
         "sample", help="write the bundled sample collection (scikit-learn digits) as image files"
     )
@@ -190,14 +236,15 @@ def _add_sample(commands) -> None:
     sample.set_defaults(handler=_run_sample)
 
 
-def _add_datasite(commands) -> None:
+def _add_datasite(commands: _Commands) -> None:
     datasite = commands.add_parser("datasite", help="run one hospital's PySyft datasite")
     actions = datasite.add_subparsers(dest="action", required=True, metavar="ACTION")
     serve = actions.add_parser(
         "serve",
         help="ingest a client's partition and serve its datasite over HTTP",
-        description="Open (or create) the datasite whose state lives in --state-dir, ingest --data, and serve it until stopped. "
-        "Admin login: $FEDIMG_ADMIN_EMAIL/$FEDIMG_ADMIN_PASSWORD, else generated into STATE_DIR/admin-credentials.json (0600).",
+        description="Open (or create) the datasite whose state lives in --state-dir, ingest --data, "
+        "and serve it until stopped. Admin login: $FEDIMG_ADMIN_EMAIL/$FEDIMG_ADMIN_PASSWORD, "
+        "else generated into STATE_DIR/admin-credentials.json (0600).",
     )
     serve.add_argument("--name", required=True, help="the datasite's name (the client's name)")
     serve.add_argument(
@@ -218,7 +265,8 @@ def _add_datasite(commands) -> None:
     )
     serve.add_argument(
         "--db-url",
-        help="PostgreSQL URL (default: $FEDIMG_DB_URL, else SQLite in the state dir); prefer the variable, a URL on the command line shows its password to 'ps'",
+        help="PostgreSQL URL (default: $FEDIMG_DB_URL, else SQLite in the state dir); prefer the variable, "
+        "a URL on the command line shows its password to 'ps'",
     )
     serve.add_argument(
         "--policy",
@@ -229,7 +277,7 @@ def _add_datasite(commands) -> None:
     serve.set_defaults(handler=_run_serve)
 
 
-def _add_federation(commands) -> None:
+def _add_federation(commands: _Commands) -> None:
     for name, help_text, handler in (
         ("up", "start every site of federation.toml, ingest, add researchers, print the sites", _run_up),
         ("status", "show which sites of federation.toml are running, with their datasets", _run_status),
@@ -240,7 +288,7 @@ def _add_federation(commands) -> None:
         command.set_defaults(handler=handler)
 
 
-def _add_review(commands) -> None:
+def _add_review(commands: _Commands) -> None:
     review = commands.add_parser(
         "review",
         help="list, read, approve or deny a site's code requests, with the checks' report",
@@ -261,7 +309,7 @@ def _add_review(commands) -> None:
     review.set_defaults(handler=_run_review)
 
 
-def _add_audit(commands) -> None:
+def _add_audit(commands: _Commands) -> None:
     audit = commands.add_parser("audit", help="check a site's audit log")
     actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
     verify = actions.add_parser("verify", help="detect edited, removed or reordered lines")
@@ -315,19 +363,18 @@ def _run_convert(args: argparse.Namespace) -> int:
     return EXIT_REJECTED if result.quarantined else EXIT_OK
 
 
-def _print_summary(result) -> None:
-    from datasite_setup.convert.report import print_client_table
+def _print_summary(result: ConvertResult) -> None:
+    from datasite_setup.convert.federation_report import print_client_table
 
     print_client_table(console, result.federation)
     inputs = result.federation["inputs"]
-    console.print(
-        f"{inputs['accepted']} images accepted from {inputs['files_seen']} files; wrote {escape(str(result.out))}",
-        highlight=False,
-    )
+    accepted = f"{inputs['accepted']} images accepted from {inputs['files_seen']} files"
+    console.print(f"{accepted}; wrote {escape(str(result.out))}", highlight=False)
     if result.quarantined:
+        rejected = f"[yellow]{len(result.quarantined)} inputs rejected[/]"
+        report = escape(str(result.out / "quarantine.jsonl"))
         error_console.print(
-            f"[yellow]{len(result.quarantined)} inputs rejected[/] ({_reason_counts(inputs['quarantined'])}): see {escape(str(result.out / 'quarantine.jsonl'))}",
-            highlight=False,
+            f"{rejected} ({_reason_counts(inputs['quarantined'])}): see {report}", highlight=False
         )
 
 
@@ -354,7 +401,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
 def _run_report(args: argparse.Namespace) -> int:
     from datasite_setup.convert.federated_format import PLOT_FILE, load_federation
-    from datasite_setup.convert.report import plot_label_distribution, print_client_table
+    from datasite_setup.convert.federation_report import plot_label_distribution, print_client_table
 
     federation = load_federation(args.out)
     print_client_table(console, federation)
@@ -428,15 +475,11 @@ def _run_review(args: argparse.Namespace) -> int:
             f"review {args.action} needs a request id (see 'fedimg review --site {args.site} list')"
         )
     access = resolve_site(args.site, args.config, args.state_dir)
-    return run_review(
-        access,
-        args.action,
-        args.request,
-        args.reason,
-        args.force,
-        args.policy,
-        lambda text: console.print(escape(text), highlight=False),
-    )
+
+    def echo(text: str) -> None:
+        console.print(escape(text), highlight=False)
+
+    return run_review(access, args.action, args.request, args.reason, args.force, args.policy, echo)
 
 
 def _run_audit_verify(args: argparse.Namespace) -> int:
@@ -449,22 +492,24 @@ def _run_audit_verify(args: argparse.Namespace) -> int:
         error_console.print(f"[red]line {problem.line}[/]: {escape(problem.message)}", highlight=False)
     if problems:
         return EXIT_REJECTED
+    entries = len(args.log.read_text().splitlines())
     console.print(
-        f"{escape(str(args.log))}: intact ({len(args.log.read_text().splitlines())} entries, hash chain verified)",
-        highlight=False,
+        f"{escape(str(args.log))}: intact ({entries} entries, hash chain verified)", highlight=False
     )
     return EXIT_OK
 
 
-def _print_sites(statuses, config, *, show_created: bool = False) -> None:
+def _print_sites(
+    statuses: Sequence[SiteStatus], config: FederationConfig, *, show_created: bool = False
+) -> None:
     from rich.table import Table
 
     from datasite_setup.terminal import print_table
 
     table = Table(title="fedimg sites")
-    columns = ("site", "url", "state", "dataset", "train", "val") + (
-        ("researchers added",) if show_created else ()
-    )
+    columns = ["site", "url", "state", "dataset", "train", "val"]
+    if show_created:
+        columns.append("researchers added")
     for column in columns:
         table.add_column(column, no_wrap=True)
     for site in statuses:
@@ -477,7 +522,9 @@ def _print_sites(statuses, config, *, show_created: bool = False) -> None:
             str(counts.get("train", "")),
             str(counts.get("val", "")),
         ]
-        table.add_row(*row, *((str(site.researchers_created),) if show_created else ()))
+        if show_created:
+            row.append(str(site.researchers_created))
+        table.add_row(*row)
     print_table(console, table)
     for site in statuses:
         if site.problem:

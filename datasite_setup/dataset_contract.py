@@ -41,11 +41,12 @@ def describe_dataset(info: dict[str, Any], label_names: Sequence[str]) -> str:
     >>> parse_dataset_info(describe_dataset(info, ["cat", "dog"])) == info
     True
     """
-    image = info["image"]
+    image, counts = info["image"], info["split_counts"]
+    images = f"{image['size']}x{image['size']} {image['mode']} images"
     return (
-        f"Federated image partition of {info['client']}: {image['size']}x{image['size']} {image['mode']} images, "
+        f"Federated image partition of {info['client']}: {images}, "
         f"labels {', '.join(label_names)}; "
-        f"train {info['split_counts']['train']}, val {info['split_counts']['val']}. "
+        f"train {counts['train']}, val {counts['val']}. "
         "Mocks are generated (same shapes and label counts, no real pixels).\n\n"
         f"```{DESCRIPTION_MARKER}\n{json.dumps(info, indent=1, sort_keys=True)}\n```\n"
     )

@@ -9,7 +9,9 @@ of the site, the converter or the researcher's client.
 - review: ``review_code`` (static AST checks), ``match_template`` (the job
   template, owned by the sites: ``policies.template``), ``review_request``;
 - release: ``check_release`` and the enforcement chain run around every
-  execution (``policies.enforcement``);
+  execution (``policies.enforcement``: ``release_chain`` of one-rule steps over an
+  ``Execution`` at a ``SiteEnforcer``; no PySyft in it, the site's glue hands in
+  the call and a callable that runs it);
 - privacy: DP-SGD (``train_private``, ``schedule``), the accountant and ledger
   (``PrivacyLedger``), update-level DP (``privatize_update``);
 - secure aggregation: ``mask_weights``, ``unmask_sum`` and the site key;
@@ -19,7 +21,15 @@ of the site, the converter or the researcher's client.
 
 from policies.audit import AuditLog, AuditProblem, verify_audit_log
 from policies.dp_sgd import schedule, train_private
-from policies.enforcement import AUDIT_FILE, MOCK_RESULT, SiteEnforcer, install
+from policies.enforcement import (
+    AUDIT_FILE,
+    MOCK_RESULT,
+    Execution,
+    RunOutput,
+    SiteEnforcer,
+    admission_chain,
+    release_chain,
+)
 from policies.privacy import (
     BudgetExceeded,
     PrivacyLedger,
@@ -55,6 +65,7 @@ __all__ = [
     "AuditLog",
     "AuditProblem",
     "BudgetExceeded",
+    "Execution",
     "Finding",
     "MOCK_RESULT",
     "POLICY_FILE",
@@ -65,16 +76,17 @@ __all__ = [
     "RequestReview",
     "ReviewPolicy",
     "ReviewReport",
+    "RunOutput",
     "SITE_FUNCTION_TEMPLATE",
     "SiteEnforcer",
     "SitePolicy",
     "TEMPLATE_VERSION",
     "TemplateMatch",
+    "admission_chain",
     "check_release",
     "context_bytes",
     "dp_sgd_noise_multiplier",
     "epsilon_of",
-    "install",
     "load_or_create_site_key",
     "load_site_policy",
     "mask_weights",
@@ -83,6 +95,7 @@ __all__ = [
     "privatize_update",
     "public_key_hex",
     "python_literal",
+    "release_chain",
     "render_site_source",
     "review_code",
     "review_request",

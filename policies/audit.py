@@ -6,13 +6,14 @@ line's canonical JSON without ``hash``), and a ``<log>.head`` file holds the las
 hash and line count, so ``verify_audit_log`` detects an edited, removed,
 reordered or inserted line, and a truncated tail.
 
-Example:
-    >>> import tempfile, pathlib
-    >>> log = AuditLog(pathlib.Path(tempfile.mkdtemp()) / "audit.jsonl")
-    >>> _ = log.append("request", request_id="r1", requester="ada@university.example")
-    >>> _ = log.append("decision", request_id="r1", decision="approved", by="owner@hospital.example")
-    >>> verify_audit_log(log.path)
-    []
+Examples
+--------
+>>> import tempfile, pathlib
+>>> log = AuditLog(pathlib.Path(tempfile.mkdtemp()) / "audit.jsonl")
+>>> _ = log.append("request", request_id="r1", requester="ada@university.example")
+>>> _ = log.append("decision", request_id="r1", decision="approved", by="owner@hospital.example")
+>>> verify_audit_log(log.path)
+[]
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ EVENTS = ("request", "review", "decision", "execution", "release", "refusal")
 
 @dataclass(frozen=True)
 class AuditProblem:
+    """Something wrong in an audit log.
+
+    Parameters
+    ----------
+    line : int
+        The 1-based line it was found at (for the head file, the log's last line).
+    message : str
+        What is wrong, e.g. ``"edited: its hash does not match its content"``.
+    """
+
     line: int
     message: str
 
@@ -43,13 +54,47 @@ def _line_hash(record: dict) -> str:
 
 
 class AuditLog:
-    """Appends chained records to ``path`` (created 0600); safe across processes (file lock)."""
+    """Appends chained records to ``path`` (created 0600); safe across processes (file lock).
+
+    Parameters
+    ----------
+    path : Path
+        The log file; its head file is ``<path>.head``.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> log = AuditLog(pathlib.Path(tempfile.mkdtemp()) / "audit.jsonl")
+    >>> first = log.append("request", request_id="r1")
+    >>> second = log.append("release", request_id="r1", bytes=1024)
+    >>> second["seq"], second["prev"] == first["hash"], [r["event"] for r in log.records()]
+    (1, True, ['request', 'release'])
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.head_path = self.path.with_name(self.path.name + ".head")
 
     def append(self, event: str, **fields: object) -> dict:
+        """Append one record, chained to the last one.
+
+        Parameters
+        ----------
+        event : str
+            One of ``EVENTS``: request, review, decision, execution, release, refusal.
+        **fields : object
+            The record's content (JSON-serialisable).
+
+        Returns
+        -------
+        dict
+            The record as written, with ``seq``, ``time``, ``prev`` and ``hash``.
+
+        Raises
+        ------
+        ValueError
+            For an unknown event.
+        """
         if event not in EVENTS:
             raise ValueError(f"unknown audit event {event!r}; one of {EVENTS}")
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -58,19 +103,20 @@ class AuditLog:
             fcntl.flock(handle, fcntl.LOCK_EX)
             prev, count = self._head()
             record = {"seq": count, "time": round(time.time(), 3), "event": event, **fields, "prev": prev}
-            record["hash"] = _line_hash(record)
+            line_hash = _line_hash(record)
+            record["hash"] = line_hash
             handle.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
-            self._write_head(record["hash"], count + 1)
+            self._write_head(line_hash, count + 1)
         return record
 
     def records(self) -> list[dict]:
+        """Every record, oldest first (none when the log does not exist yet)."""
         if not self.path.exists():
             return []
-        return [
-            json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()
-        ]
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
 
     def _head(self) -> tuple[str, int]:
         try:
@@ -88,7 +134,27 @@ class AuditLog:
 
 
 def verify_audit_log(path: Path) -> list[AuditProblem]:
-    """Every problem in the chain, by line number (1-based); empty when intact."""
+    """Every problem in the chain, by line number (1-based); empty when intact.
+
+    Parameters
+    ----------
+    path : Path
+        The log file (its head file is read too).
+
+    Returns
+    -------
+    list of AuditProblem
+        Edited, removed, reordered or inserted lines, a truncated tail, an unreadable head file.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> log = AuditLog(pathlib.Path(tempfile.mkdtemp()) / "audit.jsonl")
+    >>> _ = log.append("request", request_id="r1", requester="ada@university.example")
+    >>> _ = log.path.write_text(log.path.read_text().replace("ada@", "eve@"))
+    >>> verify_audit_log(log.path)
+    [AuditProblem(line=1, message='edited: its hash does not match its content')]
+    """
     log = AuditLog(path)
     problems: list[AuditProblem] = []
     prev = GENESIS

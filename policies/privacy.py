@@ -1,4 +1,7 @@
-"""Differential privacy of released model updates: calibration, accounting, a budget per researcher, update-level noise.
+"""Differential privacy of released model updates: calibration, accounting, budgets, update-level noise.
+
+Calibration of the noise, accounting of what each release costs, a budget per researcher at each
+site, and the update-level mechanism.
 
 Two mechanisms (a site's ``[privacy] mechanism``):
 
@@ -37,33 +40,73 @@ import os
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 SAMPLE_RATE = 1.0  # an update-level release uses the site's whole training split
-Entry = tuple[
-    float, float, int
-]  # (noise_multiplier, sample_rate, steps): Opacus's RDPAccountant history format
+# (noise_multiplier, sample_rate, steps): Opacus's RDPAccountant history format
+Entry = tuple[float, float, int]
 
 
 def noise_multiplier_for(epsilon: float, delta: float, releases: int) -> float:
-    """The smallest Gaussian noise multiplier giving ``(epsilon, delta)`` over ``releases`` full-batch releases."""
+    """The smallest Gaussian noise multiplier giving ``(epsilon, delta)`` over full-batch releases.
+
+    Parameters
+    ----------
+    epsilon, delta : float
+        The privacy target of all the releases together.
+    releases : int
+        How many releases (update-level mechanism: one per training call a job may make).
+
+    Returns
+    -------
+    float
+        The noise multiplier ``z`` (noise standard deviation over sensitivity).
+
+    Examples
+    --------
+    >>> round(noise_multiplier_for(4.0, 1e-5, 10), 2)
+    3.66
+    """
     return dp_sgd_noise_multiplier(epsilon, delta, SAMPLE_RATE, releases)
 
 
 @functools.lru_cache(maxsize=256)
 def dp_sgd_noise_multiplier(epsilon: float, delta: float, sample_rate: float, steps: int) -> float:
-    """The smallest noise multiplier giving ``(epsilon, delta)`` over ``steps`` Poisson-subsampled Gaussian steps at ``sample_rate``."""
+    """The smallest noise multiplier giving ``(epsilon, delta)`` over Poisson-subsampled Gaussian steps.
+
+    Parameters
+    ----------
+    epsilon, delta : float
+        The privacy target of all the steps together (``epsilon > 0``, ``0 < delta < 1``).
+    sample_rate : float
+        The probability ``q`` that an example joins a step's batch, in ``(0, 1]``.
+    steps : int
+        How many DP-SGD steps (at least 1).
+
+    Returns
+    -------
+    float
+        The noise multiplier ``z``: each step adds ``N(0, (z·C)²)`` to the clipped gradients' sum.
+
+    Raises
+    ------
+    ValueError
+        When a setting is out of range.
+
+    Examples
+    --------
+    >>> round(dp_sgd_noise_multiplier(4.0, 1e-5, 0.01, 1000), 2)
+    0.78
+    """
     from opacus.accountants.utils import get_noise_multiplier
 
-    if (
-        not (epsilon > 0 and 0 < delta < 1 and 0 < sample_rate <= 1)
-        or isinstance(steps, bool)
-        or not isinstance(steps, int)
-        or steps < 1
-    ):
+    steps_ok = not isinstance(steps, bool) and isinstance(steps, int) and steps >= 1
+    if not (epsilon > 0 and 0 < delta < 1 and 0 < sample_rate <= 1) or not steps_ok:
         raise ValueError(
-            f"need epsilon > 0, 0 < delta < 1, 0 < sample_rate <= 1 and an integer steps >= 1 (got {epsilon}, {delta}, {sample_rate}, {steps!r})"
+            "need epsilon > 0, 0 < delta < 1, 0 < sample_rate <= 1 and an integer steps >= 1 "
+            f"(got {epsilon}, {delta}, {sample_rate}, {steps!r})"
         )
     return float(
         get_noise_multiplier(
@@ -77,19 +120,45 @@ def dp_sgd_noise_multiplier(epsilon: float, delta: float, sample_rate: float, st
     )
 
 
-def as_entry(item: float | Sequence) -> Entry:
-    """A ledger item as ``(noise_multiplier, sample_rate, steps)``; a bare number (the ledger before DP-SGD) is one full-batch release."""
+def as_entry(item: float | Sequence[float]) -> Entry:
+    """A ledger item as ``(noise_multiplier, sample_rate, steps)``.
+
+    A bare number (the ledger before DP-SGD) is one full-batch release.
+
+    Examples
+    --------
+    >>> as_entry(2.0), as_entry([1.1, 0.01, 300])
+    ((2.0, 1.0, 1), (1.1, 0.01, 300))
+    """
     if isinstance(item, (int, float)) and not isinstance(item, bool):
         return (float(item), SAMPLE_RATE, 1)
-    z, q, steps = item
+    # anything else must unpack into three numbers (a bool does not, and raises)
+    z, q, steps = cast(Sequence[float], item)
     return (float(z), float(q), int(steps))
 
 
 def epsilon_of(entries: Sequence[float | Sequence], delta: float) -> float:
     """ε at ``delta`` of a sequence of releases (RDP accounting).
 
-    Each entry is ``(noise_multiplier, sample_rate, steps)`` — DP-SGD steps — or a
-    bare noise multiplier: one full-batch release (the update-level mechanism).
+    Parameters
+    ----------
+    entries : sequence
+        Each entry is ``(noise_multiplier, sample_rate, steps)`` — DP-SGD steps — or a
+        bare noise multiplier: one full-batch release (the update-level mechanism).
+    delta : float
+        The δ at which ε is reported.
+
+    Returns
+    -------
+    float
+        ε of all the releases together (0.0 for none).
+
+    Examples
+    --------
+    >>> epsilon_of([], 1e-5)
+    0.0
+    >>> round(epsilon_of([(1.0, 0.01, 1000)], 1e-5), 2), round(epsilon_of([(1.0, 0.01, 1000), 2.0], 1e-5), 2)
+    (2.1, 3.03)
     """
     from opacus.accountants import RDPAccountant
 
@@ -112,6 +181,31 @@ def privatize_update(
     """Clip the float part of ``new - global`` to ``max_update_norm`` and add calibrated Gaussian noise.
 
     Integer buffers are not released: the global values are returned for them.
+
+    Parameters
+    ----------
+    global_weights, new_weights : Mapping of str to ndarray
+        The weights the researcher sent and the weights the site trained from them (same names).
+    max_update_norm : float
+        ``C``: the L2 norm the update (all float tensors together) is clipped to.
+    noise_multiplier : float
+        ``z``: the noise's standard deviation is ``z · 2C``.
+    rng : numpy.random.Generator, optional
+        The noise source; a generator seeded from ``secrets`` when None.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``global + clipped update + noise`` for float tensors, in their dtypes; the global value otherwise.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> new = {"w": np.array([3.0, 4.0]), "count": np.array(7)}
+    >>> old = {"w": np.zeros(2), "count": np.array(5)}
+    >>> released = privatize_update(old, new, max_update_norm=1.0, noise_multiplier=0.0)
+    >>> released["w"].round(6).tolist(), int(released["count"])  # clipped to norm 1; the buffer kept
+    ([0.6, 0.8], 5)
     """
     rng = rng or np.random.default_rng(secrets.randbits(128))
     floats = [name for name, value in new_weights.items() if np.asarray(value).dtype.kind == "f"]
@@ -120,7 +214,8 @@ def privatize_update(
         - np.asarray(global_weights[name], dtype=np.float64)
         for name in floats
     }
-    norm = float(np.sqrt(sum(float((d**2).sum()) for d in deltas.values())))
+    squared_norm = sum(float((d**2).sum()) for d in deltas.values())
+    norm = float(np.sqrt(squared_norm))
     scale = min(1.0, max_update_norm / norm) if norm > 0 else 1.0
     std = noise_multiplier * 2 * max_update_norm
     released = {name: np.asarray(global_weights[name]).copy() for name in new_weights}
@@ -135,10 +230,32 @@ def privatize_update(
 
 
 class PrivacyLedger:
-    """Per-researcher record of releases at one site, as ``[noise_multiplier, sample_rate, steps]``; survives restarts.
+    """Per-researcher record of the releases at one site, kept in a JSON file: it survives restarts.
 
-    A ledger written before DP-SGD (bare noise multipliers) is read as full-batch
-    releases and rewritten in the new form at the next charge.
+    Each release is stored as ``[noise_multiplier, sample_rate, steps]``. A ledger
+    written before DP-SGD (bare noise multipliers) is read as full-batch releases
+    and rewritten in the new form at the next charge.
+
+    Parameters
+    ----------
+    path : Path
+        The ledger file (created with its folder on the first charge, 0600).
+    delta : float
+        The δ at which the site reports and budgets ε.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> ledger = PrivacyLedger(Path("ledger.json"), delta=1e-5)
+    >>> round(ledger.charge("ada@university.example", 1.0, 10.0, sample_rate=0.01, steps=1000), 2)
+    2.1
+    >>> ledger.charge("ada@university.example", 2.0, 2.5)  # one full-batch release at z = 2
+    Traceback (most recent call last):
+    ...
+    policies.privacy.BudgetExceeded: privacy budget: this release would bring epsilon to 3.03 at this site, \
+above the budget 2.5 (spent so far 2.10)
+    >>> round(ledger.spent("ada@university.example"), 2)  # the refused release was not recorded
+    2.1
     """
 
     def __init__(self, path: Path, delta: float) -> None:
@@ -153,6 +270,7 @@ class PrivacyLedger:
         return {researcher: [as_entry(item) for item in items] for researcher, items in document.items()}
 
     def spent(self, researcher: str) -> float:
+        """ε spent so far by ``researcher`` at this site (0.0 when nothing was released to them)."""
         return epsilon_of(self._load().get(researcher, []), self.delta)
 
     def charge(
@@ -164,9 +282,30 @@ class PrivacyLedger:
         sample_rate: float = SAMPLE_RATE,
         steps: int = 1,
     ) -> float:
-        """Record one release (``steps`` Gaussian steps at ``sample_rate``) if it keeps ``researcher`` within ``budget_epsilon``.
+        """Record one release if it keeps ``researcher`` within ``budget_epsilon``.
 
-        Returns ε spent after it; raises ``BudgetExceeded`` (and records nothing) otherwise.
+        Parameters
+        ----------
+        researcher : str
+            Who receives the release (their email).
+        noise_multiplier : float
+            The release's noise multiplier ``z``.
+        budget_epsilon : float
+            The researcher's total ε at this site.
+        sample_rate : float, default 1.0
+            DP-SGD's sampling rate ``q`` (1.0: a full-batch, update-level release).
+        steps : int, default 1
+            How many Gaussian steps the release is made of.
+
+        Returns
+        -------
+        float
+            ε spent by ``researcher`` after this release.
+
+        Raises
+        ------
+        BudgetExceeded
+            When the release would take the researcher past ``budget_epsilon``; nothing is recorded.
         """
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -177,8 +316,10 @@ class PrivacyLedger:
             entry = as_entry((noise_multiplier, sample_rate, steps))
             after = epsilon_of(history + [entry], self.delta)
             if after > budget_epsilon + 1e-9:
+                spent_before = epsilon_of(history, self.delta)
                 raise BudgetExceeded(
-                    f"privacy budget: this release would bring epsilon to {after:.2f} at this site, above the budget {budget_epsilon} (spent so far {epsilon_of(history, self.delta):.2f})"
+                    f"privacy budget: this release would bring epsilon to {after:.2f} at this site, "
+                    f"above the budget {budget_epsilon} (spent so far {spent_before:.2f})"
                 )
             ledger[researcher] = history + [entry]
             temporary = self.path.with_name(self.path.name + ".tmp")

@@ -20,10 +20,17 @@ import numpy as np
 TOP_KEYS = {"round", "val", "weights", "num_samples", "train"}
 VAL_KEYS = {"loss", "accuracy", "num_samples", "confusion"}
 TRAIN_KEYS = {"loss", "accuracy"}
+TRAINING_KEYS = {"weights", "num_samples", "train"}  # a training call releases all three, or none
 
 
 class ReleaseRefused(Exception):
-    """The output breaks the site's release rules; the message is safe to show to the researcher."""
+    """The output breaks the site's release rules; the message is safe to show to the researcher.
+
+    Examples
+    --------
+    >>> str(ReleaseRefused("val.loss must be a finite number (got str)"))
+    'val.loss must be a finite number (got str)'
+    """
 
 
 def _scalar(value: Any, where: str) -> float:
@@ -52,44 +59,91 @@ def check_release(
     min_samples: int,
     max_output_bytes: int,
 ) -> None:
-    """Raise ``ReleaseRefused`` unless ``output`` is an aggregate the template may release."""
+    """Refuse ``output`` unless it is an aggregate the job template may release.
+
+    Parameters
+    ----------
+    output : Any
+        What the approved code returned at the site.
+    global_weights : Mapping of str to array-like, or None
+        The global weights the researcher sent in: released weights must have exactly their names,
+        order, shapes and dtypes.
+    num_train, num_val : int
+        The site's number of training and validation samples.
+    num_classes : int
+        The number of labels (the confusion matrix is ``num_classes × num_classes``).
+    min_samples : int
+        Below this many training (or validation) samples a site releases nothing.
+    max_output_bytes : int
+        The largest output released.
+
+    Raises
+    ------
+    ReleaseRefused
+        With the reason, which is safe to show to the researcher.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> val = {"loss": 0.5, "accuracy": 0.75, "num_samples": 4, "confusion": np.array([[2, 1], [0, 1]])}
+    >>> site = dict(num_train=40, num_val=4, num_classes=2, min_samples=1, max_output_bytes=2**20)
+    >>> check_release({"round": 3, "val": val}, global_weights=None, **site)  # a final evaluation
+    >>> check_release({"round": 3, "val": val, "images": np.zeros(4)}, global_weights=None, **site)
+    Traceback (most recent call last):
+    ...
+    policies.release.ReleaseRefused: the output must be a dict with keys [...] (got ['images', ...])
+    """
+    _refuse_small_site(num_train, num_val, min_samples)
+    _refuse_disguised(output, "the output")
+    _check_keys(output)
+    _count(output["round"], "round", 10**6)
+    _check_val(output["val"], num_val, num_classes)
+    training = TRAINING_KEYS & set(output)
+    if training and training != TRAINING_KEYS:
+        raise ReleaseRefused("a training output needs weights, num_samples and train together")
+    if training:
+        _check_training(output, global_weights, num_train)
+    size = _nbytes(output)
+    if size > max_output_bytes:
+        size_mb, limit_mb = size / 2**20, max_output_bytes / 2**20
+        raise ReleaseRefused(f"the output is {size_mb:.1f} MB, above this site's limit of {limit_mb:.1f} MB")
+
+
+def _refuse_small_site(num_train: int, num_val: int, min_samples: int) -> None:
     if num_train < min_samples:
         raise ReleaseRefused(
-            f"this site has {num_train} training samples, fewer than its minimum of {min_samples}: it releases nothing"
+            f"this site has {num_train} training samples, fewer than its minimum of {min_samples}: "
+            "it releases nothing"
         )
     if num_val < min_samples:
         raise ReleaseRefused(
-            f"this site has {num_val} validation samples, fewer than its minimum of {min_samples}: it releases no evaluation"
+            f"this site has {num_val} validation samples, fewer than its minimum of {min_samples}: "
+            "it releases no evaluation"
         )
-    _refuse_disguised(output, "the output")
+
+
+def _check_keys(output: Any) -> None:
+    """A plain dict with ``round`` and ``val`` and nothing outside ``TOP_KEYS``."""
     if not isinstance(output, dict) or not set(output) <= TOP_KEYS or not {"round", "val"} <= set(output):
         keys = sorted(output) if isinstance(output, dict) else type(output).__name__
         raise ReleaseRefused(f"the output must be a dict with keys {sorted(TOP_KEYS)} (got {keys})")
-    _count(output["round"], "round", 10**6)
-    _check_val(output["val"], num_val, num_classes)
-    training = {"weights", "num_samples", "train"} & set(output)
-    if training and training != {"weights", "num_samples", "train"}:
-        raise ReleaseRefused("a training output needs weights, num_samples and train together")
-    if training:
-        _count(output["num_samples"], "num_samples", num_train)
-        train = output["train"]
-        if not isinstance(train, dict) or set(train) != TRAIN_KEYS:
-            raise ReleaseRefused(f"train must hold exactly {sorted(TRAIN_KEYS)}")
-        for key in TRAIN_KEYS:
-            _scalar(train[key], f"train.{key}")
-        _check_weights(output["weights"], global_weights)
-    size = _nbytes(output)
-    if size > max_output_bytes:
-        raise ReleaseRefused(
-            f"the output is {size / 2**20:.1f} MB, above this site's limit of {max_output_bytes / 2**20:.1f} MB"
-        )
+
+
+def _check_training(output: dict, global_weights: Mapping[str, Any] | None, num_train: int) -> None:
+    _count(output["num_samples"], "num_samples", num_train)
+    train = output["train"]
+    if not isinstance(train, dict) or set(train) != TRAIN_KEYS:
+        raise ReleaseRefused(f"train must hold exactly {sorted(TRAIN_KEYS)}")
+    for key in TRAIN_KEYS:
+        _scalar(train[key], f"train.{key}")
+    _check_weights(output["weights"], global_weights)
 
 
 def _refuse_disguised(value: Any, where: str) -> None:
     """Refuse subclasses of dict, str, numpy arrays and numbers anywhere in the output.
 
-    Their methods are the researcher's: an ndarray subclass can report the shape the checks want while holding
-    (and serialising) the images, a dict subclass can hide a key from ``set(output)``.
+    Their methods are the researcher's: an ndarray subclass can report the shape the checks want while
+    holding (and serialising) the images, a dict subclass can hide a key from ``set(output)``.
     """
     bases = (dict, str, np.ndarray, int, float, np.generic)
     kind = type(value)
@@ -100,7 +154,8 @@ def _refuse_disguised(value: Any, where: str) -> None:
     ):
         base = next(b for b in bases if isinstance(value, b))
         raise ReleaseRefused(
-            f"{where} is a {kind.__name__}, a subclass of {base.__name__}: a release holds only plain dicts, arrays and numbers"
+            f"{where} is a {kind.__name__}, a subclass of {base.__name__}: "
+            "a release holds only plain dicts, arrays and numbers"
         )
     if kind is dict:
         for key, item in value.items():

@@ -10,7 +10,8 @@ min_samples = 20                      # a site with fewer training samples relea
 max_output_mb = 50                    # larger outputs are refused
 
 [privacy]                             # differential privacy of the model updates (off when absent)
-mechanism = "dp-sgd"                  # "dp-sgd" (default): the site trains with DP-SGD; "update": noise on the whole update
+mechanism = "dp-sgd"                  # "dp-sgd" (default): the site trains with DP-SGD;
+                                      # "update": noise on the whole update
 epsilon_per_job = 4.0                 # (epsilon, delta) target for one job's releases, all rounds together
 delta = 1e-5
 budget_epsilon = 10.0                 # total per researcher at this site, across jobs
@@ -20,7 +21,7 @@ max_grad_norm = 1.0                   # dp-sgd: L2 clipping of each training exa
 [secure_aggregation]
 required = false                      # true: model updates leave only masked
 min_cohort = 2                        # smallest cohort a masked update is released to
-peers = {}                            # site name -> X25519 public key (hex) of the other hospitals; empty: any
+peers = {}                            # other hospitals: site name -> X25519 public key (hex); empty: any
 ```
 """
 
@@ -60,7 +61,35 @@ _MECHANISM_KEYS = {"dp-sgd": "max_grad_norm", "update": "max_update_norm"}
 
 @dataclass(frozen=True)
 class PrivacySettings:
-    """``[privacy]``: the mechanism, the (ε, δ) of one job, the researcher's budget at this site, the clipping norm."""
+    """``[privacy]``: the mechanism, one job's (ε, δ), the researcher's budget here, the clipping norm.
+
+    Parameters
+    ----------
+    mechanism : {"dp-sgd", "update"}
+        DP-SGD at the site, or noise on the whole update.
+    epsilon_per_job, delta : float
+        The (ε, δ) target of one job's releases, all rounds together.
+    budget_epsilon : float
+        The total ε per researcher at this site, across jobs.
+    max_grad_norm : float
+        dp-sgd: the L2 clipping of each training example's gradient.
+    max_update_norm : float
+        update: the L2 clipping of each update.
+
+    Raises
+    ------
+    PolicyError
+        For an unknown mechanism or a setting out of range.
+
+    Examples
+    --------
+    >>> PrivacySettings(epsilon_per_job=2.0).budget_epsilon
+    10.0
+    >>> PrivacySettings(delta=1.5)
+    Traceback (most recent call last):
+    ...
+    policies.site_policy.PolicyError: privacy settings must be positive with 0 < delta < 1 (got ...)
+    """
 
     mechanism: str = "dp-sgd"
     epsilon_per_job: float = 4.0
@@ -84,6 +113,36 @@ class PrivacySettings:
 
 @dataclass(frozen=True)
 class SitePolicy:
+    """What a site's data owner allows: the settings of ``policy.toml`` (the defaults without one).
+
+    Parameters
+    ----------
+    extra_allowed_imports : tuple of str
+        Modules code may import on top of torch, numpy and math.
+    auto_approve_templates : tuple of str
+        Template ids approved without a person when every check passes.
+    min_samples : int
+        A site with fewer training (or validation) samples releases nothing.
+    max_output_mb : float
+        Larger outputs are refused.
+    privacy : PrivacySettings or None
+        Differential privacy of the model updates (off when None).
+    require_secure_aggregation : bool
+        True: model updates leave only masked.
+    min_cohort : int
+        The smallest cohort a masked update is released to.
+    secure_aggregation_peers : dict
+        Site name → X25519 public key (hex) of the other hospitals; empty: any.
+    source : str
+        Where the policy was read from (``"defaults"`` without a file).
+
+    Examples
+    --------
+    >>> policy = SitePolicy(extra_allowed_imports=("scipy",))
+    >>> sorted(policy.review_policy.allowed_imports)
+    ['math', 'numpy', 'scipy', 'torch']
+    """
+
     extra_allowed_imports: tuple[str, ...] = ()
     auto_approve_templates: tuple[str, ...] = ()
     min_samples: int = 20
@@ -96,79 +155,58 @@ class SitePolicy:
 
     @property
     def review_policy(self) -> ReviewPolicy:
+        """The static review's policy: the default imports and this site's extra ones."""
         return ReviewPolicy(allowed_imports=DEFAULT_ALLOWED_IMPORTS | frozenset(self.extra_allowed_imports))
 
 
 def load_site_policy(path: Path | None) -> SitePolicy:
-    """The policy in ``path``; the defaults when ``path`` is None or does not exist."""
+    """The policy in ``path``; the defaults when ``path`` is None or does not exist.
+
+    Parameters
+    ----------
+    path : Path or None
+        A ``policy.toml`` (see the module's documentation for its sections).
+
+    Returns
+    -------
+    SitePolicy
+        The file's settings, the defaults for what it leaves out.
+
+    Raises
+    ------
+    PolicyError
+        When the file is not TOML, has an unknown section or key, or a setting is wrong; the message
+        names the file and the setting.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> load_site_policy(None) == SitePolicy()
+    True
+    >>> text = "[release]\\nmin_samples = 50\\n[privacy]\\nepsilon_per_job = 2.0\\n"
+    >>> _ = Path("policy.toml").write_text(text)
+    >>> policy = load_site_policy(Path("policy.toml"))
+    >>> policy.min_samples, policy.privacy.mechanism, policy.privacy.epsilon_per_job
+    (50, 'dp-sgd', 2.0)
+    >>> _ = Path("policy.toml").write_text("[release]\\nmin_sample = 50\\n")
+    >>> load_site_policy(Path("policy.toml"))
+    Traceback (most recent call last):
+    ...
+    policies.site_policy.PolicyError: policy.toml: unknown key(s) ['min_sample'] in [release]; allowed: [...]
+    """
     if path is None or not Path(path).exists():
         return SitePolicy()
     try:
         document = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise PolicyError(f"{path}: cannot be read as TOML ({exc})") from exc
-    for section, values in document.items():
-        if section not in _KEYS or not isinstance(values, dict):
-            raise PolicyError(f"{path}: unknown section [{section}]; allowed: {sorted(_KEYS)}")
-        unknown = sorted(set(values) - _KEYS[section])
-        if unknown:
-            raise PolicyError(
-                f"{path}: unknown key(s) {unknown} in [{section}]; allowed: {sorted(_KEYS[section])}"
-            )
+    _check_sections(path, document)
     review, release = document.get("review", {}), document.get("release", {})
-    for key in ("extra_allowed_imports", "auto_approve_templates"):
-        names = review.get(key, [])
-        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
-            raise PolicyError(f"{path}: [review] {key} must be a list of names (got {names!r})")
-    privacy = None
-    if "privacy" in document:
-        values = dict(document["privacy"])
-        mechanism = values.pop("mechanism", "dp-sgd")
-        if mechanism not in MECHANISMS:
-            raise PolicyError(
-                f"{path}: [privacy] mechanism must be one of {list(MECHANISMS)} (got {mechanism!r})"
-            )
-        wrong = [key for other, key in _MECHANISM_KEYS.items() if other != mechanism and key in values]
-        if wrong:
-            raise PolicyError(
-                f'{path}: [privacy] {wrong[0]} is a setting of mechanism = "{"update" if mechanism == "dp-sgd" else "dp-sgd"}", '
-                f'not of mechanism = "{mechanism}"{" (the default)" if "mechanism" not in document["privacy"] else ""}: '
-                f'use {_MECHANISM_KEYS[mechanism]}, or set mechanism = "{"update" if mechanism == "dp-sgd" else "dp-sgd"}"'
-            )
-        bad = {
-            key: value
-            for key, value in values.items()
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-        }
-        if bad:
-            raise PolicyError(f"{path}: [privacy] values must be finite numbers (got {bad})")
-        try:
-            privacy = PrivacySettings(mechanism=mechanism, **values)
-        except PolicyError as exc:
-            raise PolicyError(f"{path}: [privacy] {exc}") from exc
-    max_output_mb = release.get("max_output_mb", 50.0)
-    if (
-        isinstance(max_output_mb, bool)
-        or not isinstance(max_output_mb, (int, float))
-        or not 0 < max_output_mb < math.inf
-    ):
-        raise PolicyError(
-            f"{path}: [release] max_output_mb must be a finite number > 0 (got {max_output_mb!r})"
-        )
-    min_samples = release.get("min_samples", 20)
-    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
-        raise PolicyError(f"{path}: [release] min_samples must be an integer >= 1 (got {min_samples!r})")
+    _check_review(path, review)
+    privacy = _read_privacy(path, document["privacy"]) if "privacy" in document else None
+    max_output_mb, min_samples = _read_release(path, release)
     secagg = document.get("secure_aggregation", {})
-    min_cohort = secagg.get("min_cohort", 2)
-    if isinstance(min_cohort, bool) or not isinstance(min_cohort, int) or min_cohort < 2:
-        raise PolicyError(
-            f"{path}: [secure_aggregation] min_cohort must be an integer >= 2 (got {min_cohort!r})"
-        )
-    peers = secagg.get("peers", {})
-    if not isinstance(peers, dict) or not all(isinstance(v, str) and len(v) == 64 for v in peers.values()):
-        raise PolicyError(
-            f"{path}: [secure_aggregation] peers must map site names to 64-hex-digit public keys"
-        )
+    min_cohort, peers = _read_secure_aggregation(path, secagg)
     return SitePolicy(
         require_secure_aggregation=bool(secagg.get("required", False)),
         min_cohort=min_cohort,
@@ -180,3 +218,89 @@ def load_site_policy(path: Path | None) -> SitePolicy:
         privacy=privacy,
         source=str(path),
     )
+
+
+def _check_sections(path: Path, document: dict) -> None:
+    """Only the known sections, each a table of known keys."""
+    for section, values in document.items():
+        if section not in _KEYS or not isinstance(values, dict):
+            raise PolicyError(f"{path}: unknown section [{section}]; allowed: {sorted(_KEYS)}")
+        unknown = sorted(set(values) - _KEYS[section])
+        if unknown:
+            raise PolicyError(
+                f"{path}: unknown key(s) {unknown} in [{section}]; allowed: {sorted(_KEYS[section])}"
+            )
+
+
+def _check_review(path: Path, review: dict) -> None:
+    for key in ("extra_allowed_imports", "auto_approve_templates"):
+        names = review.get(key, [])
+        if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
+            raise PolicyError(f"{path}: [review] {key} must be a list of names (got {names!r})")
+
+
+def _read_privacy(path: Path, section: dict) -> PrivacySettings:
+    values = dict(section)
+    mechanism = values.pop("mechanism", "dp-sgd")
+    if mechanism not in MECHANISMS:
+        raise PolicyError(
+            f"{path}: [privacy] mechanism must be one of {list(MECHANISMS)} (got {mechanism!r})"
+        )
+    wrong = [key for other, key in _MECHANISM_KEYS.items() if other != mechanism and key in values]
+    if wrong:
+        raise PolicyError(_other_mechanisms_key_message(path, wrong[0], mechanism, "mechanism" in section))
+    bad = {key: value for key, value in values.items() if not _is_finite_number(value)}
+    if bad:
+        raise PolicyError(f"{path}: [privacy] values must be finite numbers (got {bad})")
+    try:
+        return PrivacySettings(mechanism=mechanism, **values)
+    except PolicyError as exc:
+        raise PolicyError(f"{path}: [privacy] {exc}") from exc
+
+
+def _other_mechanisms_key_message(path: Path, key: str, mechanism: str, mechanism_set: bool) -> str:
+    """Why ``key``, the clipping norm of the other mechanism, is a mistake under ``mechanism``."""
+    other = "update" if mechanism == "dp-sgd" else "dp-sgd"
+    default_note = "" if mechanism_set else " (the default)"
+    return (
+        f'{path}: [privacy] {key} is a setting of mechanism = "{other}", '
+        f'not of mechanism = "{mechanism}"{default_note}: '
+        f'use {_MECHANISM_KEYS[mechanism]}, or set mechanism = "{other}"'
+    )
+
+
+def _read_release(path: Path, release: dict) -> tuple[float, int]:
+    """``(max_output_mb, min_samples)``."""
+    max_output_mb = release.get("max_output_mb", 50.0)
+    if not _is_finite_number(max_output_mb) or not max_output_mb > 0:
+        raise PolicyError(
+            f"{path}: [release] max_output_mb must be a finite number > 0 (got {max_output_mb!r})"
+        )
+    min_samples = release.get("min_samples", 20)
+    if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
+        raise PolicyError(f"{path}: [release] min_samples must be an integer >= 1 (got {min_samples!r})")
+    return max_output_mb, min_samples
+
+
+def _read_secure_aggregation(path: Path, secagg: dict) -> tuple[int, dict]:
+    """``(min_cohort, peers)``."""
+    min_cohort = secagg.get("min_cohort", 2)
+    if isinstance(min_cohort, bool) or not isinstance(min_cohort, int) or min_cohort < 2:
+        raise PolicyError(
+            f"{path}: [secure_aggregation] min_cohort must be an integer >= 2 (got {min_cohort!r})"
+        )
+    peers = secagg.get("peers", {})
+    if not isinstance(peers, dict) or not all(_is_public_key_hex(key) for key in peers.values()):
+        raise PolicyError(
+            f"{path}: [secure_aggregation] peers must map site names to 64-hex-digit public keys"
+        )
+    return min_cohort, peers
+
+
+def _is_finite_number(value: object) -> bool:
+    """An int or a float (not a bool), finite."""
+    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _is_public_key_hex(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64

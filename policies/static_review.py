@@ -7,20 +7,24 @@ templates need (torch, numpy, math) and forbid what reads files, opens sockets,
 runs code from strings, unpickles, or reaches the interpreter's or the server's
 internals.
 
-Example:
-    >>> report = review_code("def f(x):\\n    import os\\n    return open('/etc/passwd').read()\\n")
-    >>> [(f.line, f.rule) for f in report.findings]
-    [(2, 'import-not-allowed'), (3, 'forbidden-name')]
-    >>> report.passed
-    False
+Examples
+--------
+>>> report = review_code("def f(x):\\n    import os\\n    return open('/etc/passwd').read()\\n")
+>>> [(f.line, f.rule) for f in report.findings]
+[(2, 'import-not-allowed'), (3, 'forbidden-name')]
+>>> report.passed
+False
 """
 
 from __future__ import annotations
 
 import ast
+import re
+import string
 from dataclasses import dataclass, field
 
-# typing and dataclasses are left out on purpose: ForwardRef._evaluate and dataclasses._create_fn run code from strings.
+# typing and dataclasses are left out on purpose: ForwardRef._evaluate and dataclasses._create_fn
+# run code from strings.
 DEFAULT_ALLOWED_IMPORTS = frozenset({"torch", "numpy", "math"})
 FORBIDDEN_NAMES = frozenset(
     {
@@ -88,7 +92,8 @@ FORBIDDEN_NAMES = frozenset(
         "make_dataclass",
     }
 )
-# Attributes that read or write files, unpickle, load native code, or leave the sandbox, whatever object they hang on.
+# Attributes that read or write files, unpickle, load native code, or leave the sandbox, whatever object
+# they hang on.
 FORBIDDEN_ATTRIBUTES = frozenset(
     {
         "load",
@@ -147,9 +152,10 @@ FORBIDDEN_ATTRIBUTES = frozenset(
         "f_builtins",
     }
 )
-# Modules hang off the allowed ones as plain attributes (torch.os, torch.sys, torch.builtins, np.compat.pickle,
-# torch.export.zipfile, torch.cuda.tunable.shutil...), and a few helpers read files or look attributes up by string:
-# these names are refused as attributes too (found by walking every attribute of torch and numpy, red-team suite).
+# Modules hang off the allowed ones as plain attributes (torch.os, torch.sys, torch.builtins,
+# np.compat.pickle, torch.export.zipfile, torch.cuda.tunable.shutil...), and a few helpers read files or
+# look attributes up by string: these names are refused as attributes too (found by walking every
+# attribute of torch and numpy, red-team suite).
 MODULE_ATTRIBUTES = frozenset(
     {
         "os",
@@ -227,13 +233,37 @@ MODULE_ATTRIBUTES = frozenset(
 )
 FORBIDDEN_ATTRIBUTES = FORBIDDEN_ATTRIBUTES | MODULE_ATTRIBUTES
 ALLOWED_DUNDERS = frozenset({"__init__"})
-# The one import of fedimg's own code a request may make: the site's DP-SGD loop, which the job template (fedavg-3)
-# calls when the site's release hook hands it privacy settings. Nothing else of policies or datasite_setup.
+# The one import of fedimg's own code a request may make: the site's DP-SGD loop, which the job template
+# (fedavg-3) calls when the site's release hook hands it privacy settings. Nothing else of policies or
+# datasite_setup.
 SITE_IMPORT = ("policies.dp_sgd", ("train_private",))
+
+
+# Interpreter internals that a string names when it is meant for a lookup by name.
+INTERNALS_IN_STRINGS = ("__class__", "__subclasses__", "__globals__", "__builtins__", "__import__")
 
 
 @dataclass(frozen=True)
 class Finding:
+    """One thing the static review found in the submitted code.
+
+    Parameters
+    ----------
+    severity : str
+        ``"error"`` (the request is unfit for automatic approval) or ``"warning"``.
+    rule : str
+        The rule's name, e.g. ``"import-not-allowed"`` or ``"forbidden-attribute"``.
+    line, column : int
+        Where in the source (1-based line, 0-based column; 0 when unknown).
+    message : str
+        What was found, for the data owner.
+
+    Examples
+    --------
+    >>> print(Finding("error", "forbidden-name", 3, 11, "use of 'open'"))
+    error line 3:11 [forbidden-name] use of 'open'
+    """
+
     severity: str  # "error" or "warning"
     rule: str
     line: int
@@ -246,7 +276,23 @@ class Finding:
 
 @dataclass(frozen=True)
 class ReviewPolicy:
-    """What a site allows; ``allowed_imports`` are top-level module names."""
+    """What a site allows; ``allowed_imports`` are top-level module names.
+
+    Parameters
+    ----------
+    allowed_imports : frozenset of str
+        Top-level modules the code may import (default: torch, numpy, math).
+    forbidden_names : frozenset of str
+        Names the code may not use (builtins that reach files or the interpreter, modules, syft).
+    forbidden_attributes : frozenset of str
+        Attribute names the code may not reach, whatever object they hang on.
+
+    Examples
+    --------
+    >>> policy = ReviewPolicy(allowed_imports=DEFAULT_ALLOWED_IMPORTS | {"scipy"})
+    >>> review_code("import scipy.special\\n", policy).passed
+    True
+    """
 
     allowed_imports: frozenset[str] = DEFAULT_ALLOWED_IMPORTS
     forbidden_names: frozenset[str] = FORBIDDEN_NAMES
@@ -255,32 +301,53 @@ class ReviewPolicy:
 
 @dataclass
 class ReviewReport:
+    """The findings of one static review.
+
+    Parameters
+    ----------
+    findings : list of Finding
+        Everything found, errors and warnings, in the order the review met them.
+
+    Examples
+    --------
+    >>> report = review_code("def f(x):\\n    global y\\n    return x\\n")
+    >>> report.passed, [f.rule for f in report.errors]
+    (False, ['global-statement'])
+    >>> print(report.render())
+    error line 2:4 [global-statement] global state is not allowed
+    """
+
     findings: list[Finding] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Finding]:
+        """The findings of severity ``"error"``."""
         return [f for f in self.findings if f.severity == "error"]
 
     @property
     def passed(self) -> bool:
+        """True when there is no error (warnings do not fail a review)."""
         return not self.errors
 
     def render(self) -> str:
+        """One finding per line, sorted by position; a single line when there is none."""
         if not self.findings:
             return "static review: no findings"
-        return "\n".join(str(f) for f in sorted(self.findings, key=lambda f: (f.line, f.column)))
+        by_position = sorted(self.findings, key=lambda f: (f.line, f.column))
+        return "\n".join(str(f) for f in by_position)
 
 
-class _Reviewer(ast.NodeVisitor):
+class _StaticReviewVisitor(ast.NodeVisitor):
+    """Walks the code's syntax tree and records a ``Finding`` for every construct the policy refuses."""
+
     def __init__(self, policy: ReviewPolicy, module_names: frozenset[str] = frozenset()) -> None:
         self.policy = policy
         self.module_names = module_names  # the names the code's imports bind
         self.findings: list[Finding] = []
 
     def add(self, node: ast.AST, rule: str, message: str, severity: str = "error") -> None:
-        self.findings.append(
-            Finding(severity, rule, getattr(node, "lineno", 0), getattr(node, "col_offset", 0), message)
-        )
+        line, column = getattr(node, "lineno", 0), getattr(node, "col_offset", 0)
+        self.findings.append(Finding(severity, rule, line, column, message))
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
@@ -288,11 +355,8 @@ class _Reviewer(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        if not node.level and (node.module, tuple((a.name, a.asname) for a in node.names)) == (
-            SITE_IMPORT[0],
-            tuple((n, None) for n in SITE_IMPORT[1]),
-        ):
-            return  # exactly `from policies.dp_sgd import train_private`
+        if _is_site_import(node):
+            return
         if node.level:
             self.add(node, "relative-import", "relative imports are not allowed")
         self._check_module(node, node.module or "")
@@ -306,16 +370,13 @@ class _Reviewer(ast.NodeVisitor):
     def _check_module(self, node: ast.AST, module: str) -> None:
         top = module.split(".")[0]
         if top not in self.policy.allowed_imports:
-            self.add(
-                node,
-                "import-not-allowed",
-                f"import of {module!r}: allowed modules are {', '.join(sorted(self.policy.allowed_imports))}",
-            )
+            allowed = ", ".join(sorted(self.policy.allowed_imports))
+            self.add(node, "import-not-allowed", f"import of {module!r}: allowed modules are {allowed}")
         for part in module.split(".")[1:]:
             self._check_part(node, module, part)
 
     def _check_part(self, node: ast.AST, module: str, part: str) -> None:
-        if part.startswith("_") and part not in ALLOWED_DUNDERS:
+        if _is_private(part):
             self.add(
                 node,
                 "private-attribute",
@@ -331,13 +392,14 @@ class _Reviewer(ast.NodeVisitor):
 
     def visit_Attribute(self, node: ast.Attribute) -> None:
         if isinstance(node.ctx, (ast.Store, ast.Del)) and _root_name(node) in self.module_names:
-            # torch.tensor = ..., F.cross_entropy = ...: the change reaches the site's own code in the same process
+            # torch.tensor = ..., F.cross_entropy = ...: the change reaches the site's own code in the
+            # same process
             self.add(
                 node,
                 "module-attribute-assignment",
                 f"assignment to {ast.unparse(node)} changes a module the site's own code uses",
             )
-        if node.attr.startswith("_") and node.attr not in ALLOWED_DUNDERS:
+        if _is_private(node.attr):
             # private and dunder attributes lead to frames, globals, builtins and the server's objects
             self.add(node, "private-attribute", f"access to {node.attr!r} (private or interpreter internals)")
         elif node.attr in self.policy.forbidden_attributes:
@@ -346,9 +408,7 @@ class _Reviewer(ast.NodeVisitor):
                 "forbidden-attribute",
                 f"access to .{node.attr} (files, pickling, native code or frames)",
             )
-        elif node.attr in ("format", "format_map") and not (
-            isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-        ):
+        elif node.attr in ("format", "format_map") and not _is_string_literal(node.value):
             # only a literal format string can be checked for the attributes its fields read
             self.add(
                 node,
@@ -358,31 +418,26 @@ class _Reviewer(ast.NodeVisitor):
         self.generic_visit(node)
 
     def visit_Constant(self, node: ast.Constant) -> None:
-        if (
-            isinstance(node.value, str)
-            and "__" in node.value
-            and any(
-                d in node.value
-                for d in ("__class__", "__subclasses__", "__globals__", "__builtins__", "__import__")
-            )
-        ):
-            self.add(node, "suspicious-string", f"string {node.value!r} names interpreter internals")
-        elif isinstance(node.value, str) and "{" in node.value:
-            # str.format looks attributes up by name: "{0.gi_frame.f_back.f_locals}".format(generator) walks frames
-            for part in _format_attributes(node.value):
-                if (
-                    part.startswith("_") and part not in ALLOWED_DUNDERS
-                ) or part in self.policy.forbidden_attributes:
-                    self.add(
-                        node, "suspicious-string", f"format string {node.value!r} reaches attribute {part!r}"
-                    )
-                    break
+        text = node.value
+        if isinstance(text, str) and any(name in text for name in INTERNALS_IN_STRINGS):
+            self.add(node, "suspicious-string", f"string {text!r} names interpreter internals")
+        elif isinstance(text, str) and "{" in text:
+            # str.format looks attributes up by name: "{0.gi_frame.f_back.f_locals}".format(generator)
+            # walks frames
+            reached = self._first_refused_attribute(_format_attributes(text))
+            if reached is not None:
+                self.add(node, "suspicious-string", f"format string {text!r} reaches attribute {reached!r}")
         self.generic_visit(node)
 
+    def _first_refused_attribute(self, names: list[str]) -> str | None:
+        for name in names:
+            if _is_private(name) or name in self.policy.forbidden_attributes:
+                return name
+        return None
+
     def visit_arg(self, node: ast.arg) -> None:
-        if (
-            node.arg in self.policy.forbidden_names
-        ):  # syft injects a client for some parameter names (e.g. 'datasite')
+        # syft injects a client for some parameter names (e.g. 'datasite')
+        if node.arg in self.policy.forbidden_names:
             self.add(node, "forbidden-parameter", f"parameter named {node.arg!r}")
         self.generic_visit(node)
 
@@ -397,39 +452,79 @@ class _Reviewer(ast.NodeVisitor):
         self.generic_visit(node)
 
 
+def _is_private(name: str) -> bool:
+    """Private and dunder names (``__init__`` aside) lead to the interpreter's and the server's internals."""
+    return name.startswith("_") and name not in ALLOWED_DUNDERS
+
+
+def _is_string_literal(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)
+
+
+def _is_site_import(node: ast.ImportFrom) -> bool:
+    """Exactly ``from policies.dp_sgd import train_private``: absolute, unaliased, nothing else."""
+    module, names = SITE_IMPORT
+    imported = tuple((alias.name, alias.asname) for alias in node.names)
+    expected = tuple((name, None) for name in names)
+    return not node.level and node.module == module and imported == expected
+
+
 def _format_attributes(text: str) -> list[str]:
     """The attribute names a format string's fields read (``{0.a.b[k]}`` -> ``a``, ``b``)."""
-    import re
-    import string
-
-    names: list[str] = []
     try:
-        fields = [field for _, field, spec, _ in string.Formatter().parse(text) if field] + [
-            spec for _, _, spec, _ in string.Formatter().parse(text) if spec
-        ]
+        parsed = list(string.Formatter().parse(text))
     except ValueError:
         fields = re.findall(r"\{([^{}]*)\}", text)
-    for field in fields:
-        names += re.findall(r"\.([A-Za-z_][A-Za-z_0-9]*)", field)
+    else:
+        field_names = [name for _, name, _, _ in parsed if name]
+        format_specs = [spec for _, _, spec, _ in parsed if spec]  # nested fields: "{0:{1.attr}}"
+        fields = field_names + format_specs
+    names: list[str] = []
+    for field_text in fields:
+        names += re.findall(r"\.([A-Za-z_][A-Za-z_0-9]*)", field_text)
     return names
 
 
 def review_code(source: str, policy: ReviewPolicy | None = None) -> ReviewReport:
-    """Review ``source`` (a function or module); a syntax error is itself an error finding."""
+    """Review ``source`` (a function or module) without running it.
+
+    Parameters
+    ----------
+    source : str
+        The Python source a researcher asks a site to run.
+    policy : ReviewPolicy, optional
+        What the site allows; the defaults when None.
+
+    Returns
+    -------
+    ReviewReport
+        Every finding; a source that does not parse gives one ``syntax`` error.
+
+    Examples
+    --------
+    >>> print(review_code("def f(x):\\n    import torch\\n    return torch.load(x)\\n").render())
+    error line 3:11 [forbidden-attribute] access to .load (files, pickling, native code or frames)
+    >>> review_code("def f(:\\n").errors[0].rule
+    'syntax'
+    >>> review_code("def f(x):\\n    return x * 2\\n").passed
+    True
+    """
     try:
         tree = ast.parse(source)
     except SyntaxError as exc:
-        return ReviewReport(
-            [Finding("error", "syntax", exc.lineno or 0, exc.offset or 0, f"does not parse: {exc.msg}")]
-        )
-    reviewer = _Reviewer(policy or ReviewPolicy(), _imported_names(tree))
+        message = f"does not parse: {exc.msg}"
+        return ReviewReport([Finding("error", "syntax", exc.lineno or 0, exc.offset or 0, message)])
+    reviewer = _StaticReviewVisitor(policy or ReviewPolicy(), _imported_names(tree))
     reviewer.visit(tree)
     return ReviewReport(reviewer.findings)
 
 
 def _imported_names(tree: ast.AST) -> frozenset[str]:
-    """The names import statements bind anywhere in ``tree`` (``import torch.nn as nn`` -> ``nn``; ``import a.b`` -> ``a``)."""
-    names = set()
+    """The names import statements bind anywhere in ``tree``.
+
+    ``import torch.nn as nn`` binds ``nn``; ``import a.b`` binds ``a``.
+    """
+    names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             names.update(alias.asname or alias.name.split(".")[0] for alias in node.names)

@@ -27,7 +27,7 @@ import difflib
 import hashlib
 import textwrap
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 __all__ = [
     "TEMPLATE_VERSION",
@@ -120,7 +120,33 @@ TEMPLATE_VERSION = "fedavg-3"
 
 
 def render_site_source(function_name: str, model_class_source: str, model_name: str, config: dict) -> str:
-    """The site function's source text (deterministic for equal inputs)."""
+    """The site function's source text: the job template filled in (deterministic for equal inputs).
+
+    Parameters
+    ----------
+    function_name : str
+        The name of the generated function (a site's code request is named after it).
+    model_class_source : str
+        The model class's source, at module level (it is indented into the function).
+    model_name : str
+        The class to instantiate, defined by ``model_class_source``.
+    config : dict
+        The job's settings (plain data), written into the function as its ``CONFIG`` literal.
+
+    Returns
+    -------
+    str
+        Python source of one function, ``def {function_name}(train_images, ...)``.
+
+    Examples
+    --------
+    >>> model = "class Net(nn.Module):\\n    pass\\n"
+    >>> source = render_site_source("fedimg_demo", model, "Net", {"rounds": 2, "seed": 0})
+    >>> source.splitlines()[0]
+    'def fedimg_demo(train_images, train_labels, val_images, val_labels, weights, rnd, cohort=None, ...):'
+    >>> [line.strip() for line in source.splitlines() if "CONFIG = " in line]
+    ["CONFIG = {'rounds': 2, 'seed': 0}"]
+    """
     return SITE_FUNCTION_TEMPLATE.format(
         function_name=function_name,
         template_version=TEMPLATE_VERSION,
@@ -131,13 +157,36 @@ def render_site_source(function_name: str, model_class_source: str, model_name: 
 
 
 def python_literal(value: Any) -> str:
-    """A deterministic Python literal (dict keys sorted) for JSON-like ``value``: what ``ast.literal_eval`` reads back."""
+    """A deterministic Python literal for JSON-like ``value``: what ``ast.literal_eval`` reads back.
+
+    Parameters
+    ----------
+    value : Any
+        Nested dicts (their keys become strings and are sorted), lists, tuples (written as lists),
+        None, bools, ints, floats and strings.
+
+    Returns
+    -------
+    str
+        The literal's text.
+
+    Raises
+    ------
+    TypeError
+        When ``value`` holds anything else.
+
+    Examples
+    --------
+    >>> python_literal({"b": [1, 2.5], "a": None})
+    "{'a': None, 'b': [1, 2.5]}"
+    >>> python_literal({"when": object()})
+    Traceback (most recent call last):
+    ...
+    TypeError: job settings must be plain data (got object)
+    """
     if isinstance(value, dict):
-        return (
-            "{"
-            + ", ".join(f"{python_literal(str(k))}: {python_literal(v)}" for k, v in sorted(value.items()))
-            + "}"
-        )
+        items = [f"{python_literal(str(k))}: {python_literal(v)}" for k, v in sorted(value.items())]
+        return "{" + ", ".join(items) + "}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(python_literal(v) for v in value) + "]"
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -147,6 +196,22 @@ def python_literal(value: Any) -> str:
 
 @dataclass(frozen=True)
 class TemplateMatch:
+    """Whether submitted code is the job template, filled in with its own model and settings.
+
+    Parameters
+    ----------
+    template_id : str
+        The template's id (``template_id()``), e.g. ``"fedavg-3:342c589ce451"``: what a site policy's
+        ``auto_approve_templates`` lists.
+    matches : bool
+        True when the code is exactly the template rendered from its own model class and ``CONFIG``.
+    diff : str
+        Unified diff, template → submitted (``""`` when they match), or why the template could not be
+        re-rendered from the code.
+    config : dict
+        The code's ``CONFIG`` literal (empty when it could not be read).
+    """
+
     template_id: str  # e.g. "fedavg-1:3f2a…": allowed in a site policy's auto_approve_templates
     matches: bool
     diff: str  # unified diff, template → submitted ('' when they match)
@@ -154,30 +219,76 @@ class TemplateMatch:
 
 
 def template_id() -> str:
-    return f"{TEMPLATE_VERSION}:{hashlib.sha256(SITE_FUNCTION_TEMPLATE.encode()).hexdigest()[:12]}"
+    """The job template's id: its version and the first 12 hex digits of its text's sha256.
+
+    Returns
+    -------
+    str
+        ``"<TEMPLATE_VERSION>:<sha256 prefix>"``; any change to the template text gives a new id.
+
+    Examples
+    --------
+    >>> template_id()
+    'fedavg-3:342c589ce451'
+    """
+    digest = hashlib.sha256(SITE_FUNCTION_TEMPLATE.encode()).hexdigest()
+    return f"{TEMPLATE_VERSION}:{digest[:12]}"
 
 
 def match_template(code: str) -> TemplateMatch:
-    """Re-render the job template from the code's own model class and CONFIG; compare line by line."""
+    """Re-render the job template from the code's own model class and ``CONFIG``; compare line by line.
+
+    Parameters
+    ----------
+    code : str
+        The source of a submitted site function.
+
+    Returns
+    -------
+    TemplateMatch
+        ``matches`` is True only when the re-rendered template equals ``code`` exactly.
+
+    Examples
+    --------
+    >>> code = render_site_source("f", "class Net(nn.Module):\\n    pass\\n", "Net", {"rounds": 1})
+    >>> match_template(code).matches, match_template(code).config
+    (True, {'rounds': 1})
+    >>> tampered = match_template(code.replace("return result", "return result, images"))
+    >>> tampered.matches, "+        return result, images" in tampered.diff
+    (False, True)
+    >>> match_template("x = 1").diff
+    'not built from the job template (StopIteration: )'
+    """
     identity = template_id()
     try:
-        function = next(node for node in ast.parse(code).body if isinstance(node, ast.FunctionDef))
-        config_node = next(
-            n
-            for n in function.body
-            if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "CONFIG"
-        )
-        config = ast.literal_eval(config_node.value)
-        model = next(n for n in function.body if isinstance(n, ast.ClassDef))
-        model_source = textwrap.dedent(ast.get_source_segment(code, model, padded=True)) + "\n"
-        rendered = render_site_source(function.name, model_source, model.name, config)
+        rendered, config = _rerender(code)
     except (StopIteration, SyntaxError, ValueError, TypeError, KeyError) as exc:
         return TemplateMatch(
             identity, False, f"not built from the job template ({type(exc).__name__}: {exc})"
         )
     if rendered == code:
         return TemplateMatch(identity, True, "", config)
-    diff = "".join(
-        difflib.unified_diff(rendered.splitlines(True), code.splitlines(True), "job template", "submitted")
+    diff_lines = difflib.unified_diff(
+        rendered.splitlines(True), code.splitlines(True), "job template", "submitted"
     )
-    return TemplateMatch(identity, False, diff, config)
+    return TemplateMatch(identity, False, "".join(diff_lines), config)
+
+
+def _rerender(code: str) -> tuple[str, dict]:
+    """The template rendered from ``code``'s first function: its name, model class and ``CONFIG``.
+
+    Raises ``StopIteration`` when one of them is missing.
+    """
+    function = next(node for node in ast.parse(code).body if isinstance(node, ast.FunctionDef))
+    config_node = next(node for node in function.body if _assigns_config(node))
+    config = ast.literal_eval(config_node.value)
+    model = next(node for node in function.body if isinstance(node, ast.ClassDef))
+    model_segment = ast.get_source_segment(code, model, padded=True)
+    if model_segment is None:  # parsed from ``code``, the class has positions: this does not happen
+        raise ValueError(f"no source for class {model.name}")
+    model_source = textwrap.dedent(model_segment) + "\n"
+    return render_site_source(function.name, model_source, model.name, config), config
+
+
+def _assigns_config(node: ast.stmt) -> TypeGuard[ast.Assign]:
+    return isinstance(node, ast.Assign) and getattr(node.targets[0], "id", None) == "CONFIG"

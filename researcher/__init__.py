@@ -1,5 +1,8 @@
-"""Notebook-side client for researchers: connect to the hospitals' datasites, explore
-their mocks, and train a PyTorch model across them with federated averaging."""
+"""The researcher's notebook-side client.
+
+Connect to the hospitals' datasites (``Federation``), explore their mocks, and train a
+PyTorch model across them with federated averaging (``FedAvgJob``).
+"""
 
 from researcher.aggregation import ServerMomentum, fedavg
 from researcher.federation import Federation, FederationError, Site

@@ -10,10 +10,28 @@ import numpy as np
 def fedavg(updates: Sequence[tuple[Mapping[str, np.ndarray], int]]) -> dict[str, np.ndarray]:
     """Sample-weighted average of site weights (McMahan et al. 2017).
 
-    Example:
-        >>> import numpy as np
-        >>> fedavg([({"w": np.array([1.0, 1.0])}, 1), ({"w": np.array([4.0, 7.0])}, 2)])["w"].tolist()
-        [3.0, 5.0]
+    Parameters
+    ----------
+    updates : sequence of (Mapping of str to ndarray, int)
+        One ``(weights, num_samples)`` per site; every site's weights have the same names, in the
+        same order.
+
+    Returns
+    -------
+    dict of str to ndarray
+        The average of each float tensor, weighted by ``num_samples``, in its dtype; for integer
+        buffers (e.g. BatchNorm's ``num_batches_tracked``) the largest value.
+
+    Raises
+    ------
+    ValueError
+        When there is no update, no sample, or the sites' weights have different names.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fedavg([({"w": np.array([1.0, 1.0])}, 1), ({"w": np.array([4.0, 7.0])}, 2)])["w"].tolist()
+    [3.0, 5.0]
     """
     if not updates:
         raise ValueError("fedavg needs at least one update")
@@ -33,9 +51,10 @@ def fedavg(updates: Sequence[tuple[Mapping[str, np.ndarray], int]]) -> dict[str,
             # integer buffers (e.g. BatchNorm's num_batches_tracked) are not averaged: take the largest
             averaged[name] = np.max([np.asarray(w[name]) for w, _ in updates], axis=0)
             continue
-        averaged[name] = (
-            sum(np.asarray(w[name], dtype=np.float64) * count for w, count in updates) / total
-        ).astype(first.dtype)
+        weighted = (np.asarray(w[name], dtype=np.float64) * count for w, count in updates)
+        # summed from a 0-d zero: the same arithmetic as sum()'s integer 0, typed as an array
+        weighted_sum = sum(weighted, np.zeros(()))
+        averaged[name] = (weighted_sum / total).astype(first.dtype)
     return averaged
 
 
@@ -44,6 +63,27 @@ class ServerMomentum:
 
     ``new = old - lr * v`` with ``v = beta * v + (old - fedavg)``; with ``beta = 0``
     and ``lr = 1`` it is plain FedAvg.
+
+    Parameters
+    ----------
+    beta : float, default 0.9
+        The momentum, in ``[0, 1)``.
+    lr : float, default 1.0
+        The server's learning rate.
+
+    Raises
+    ------
+    ValueError
+        When ``beta`` is outside ``[0, 1)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> server = ServerMomentum(beta=0.5, lr=1.0)
+    >>> current = {"w": np.array([1.0])}
+    >>> current = server.step(current, {"w": np.array([0.0])})  # v = 1
+    >>> server.step(current, {"w": np.array([0.0])})["w"].tolist()  # v = 0.5 * 1 + 0
+    [-0.5]
     """
 
     def __init__(self, beta: float = 0.9, lr: float = 1.0) -> None:
@@ -55,6 +95,20 @@ class ServerMomentum:
     def step(
         self, current: Mapping[str, np.ndarray], averaged: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
+        """The next global weights from the current ones and this round's FedAvg.
+
+        Parameters
+        ----------
+        current : Mapping of str to ndarray
+            The global weights the round started from.
+        averaged : Mapping of str to ndarray
+            ``fedavg`` of the sites' updates.
+
+        Returns
+        -------
+        dict of str to ndarray
+            Float tensors moved with momentum (in their dtype); integer buffers as averaged.
+        """
         result = {}
         for name, value in current.items():
             value = np.asarray(value)

@@ -7,7 +7,25 @@ import torch.nn.functional as F
 
 
 class SmallCNN(nn.Module):
-    """Two 3x3 conv layers with max-pooling and a linear head; for square images whose side is a multiple of 4."""
+    """Two 3x3 conv layers with max-pooling and a linear head.
+
+    Parameters
+    ----------
+    channels : int, default 1
+        Image channels (1 for L, 3 for RGB).
+    image_size : int, default 32
+        The side of the square images, a multiple of 4 (the model pools twice).
+    num_classes : int, default 10
+        Number of labels (the model outputs one logit per label).
+    width : int, default 16
+        Channels of the first conv layer (the second has twice as many).
+
+    Examples
+    --------
+    >>> import torch
+    >>> SmallCNN(channels=1, image_size=16, num_classes=4)(torch.zeros(2, 1, 16, 16)).shape
+    torch.Size([2, 4])
+    """
 
     def __init__(
         self, channels: int = 1, image_size: int = 32, num_classes: int = 10, width: int = 16

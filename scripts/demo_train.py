@@ -54,9 +54,9 @@ def main(config_path: str, rounds: int = 3) -> int:
     for site in config.sites:
         admin = login(site.url, admin_credentials(site.state_dir, site.name))
         for pending in requests(admin):
-            console.print(
-                f"{site.name}: approving {pending.function_name} from {pending.requester} (limit {pending.output_policy_kwargs.get('limit')} runs)"
-            )
+            limit = pending.output_policy_kwargs.get("limit")
+            who = f"{pending.function_name} from {pending.requester}"
+            console.print(f"{site.name}: approving {who} (limit {limit} runs)")
             approve(admin, pending.id)
 
     console.rule("researcher: wait for approval, then train")

@@ -31,9 +31,13 @@ def modules_with_examples() -> list[str]:
 def test_examples_run(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # examples that write files write them here
     module = importlib.import_module(name)
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False)
+    result = doctest.testmod(
+        module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE, verbose=False
+    )
     assert result.attempted > 0, f"{name}: '>>>' in the source but no example was collected"
-    assert result.failed == 0, f"{name}: {result.failed} of {result.attempted} example lines failed (run doctest -v)"
+    assert result.failed == 0, (
+        f"{name}: {result.failed} of {result.attempted} example lines failed (run doctest -v)"
+    )
 
 
 def test_the_runner_sees_a_failing_example() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -18,6 +19,7 @@ from datasite_setup.convert.federated_format import (
     CHECKSUMS_FILE,
     METADATA_FILE,
     SPLITS,
+    SampleRow,
     load_federation,
     read_checksums_file,
     read_metadata_csv,
@@ -31,7 +33,19 @@ METADATA_TABLE_COLUMNS = ("sample_id", "group_id", "label", "split")
 
 @dataclass
 class SplitData:
-    """One split of a client: images ``(N, C, H, W)`` uint8, labels ``(N,)`` int64, and its metadata rows."""
+    """One split of a client: its images, labels and pseudonyms, in the same order.
+
+    Parameters
+    ----------
+    images : np.ndarray
+        ``(N, C, H, W)`` uint8.
+    labels : np.ndarray
+        ``(N,)`` int64, indices into the federation's label map.
+    sample_ids : list of str
+        Each sample's pseudonym.
+    group_ids : list of str
+        Each sample's group (patient) pseudonym.
+    """
 
     images: np.ndarray
     labels: np.ndarray
@@ -41,26 +55,51 @@ class SplitData:
 
 @dataclass
 class ClientPartition:
-    """Everything a datasite ingests for one client."""
+    """Everything a datasite ingests for one client.
+
+    Parameters
+    ----------
+    name : str
+        The client's name.
+    image_size : int
+        Width and height of every image.
+    channels : int
+        1 (``L``) or 3 (``RGB``).
+    label_names : list of str
+        The labels, in label-index order.
+    splits : dict of str to SplitData
+        ``"train"`` and ``"val"``.
+    version : str
+        16 hex digits of the sha256 of the client's manifests: changes whenever the partition does.
+    federation : dict
+        The whole ``federation.json`` manifest.
+    """
 
     name: str
     image_size: int
     channels: int
     label_names: list[str]
     splits: dict[str, SplitData]
-    version: str  # sha256 of the client's metadata and checksums: changes whenever the partition does
-    federation: dict
+    version: str
+    federation: dict[str, Any]
 
     @property
     def label_counts(self) -> dict[str, list[int]]:
+        """Samples per label index, for each split."""
         return {
             split: np.bincount(data.labels, minlength=len(self.label_names)).tolist()
             for split, data in self.splits.items()
         }
 
-    def metadata_table(self) -> dict[str, list]:
-        """Columns of the non-identifying metadata asset (pseudonyms, label index, split)."""
-        table: dict[str, list] = {column: [] for column in METADATA_TABLE_COLUMNS}
+    def metadata_table(self) -> dict[str, list[Any]]:
+        """Columns of the non-identifying metadata asset (pseudonyms, label index, split).
+
+        Returns
+        -------
+        dict of str to list
+            ``METADATA_TABLE_COLUMNS``, each a list with one entry per sample (train first).
+        """
+        table: dict[str, list[Any]] = {column: [] for column in METADATA_TABLE_COLUMNS}
         for split, data in self.splits.items():
             table["sample_id"] += data.sample_ids
             table["group_id"] += data.group_ids
@@ -70,12 +109,68 @@ class ClientPartition:
 
 
 def find_federation_root(client_dir: Path) -> Path:
-    """``OUT`` for ``OUT/clients/<name>``."""
+    """The federation's output folder of a client folder.
+
+    Parameters
+    ----------
+    client_dir : Path
+        ``OUT/clients/<name>``.
+
+    Returns
+    -------
+    Path
+        ``OUT``, absolute.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> find_federation_root(Path("/data/fed/clients/st_marys"))
+    PosixPath('/data/fed')
+    """
     return client_dir.absolute().parent.parent
 
 
 def load_client_partition(client_dir: Path, *, show_progress: bool = False) -> ClientPartition:
-    """Read and check ``OUT/clients/<name>``; ``FedimgError`` names the file when anything is off."""
+    """Read and check one client's partition, ``OUT/clients/<name>``.
+
+    Every file is checked against the manifests as it is read (sha256, image size).
+
+    Parameters
+    ----------
+    client_dir : Path
+        The client's folder in the output of ``fedimg convert``.
+    show_progress : bool, default False
+        Show a progress bar per split.
+
+    Returns
+    -------
+    ClientPartition
+        The decoded images, labels and pseudonyms of both splits.
+
+    Raises
+    ------
+    FedimgError
+        Naming the file, when anything is missing, altered or not of this federation.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from datasite_setup.convert.pipeline import ConvertOptions, convert
+    >>> from datasite_setup.convert.imaging import ImageSpec
+    >>> for i in range(8):
+    ...     Path(f"src/{i % 2}").mkdir(parents=True, exist_ok=True)
+    ...     Image.new("L", (8, 8), 30 * i).save(f"src/{i % 2}/{i}.png")
+    >>> options = ConvertOptions(Path("src"), Path("fed"), "iid", num_clients=2, val_fraction=0.25,
+    ...                          spec=ImageSpec(size=16, mode="L"), secret_file=Path("secret"),
+    ...                          show_progress=False)
+    >>> _ = convert(options)
+    >>> partition = load_client_partition(Path("fed/clients/client_0"))
+    >>> partition.splits["train"].images.shape, partition.splits["val"].images.dtype
+    ((3, 1, 16, 16), dtype('uint8'))
+    >>> partition.label_names, sum(len(split.labels) for split in partition.splits.values())
+    (['0', '1'], 4)
+    """
     client_dir = Path(client_dir)
     federation = load_federation(find_federation_root(client_dir))
     name = client_dir.absolute().name
@@ -93,22 +188,21 @@ def load_client_partition(client_dir: Path, *, show_progress: bool = False) -> C
     for split in SPLITS:
         split_rows = [row for row in rows if row.split == split]
         images = np.empty((len(split_rows), channels, size, size), dtype=np.uint8)
-        for i, row in enumerate(
-            progress_bar(
-                split_rows,
-                total=len(split_rows),
-                description=f"Reading {name} {split}",
-                enabled=show_progress,
-            )
-        ):
-            images[i] = _read_image(client_dir, row.file_name, checksums.get(row.file_name), size, channels)
-        labels = np.array([label_map[row.label] for row in split_rows], dtype=np.int64)
-        splits[split] = SplitData(
-            images, labels, [row.sample_id for row in split_rows], [row.group_id for row in split_rows]
+        progress = progress_bar(
+            split_rows, total=len(split_rows), description=f"Reading {name} {split}", enabled=show_progress
         )
+        for i, row in enumerate(progress):
+            images[i] = _read_image(client_dir, row.file_name, checksums.get(row.file_name), size, channels)
+        splits[split] = _split_data(images, split_rows, label_map)
+    # Changes whenever the partition does: a site re-ingests on a new version.
     version = sha256_bytes((summary["metadata_sha256"] + summary["checksums_sha256"]).encode())[:16]
     label_names = sorted(label_map, key=label_map.get)
     return ClientPartition(name, size, channels, label_names, splits, version, federation)
+
+
+def _split_data(images: np.ndarray, rows: list[SampleRow], label_map: dict[str, int]) -> SplitData:
+    labels = np.array([label_map[row.label] for row in rows], dtype=np.int64)
+    return SplitData(images, labels, [row.sample_id for row in rows], [row.group_id for row in rows])
 
 
 def _read_checked(path: Path, expected_sha256: str) -> bytes:

@@ -10,9 +10,15 @@ from datasite_setup.convert.quarantine import QuarantineEntry, Reason
 
 
 class _Candidate(Protocol):
-    rel_path: str
-    label: str
-    pixel_sha256: str
+    # Read-only members, so frozen records satisfy the protocol as well as mutable ones.
+    @property
+    def rel_path(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def pixel_sha256(self) -> str: ...
 
 
 T = TypeVar("T", bound=_Candidate)
@@ -24,6 +30,30 @@ def resolve_duplicates(samples: Sequence[T]) -> tuple[list[T], list[QuarantineEn
     The kept copy is the one with the smallest relative path, so the result does
     not depend on processing order. Messages never name the kept file (its name
     must not survive in the output).
+
+    Parameters
+    ----------
+    samples : sequence
+        Accepted images: anything with ``rel_path``, ``label`` and ``pixel_sha256``.
+
+    Returns
+    -------
+    tuple
+        ``(kept, rejected)``: the samples to keep, and a ``QuarantineEntry`` for every
+        copy dropped (``duplicate``) or every copy of a conflict (``duplicate_conflict``).
+
+    Examples
+    --------
+    >>> from collections import namedtuple
+    >>> Sample = namedtuple("Sample", "rel_path label pixel_sha256")
+    >>> kept, rejected = resolve_duplicates([
+    ...     Sample("b/copy.png", "cat", "aa"), Sample("a/scan.png", "cat", "aa"),
+    ...     Sample("x.png", "cat", "bb"), Sample("y.png", "dog", "bb"),
+    ... ])
+    >>> [s.rel_path for s in kept]
+    ['a/scan.png']
+    >>> [(e.path, e.reason.value) for e in rejected]
+    [('b/copy.png', 'duplicate'), ('x.png', 'duplicate_conflict'), ('y.png', 'duplicate_conflict')]
     """
     by_pixels: dict[str, list[T]] = defaultdict(list)
     for sample in samples:
@@ -34,25 +64,15 @@ def resolve_duplicates(samples: Sequence[T]) -> tuple[list[T], list[QuarantineEn
         if len(copies) == 1:
             kept.append(copies[0])
             continue
-        copies = sorted(copies, key=lambda s: s.rel_path)
-        labels = sorted({c.label for c in copies})
+        copies = sorted(copies, key=lambda sample: sample.rel_path)
+        labels = sorted({sample.label for sample in copies})
+        others = len(copies) - 1
         if len(labels) == 1:
             kept.append(copies[0])
-            rejected += [
-                QuarantineEntry(
-                    c.rel_path,
-                    Reason.DUPLICATE,
-                    f"identical pixels to {len(copies) - 1} other input(s) with the same label; one copy was kept",
-                )
-                for c in copies[1:]
-            ]
+            dropped, reason = copies[1:], Reason.DUPLICATE
+            message = f"identical pixels to {others} other input(s) with the same label; one copy was kept"
         else:
-            rejected += [
-                QuarantineEntry(
-                    c.rel_path,
-                    Reason.DUPLICATE_CONFLICT,
-                    f"identical pixels to {len(copies) - 1} other input(s) labelled {labels}; all copies rejected",
-                )
-                for c in copies
-            ]
+            dropped, reason = copies, Reason.DUPLICATE_CONFLICT
+            message = f"identical pixels to {others} other input(s) labelled {labels}; all copies rejected"
+        rejected += [QuarantineEntry(sample.rel_path, reason, message) for sample in dropped]
     return kept, rejected

@@ -2,7 +2,7 @@
 
 ```
 OUT/
-  federation.json                      the manifest of manifests (see ``build_federation_manifest``)
+  federation.json                      the manifest of manifests (see ``federation_manifest``)
   quarantine.jsonl                     rejected inputs
   report.md, label_distribution.png    human-readable summary
   clients/<client>/
@@ -18,6 +18,7 @@ order with no timestamps, so the same inputs, seed and secret give identical byt
 from __future__ import annotations
 
 import csv
+import ctypes
 import errno
 import hashlib
 import io
@@ -26,10 +27,14 @@ import os
 import re
 import secrets
 import shutil
+import signal
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from datasite_setup.errors import FedimgError
 
@@ -52,7 +57,23 @@ _CLIENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 @dataclass(frozen=True, slots=True)
 class SampleRow:
-    """One line of a client's ``metadata.csv``."""
+    """One line of a client's ``metadata.csv``.
+
+    Parameters
+    ----------
+    file_name : str
+        The image's path relative to the client folder (``sample_file_name``).
+    label : str
+        The label name.
+    split : str
+        ``"train"`` or ``"val"``.
+    sample_id : str
+        The sample's pseudonym.
+    group_id : str
+        The group's (patient's) pseudonym.
+    source_sha256 : str
+        sha256 of the source file, so an owner holding it can find the original.
+    """
 
     file_name: str
     label: str
@@ -63,17 +84,69 @@ class SampleRow:
 
 
 def check_client_name(name: str) -> str:
-    """Return ``name`` if it is usable as a client directory and datasite name, else raise."""
+    """Check that ``name`` can be a client folder and a datasite name.
+
+    Parameters
+    ----------
+    name : str
+        A client name (``--client-names``, a natural column's value, a manifest key).
+
+    Returns
+    -------
+    str
+        ``name``, unchanged.
+
+    Raises
+    ------
+    FedimgError
+        When the name is not 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit.
+
+    Examples
+    --------
+    >>> check_client_name("st_marys")
+    'st_marys'
+    >>> check_client_name("../etc")
+    Traceback (most recent call last):
+    ...
+    datasite_setup.errors.FedimgError: client name '../etc' is not allowed: use 1-64 letters, digits, ...
+    """
     if not _CLIENT_NAME.fullmatch(name) or name in (".", ".."):
         raise FedimgError(
-            f"client name {name!r} is not allowed: use 1-64 letters, digits, '_', '-' or '.', starting with a letter or digit"
+            f"client name {name!r} is not allowed: use 1-64 letters, digits, '_', '-' or '.', "
+            "starting with a letter or digit"
         )
     return name
 
 
 def check_label_name(label: str) -> str:
-    """Return ``label`` if it can be a directory name under ``images/``, else raise."""
-    bad = not label or label.startswith(".") or any(c in label for c in "/\\\x00") or label.strip() != label
+    """Check that ``label`` can be a folder name under ``images/``.
+
+    Parameters
+    ----------
+    label : str
+        A label name.
+
+    Returns
+    -------
+    str
+        ``label``, unchanged.
+
+    Raises
+    ------
+    FedimgError
+        When the label is empty, starts with '.', contains '/', '\\' or NUL, or has outer spaces.
+
+    Examples
+    --------
+    >>> check_label_name("pneumonia")
+    'pneumonia'
+    >>> check_label_name("..")
+    Traceback (most recent call last):
+    ...
+    datasite_setup.errors.FedimgError: label '..' cannot be used as a folder name: ...
+    """
+    has_separator = any(character in label for character in "/\\\x00")
+    bad = not label or label.startswith(".") or has_separator or label.strip() != label
     if bad:
         raise FedimgError(
             f"label {label!r} cannot be used as a folder name: labels must be non-empty, "
@@ -83,15 +156,71 @@ def check_label_name(label: str) -> str:
 
 
 def sample_file_name(label: str, sample_id: str) -> str:
-    """Path of a sample's image relative to its client directory."""
+    """Path of a sample's image relative to its client directory.
+
+    Parameters
+    ----------
+    label : str
+        The sample's label.
+    sample_id : str
+        The sample's pseudonym.
+
+    Returns
+    -------
+    str
+        ``images/<label>/<sample_id>.png``.
+
+    Examples
+    --------
+    >>> sample_file_name("cat", "0123456789abcdef0123")
+    'images/cat/0123456789abcdef0123.png'
+    """
     return f"{IMAGES_DIR}/{label}/{sample_id}.png"
 
 
 def sha256_bytes(data: bytes) -> str:
+    """Hex sha256 of ``data``.
+
+    Parameters
+    ----------
+    data : bytes
+        Any content.
+
+    Returns
+    -------
+    str
+        64 hex digits.
+
+    Examples
+    --------
+    >>> sha256_bytes(b"")[:12]
+    'e3b0c44298fc'
+    """
     return hashlib.sha256(data).hexdigest()
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (images may be large).
+
+    Parameters
+    ----------
+    path : Path
+        The file.
+    chunk_size : int, default 1 MiB
+        Bytes read at a time.
+
+    Returns
+    -------
+    str
+        64 hex digits; equal to ``sha256_bytes`` of the content.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> _ = Path("empty.bin").write_bytes(b"")
+    >>> sha256_file(Path("empty.bin")) == sha256_bytes(b"")
+    True
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):
@@ -100,7 +229,24 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
 
 
 def metadata_csv(rows: Sequence[SampleRow]) -> bytes:
-    """Serialise rows sorted by ``file_name`` (label, then pseudonym: no trace of source order)."""
+    """Serialise rows sorted by ``file_name`` (label, then pseudonym: no trace of source order).
+
+    Parameters
+    ----------
+    rows : sequence of SampleRow
+        One client's samples, in any order.
+
+    Returns
+    -------
+    bytes
+        The content of ``metadata.csv`` (UTF-8, header ``METADATA_COLUMNS``, ``\\n`` line ends).
+
+    Examples
+    --------
+    >>> row = SampleRow("images/cat/" + "a" * 20 + ".png", "cat", "train", "a" * 20, "b" * 20, "c" * 64)
+    >>> read_metadata_csv(metadata_csv([row])) == [row]
+    True
+    """
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(METADATA_COLUMNS)
@@ -110,7 +256,30 @@ def metadata_csv(rows: Sequence[SampleRow]) -> bytes:
 
 
 def read_metadata_csv(data: bytes) -> list[SampleRow]:
-    """Parse a ``metadata.csv``; raises ``ValueError`` naming the line when the schema is off."""
+    """Parse a ``metadata.csv``.
+
+    Parameters
+    ----------
+    data : bytes
+        The file's content.
+
+    Returns
+    -------
+    list of SampleRow
+        The rows, in file order.
+
+    Raises
+    ------
+    ValueError
+        When the header or a line's field count is off; the message names the line.
+
+    Examples
+    --------
+    >>> read_metadata_csv(b"file_name,label\\n")
+    Traceback (most recent call last):
+    ...
+    ValueError: header is ['file_name', 'label'], expected ['file_name', 'label', 'split', ...]
+    """
     reader = csv.reader(io.StringIO(data.decode("utf-8")))
     header = next(reader, None)
     if tuple(header or ()) != METADATA_COLUMNS:
@@ -124,11 +293,51 @@ def read_metadata_csv(data: bytes) -> list[SampleRow]:
 
 
 def checksums_file(file_sha256: dict[str, str]) -> bytes:
-    """``sha256sum``-compatible listing, sorted by path."""
-    return "".join(f"{digest}  {name}\n" for name, digest in sorted(file_sha256.items())).encode("utf-8")
+    """A ``sha256sum``-compatible listing (``SHA256SUMS``), sorted by path.
+
+    Parameters
+    ----------
+    file_sha256 : dict of str to str
+        Hex sha256 of each file, by path relative to the client folder.
+
+    Returns
+    -------
+    bytes
+        One ``<sha256>  <path>`` line per file; ``sha256sum -c`` checks it.
+
+    Examples
+    --------
+    >>> listing = checksums_file({"images/b.png": "b" * 64, "images/a.png": "a" * 64})
+    >>> listing.decode().splitlines()[0] == "a" * 64 + "  images/a.png"
+    True
+    """
+    lines = [f"{digest}  {name}\n" for name, digest in sorted(file_sha256.items())]
+    return "".join(lines).encode("utf-8")
 
 
 def read_checksums_file(data: bytes) -> dict[str, str]:
+    """Parse a ``SHA256SUMS`` listing.
+
+    Parameters
+    ----------
+    data : bytes
+        The file's content.
+
+    Returns
+    -------
+    dict of str to str
+        Hex sha256 by path.
+
+    Raises
+    ------
+    ValueError
+        On a line that is not ``<sha256>  <path>``; the message names the line.
+
+    Examples
+    --------
+    >>> read_checksums_file(checksums_file({"images/a.png": "a" * 64})) == {"images/a.png": "a" * 64}
+    True
+    """
     result = {}
     for line_number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
         digest, sep, name = line.partition("  ")
@@ -138,12 +347,53 @@ def read_checksums_file(data: bytes) -> dict[str, str]:
     return result
 
 
-def canonical_json(document: dict) -> bytes:
+def canonical_json(document: dict[str, Any]) -> bytes:
+    """A manifest's bytes: sorted keys, two-space indent, UTF-8, so equal documents give equal bytes.
+
+    Parameters
+    ----------
+    document : dict
+        A JSON-serialisable manifest.
+
+    Returns
+    -------
+    bytes
+        The JSON text with a final newline.
+
+    Examples
+    --------
+    >>> canonical_json({"b": 1, "a": "é"})
+    b'{\\n  "a": "\\xc3\\xa9",\\n  "b": 1\\n}\\n'
+    """
     return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def load_federation(out: Path) -> dict:
-    """Read ``federation.json``; a missing or unreadable manifest is a usage error (exit 2)."""
+def load_federation(out: Path) -> dict[str, Any]:
+    """Read ``OUT/federation.json``.
+
+    Parameters
+    ----------
+    out : Path
+        The output folder of ``fedimg convert``.
+
+    Returns
+    -------
+    dict
+        The manifest (``federation_manifest``'s keys).
+
+    Raises
+    ------
+    FedimgError
+        When the manifest is missing, not JSON, or not a fedimg manifest (a usage error: exit 2).
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> load_federation(Path("no_such_output"))
+    Traceback (most recent call last):
+    ...
+    datasite_setup.errors.FedimgError: no_such_output/federation.json: not found; is no_such_output the ...
+    """
     path = out / FEDERATION_FILE
     if not path.is_file():
         raise FedimgError(f"{path}: not found; is {out} the output of 'fedimg convert'?")
@@ -157,6 +407,22 @@ def load_federation(out: Path) -> dict:
 
 
 def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path``, creating its folders.
+
+    Parameters
+    ----------
+    path : Path
+        The file to write (replaced if it exists).
+    data : bytes
+        Its content.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> write_bytes(Path("out/clients/a/SHA256SUMS"), b"")
+    >>> Path("out/clients/a/SHA256SUMS").is_file()
+    True
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
 
@@ -166,7 +432,35 @@ def atomic_output_dir(out: Path, *, overwrite: bool) -> Iterator[Path]:
     """Yield a temporary sibling of ``out``; rename it to ``out`` only if the block completes.
 
     On any exception (including KeyboardInterrupt) the temporary directory is
-    removed, so a half-done conversion never appears as ``out``.
+    removed, so a half-done conversion never appears as ``out``. An existing
+    ``out`` (with ``overwrite``) is swapped for the new one in one step.
+
+    Parameters
+    ----------
+    out : Path
+        The output folder to create.
+    overwrite : bool
+        Replace an existing ``out``; without it an existing ``out`` is an error.
+
+    Yields
+    ------
+    Path
+        The temporary folder to write the output into.
+
+    Raises
+    ------
+    FedimgError
+        When ``out`` exists and ``overwrite`` is False.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> with atomic_output_dir(Path("fed"), overwrite=False) as partial:
+    ...     _ = (partial / "federation.json").write_text("{}")
+    ...     Path("fed").exists()
+    False
+    >>> sorted(path.name for path in Path("fed").iterdir())
+    ['federation.json']
     """
     out = out.absolute()
     if out.exists() and not overwrite:
@@ -203,8 +497,6 @@ def _replace_dir(new: Path, out: Path) -> None:
 
 def _exchange(a: Path, b: Path) -> bool:
     """Swap two paths atomically (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
-    import ctypes
-
     try:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
@@ -220,40 +512,64 @@ def _exchange(a: Path, b: Path) -> bool:
 
 @contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM/SIGHUP until the block ends, then deliver them (main thread only; elsewhere a no-op).
+    """Hold SIGINT/SIGTERM/SIGHUP until the block ends, then deliver them.
 
+    Only in the main thread (elsewhere a no-op: handlers can only be set there).
     The Python handlers are swapped for ones that only take note: a signal mask
     would not do, since a process-directed signal goes to any thread that does
     not block it (the worker pool has threads) and Python then raises in the main
     thread all the same.
     """
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    previous = {
-        number: signal.signal(number, lambda number, frame: received.append(number))
-        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    }
+
+    def take_note(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    deferred = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, take_note) for signum in deferred}
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(
-                number, signal.SIG_DFL if handler is None else handler
-            )  # None: a handler not set from Python
-        for number in dict.fromkeys(received):
-            signal.raise_signal(number)
+        for signum, handler in previous.items():
+            # None: a handler that was not set from Python.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        for pending in dict.fromkeys(received):  # each once, in the order they came
+            signal.raise_signal(pending)
 
 
 def client_summary(
     rows: Sequence[SampleRow], label_names: Sequence[str], metadata: bytes, checksums: bytes
-) -> dict:
-    """The ``clients.<name>`` entry of ``federation.json``: counts and manifest hashes."""
-    label_counts = {split: {label: 0 for label in label_names} for split in SPLITS}
+) -> dict[str, Any]:
+    """The ``clients.<name>`` entry of ``federation.json``: counts and manifest hashes.
+
+    Parameters
+    ----------
+    rows : sequence of SampleRow
+        The client's samples.
+    label_names : sequence of str
+        Every label of the federation (a label the client lacks counts 0).
+    metadata : bytes
+        The client's ``metadata.csv``.
+    checksums : bytes
+        The client's ``SHA256SUMS``.
+
+    Returns
+    -------
+    dict
+        ``num_samples``, ``split_counts``, ``label_counts`` (per split and label),
+        ``num_groups``, ``metadata_sha256`` and ``checksums_sha256``.
+
+    Examples
+    --------
+    >>> row = SampleRow("images/cat/" + "a" * 20 + ".png", "cat", "val", "a" * 20, "b" * 20, "c" * 64)
+    >>> summary = client_summary([row], ["cat", "dog"], metadata_csv([row]), b"")
+    >>> summary["split_counts"], summary["label_counts"]["val"]
+    ({'train': 0, 'val': 1}, {'cat': 1, 'dog': 0})
+    """
+    label_counts = {split: dict.fromkeys(label_names, 0) for split in SPLITS}
     for row in rows:
         label_counts[row.split][row.label] += 1
     return {
@@ -269,15 +585,49 @@ def client_summary(
 def federation_manifest(
     *,
     tool_version: str,
-    image: dict,
+    image: dict[str, Any],
     label_names: Sequence[str],
-    partition: dict,
-    pseudonyms: dict,
-    inputs: dict,
-    clients: dict[str, dict],
+    partition: dict[str, Any],
+    pseudonyms: dict[str, Any],
+    inputs: dict[str, Any],
+    clients: dict[str, dict[str, Any]],
     quarantine_sha256: str,
-) -> dict:
-    """Assemble ``federation.json``. Its keys are the format's contract (schema_version 1)."""
+) -> dict[str, Any]:
+    """Assemble ``federation.json``. Its keys are the format's contract (schema_version 1).
+
+    Parameters
+    ----------
+    tool_version : str
+        The fedimg version that wrote it.
+    image : dict
+        The image spec (``ImageSpec.to_manifest``).
+    label_names : sequence of str
+        The labels, in label-index order (becomes ``label_map``).
+    partition : dict
+        Scheme, seed, validation fraction and the scheme's parameters.
+    pseudonyms : dict
+        The pseudonym algorithm and the secret's public fingerprint.
+    inputs : dict
+        Counts of files seen, accepted, quarantined and skipped.
+    clients : dict of str to dict
+        ``client_summary`` of each client, by name.
+    quarantine_sha256 : str
+        sha256 of ``quarantine.jsonl``.
+
+    Returns
+    -------
+    dict
+        The manifest; ``canonical_json`` gives its bytes.
+
+    Examples
+    --------
+    >>> manifest = federation_manifest(
+    ...     tool_version="0.1.0", image={}, label_names=["cat", "dog"], partition={}, pseudonyms={},
+    ...     inputs={}, clients={"a": {"num_samples": 3}, "b": {"num_samples": 4}}, quarantine_sha256="",
+    ... )
+    >>> manifest["label_map"], manifest["totals"]
+    ({'cat': 0, 'dog': 1}, {'num_samples': 7, 'num_clients': 2})
+    """
     return {
         "format": FORMAT_NAME,
         "schema_version": SCHEMA_VERSION,

@@ -12,6 +12,7 @@ import hashlib
 import io
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -32,7 +33,21 @@ SUPPORTED_FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 
 
 class RejectedImage(Exception):
-    """The input cannot become a sample; ``reason`` goes to the quarantine report."""
+    """The input cannot become a sample; ``reason`` goes to the quarantine report.
+
+    Parameters
+    ----------
+    reason : Reason
+        The reason code (``quarantine.jsonl``'s ``reason``).
+    message : str
+        What is wrong with the input, for the data owner.
+
+    Examples
+    --------
+    >>> error = RejectedImage(Reason.TRUNCATED, "the image data ends early")
+    >>> error.reason.value, str(error)
+    ('truncated', 'the image data ends early')
+    """
 
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
@@ -44,12 +59,31 @@ class RejectedImage(Exception):
 class ImageSpec:
     """What every output image looks like.
 
-    Args:
-        size: width and height of the square output, in pixels.
-        mode: ``"L"`` (grayscale) or ``"RGB"``.
-        resize: ``"letterbox"`` (fit inside, pad with black), ``"crop"`` (fill,
-            centre-crop) or ``"stretch"`` (ignore the aspect ratio).
-        max_pixels: inputs with more pixels are rejected as decompression bombs.
+    Parameters
+    ----------
+    size : int, default 128
+        Width and height of the square output, in pixels (1 to 4096).
+    mode : str, default "RGB"
+        ``"L"`` (grayscale) or ``"RGB"``.
+    resize : str, default "letterbox"
+        ``"letterbox"`` (fit inside, pad with black), ``"crop"`` (fill,
+        centre-crop) or ``"stretch"`` (ignore the aspect ratio).
+    max_pixels : int, default 89,478,485
+        Inputs with more pixels are rejected as decompression bombs.
+
+    Raises
+    ------
+    FedimgError
+        When a field is outside what is allowed; the message names the flag.
+
+    Examples
+    --------
+    >>> ImageSpec(size=32, mode="L").to_manifest()["channels"]
+    1
+    >>> ImageSpec(mode="CMYK")
+    Traceback (most recent call last):
+    ...
+    datasite_setup.errors.FedimgError: --mode must be one of L, RGB (got 'CMYK')
     """
 
     size: int = 128
@@ -67,7 +101,8 @@ class ImageSpec:
         if self.max_pixels < 1:
             raise FedimgError(f"--max-pixels must be positive (got {self.max_pixels})")
 
-    def to_manifest(self) -> dict:
+    def to_manifest(self) -> dict[str, Any]:
+        """The ``image`` entry of ``federation.json``: the spec plus format, channels and pad value."""
         document = asdict(self)
         document.update(format="PNG", channels=1 if self.mode == "L" else 3, pad_value=0)
         return document
@@ -75,14 +110,53 @@ class ImageSpec:
 
 @dataclass(frozen=True, slots=True)
 class Standardised:
-    """The output PNG and the fingerprint of the decoded pixels (for duplicate detection)."""
+    """The output PNG and the fingerprint of the decoded pixels (for duplicate detection).
+
+    Parameters
+    ----------
+    png : bytes
+        The standardised image, PNG with no metadata chunks.
+    pixel_sha256 : str
+        sha256 of the decoded (upright) pixels, mode and size: equal for identical images.
+    """
 
     png: bytes
     pixel_sha256: str
 
 
 def standardise(data: bytes, spec: ImageSpec) -> Standardised:
-    """Decode ``data``, apply EXIF orientation, convert, resize and encode as PNG."""
+    """Decode ``data``, apply EXIF orientation, convert, resize and encode as PNG.
+
+    Pure and deterministic (bytes in, bytes out), so it runs in worker processes.
+
+    Parameters
+    ----------
+    data : bytes
+        The source file's content.
+    spec : ImageSpec
+        What the output looks like.
+
+    Returns
+    -------
+    Standardised
+        The PNG and the decoded pixels' fingerprint.
+
+    Raises
+    ------
+    RejectedImage
+        When the input cannot become a sample; its ``reason`` says why.
+
+    Examples
+    --------
+    >>> import io
+    >>> from PIL import Image
+    >>> source = io.BytesIO()
+    >>> Image.new("RGB", (40, 20), "red").save(source, format="JPEG")
+    >>> result = standardise(source.getvalue(), ImageSpec(size=32, mode="L"))
+    >>> output = Image.open(io.BytesIO(result.png))
+    >>> output.format, output.size, output.mode, len(result.pixel_sha256)
+    ('PNG', (32, 32), 'L', 64)
+    """
     image = decode(data, spec)
     pixel_sha256 = _pixel_fingerprint(image)
     image = fit(to_mode(image, spec.mode), spec)
@@ -90,10 +164,39 @@ def standardise(data: bytes, spec: ImageSpec) -> Standardised:
 
 
 def decode(data: bytes, spec: ImageSpec) -> Image.Image:
-    """Fully decode the first frame, oriented upright; raise ``RejectedImage`` when unusable.
+    """Fully decode the first frame, oriented upright.
 
     JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) that still covers the
     target size: the output is as sharp and several times cheaper to produce.
+
+    Parameters
+    ----------
+    data : bytes
+        The source file's content.
+    spec : ImageSpec
+        The output spec (its size picks the JPEG scale; ``max_pixels`` the bomb limit).
+
+    Returns
+    -------
+    PIL.Image.Image
+        The loaded image, in its own mode.
+
+    Raises
+    ------
+    RejectedImage
+        When the input is empty, not a supported format, damaged or too large.
+
+    Examples
+    --------
+    >>> try:
+    ...     decode(b"%PDF-1.7", ImageSpec())
+    ... except RejectedImage as error:
+    ...     print(error.reason.value, "-", error.message)
+    not_an_image - not a readable image in any supported format
+    >>> decode(b"", ImageSpec())
+    Traceback (most recent call last):
+    ...
+    datasite_setup.convert.imaging.RejectedImage: the file is empty (0 bytes)
     """
     if not data:
         raise RejectedImage(Reason.EMPTY_FILE, "the file is empty (0 bytes)")
@@ -147,7 +250,34 @@ def _pixel_fingerprint(image: Image.Image) -> str:
 
 
 def to_mode(image: Image.Image, mode: str) -> Image.Image:
-    """Convert to ``mode``: 16-bit scaled to 8-bit, transparency composited on black, CMYK to RGB."""
+    """Convert to ``mode``: 16-bit scaled to 8-bit, transparency composited on black, CMYK to RGB.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        A decoded image.
+    mode : str
+        ``"L"`` or ``"RGB"``.
+
+    Returns
+    -------
+    PIL.Image.Image
+        The image in ``mode``.
+
+    Raises
+    ------
+    RejectedImage
+        For a pixel mode fedimg does not convert.
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> deep = Image.new("I;16", (1, 1), 65535)
+    >>> to_mode(deep, "L").getpixel((0, 0))  # the full 16-bit range maps onto 0..255
+    255
+    >>> to_mode(Image.new("RGBA", (1, 1), (255, 255, 255, 0)), "RGB").getpixel((0, 0))
+    (0, 0, 0)
+    """
     if image.mode in _SIXTEEN_BIT_MODES:
         image = _sixteen_to_eight_bit(image)
     elif image.mode not in _CONVERTIBLE_MODES:
@@ -171,7 +301,28 @@ def _flatten_alpha(image: Image.Image) -> Image.Image:
 
 
 def fit(image: Image.Image, spec: ImageSpec) -> Image.Image:
-    """Resize to ``spec.size`` square by the spec's resize policy."""
+    """Resize to ``spec.size`` square by the spec's resize policy (bicubic).
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        An image already in the output mode.
+    spec : ImageSpec
+        Its ``size`` and ``resize`` policy apply.
+
+    Returns
+    -------
+    PIL.Image.Image
+        A ``spec.size`` x ``spec.size`` image.
+
+    Examples
+    --------
+    >>> from PIL import Image
+    >>> wide = Image.new("L", (40, 20), 255)
+    >>> boxed = fit(wide, ImageSpec(size=8, mode="L"))
+    >>> boxed.size, boxed.getpixel((0, 0)), boxed.getpixel((4, 4))  # black bars above and below
+    ((8, 8), 0, 255)
+    """
     size = spec.size
     if spec.resize == "stretch":
         return image.resize((size, size), _RESAMPLE, reducing_gap=3.0)
@@ -194,7 +345,27 @@ def _letterbox(image: Image.Image, size: int) -> Image.Image:
 
 
 def encode_png(image: Image.Image) -> bytes:
-    """PNG with no metadata chunks (no EXIF, no text): only pixels leave this function."""
+    """Encode as PNG with no metadata chunks (no EXIF, no text): only pixels leave this function.
+
+    Parameters
+    ----------
+    image : PIL.Image.Image
+        The standardised image; its ``info`` is dropped.
+
+    Returns
+    -------
+    bytes
+        The PNG file.
+
+    Examples
+    --------
+    >>> import io
+    >>> from PIL import Image
+    >>> image = Image.new("L", (4, 4))
+    >>> image.info["comment"] = "patient: Jane Doe"
+    >>> b"Jane" in encode_png(image), Image.open(io.BytesIO(encode_png(image))).size
+    (False, (4, 4))
+    """
     if image.info:
         # Pillow's PNG writer copies some of ``info`` (ICC profile, tRNS) into the file.
         image = image.copy()

@@ -21,10 +21,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import numpy as np
 
 from datasite_setup import __version__
+from datasite_setup.convert import federation_report
 from datasite_setup.convert.dedup import resolve_duplicates
 from datasite_setup.convert.federated_format import (
     CHECKSUMS_FILE,
@@ -46,7 +49,13 @@ from datasite_setup.convert.federated_format import (
     write_bytes,
 )
 from datasite_setup.convert.imaging import ImageSpec, RejectedImage, standardise
-from datasite_setup.convert.partition import PartitionInput, build_partitioner, split_train_val
+from datasite_setup.convert.partition import (
+    NaturalPartitioner,
+    Partitioner,
+    PartitionInput,
+    build_partitioner,
+    split_train_val,
+)
 from datasite_setup.convert.pseudonym import Pseudonymiser
 from datasite_setup.convert.quarantine import QuarantineEntry, Reason, quarantine_jsonl
 from datasite_setup.convert.secret import load_secret
@@ -64,7 +73,43 @@ from datasite_setup.progress import progress_bar
 
 @dataclass(frozen=True)
 class ConvertOptions:
-    """Everything ``fedimg convert`` needs; see the CLI help for each flag."""
+    """Everything ``fedimg convert`` needs; each field is a flag of the command (see its help).
+
+    Parameters
+    ----------
+    source : Path
+        The image collection (``SRC``).
+    out : Path
+        The output folder (``OUT``); must not exist unless ``overwrite``.
+    scheme : str
+        The partition scheme (``--scheme``): iid, stratified, dirichlet, quantity, natural, shards.
+    num_clients : int, optional
+        ``--clients``; clients are then named ``client_0``, ``client_1``, ...
+    client_names : sequence of str, optional
+        ``--client-names``.
+    labels_csv : Path, optional
+        ``--labels``: a CSV with one row per image.
+    columns : CsvColumns
+        The CSV's path, label, group and client columns.
+    label_pattern : str, optional
+        ``--label-pattern``: a regex that finds the label in the file name.
+    spec : ImageSpec
+        The output images' size, mode and resize policy.
+    alpha, min_partition_size, shards_per_client, self_balancing
+        The scheme's parameters (None: the scheme's default).
+    val_fraction : float, default 0.2
+        Per-client validation share.
+    seed : int, default 0
+        Seed of every random choice.
+    workers : int, default 0
+        Decoding processes (0: all cores).
+    overwrite : bool, default False
+        Replace ``out`` once the new output is complete.
+    secret_file : Path, optional
+        The federation secret file (see ``load_secret``).
+    show_progress : bool, default True
+        Show progress bars on stderr.
+    """
 
     source: Path
     out: Path
@@ -89,14 +134,31 @@ class ConvertOptions:
 
 @dataclass
 class ConvertResult:
+    """What a conversion wrote and what it left out.
+
+    Parameters
+    ----------
+    out : Path
+        The output folder.
+    federation : dict
+        Its ``federation.json`` manifest.
+    quarantined : list of QuarantineEntry
+        Every rejected input (also in ``quarantine.jsonl``).
+    skipped : Counter
+        Files that are not images, by ``SkipReason``.
+    warnings : list of str
+        Things the owner should know that reject nothing.
+    """
+
     out: Path
-    federation: dict
+    federation: dict[str, Any]
     quarantined: list[QuarantineEntry]
-    skipped: Counter
+    skipped: Counter[str]
     warnings: list[str]
 
     @property
     def exit_code(self) -> int:
+        """The CLI's exit code: 1 when inputs were rejected, else 0."""
         return 1 if self.quarantined else 0
 
 
@@ -115,7 +177,43 @@ class _Processed:
 
 
 def convert(options: ConvertOptions) -> ConvertResult:
-    """Run the whole conversion; raises ``FedimgError`` (exit 2) before writing anything when the request is wrong."""
+    """Run the whole conversion: scan, standardise, deduplicate, partition, write, report.
+
+    The output folder appears only once everything is written; an error or an
+    interrupt leaves nothing behind (and an overwritten output as it was).
+
+    Parameters
+    ----------
+    options : ConvertOptions
+        The request.
+
+    Returns
+    -------
+    ConvertResult
+        The manifest and the inputs that were rejected or skipped.
+
+    Raises
+    ------
+    FedimgError
+        Before anything is written, when the request is wrong (the CLI's exit 2);
+        ``PartitionError`` when the partition cannot be made.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> for i in range(8):
+    ...     Path(f"src/{i % 2}").mkdir(parents=True, exist_ok=True)
+    ...     Image.new("L", (8, 8), 30 * i).save(f"src/{i % 2}/{i}.png")
+    >>> _ = Path("src/0/notes.txt").write_text("not an image")
+    >>> options = ConvertOptions(Path("src"), Path("fed"), "iid", num_clients=2, secret_file=Path("secret"),
+    ...                          show_progress=False)
+    >>> result = convert(options)
+    >>> result.federation["totals"], dict(result.skipped), result.exit_code
+    ({'num_samples': 8, 'num_clients': 2}, {'not_an_image_file': 1}, 0)
+    >>> sorted(path.name for path in Path("fed").iterdir())
+    ['clients', 'federation.json', 'label_distribution.png', 'quarantine.jsonl', 'report.md']
+    """
     _check_options(options)
     scan = scan_source(options)
     clients = resolve_client_names(options, scan.records)
@@ -159,20 +257,28 @@ def _check_options(options: ConvertOptions) -> None:
             )
     if options.out.exists() and not options.overwrite:
         raise FedimgError(f"{options.out}: already exists; choose another output or pass --overwrite")
-    needs_csv = [
-        flag
-        for flag, name in (
-            ("--group-column", options.columns.group),
-            ("--client-column", options.columns.client),
-        )
-        if name
-    ]
+    csv_columns = (("--group-column", options.columns.group), ("--client-column", options.columns.client))
+    needs_csv = [flag for flag, name in csv_columns if name]
     if needs_csv and not options.labels_csv:
         raise FedimgError(f"{', '.join(needs_csv)} need --labels (a CSV with those columns)")
 
 
 def scan_source(options: ConvertOptions) -> ScanResult:
-    """Pick the layout from the options and scan it."""
+    """Scan ``options.source`` in the layout the options name.
+
+    ``labels_csv`` picks the CSV layout, ``label_pattern`` the file-name pattern,
+    and neither the class folders.
+
+    Parameters
+    ----------
+    options : ConvertOptions
+        The request.
+
+    Returns
+    -------
+    ScanResult
+        The candidate images, the rejected and the skipped inputs.
+    """
     if options.labels_csv:
         return scan_labels_csv(options.source, options.labels_csv, options.columns)
     if options.label_pattern:
@@ -181,7 +287,35 @@ def scan_source(options: ConvertOptions) -> ScanResult:
 
 
 def resolve_client_names(options: ConvertOptions, records: Sequence[SourceRecord]) -> list[str]:
-    """Client names from ``--client-names``, ``--clients N`` (client_0…), or the natural column's values."""
+    """The clients' names, in client order.
+
+    From ``--client-names``, ``--clients N`` (``client_0``, ...), or for ``--scheme
+    natural`` the client column's values (sorted, or in ``--client-names`` order).
+
+    Parameters
+    ----------
+    options : ConvertOptions
+        The request.
+    records : sequence of SourceRecord
+        The scanned images (their ``client_key`` for the natural scheme).
+
+    Returns
+    -------
+    list of str
+        Valid, distinct client names.
+
+    Raises
+    ------
+    FedimgError
+        When the names are missing, invalid, duplicated or disagree with ``--clients``.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> options = ConvertOptions(Path("src"), Path("fed"), "iid", num_clients=3)
+    >>> resolve_client_names(options, [])
+    ['client_0', 'client_1', 'client_2']
+    """
     if options.scheme == "natural":
         return _natural_client_names(options, records)
     if options.client_names:
@@ -199,29 +333,30 @@ def resolve_client_names(options: ConvertOptions, records: Sequence[SourceRecord
 
 
 def _natural_client_names(options: ConvertOptions, records: Sequence[SourceRecord]) -> list[str]:
-    if not options.columns.client:
+    column = options.columns.client
+    if not column:
         raise FedimgError(
-            "--scheme natural needs --client-column C: the labels CSV column (site, ward…) that decides each sample's client"
+            "--scheme natural needs --client-column C: "
+            "the labels CSV column (site, ward…) that decides each sample's client"
         )
-    values = sorted({r.client_key for r in records if r.client_key})
+    values = sorted({record.client_key for record in records if record.client_key})
     for value in values:
         check_client_name(value)
     if options.client_names:
         if sorted(options.client_names) != values:
-            raise FedimgError(
-                f"--client-names {list(options.client_names)} must list exactly the values of {options.columns.client!r}: {values}"
-            )
+            given = list(options.client_names)
+            raise FedimgError(f"--client-names {given} must list exactly the values of {column!r}: {values}")
         values = list(options.client_names)
     if options.num_clients is not None and options.num_clients != len(values):
         raise FedimgError(
-            f"--clients {options.num_clients}, but column {options.columns.client!r} has {len(values)} values: {values}"
+            f"--clients {options.num_clients}, but column {column!r} has {len(values)} values: {values}"
         )
     if not values:
-        raise FedimgError(f"column {options.columns.client!r} has no values for any image")
+        raise FedimgError(f"column {column!r} has no values for any image")
     return values
 
 
-def _partitioner(options: ConvertOptions, clients: list[str]):
+def _partitioner(options: ConvertOptions, clients: list[str]) -> Partitioner:
     return build_partitioner(
         options.scheme,
         len(clients),
@@ -236,21 +371,49 @@ def _partitioner(options: ConvertOptions, clients: list[str]):
 
 def _group_key(rel_path: str, group_key: str | None, source_sha256: str = "") -> str:
     # A sample without a patient id is its own group; the prefix keeps the two namespaces apart.
-    return f"patient\x00{group_key}" if group_key is not None else f"sample\x00{source_sha256 or rel_path}"
+    if group_key is not None:
+        return f"patient\x00{group_key}"
+    return f"sample\x00{source_sha256 or rel_path}"
 
 
 def _check_enough_groups(records: Sequence[SourceRecord], clients: list[str]) -> None:
-    groups = len({_group_key(r.rel_path, r.group_key) for r in records})
+    groups = len({_group_key(record.rel_path, record.group_key) for record in records})
     if groups < len(clients):
         raise PartitionError(
-            f"cannot split {groups} groups (patients) into {len(clients)} clients: a group never spans two clients; "
-            f"use at most {groups} clients"
+            f"cannot split {groups} groups (patients) into {len(clients)} clients: "
+            f"a group never spans two clients; use at most {groups} clients"
         )
 
 
 # --- decoding on all cores ---------------------------------------------------------------
 
-_worker_state: dict = {}
+# A task is (index into the scanned records, relative path).
+_Task = tuple[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class _Accepted:
+    """A worker's outcome for an image it standardised (the PNG is in the staging folder)."""
+
+    index: int
+    source_sha256: str
+    pixel_sha256: str
+    png_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    """A worker's outcome for an input that cannot become a sample."""
+
+    index: int
+    reason: Reason
+    message: str
+
+
+_Outcome = _Accepted | _Refused
+_RunTasks = Callable[[list[_Task]], Iterable[_Outcome]]
+
+_worker_state: dict[str, Any] = {}
 
 
 def _init_worker(root: Path, staging: Path, spec: ImageSpec) -> None:
@@ -259,23 +422,23 @@ def _init_worker(root: Path, staging: Path, spec: ImageSpec) -> None:
     _worker_state.update(root=root, staging=staging, spec=spec)
 
 
-def _process(task: tuple[int, str]) -> tuple:
-    """Standardise one file; returns (index, source_sha, pixel_sha, png_sha) or (index, reason, message)."""
+def _process(task: _Task) -> _Outcome:
+    """Standardise one file into the staging folder; only hashes travel back."""
     index, rel_path = task
     try:
         data = (_worker_state["root"] / rel_path).read_bytes()
     except OSError as exc:
-        return index, Reason.UNREADABLE, f"cannot be read ({exc.strerror or exc})"
+        return _Refused(index, Reason.UNREADABLE, f"cannot be read ({exc.strerror or exc})")
     try:
         result = standardise(data, _worker_state["spec"])
     except RejectedImage as exc:
-        return index, exc.reason, exc.message
+        return _Refused(index, exc.reason, exc.message)
     (_worker_state["staging"] / f"{index}.png").write_bytes(result.png)
-    return index, sha256_bytes(data), result.pixel_sha256, sha256_bytes(result.png)
+    return _Accepted(index, sha256_bytes(data), result.pixel_sha256, sha256_bytes(result.png))
 
 
 @contextmanager
-def _standardiser(options: ConvertOptions, staging: Path, num_tasks: int) -> Iterator[Callable]:
+def _standardiser(options: ConvertOptions, staging: Path, num_tasks: int) -> Iterator[_RunTasks]:
     """Yield a function mapping tasks to outcomes (unordered), on all cores when worth it.
 
     The pool is forked before any progress thread starts, so no lock is copied held.
@@ -283,13 +446,21 @@ def _standardiser(options: ConvertOptions, staging: Path, num_tasks: int) -> Ite
     workers = options.workers or os.cpu_count() or 1
     if workers == 1 or num_tasks < 64:
         _worker_state.update(root=options.source, staging=staging, spec=options.spec)
-        yield lambda tasks: map(_process, tasks)
+
+        def run_here(tasks: list[_Task]) -> Iterable[_Outcome]:
+            return map(_process, tasks)
+
+        yield run_here
         return
     with _start_pool(workers, (options.source, staging, options.spec)) as pool:
-        yield lambda tasks: pool.imap_unordered(_process, tasks, chunksize=16)
+
+        def run_on_pool(tasks: list[_Task]) -> Iterable[_Outcome]:
+            return pool.imap_unordered(_process, tasks, chunksize=16)
+
+        yield run_on_pool
 
 
-def _start_pool(workers: int, initargs: tuple) -> multiprocessing.pool.Pool:
+def _start_pool(workers: int, initargs: tuple[Path, Path, ImageSpec]) -> multiprocessing.pool.Pool:
     """A fork pool started with SIGINT/SIGTERM held until it is complete.
 
     Interrupted inside ``Pool.__init__`` (after its worker-handler thread starts but
@@ -301,19 +472,23 @@ def _start_pool(workers: int, initargs: tuple) -> multiprocessing.pool.Pool:
     # Objects alive now (the scanned records) move to a permanent generation: the workers'
     # garbage collector then never writes to them, so the forked pages stay shared.
     gc.freeze()
-    start = lambda: context.Pool(workers, initializer=_init_worker, initargs=initargs)  # noqa: E731
+
+    def start() -> multiprocessing.pool.Pool:
+        return context.Pool(workers, initializer=_init_worker, initargs=initargs)
+
     if threading.current_thread() is not threading.main_thread():
         return start()  # signal handlers can only be swapped in the main thread
     held: list[int] = []
-    previous = {
-        sig: signal.signal(sig, lambda signum, frame: held.append(signum))
-        for sig in (signal.SIGINT, signal.SIGTERM)
-    }
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        held.append(signum)
+
+    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
         pool = start()
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if held:
         pool.terminate()
         signal.raise_signal(held[0])  # now handled as it would have been
@@ -323,7 +498,7 @@ def _start_pool(workers: int, initargs: tuple) -> multiprocessing.pool.Pool:
 def _standardise_all(
     options: ConvertOptions, records: Sequence[SourceRecord], staging: Path
 ) -> tuple[list[_Processed], list[QuarantineEntry]]:
-    tasks = [(i, r.rel_path) for i, r in enumerate(records)]
+    tasks = [(index, record.rel_path) for index, record in enumerate(records)]
     processed: list[_Processed] = []
     rejected: list[QuarantineEntry] = []
     with _standardiser(options, staging, len(tasks)) as run:
@@ -331,20 +506,22 @@ def _standardise_all(
             run(tasks), total=len(tasks), description="Standardising images", enabled=options.show_progress
         )
         for outcome in outcomes:
-            record = records[outcome[0]]
-            if isinstance(outcome[1], Reason):
-                rejected.append(QuarantineEntry(record.rel_path, outcome[1], outcome[2]))
-            else:
-                processed.append(
-                    _Processed(
-                        outcome[0],
-                        record.rel_path,
-                        record.label,
-                        record.group_key,
-                        record.client_key,
-                        *outcome[1:],
-                    )
+            record = records[outcome.index]
+            if isinstance(outcome, _Refused):
+                rejected.append(QuarantineEntry(record.rel_path, outcome.reason, outcome.message))
+                continue
+            processed.append(
+                _Processed(
+                    outcome.index,
+                    record.rel_path,
+                    record.label,
+                    record.group_key,
+                    record.client_key,
+                    outcome.source_sha256,
+                    outcome.pixel_sha256,
+                    outcome.png_sha256,
                 )
+            )
     return processed, rejected
 
 
@@ -353,20 +530,22 @@ def _standardise_all(
 
 def _partition_input(kept: Sequence[_Processed], label_names: list[str], natural: bool) -> PartitionInput:
     label_index = {label: i for i, label in enumerate(label_names)}
+    # Group ids are numbered in order of first appearance.
     group_index: dict[str, int] = {}
-    groups = [
-        group_index.setdefault(_group_key(s.rel_path, s.group_key, s.source_sha256), len(group_index))
-        for s in kept
-    ]
+    groups = []
+    for sample in kept:
+        key = _group_key(sample.rel_path, sample.group_key, sample.source_sha256)
+        groups.append(group_index.setdefault(key, len(group_index)))
+    natural_keys = np.array([sample.client_key for sample in kept], dtype=object) if natural else None
     return PartitionInput(
-        labels=np.array([label_index[s.label] for s in kept], dtype=np.int64),
+        labels=np.array([label_index[sample.label] for sample in kept], dtype=np.int64),
         groups=np.array(groups, dtype=np.int64),
-        natural_keys=np.array([s.client_key for s in kept], dtype=object) if natural else None,
+        natural_keys=natural_keys,
     )
 
 
 def _assign(
-    kept: Sequence[_Processed], label_names: list[str], partitioner, options: ConvertOptions
+    kept: Sequence[_Processed], label_names: list[str], partitioner: Partitioner, options: ConvertOptions
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     if not kept:
         raise PartitionError("no image was accepted: nothing to partition (see quarantine.jsonl)")
@@ -380,19 +559,19 @@ def _write_federation(
     staging: Path,
     kept: list[_Processed],
     clients: list[str],
-    partitioner,
+    partitioner: Partitioner,
     pseudonyms: Pseudonymiser,
     options: ConvertOptions,
     scan: ScanResult,
     quarantined: list[QuarantineEntry],
-) -> dict:
+) -> dict[str, Any]:
     # Content order, not path order: the partition depends on neither file names nor the secret.
-    kept.sort(key=lambda s: s.source_sha256)
-    label_names = sorted({check_label_name(s.label) for s in kept})
+    kept.sort(key=lambda sample: sample.source_sha256)
+    label_names = sorted({check_label_name(sample.label) for sample in kept})
     assignment = _assign(kept, label_names, partitioner, options)
     summaries = {
         name: _write_client(partial, staging, name, kept, splits, pseudonyms, label_names)
-        for name, splits in zip(clients, assignment)
+        for name, splits in zip(clients, assignment, strict=True)
     }
     shutil.rmtree(staging)
     quarantine = quarantine_jsonl(quarantined)
@@ -408,11 +587,7 @@ def _write_federation(
         quarantine_sha256=sha256_bytes(quarantine),
     )
     write_bytes(partial / FEDERATION_FILE, canonical_json(federation))
-    from datasite_setup.convert.report import (
-        write_report_files,
-    )  # matplotlib import is slow: only when writing
-
-    write_report_files(partial, federation)
+    federation_report.write_report_files(partial, federation)
     return federation
 
 
@@ -424,10 +599,11 @@ def _write_client(
     splits: tuple[np.ndarray, np.ndarray],
     pseudonyms: Pseudonymiser,
     label_names: list[str],
-) -> dict:
+) -> dict[str, Any]:
     client_dir = partial / CLIENTS_DIR / name
-    rows, checksums = [], {}
-    for split, indices in zip(("train", "val"), splits):
+    rows: list[SampleRow] = []
+    checksums: dict[str, str] = {}
+    for split, indices in zip(("train", "val"), splits, strict=True):
         for i in indices:
             sample = kept[int(i)]
             row = _sample_row(sample, split, pseudonyms)
@@ -455,7 +631,7 @@ def _sample_row(sample: _Processed, split: str, pseudonyms: Pseudonymiser) -> Sa
     )
 
 
-def _partition_manifest(options: ConvertOptions, partitioner) -> dict:
+def _partition_manifest(options: ConvertOptions, partitioner: Partitioner) -> dict[str, Any]:
     document = {
         "scheme": options.scheme,
         "seed": options.seed,
@@ -463,7 +639,7 @@ def _partition_manifest(options: ConvertOptions, partitioner) -> dict:
         "params": partitioner.params(),
         "group_aware": True,
     }
-    if options.scheme == "natural":
+    if isinstance(partitioner, NaturalPartitioner):
         document["reassigned_groups"] = partitioner.reassigned_groups
         document["reassigned_samples"] = partitioner.reassigned_samples
     return document
@@ -471,10 +647,13 @@ def _partition_manifest(options: ConvertOptions, partitioner) -> dict:
 
 def _inputs_manifest(
     options: ConvertOptions, scan: ScanResult, quarantined: Iterable[QuarantineEntry], accepted: int
-) -> dict:
-    layout = (
-        "labels_csv" if options.labels_csv else "label_pattern" if options.label_pattern else "class_folders"
-    )
+) -> dict[str, Any]:
+    if options.labels_csv:
+        layout = "labels_csv"
+    elif options.label_pattern:
+        layout = "label_pattern"
+    else:
+        layout = "class_folders"
     reasons = Counter(entry.reason.value for entry in quarantined)
     return {
         "layout": layout,

@@ -16,12 +16,23 @@ PSEUDONYM_HEX_CHARS = 20  # 80 bits: collision-free in practice for any realisti
 class Pseudonymiser:
     """Derives ``sample_id``/``group_id`` pseudonyms from a federation secret.
 
-    Examples:
-        >>> p = Pseudonymiser(b"0123456789abcdef0123")
-        >>> p.sample_id("9f86d081") == p.sample_id("9f86d081")
-        True
-        >>> len(p.group_id("patient-17"))
-        20
+    Each pseudonym is the first ``PSEUDONYM_HEX_CHARS`` hex digits of an HMAC-SHA256
+    keyed by the secret, over a namespace (sample, group) and the value.
+
+    Parameters
+    ----------
+    secret : bytes
+        The federation secret (``load_secret``).
+
+    Examples
+    --------
+    >>> p = Pseudonymiser(b"0123456789abcdef0123")
+    >>> p.sample_id("9f86d081") == p.sample_id("9f86d081")
+    True
+    >>> len(p.group_id("patient-17"))
+    20
+    >>> p.group_id("17") == Pseudonymiser(b"another secret, other ids").group_id("17")
+    False
     """
 
     def __init__(self, secret: bytes) -> None:
@@ -32,13 +43,41 @@ class Pseudonymiser:
         return hmac.new(self._secret, message, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_CHARS]
 
     def sample_id(self, source_sha256: str) -> str:
-        """Pseudonym of one image, from the sha256 of its source bytes."""
+        """Pseudonym of one image, from the sha256 of its source bytes.
+
+        Parameters
+        ----------
+        source_sha256 : str
+            Hex sha256 of the source file.
+
+        Returns
+        -------
+        str
+            20 hex digits.
+        """
         return self._derive("sample", source_sha256)
 
     def group_id(self, group_key: str) -> str:
-        """Pseudonym of a group (patient); ``group_key`` is the raw id from the labels CSV."""
+        """Pseudonym of a group (patient).
+
+        Parameters
+        ----------
+        group_key : str
+            The raw id from the labels CSV (or the sample's own key when it has none).
+
+        Returns
+        -------
+        str
+            20 hex digits.
+        """
         return self._derive("group", group_key)
 
     def fingerprint(self) -> str:
-        """A public id of the secret, so two outputs can be told to share (or not) a secret."""
+        """A public id of the secret, so two outputs can be told to share (or not) a secret.
+
+        Returns
+        -------
+        str
+            20 hex digits; recorded in ``federation.json``.
+        """
         return self._derive("fingerprint", "fedimg")

@@ -20,16 +20,49 @@ MIN_SECRET_BYTES = 16
 
 
 def default_secret_path() -> Path:
-    """``$XDG_CONFIG_HOME/fedimg/secret`` (``~/.config/fedimg/secret`` when unset)."""
+    """Where the secret file lives when nothing else is given.
+
+    Returns
+    -------
+    Path
+        ``$XDG_CONFIG_HOME/fedimg/secret`` (``~/.config/fedimg/secret`` when unset).
+
+    Examples
+    --------
+    >>> default_secret_path().parts[-2:]
+    ('fedimg', 'secret')
+    """
     config_home = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(config_home) / "fedimg" / "secret"
 
 
 def load_secret(secret_file: Path | None = None) -> bytes:
-    """Return the federation secret, creating the secret file on first use.
+    """Return the federation secret, creating the secret file (mode 0600) on first use.
 
-    Precedence: ``secret_file`` argument, ``FEDIMG_SECRET``, ``FEDIMG_SECRET_FILE``,
-    then the default path.
+    Precedence: the ``secret_file`` argument, ``$FEDIMG_SECRET`` (the secret itself),
+    ``$FEDIMG_SECRET_FILE`` (a path), then ``default_secret_path()``.
+
+    Parameters
+    ----------
+    secret_file : Path, optional
+        The secret file (``--secret-file``); created when missing.
+
+    Returns
+    -------
+    bytes
+        The secret, at least ``MIN_SECRET_BYTES`` long, surrounding whitespace removed.
+
+    Raises
+    ------
+    FedimgError
+        When the file cannot be created or read, is readable by others, or the secret is too short.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> secret = load_secret(Path("federation.secret"))  # created: 32 random bytes in hex
+    >>> len(secret), load_secret(Path("federation.secret")) == secret
+    (64, True)
     """
     if secret_file is None and os.environ.get(SECRET_ENV):
         return _checked(os.environ[SECRET_ENV].encode(), f"${SECRET_ENV}")
@@ -41,7 +74,8 @@ def load_secret(secret_file: Path | None = None) -> bytes:
             _create_secret_file(path)
         _refuse_loose_permissions(path)
         secret = path.read_bytes().strip()
-    except OSError as exc:  # a directory, an unreadable file, a parent that is a file: name it, no traceback
+    except OSError as exc:
+        # A directory, an unreadable file, a parent that is a file: name it, no traceback.
         raise FedimgError(
             f"{path}: the federation secret file cannot be created or read ({exc.strerror or exc}); "
             f"set ${SECRET_ENV} or ${SECRET_FILE_ENV} to a readable 0600 file"
@@ -75,8 +109,9 @@ def _refuse_loose_permissions(path: Path) -> None:
 
 def _checked(secret: bytes, where: str) -> bytes:
     if len(secret) < MIN_SECRET_BYTES:
+        generate = 'python -c "import secrets; print(secrets.token_hex(32))"'
         raise FedimgError(
             f"{where}: the federation secret is too short ({len(secret)} bytes); "
-            f"use at least {MIN_SECRET_BYTES} random bytes, e.g. 'python -c \"import secrets; print(secrets.token_hex(32))\"'"
+            f"use at least {MIN_SECRET_BYTES} random bytes, e.g. '{generate}'"
         )
     return secret

@@ -18,9 +18,10 @@ import os
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 from datasite_setup.convert.quarantine import QuarantineEntry, Reason
 from datasite_setup.errors import FedimgError
@@ -29,9 +30,18 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".tif", "
 SYSTEM_FILE_NAMES = frozenset({"thumbs.db", "desktop.ini", "ehthumbs.db", "icon\r"})
 SYSTEM_DIR_NAMES = frozenset({"__macosx", "$recycle.bin", "system volume information", "@eadir"})
 
+# What the directory walk does with one entry.
+_EntryKind = Literal["dir", "image", "skip"]
+
 
 class SkipReason:
-    """Keys of ``ScanResult.skipped``: inputs that are not images and are not rejected."""
+    """Keys of ``ScanResult.skipped``: inputs that are not images and are not rejected.
+
+    Examples
+    --------
+    >>> SkipReason.HIDDEN_OR_SYSTEM
+    'hidden_or_system'
+    """
 
     HIDDEN_OR_SYSTEM = "hidden_or_system"
     NOT_AN_IMAGE_FILE = "not_an_image_file"
@@ -41,7 +51,19 @@ class SkipReason:
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
-    """One candidate image: its path relative to the root (POSIX form) and its metadata."""
+    """One candidate image: its path relative to the root (POSIX form) and its metadata.
+
+    Parameters
+    ----------
+    rel_path : str
+        Path relative to the source root, with ``/`` separators.
+    label : str
+        The image's label, as the layout gives it.
+    group_key : str, optional
+        The raw group (patient) id from the labels CSV; None when there is no group column.
+    client_key : str, optional
+        The raw client (site) value from the labels CSV, for ``--scheme natural``.
+    """
 
     rel_path: str
     label: str
@@ -51,25 +73,70 @@ class SourceRecord:
 
 @dataclass
 class ScanResult:
-    """Everything found under a source root."""
+    """Everything found under a source root.
+
+    Parameters
+    ----------
+    records : list of SourceRecord
+        Candidate images, to be decoded and validated.
+    rejected : list of QuarantineEntry
+        Inputs rejected while scanning (no label, a symlink leaving the root, ...).
+    skipped : Counter
+        Files that are not images, counted by ``SkipReason``.
+    warnings : list of str
+        Things the owner should know that reject nothing (a repeated CSV row).
+    """
 
     records: list[SourceRecord] = field(default_factory=list)
     rejected: list[QuarantineEntry] = field(default_factory=list)
-    skipped: Counter = field(default_factory=Counter)
+    skipped: Counter[str] = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
 
     @property
     def files_seen(self) -> int:
+        """Every input accounted for: records, rejected and skipped."""
         return len(self.records) + len(self.rejected) + sum(self.skipped.values())
 
 
 def is_hidden_or_system(name: str) -> bool:
-    """Dot files (``.DS_Store``, ``._x.jpg``) and OS bookkeeping files (``Thumbs.db``)."""
+    """Whether a file name is a dot file (``.DS_Store``, ``._x.jpg``) or OS bookkeeping (``Thumbs.db``).
+
+    Parameters
+    ----------
+    name : str
+        A file name (no folder).
+
+    Returns
+    -------
+    bool
+        True when the file is to be skipped silently.
+
+    Examples
+    --------
+    >>> is_hidden_or_system("._scan.jpg"), is_hidden_or_system("Thumbs.db"), is_hidden_or_system("scan.jpg")
+    (True, True, False)
+    """
     return name.startswith(".") or name.lower() in SYSTEM_FILE_NAMES
 
 
 def is_image_name(name: str) -> bool:
-    """True when the extension (case-insensitive) is one of ``IMAGE_EXTENSIONS``."""
+    """Whether the extension (case-insensitive) is one of ``IMAGE_EXTENSIONS``.
+
+    Parameters
+    ----------
+    name : str
+        A file name.
+
+    Returns
+    -------
+    bool
+        True for a candidate image (its content is checked later).
+
+    Examples
+    --------
+    >>> is_image_name("scan.JPEG"), is_image_name("notes.txt")
+    (True, False)
+    """
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
@@ -78,8 +145,31 @@ def iter_image_files(root: Path, result: ScanResult, *, skip: frozenset[str] = f
 
     Hidden/system and non-image files are counted in ``result.skipped``; symlinks
     that resolve outside ``root`` go to ``result.rejected``. Directory symlinks are
-    not followed (they would double-count or loop). ``skip`` holds relative paths
-    to pass over silently apart from a count (the labels CSV itself).
+    not followed (they would double-count or loop).
+
+    Parameters
+    ----------
+    root : Path
+        The source folder.
+    result : ScanResult
+        Receives the skipped counts and rejected entries.
+    skip : frozenset of str, optional
+        Relative paths to pass over silently apart from a count (the labels CSV itself).
+
+    Yields
+    ------
+    str
+        Each candidate image's path relative to ``root``, ``/``-separated.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> for rel in ("walk/b/1.png", "walk/a.JPG", "walk/notes.txt", "walk/.DS_Store"):
+    ...     Path(rel).parent.mkdir(parents=True, exist_ok=True)
+    ...     _ = Path(rel).write_bytes(b"")
+    >>> result = ScanResult()
+    >>> list(iter_image_files(Path("walk"), result)), dict(result.skipped)
+    (['a.JPG', 'b/1.png'], {'hidden_or_system': 1, 'not_an_image_file': 1})
     """
     resolved_root = root.resolve()
     found: list[str] = []
@@ -101,8 +191,8 @@ def iter_image_files(root: Path, result: ScanResult, *, skip: frozenset[str] = f
 
 
 def _classify(
-    entry: os.DirEntry, rel: str, resolved_root: Path, result: ScanResult, skip: frozenset[str]
-) -> str:
+    entry: os.DirEntry[str], rel: str, resolved_root: Path, result: ScanResult, skip: frozenset[str]
+) -> _EntryKind:
     if is_hidden_or_system(entry.name) or entry.name.lower() in SYSTEM_DIR_NAMES:
         result.skipped[SkipReason.HIDDEN_OR_SYSTEM] += 1
         return "skip"
@@ -130,23 +220,76 @@ def _classify(
 
 
 def find_classes(root: Path) -> list[str]:
-    """Sorted names of the non-hidden class folders directly under ``root``."""
-    classes = sorted(
-        entry.name
-        for entry in os.scandir(root)
-        if entry.is_dir()
-        and not is_hidden_or_system(entry.name)
-        and entry.name.lower() not in SYSTEM_DIR_NAMES
-    )
+    """The class folders directly under ``root`` (hidden and system folders are not classes).
+
+    Parameters
+    ----------
+    root : Path
+        The source folder.
+
+    Returns
+    -------
+    list of str
+        The folder names, sorted.
+
+    Raises
+    ------
+    FedimgError
+        When there is no class folder; the message names the other layouts.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> for folder in ("classes/dog", "classes/cat", "classes/__MACOSX"):
+    ...     Path(folder).mkdir(parents=True)
+    >>> find_classes(Path("classes"))
+    ['cat', 'dog']
+    """
+    classes = sorted(entry.name for entry in os.scandir(root) if _is_class_folder(entry))
     if not classes:
         raise FedimgError(
-            f"{root}: no class folders found; expected {root}/<label>/<image files>, or pass --labels or --label-pattern"
+            f"{root}: no class folders found; expected {root}/<label>/<image files>, "
+            "or pass --labels or --label-pattern"
         )
     return classes
 
 
+def _is_class_folder(entry: os.DirEntry[str]) -> bool:
+    hidden = is_hidden_or_system(entry.name) or entry.name.lower() in SYSTEM_DIR_NAMES
+    return entry.is_dir() and not hidden
+
+
 def scan_class_folders(root: Path) -> ScanResult:
-    """Label = the first folder under ``root``; deeper sub-folders belong to it."""
+    """Scan the ``root/<label>/**/<image>`` layout: the first folder under ``root`` is the label.
+
+    Deeper sub-folders belong to their first-level folder's label; an image
+    directly in ``root`` is rejected (no label).
+
+    Parameters
+    ----------
+    root : Path
+        The source folder.
+
+    Returns
+    -------
+    ScanResult
+        The candidate images with their labels, the rejected and the skipped inputs.
+
+    Raises
+    ------
+    FedimgError
+        When ``root`` holds no class folder.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> for rel in ("pets/cat/1.png", "pets/dog/old/2.png", "pets/stray.png"):
+    ...     Path(rel).parent.mkdir(parents=True, exist_ok=True)
+    ...     _ = Path(rel).write_bytes(b"")
+    >>> result = scan_class_folders(Path("pets"))
+    >>> [(r.rel_path, r.label) for r in result.records], [e.path for e in result.rejected]
+    ([('cat/1.png', 'cat'), ('dog/old/2.png', 'dog')], ['stray.png'])
+    """
     find_classes(root)
     result = ScanResult()
     for rel in iter_image_files(root, result):
@@ -161,15 +304,39 @@ def scan_class_folders(root: Path) -> ScanResult:
 
 
 def scan_label_pattern(root: Path, pattern: str) -> ScanResult:
-    """Label = group ``label`` (or group 1) of ``pattern`` searched in the file name.
+    """Scan any files under ``root``, labelled by group ``label`` (or group 1) of ``pattern`` in their name.
 
-    Examples: ``--label-pattern '_(?P<label>[a-z]+)\\.'`` labels ``img_cat.jpg`` as ``cat``.
+    Parameters
+    ----------
+    root : Path
+        The source folder.
+    pattern : str
+        A regular expression searched in each file name (``--label-pattern``).
+
+    Returns
+    -------
+    ScanResult
+        The candidate images with their labels; names the pattern does not match are rejected.
+
+    Raises
+    ------
+    FedimgError
+        When ``pattern`` is not a regular expression with a capture group.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> for name in ("img_cat.jpg", "img_dog.jpg", "img42.jpg"):
+    ...     Path("flat").mkdir(exist_ok=True)
+    ...     _ = (Path("flat") / name).write_bytes(b"")
+    >>> result = scan_label_pattern(Path("flat"), r"_(?P<label>[a-z]+)\\.")
+    >>> [(r.rel_path, r.label) for r in result.records], [e.path for e in result.rejected]
+    ([('img_cat.jpg', 'cat'), ('img_dog.jpg', 'dog')], ['img42.jpg'])
     """
     regex = _compile_label_pattern(pattern)
     result = ScanResult()
     for rel in iter_image_files(root, result):
-        match = regex.search(PurePosixPath(rel).name)
-        label = (match.group("label") if "label" in regex.groupindex else match.group(1)) if match else None
+        label = _label_in_name(regex, PurePosixPath(rel).name)
         if not label:
             result.rejected.append(
                 QuarantineEntry(rel, Reason.NO_LABEL, f"file name does not match --label-pattern {pattern!r}")
@@ -179,7 +346,14 @@ def scan_label_pattern(root: Path, pattern: str) -> ScanResult:
     return result
 
 
-def _compile_label_pattern(pattern: str) -> re.Pattern:
+def _label_in_name(regex: re.Pattern[str], name: str) -> str | None:
+    match = regex.search(name)
+    if match is None:
+        return None
+    return match.group("label") if "label" in regex.groupindex else match.group(1)
+
+
+def _compile_label_pattern(pattern: str) -> re.Pattern[str]:
     try:
         regex = re.compile(pattern)
     except re.error as exc:
@@ -193,7 +367,24 @@ def _compile_label_pattern(pattern: str) -> re.Pattern:
 
 @dataclass(frozen=True)
 class CsvColumns:
-    """Column names of a labels CSV; ``group``/``client`` are optional."""
+    """Column names of a labels CSV; ``group``/``client`` are optional.
+
+    Parameters
+    ----------
+    path : str, default "path"
+        The image's path relative to the source folder (``--path-column``).
+    label : str, default "label"
+        The label (``--label-column``).
+    group : str, optional
+        The patient (group) id (``--group-column``).
+    client : str, optional
+        The site that decides the client for ``--scheme natural`` (``--client-column``).
+
+    Examples
+    --------
+    >>> CsvColumns(group="patient_id").required()
+    [('--path-column', 'path'), ('--label-column', 'label'), ('--group-column', 'patient_id')]
+    """
 
     path: str = "path"
     label: str = "label"
@@ -201,17 +392,53 @@ class CsvColumns:
     client: str | None = None
 
     def required(self) -> list[tuple[str, str]]:
+        """The ``(flag, column)`` pairs the CSV must have: path, label, and group/client when named."""
         named = [("--path-column", self.path), ("--label-column", self.label)]
-        named += [
-            (flag, name)
-            for flag, name in (("--group-column", self.group), ("--client-column", self.client))
-            if name
-        ]
+        for flag, name in (("--group-column", self.group), ("--client-column", self.client)):
+            if name:
+                named.append((flag, name))
         return named
 
 
 def scan_labels_csv(root: Path, labels_csv: Path, columns: CsvColumns) -> ScanResult:
-    """Files under ``root`` labelled by rows of ``labels_csv`` (paths relative to ``root``)."""
+    """Scan any files under ``root``, labelled by the rows of ``labels_csv`` (paths relative to ``root``).
+
+    Paths are compared in Unicode NFC form, with ``\\`` read as ``/``. A file no row
+    names, a row naming no image file, and rows that disagree about one file are
+    all rejected; a repeated identical row is a warning.
+
+    Parameters
+    ----------
+    root : Path
+        The source folder.
+    labels_csv : Path
+        The CSV (UTF-8, with a header row); it may lie inside ``root``.
+    columns : CsvColumns
+        Which columns hold the path, label, group and client.
+
+    Returns
+    -------
+    ScanResult
+        The candidate images with label, group and client; the rejected and skipped inputs.
+
+    Raises
+    ------
+    FedimgError
+        When the CSV cannot be read, is not UTF-8, or lacks a named column.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> Path("scans").mkdir()
+    >>> for name in ("a.png", "b.png", "c.png"):
+    ...     _ = (Path("scans") / name).write_bytes(b"")
+    >>> _ = Path("labels.csv").write_text("path,label,patient\\na.png,flu,P1\\nb.png,ok,P1\\n")
+    >>> result = scan_labels_csv(Path("scans"), Path("labels.csv"), CsvColumns(group="patient"))
+    >>> [(r.rel_path, r.label, r.group_key) for r in result.records]
+    [('a.png', 'flu', 'P1'), ('b.png', 'ok', 'P1')]
+    >>> [(e.path, e.reason.value) for e in result.rejected]
+    [('c.png', 'no_label')]
+    """
     rows, result = _read_label_rows(labels_csv, columns)
     skip = _relative_skip(root, labels_csv)
     for rel in iter_image_files(root, result, skip=skip):
@@ -245,10 +472,14 @@ def _relative_skip(root: Path, labels_csv: Path) -> frozenset[str]:
         return frozenset()
 
 
-def _read_label_rows(labels_csv: Path, columns: CsvColumns) -> tuple[dict, ScanResult]:
+# A CSV row's verdict on one file: its record, or why it cannot be used.
+_RowVerdict = SourceRecord | QuarantineEntry
+
+
+def _read_label_rows(labels_csv: Path, columns: CsvColumns) -> tuple[dict[str, _RowVerdict], ScanResult]:
     """Map each normalised path to its record, or to a QuarantineEntry when its rows conflict."""
     result = ScanResult()
-    rows: dict[str, SourceRecord | QuarantineEntry] = {}
+    rows: dict[str, _RowVerdict] = {}
     first_line: dict[str, int] = {}
     try:
         handle = open(labels_csv, newline="", encoding="utf-8-sig")
@@ -269,14 +500,20 @@ def _read_label_rows(labels_csv: Path, columns: CsvColumns) -> tuple[dict, ScanR
     return rows, result
 
 
-def _check_columns(labels_csv: Path, header: list[str], columns: CsvColumns) -> None:
+def _check_columns(labels_csv: Path, header: Sequence[str], columns: CsvColumns) -> None:
     for flag, name in columns.required():
         if name not in header:
             raise FedimgError(f"{labels_csv}: {flag} {name!r} is not a column; the columns are {header}")
 
 
 def _add_row(
-    rows: dict, first_line: dict, result: ScanResult, csv_name: str, line: int, row: dict, columns: CsvColumns
+    rows: dict[str, _RowVerdict],
+    first_line: dict[str, int],
+    result: ScanResult,
+    csv_name: str,
+    line: int,
+    row: dict[str, str | None],
+    columns: CsvColumns,
 ) -> None:
     raw_path = (row.get(columns.path) or "").strip()
     rel = _normalise_csv_path(raw_path)
@@ -301,30 +538,37 @@ def _add_row(
         )
         result.skipped["duplicate_csv_row"] += 1
     elif not isinstance(previous, QuarantineEntry):
+        conflict = f"{csv_name} lines {first_line[rel]} and {line}"
         rows[rel] = QuarantineEntry(
             rel,
             Reason.CONFLICTING_ROWS,
-            f"{csv_name} lines {first_line[rel]} and {line} give this file different labels, groups or clients",
+            f"{conflict} give this file different labels, groups or clients",
         )
 
 
 def _row_record(
-    rel: str, row: dict, columns: CsvColumns, csv_name: str, line: int
-) -> SourceRecord | QuarantineEntry:
-    label = (row.get(columns.label) or "").strip()
-    group = (row.get(columns.group) or "").strip() if columns.group else None
-    client = (row.get(columns.client) or "").strip() if columns.client else None
+    rel: str, row: dict[str, str | None], columns: CsvColumns, csv_name: str, line: int
+) -> _RowVerdict:
+    label = _cell(row, columns.label)
+    group = _cell(row, columns.group) if columns.group else None
+    client = _cell(row, columns.client) if columns.client else None
+    where = f"{csv_name} line {line}"
     if not label:
-        return QuarantineEntry(rel, Reason.NO_LABEL, f"{csv_name} line {line}: empty {columns.label!r}")
+        return QuarantineEntry(rel, Reason.NO_LABEL, f"{where}: empty {columns.label!r}")
     if columns.group and not group:
         return QuarantineEntry(
             rel,
             Reason.NO_GROUP,
-            f"{csv_name} line {line}: empty {columns.group!r}; without a group the sample cannot be kept patient-safe",
+            f"{where}: empty {columns.group!r}; without a group the sample cannot be kept patient-safe",
         )
     if columns.client and not client:
-        return QuarantineEntry(rel, Reason.NO_CLIENT, f"{csv_name} line {line}: empty {columns.client!r}")
+        return QuarantineEntry(rel, Reason.NO_CLIENT, f"{where}: empty {columns.client!r}")
     return SourceRecord(rel, label, group, client)
+
+
+def _cell(row: dict[str, str | None], column: str) -> str:
+    # A short row leaves its missing cells None.
+    return (row.get(column) or "").strip()
 
 
 def _normalise_csv_path(raw: str) -> str | None:

@@ -1,29 +1,69 @@
-"""The data owner's side of a request: list what is pending, read it, approve or deny it."""
+"""The data owner's side of a request: list what is pending, read it, approve or deny it.
+
+Every function takes the site admin's PySyft client (``site_admin.login``). A
+request is read into a ``PendingRequest`` (plain strings and dicts), which is
+what ``policies.review_request`` checks and ``fedimg review`` prints.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import io
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 
 @dataclass(frozen=True)
 class PendingRequest:
-    """A code request as an owner reviews it."""
+    """A code request as an owner reviews it.
+
+    Parameters
+    ----------
+    id : str
+        PySyft's request id (hex).
+    requester : str
+        The e-mail of the researcher who submitted it.
+    function_name : str
+        The submitted function's name (``service_func_name``).
+    code : str
+        The function's source, exactly as submitted.
+    inputs : dict of str to str
+        Each input of the function and the kind of rule it must satisfy
+        (``"Matches"``: an asset it must match; ``"UserOwned"``: a value the researcher owns).
+    output_policy : str
+        The output policy's class name (``"OutputPolicyExecuteCount"`` for fedimg jobs).
+    output_policy_kwargs : dict
+        The output policy's settings (``limit``: how many executions are allowed).
+    status : str
+        ``"PENDING"``, ``"APPROVED"`` or ``"REJECTED"``.
+    bound_assets : dict of str to (str or None), optional
+        Input name -> the ``"dataset/asset"`` it is matched to; None for a value
+        that is not an asset of this site. Empty when no input is bound.
+
+    Examples
+    --------
+    >>> request = PendingRequest(
+    ...     id="0f" * 16, requester="ada@university.example", function_name="train",
+    ...     code="def train(): ...", inputs={}, output_policy="OutputPolicyExecuteCount",
+    ...     output_policy_kwargs={"limit": 4}, status="PENDING",
+    ... )
+    >>> request.bound_assets
+    {}
+    >>> request.code_sha256[:12]
+    'a385d4f93e69'
+    """
 
     id: str
     requester: str
     function_name: str
     code: str
-    inputs: dict
+    inputs: dict[str, str]
     output_policy: str
-    output_policy_kwargs: dict
+    output_policy_kwargs: dict[str, Any]
     status: str
-    bound_assets: dict = (
-        None  # input name -> "dataset/asset" it is matched to (None: not an asset of this site)
-    )
+    bound_assets: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def code_sha256(self) -> str:
@@ -32,9 +72,42 @@ class PendingRequest:
 
 
 def describe(request: Any, assets: dict[str, str] | None = None) -> PendingRequest:
-    """An owner's view of ``request``; ``assets`` maps asset action ids to "dataset/asset" names."""
+    """An owner's view of one PySyft code request.
+
+    Parameters
+    ----------
+    request : syft Request
+        A request from ``admin.requests`` that carries code.
+    assets : dict of str to str, optional
+        Asset action id -> ``"dataset/asset"`` (``site_assets``), to name what
+        each input is bound to; without it no input is named.
+
+    Returns
+    -------
+    PendingRequest
+        The request's code, inputs, output policy, status and bound assets.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Fake
+    >>> code = Fake(
+    ...     service_func_name="train", raw_code="def train(images): ...",
+    ...     input_policy_init_kwargs={"site": {"images": Fake(__name__="Matches", val="a1")}},
+    ...     output_policy_type=Fake(__name__="OutputPolicyExecuteCount"),
+    ...     output_policy_init_kwargs={"limit": 4, "id": "x"},
+    ... )
+    >>> request = Fake(id="0f0f", requesting_user_email="ada@university.example",
+    ...                code=code, status=Fake(name="PENDING"))
+    >>> pending = describe(request, {"a1": "fedimg-a-1/train_images"})
+    >>> pending.inputs, pending.bound_assets, pending.output_policy_kwargs
+    ({'images': 'Matches'}, {'images': 'fedimg-a-1/train_images'}, {'limit': 4})
+    """
     code = request.code
     output_policy = getattr(code, "output_policy_type", None)
+    # the policy's own id is PySyft bookkeeping, not a setting the owner reviews
+    policy_settings = {
+        key: value for key, value in (code.output_policy_init_kwargs or {}).items() if key != "id"
+    }
     return PendingRequest(
         id=str(request.id),
         requester=str(getattr(request, "requesting_user_email", "") or ""),
@@ -42,45 +115,81 @@ def describe(request: Any, assets: dict[str, str] | None = None) -> PendingReque
         code=code.raw_code,
         inputs=_inputs(code),
         output_policy=getattr(output_policy, "__name__", str(output_policy)),
-        output_policy_kwargs={k: v for k, v in (code.output_policy_init_kwargs or {}).items() if k != "id"},
+        output_policy_kwargs=policy_settings,
         status=request.status.name,
         bound_assets=_bound_assets(code, assets or {}),
     )
 
 
-def _bound_assets(code: Any, assets: dict[str, str]) -> dict[str, str | None]:
-    bound = {}
+def _input_rules(code: Any) -> Iterator[tuple[str, Any]]:
+    """(input name, rule) for every input of ``code``, over all of its input policies' sites."""
     for kwargs in (code.input_policy_init_kwargs or {}).values():
-        for name, rule in kwargs.items():
-            value = getattr(rule, "val", None)
-            if value is not None:
-                bound[name] = assets.get(str(value))
+        yield from kwargs.items()
+
+
+def _bound_assets(code: Any, assets: dict[str, str]) -> dict[str, str | None]:
+    bound: dict[str, str | None] = {}
+    for name, rule in _input_rules(code):
+        value = getattr(rule, "val", None)
+        if value is not None:
+            bound[name] = assets.get(str(value))
     return bound
 
 
-def site_assets(admin: Any) -> dict[str, str]:
-    """Action id of every asset on the site -> "dataset/asset"."""
-    return {
-        str(asset.action_id): f"{dataset.name}/{asset.name}"
-        for dataset in admin.datasets
-        for asset in dataset.assets
-    }
-
-
 def _inputs(code: Any) -> dict[str, str]:
-    """Each input of the function and the rule it must satisfy (an asset it must match, or a researcher-owned value)."""
+    """Each input of the function and the kind of rule it must satisfy (``Matches``, ``UserOwned``)."""
     rules = {}
-    for kwargs in (code.input_policy_init_kwargs or {}).values():
-        for name, rule in kwargs.items():
-            rules[name] = getattr(rule, "__name__", None) or str(rule).rsplit(".", 1)[-1]
+    for name, rule in _input_rules(code):
+        rules[name] = getattr(rule, "__name__", None) or str(rule).rsplit(".", 1)[-1]
     return rules
 
 
+def site_assets(admin: Any) -> dict[str, str]:
+    """Every asset on the site, by the action id a request's input is bound to.
+
+    Parameters
+    ----------
+    admin : syft DatasiteClient
+        The site admin's client.
+
+    Returns
+    -------
+    dict of str to str
+        Asset action id -> ``"dataset/asset"``.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Fake
+    >>> dataset = Fake(name="fedimg-a-1", assets=[Fake(action_id="a1", name="train_images")])
+    >>> site_assets(Fake(datasets=[dataset]))
+    {'a1': 'fedimg-a-1/train_images'}
+    """
+    names = {}
+    for dataset in admin.datasets:
+        for asset in dataset.assets:
+            names[str(asset.action_id)] = f"{dataset.name}/{asset.name}"
+    return names
+
+
 def requests(admin: Any, *, status: str | None = "PENDING") -> list[PendingRequest]:
-    """The site's code requests (pending ones by default), oldest first."""
+    """The site's code requests, oldest first.
+
+    Parameters
+    ----------
+    admin : syft DatasiteClient
+        The site admin's client.
+    status : str or None, default "PENDING"
+        Keep only requests with this status; None keeps every request.
+
+    Returns
+    -------
+    list of PendingRequest
+        The requests that carry code (others are not the owner's to review).
+    """
     assets = site_assets(admin)
-    found = [describe(r, assets) for r in admin.requests if getattr(r, "code", None) is not None]
-    return [r for r in found if status is None or r.status == status]
+    with_code = [request for request in admin.requests if getattr(request, "code", None) is not None]
+    found = [describe(request, assets) for request in with_code]
+    return [request for request in found if status is None or request.status == status]
 
 
 def _find(admin: Any, request_id: str) -> Any:
@@ -91,11 +200,50 @@ def _find(admin: Any, request_id: str) -> Any:
 
 
 def approve(admin: Any, request_id: str) -> None:
+    """Approve a request: its function may now run on the private data (up to its execution limit).
+
+    Parameters
+    ----------
+    admin : syft DatasiteClient
+        The site admin's client.
+    request_id : str
+        The request's id, or a prefix of it (the first request whose id starts with it).
+
+    Raises
+    ------
+    KeyError
+        When no request on the site has this id.
+    """
     with contextlib.redirect_stdout(io.StringIO()):
         _find(admin, request_id).approve()
 
 
 def deny(admin: Any, request_id: str, reason: str) -> None:
+    """Deny a request, with the reason the researcher will read.
+
+    Parameters
+    ----------
+    admin : syft DatasiteClient
+        The site admin's client.
+    request_id : str
+        The request's id, or a prefix of it (the first request whose id starts with it).
+    reason : str
+        Why: shown to the researcher, so it may not be blank.
+
+    Raises
+    ------
+    ValueError
+        When ``reason`` is blank.
+    KeyError
+        When no request on the site has this id.
+
+    Examples
+    --------
+    >>> deny(admin=None, request_id="0f0f", reason="  ")
+    Traceback (most recent call last):
+    ...
+    ValueError: a denial needs a reason: the researcher sees it
+    """
     if not reason.strip():
         raise ValueError("a denial needs a reason: the researcher sees it")
     with contextlib.redirect_stdout(io.StringIO()):

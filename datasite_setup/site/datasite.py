@@ -52,7 +52,8 @@ def _check_syft_environment() -> None:
 
     if syft_server.signing_key_env or syft_server.server_uid_env:
         raise FedimgError(
-            "SERVER_PRIVATE_KEY or SERVER_UID was set when syft was imported: it would override this datasite's own key; "
+            "SERVER_PRIVATE_KEY or SERVER_UID was set when syft was imported: "
+            "it would override this datasite's own key; "
             "unset them (fedimg keeps each datasite's key in its state dir)"
         )
 
@@ -71,9 +72,9 @@ def open_datasite(name: str, state_dir: Path, admin: Credentials, *, db_url: str
     from syft.store.db.sqlite import SQLiteDBConfig
     from syft.types.uid import UID
 
-    from datasite_setup.site.syft_patches import apply_syft_fixes
+    from datasite_setup.site.syft_patches import apply_syft_patches
 
-    apply_syft_fixes()
+    apply_syft_patches()  # the one place a datasite process patches PySyft, before the server exists
     state_dir = Path(state_dir).absolute()
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = _persistent(state_dir / KEY_FILE, lambda: str(SyftSigningKey.generate()), "signing key")

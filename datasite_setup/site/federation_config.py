@@ -12,7 +12,7 @@ port = 8081
 # host = "127.0.0.1"               # loopback unless you say otherwise
 # data = "…/clients/hospital_a"    # default <federation.data>/clients/<name>
 # state_dir = "…"                  # default <federation.state_root>/<name>
-# db_url_env = "HOSPITAL_A_DB_URL" # PostgreSQL URL read from this variable (never inline: it holds a password)
+# db_url_env = "HOSPITAL_A_DB_URL" # PostgreSQL URL read from this variable (never inline: a password)
 
 [[researcher]]
 email = "ada@university.example"
@@ -31,6 +31,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from datasite_setup.convert.federated_format import CLIENTS_DIR, check_client_name
 from datasite_setup.errors import FedimgError
@@ -47,6 +48,30 @@ _KEYS = {
 
 @dataclass(frozen=True)
 class SiteConfig:
+    """One ``[[site]]`` of ``federation.toml``, with its defaults filled in.
+
+    Parameters
+    ----------
+    name : str
+        The site's (client's) name.
+    port : int
+        The port it serves on.
+    host : str
+        The address it listens on (loopback by default).
+    data : pathlib.Path
+        Its partition: ``<federation data>/clients/<name>`` by default.
+    state_dir : pathlib.Path
+        Its state dir: ``<state_root>/<name>`` by default.
+    db_url_env : str or None
+        The environment variable holding its PostgreSQL URL; None for SQLite in the state dir.
+
+    Examples
+    --------
+    >>> site = SiteConfig("hospital_a", 8081, "127.0.0.1", Path("data"), Path("state"))
+    >>> site.url, site.db_url()
+    ('http://127.0.0.1:8081', None)
+    """
+
     name: str
     port: int
     host: str
@@ -56,10 +81,17 @@ class SiteConfig:
 
     @property
     def url(self) -> str:
+        """The site's base URL, ``http://<host>:<port>``."""
         return f"http://{self.host}:{self.port}"
 
     def db_url(self) -> str | None:
-        """The PostgreSQL URL from ``db_url_env``; an unset variable is an error, not a silent SQLite fallback."""
+        """The PostgreSQL URL from ``db_url_env``, or None without one.
+
+        Raises
+        ------
+        FedimgError
+            When the variable is unset or empty: an error, not a silent SQLite fallback.
+        """
         if not self.db_url_env:
             return None
         value = os.environ.get(self.db_url_env)
@@ -72,6 +104,18 @@ class SiteConfig:
 
 @dataclass(frozen=True)
 class ResearcherConfig:
+    """One ``[[researcher]]``: who gets a login, on which sites.
+
+    Parameters
+    ----------
+    email : str
+        Their e-mail address (their login).
+    name : str
+        Their name (default: the address's local part).
+    sites : tuple of str
+        The sites they get a login on (default: every site).
+    """
+
     email: str
     name: str
     sites: tuple[str, ...]
@@ -79,6 +123,24 @@ class ResearcherConfig:
 
 @dataclass(frozen=True)
 class FederationConfig:
+    """A checked ``federation.toml`` (``load_federation_config``), its paths made absolute.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The config file.
+    state_root : pathlib.Path
+        Default parent of the sites' state dirs, and home of the run file.
+    secrets_dir : pathlib.Path
+        Where generated researcher credentials go.
+    sites : tuple of SiteConfig
+        The sites, in file order.
+    researchers : tuple of ResearcherConfig
+        The researchers, in file order.
+    data : pathlib.Path or None
+        ``[federation] data``: the output of ``fedimg convert``.
+    """
+
     path: Path
     state_root: Path
     secrets_dir: Path
@@ -88,9 +150,17 @@ class FederationConfig:
 
     @property
     def run_file(self) -> Path:
+        """``<state_root>/run.json``: the pid of every site ``fedimg up`` started."""
         return self.state_root / "run.json"
 
     def site(self, name: str) -> SiteConfig:
+        """The site called ``name``.
+
+        Raises
+        ------
+        FedimgError
+            When there is none (the message lists the sites there are).
+        """
         for site in self.sites:
             if site.name == name:
                 return site
@@ -100,7 +170,43 @@ class FederationConfig:
 
 
 def load_federation_config(path: Path) -> FederationConfig:
-    """Parse and check ``federation.toml``; every error names the file and the setting."""
+    """Parse and check ``federation.toml`` (format in the module docstring).
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The config file; relative paths in it are relative to its folder.
+
+    Returns
+    -------
+    FederationConfig
+        The sites and researchers with every default filled in.
+
+    Raises
+    ------
+    FedimgError
+        When the file cannot be read or parsed, has an unknown section or key, a
+        missing or invalid setting, or a duplicate site name, address or researcher;
+        every message names the file and the setting.
+
+    Examples
+    --------
+    >>> _ = Path("federation.toml").write_text('''
+    ... [federation]
+    ... data = "out"
+    ... [[site]]
+    ... name = "hospital_a"
+    ... port = 8081
+    ... [[researcher]]
+    ... email = "ada@university.example"
+    ... ''')
+    >>> config = load_federation_config(Path("federation.toml"))
+    >>> site = config.site("hospital_a")
+    >>> site.url, site.data.relative_to(Path.cwd()).as_posix(), site.state_dir.name
+    ('http://127.0.0.1:8081', 'out/clients/hospital_a', 'hospital_a')
+    >>> config.researchers
+    (ResearcherConfig(email='ada@university.example', name='ada', sites=('hospital_a',)),)
+    """
     path = Path(path)
     try:
         document = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -134,14 +240,14 @@ def load_federation_config(path: Path) -> FederationConfig:
     return FederationConfig(path, state_root, secrets_dir, sites, researchers, data)
 
 
-def _tables(path: Path, document: dict, key: str) -> list[dict]:
+def _tables(path: Path, document: dict[str, Any], key: str) -> list[dict[str, Any]]:
     value = document.get(key, [])
     if not isinstance(value, list):
         raise FedimgError(f"{path}: '{key}' must be an array of tables ([[{key}]])")
     return [_table(path, item, key) for item in value]
 
 
-def _table(path: Path, value: object, section: str) -> dict:
+def _table(path: Path, value: object, section: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise FedimgError(f"{path}: [{section}] must be a table")
     unknown = sorted(set(value) - _KEYS[section])
@@ -158,7 +264,7 @@ def _path(base: Path, value: object) -> Path | None:
     return (base / str(value)).absolute()
 
 
-def _site(path: Path, base: Path, raw: dict, data: Path | None, state_root: Path) -> SiteConfig:
+def _site(path: Path, base: Path, raw: dict[str, Any], data: Path | None, state_root: Path) -> SiteConfig:
     name = raw.get("name")
     if not isinstance(name, str):
         raise FedimgError(f"{path}: every [[site]] needs a name")
@@ -189,7 +295,7 @@ def _site(path: Path, base: Path, raw: dict, data: Path | None, state_root: Path
     )
 
 
-def _researcher(path: Path, raw: dict, site_names: list[str]) -> ResearcherConfig:
+def _researcher(path: Path, raw: dict[str, Any], site_names: list[str]) -> ResearcherConfig:
     email = raw.get("email")
     if not isinstance(email, str) or not _EMAIL.match(email):
         raise FedimgError(f"{path}: researcher email {email!r} is not an e-mail address")

@@ -30,9 +30,29 @@ STOP_TIMEOUT_S = 30.0
 
 @dataclass
 class SiteStatus:
+    """What ``up``, ``status`` and ``down`` report for one site.
+
+    Parameters
+    ----------
+    name, url : str
+        The site's name and base URL.
+    state : str
+        ``"running"``, ``"stopped"``, ``"not answering"`` or ``"failed"`` (did not start).
+    pid : int or None
+        The site's process (the leader of its process group), when known.
+    dataset : str
+        The first fedimg dataset the site holds ("" if none, or if it could not be read).
+    split_counts : dict of str to int
+        That dataset's samples per split.
+    researchers_created : int
+        How many researcher accounts ``up`` added to the site.
+    problem : str
+        What went wrong: why it did not start or answer, or why its dataset could not be read.
+    """
+
     name: str
     url: str
-    state: str  # running | stopped | not answering | failed
+    state: str
     pid: int | None = None
     dataset: str = ""
     split_counts: dict[str, int] = field(default_factory=dict)
@@ -41,17 +61,37 @@ class SiteStatus:
 
 
 def log_path(site: SiteConfig) -> Path:
+    """Where a site started by ``up`` logs: ``<state_dir>/datasite.log``."""
     return site.state_dir / LOG_FILE
 
 
 def read_run_file(config: FederationConfig) -> dict[str, int]:
+    """The pid of every site ``up`` recorded in the run file.
+
+    Parameters
+    ----------
+    config : FederationConfig
+        The federation (its ``run_file``).
+
+    Returns
+    -------
+    dict of str to int
+        Site name -> pid; empty when there is no run file.
+
+    Raises
+    ------
+    FedimgError
+        When the run file is not what ``up`` writes.
+    """
     try:
-        return {name: int(entry["pid"]) for name, entry in json.loads(config.run_file.read_text()).items()}
+        document = json.loads(config.run_file.read_text())
+        return {name: int(entry["pid"]) for name, entry in document.items()}
     except FileNotFoundError:
         return {}
     except (ValueError, KeyError, TypeError) as exc:
         raise FedimgError(
-            f"{config.run_file}: unreadable run file ({exc}); check for stray 'fedimg datasite serve' processes and delete it"
+            f"{config.run_file}: unreadable run file ({exc}); "
+            "check for stray 'fedimg datasite serve' processes and delete it"
         ) from exc
 
 
@@ -64,7 +104,27 @@ def _write_run_file(config: FederationConfig, pids: dict[str, int]) -> None:
 
 
 def is_site_process(pid: int, site: SiteConfig) -> bool:
-    """True when ``pid`` is alive and is this site's ``datasite serve`` (not a recycled pid)."""
+    """Whether ``pid`` is alive and is this site's ``datasite serve`` (not a recycled pid).
+
+    Parameters
+    ----------
+    pid : int
+        A pid from the run file.
+    site : SiteConfig
+        The site it was recorded for.
+
+    Returns
+    -------
+    bool
+        True when the process's command line holds ``serve`` and the site's name.
+
+    Examples
+    --------
+    >>> import os
+    >>> site = SiteConfig("hospital_a", 8081, "127.0.0.1", Path("data"), Path("state"))
+    >>> is_site_process(os.getpid(), site)
+    False
+    """
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -73,7 +133,27 @@ def is_site_process(pid: int, site: SiteConfig) -> bool:
 
 
 def start_site(site: SiteConfig) -> int:
-    """Start one site in the background (new session, log file); return its pid."""
+    """Start one site's ``fedimg datasite serve`` in the background.
+
+    The process gets its own session (``down`` signals its whole group), the
+    site's PostgreSQL URL (if any) in ``FEDIMG_DB_URL``, and ``log_path(site)``
+    (0600, appended to) as its stdout and stderr.
+
+    Parameters
+    ----------
+    site : SiteConfig
+        The site to start.
+
+    Returns
+    -------
+    int
+        The new process's pid.
+
+    Raises
+    ------
+    FedimgError
+        When the site's data dir does not exist, or its ``db_url_env`` is unset.
+    """
     if not site.data.is_dir():
         raise FedimgError(f"site {site.name}: data dir {site.data} not found (run 'fedimg convert' first)")
     site.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -99,6 +179,16 @@ def start_site(site: SiteConfig) -> int:
 
 
 def tail(path: Path, lines: int = 15) -> str:
+    r"""The last ``lines`` lines of a log file, or ``"(no log)"`` when it cannot be read.
+
+    Examples
+    --------
+    >>> _ = Path("site.log").write_text("one\ntwo\nthree\n")
+    >>> tail(Path("site.log"), 2)
+    'two\nthree'
+    >>> tail(Path("missing.log"))
+    '(no log)'
+    """
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
@@ -106,15 +196,32 @@ def tail(path: Path, lines: int = 15) -> str:
 
 
 def wait_until_answering(site: SiteConfig, pid: int, timeout: float = START_TIMEOUT_S) -> str:
-    """Empty string once the site answers; otherwise why it did not (process died, or timeout)."""
+    """Wait until a site started by ``start_site`` answers over HTTP.
+
+    Parameters
+    ----------
+    site : SiteConfig
+        The site.
+    pid : int
+        Its process, watched so that a site that exits is not waited for.
+    timeout : float, default 180
+        Seconds to wait.
+
+    Returns
+    -------
+    str
+        ``""`` once the site answers; otherwise why it did not (it exited, or the
+        timeout passed) with the last lines of its log.
+    """
+    last_lines = f"last lines of {log_path(site)}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if is_answering(site.url):
             return ""
         if not _alive(pid):
-            return f"exited before answering; last lines of {log_path(site)}:\n{tail(log_path(site))}"
+            return f"exited before answering; {last_lines}:\n{tail(log_path(site))}"
         time.sleep(0.5)
-    return f"did not answer within {timeout:.0f} s; last lines of {log_path(site)}:\n{tail(log_path(site))}"
+    return f"did not answer within {timeout:.0f} s; {last_lines}:\n{tail(log_path(site))}"
 
 
 def _alive(pid: int) -> bool:
@@ -128,39 +235,87 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    state = Path(f"/proc/{pid}/stat")
-    return not (state.exists() and state.read_text().split(")")[-1].split()[0] == "Z")
+    stat = Path(f"/proc/{pid}/stat")
+    if not stat.exists():
+        return True
+    # the state letter follows the command name, which is in parentheses and may hold spaces
+    state = stat.read_text().split(")")[-1].split()[0]
+    return state != "Z"  # a zombie has exited; only its parent has not reaped it yet
 
 
 def up(config: FederationConfig, *, timeout: float = START_TIMEOUT_S) -> tuple[list[SiteStatus], bool]:
-    """Start every site not already running, wait for them, add researchers. Returns (statuses, already_running)."""
-    running = {
-        name: pid
-        for name, pid in read_run_file(config).items()
-        if name in {s.name for s in config.sites} and is_site_process(pid, config.site(name))
-    }
+    """``fedimg up``: start every site not already running, wait for them, add the researchers.
+
+    Each started site is waited for (a site that fails to answer is stopped and
+    reported ``"failed"``); on every answering site the admin logs in and creates
+    the accounts of the researchers who may use it (``researcher_credentials``).
+    The run file then lists the sites that run.
+
+    Parameters
+    ----------
+    config : FederationConfig
+        The federation.
+    timeout : float, default 180
+        Seconds each started site has to answer.
+
+    Returns
+    -------
+    tuple of (list of SiteStatus, bool)
+        Every site's status, in config order, and whether all of them were already
+        running (then nothing was started).
+
+    Raises
+    ------
+    FedimgError
+        When a site to start is already answering on its address without being in
+        the run file, or a site cannot be started (``start_site``).
+    """
+    running = _running_sites(config)
     to_start = [site for site in config.sites if site.name not in running]
     for site in to_start:
         if is_answering(site.url, timeout=0.5):
             raise FedimgError(
-                f"site {site.name}: {site.url} already answers but is not in {config.run_file}; stop whatever listens on port {site.port}"
+                f"site {site.name}: {site.url} already answers but is not in {config.run_file}; "
+                f"stop whatever listens on port {site.port}"
             )
     started = {site.name: start_site(site) for site in to_start}
     _write_run_file(config, {**running, **started})
     statuses = []
     for site in config.sites:
-        pid = running.get(site.name) or started.get(site.name)
-        problem = wait_until_answering(site, pid, timeout) if site.name in started else ""
+        if site.name in running:
+            statuses.append(_provision(config, site, running[site.name]))
+            continue
+        pid = started[site.name]
+        problem = wait_until_answering(site, pid, timeout)
         if problem:
             _stop(pid)
             statuses.append(SiteStatus(site.name, site.url, "failed", pid, problem=problem))
-            continue
-        statuses.append(_provision(config, site, pid))
-    _write_run_file(config, {s.name: s.pid for s in statuses if s.state == "running" and s.pid})
+        else:
+            statuses.append(_provision(config, site, pid))
+    _write_run_file(config, _running_pids(statuses))
     return statuses, not to_start
 
 
-def _provision(config: FederationConfig, site: SiteConfig, pid: int | None) -> SiteStatus:
+def _running_sites(config: FederationConfig) -> dict[str, int]:
+    """The sites of the run file whose process is still that site's server, with their pids."""
+    names = {site.name for site in config.sites}
+    running = {}
+    for name, pid in read_run_file(config).items():
+        if name in names and is_site_process(pid, config.site(name)):
+            running[name] = pid
+    return running
+
+
+def _running_pids(statuses: list[SiteStatus]) -> dict[str, int]:
+    pids = {}
+    for site in statuses:
+        if site.state == "running" and site.pid:
+            pids[site.name] = site.pid
+    return pids
+
+
+def _provision(config: FederationConfig, site: SiteConfig, pid: int) -> SiteStatus:
+    """Log in to a running site as its admin, add its researchers, and read its dataset."""
     status = SiteStatus(site.name, site.url, "running", pid)
     try:
         admin = login(site.url, admin_credentials(site.state_dir, site.name))
@@ -183,24 +338,37 @@ def _provision(config: FederationConfig, site: SiteConfig, pid: int | None) -> S
 
 
 def status(config: FederationConfig) -> list[SiteStatus]:
+    """``fedimg status``: whether each site runs and answers, and the dataset it holds.
+
+    Parameters
+    ----------
+    config : FederationConfig
+        The federation.
+
+    Returns
+    -------
+    list of SiteStatus
+        One per site, in config order: ``"stopped"`` (no live process in the run
+        file), ``"not answering"``, or ``"running"`` with its dataset (a problem
+        reading it is in ``problem``).
+    """
     pids = read_run_file(config)
     result = []
     for site in config.sites:
         pid = pids.get(site.name)
-        alive = pid is not None and is_site_process(pid, site)
-        if not alive:
+        if pid is None or not is_site_process(pid, site):
             result.append(SiteStatus(site.name, site.url, "stopped", None))
         elif not is_answering(site.url):
             result.append(
                 SiteStatus(site.name, site.url, "not answering", pid, problem=f"see {log_path(site)}")
             )
         else:
-            site_status = _provision_view(site, pid)
-            result.append(site_status)
+            result.append(_running_status(site, pid))
     return result
 
 
-def _provision_view(site: SiteConfig, pid: int) -> SiteStatus:
+def _running_status(site: SiteConfig, pid: int) -> SiteStatus:
+    """A running site's status with its dataset, read as its admin (nothing is changed)."""
     state = SiteStatus(site.name, site.url, "running", pid)
     try:
         summaries = dataset_summaries(login(site.url, admin_credentials(site.state_dir, site.name)))
@@ -213,7 +381,22 @@ def _provision_view(site: SiteConfig, pid: int) -> SiteStatus:
 
 
 def down(config: FederationConfig, *, timeout: float = STOP_TIMEOUT_S) -> list[SiteStatus]:
-    """Stop every site recorded in the run file (SIGTERM, then SIGKILL after ``timeout``)."""
+    """``fedimg down``: stop every site recorded in the run file, then remove the run file.
+
+    Each site's process group gets SIGTERM, then SIGKILL if it is still alive after ``timeout``.
+
+    Parameters
+    ----------
+    config : FederationConfig
+        The federation.
+    timeout : float, default 30
+        Seconds each site has to exit after SIGTERM.
+
+    Returns
+    -------
+    list of SiteStatus
+        One ``"stopped"`` status per site, in config order.
+    """
     pids = read_run_file(config)
     result = []
     for site in config.sites:
@@ -247,4 +430,5 @@ def _stop(pid: int | None, timeout: float = STOP_TIMEOUT_S) -> None:
 
 
 def researcher_files(config: FederationConfig) -> dict[str, Path]:
+    """Each researcher's credentials file (``researcher_file``), by e-mail."""
     return {r.email: researcher_file(config.secrets_dir, r.email) for r in config.researchers}

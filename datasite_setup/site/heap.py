@@ -22,16 +22,26 @@ from typing import Any
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
 UPLOAD_THRESHOLD = 1 << 30
-SERVING_MMAP_THRESHOLD = (
-    32 * 2**20
-)  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: blocks below it are reused from the heap
-SERVING_TRIM_THRESHOLD = (
-    2 * SERVING_MMAP_THRESHOLD
-)  # what glibc pairs with it: free memory above this at the top goes back
+# glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit: blocks below it are reused from the heap
+SERVING_MMAP_THRESHOLD = 32 * 2**20
+# what glibc pairs with it: free memory above this at the top of the heap goes back to the kernel
+SERVING_TRIM_THRESHOLD = 2 * SERVING_MMAP_THRESHOLD
 
 
 def glibc() -> Any:
-    """The C library, if it is glibc (has ``mallopt`` and ``malloc_trim``); else None."""
+    """The C library, if it is glibc (has ``mallopt`` and ``malloc_trim``).
+
+    Returns
+    -------
+    ctypes.CDLL or None
+        The loaded C library, or None on another libc (musl, macOS).
+
+    Examples
+    --------
+    >>> libc = glibc()
+    >>> libc is None or hasattr(libc, "malloc_trim")
+    True
+    """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
@@ -43,8 +53,18 @@ def use_serving_thresholds() -> bool:
     """Reuse freed blocks below 32 MiB from the heap; return free memory above 64 MiB to the kernel.
 
     What glibc's dynamic thresholds settle on for a process that frees large
-    blocks, set explicitly (they stop adjusting once set). Returns whether the
-    settings took effect.
+    blocks, set explicitly (they stop adjusting once set). ``fedimg datasite
+    serve`` calls it before it serves.
+
+    Returns
+    -------
+    bool
+        Whether the settings took effect (False without glibc).
+
+    Examples
+    --------
+    >>> use_serving_thresholds() == (glibc() is not None)
+    True
     """
     libc = glibc()
     if libc is None:
@@ -62,7 +82,17 @@ def heap_for_large_copies() -> Iterator[None]:
     Each of syft's copies of a large array would otherwise pay a page fault per
     page (over a million for a 128 px partition). Afterwards the serving
     thresholds apply and the heap is trimmed, so the process keeps no more than
-    64 MiB of free memory.
+    64 MiB of free memory. Without glibc the block runs unchanged.
+
+    Yields
+    ------
+    None
+
+    Examples
+    --------
+    >>> with heap_for_large_copies():
+    ...     upload = bytearray(64 * 2**20)
+    ...     del upload
     """
     libc = glibc()
     if libc is None:

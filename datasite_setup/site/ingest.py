@@ -47,6 +47,20 @@ log = logging.getLogger("fedimg.ingest")
 
 @dataclass(frozen=True)
 class IngestResult:
+    """What ``ingest_partition`` did.
+
+    Parameters
+    ----------
+    dataset : str
+        The name of the dataset that holds the partition now.
+    created : bool
+        Whether it was uploaded now (False: this version was already there).
+    removed : tuple of str
+        The previous versions deleted, by name.
+    num_samples : int
+        Samples in the partition, all splits together.
+    """
+
     dataset: str
     created: bool
     removed: tuple[str, ...]
@@ -54,15 +68,65 @@ class IngestResult:
 
 
 def dataset_name(partition: ClientPartition) -> str:
+    """The name of a partition's dataset: ``fedimg-<client>-<version>``.
+
+    Parameters
+    ----------
+    partition : ClientPartition
+        The client's partition.
+
+    Returns
+    -------
+    str
+        A new name for every version of the partition.
+
+    Examples
+    --------
+    >>> from datasite_setup.convert.client_data import ClientPartition
+    >>> dataset_name(ClientPartition("hospital_a", 8, 1, ["cat", "dog"], {}, "1a2b3c", {}))
+    'fedimg-hospital_a-1a2b3c'
+    """
     return f"{DATASET_PREFIX}{partition.name}-{partition.version}"
 
 
-def dataset_info(partition: ClientPartition, extra: dict | None = None) -> dict:
-    """What a researcher needs to know about the partition, machine-readable (also in the description).
+def dataset_info(partition: ClientPartition, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a researcher needs to know about a partition, machine-readable (also in the description).
 
-    ``extra`` adds site facts such as the site's secure-aggregation public key.
+    Parameters
+    ----------
+    partition : ClientPartition
+        The client's (private) partition.
+    extra : dict, optional
+        Site facts to publish with it, such as the site's secure-aggregation public key.
+
+    Returns
+    -------
+    dict
+        ``extra`` plus the client and version, the image spec (size, mode, channels,
+        ``NCHW`` layout, ``uint8``), the label map, samples and label counts per
+        split, and how the federation was partitioned.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from datasite_setup.convert.client_data import ClientPartition, SplitData
+    >>> train = SplitData(np.zeros((3, 1, 8, 8), np.uint8), np.array([0, 1, 1]))
+    >>> val = SplitData(np.zeros((1, 1, 8, 8), np.uint8), np.array([0]))
+    >>> federation = {
+    ...     "image": {"size": 8, "mode": "L"},
+    ...     "partition": {"scheme": "iid", "seed": 0, "val_fraction": 0.25},
+    ... }
+    >>> partition = ClientPartition(
+    ...     "hospital_a", 8, 1, ["cat", "dog"], {"train": train, "val": val}, "1a2b3c", federation
+    ... )
+    >>> info = dataset_info(partition, {"secure_aggregation_public_key": "ab12"})
+    >>> info["label_map"], info["split_counts"], info["label_counts"]
+    ({'cat': 0, 'dog': 1}, {'train': 3, 'val': 1}, {'train': [1, 2], 'val': [1, 0]})
+    >>> info["image"]["layout"], info["secure_aggregation_public_key"]
+    ('NCHW', 'ab12')
     """
     image = partition.federation["image"]
+    partitioning = partition.federation["partition"]
     return (extra or {}) | {
         "client": partition.name,
         "version": partition.version,
@@ -76,14 +140,30 @@ def dataset_info(partition: ClientPartition, extra: dict | None = None) -> dict:
         "label_map": {label: index for index, label in enumerate(partition.label_names)},
         "split_counts": {split: len(data.labels) for split, data in partition.splits.items()},
         "label_counts": partition.label_counts,
-        "partition": {
-            key: partition.federation["partition"][key] for key in ("scheme", "seed", "val_fraction")
-        },
+        "partition": {key: partitioning[key] for key in ("scheme", "seed", "val_fraction")},
     }
 
 
-def build_dataset(private: ClientPartition, mock: ClientPartition, extra_info: dict | None = None) -> Any:
-    """The ``sy.Dataset`` (not yet uploaded) for a partition and its mock twin."""
+def build_dataset(
+    private: ClientPartition, mock: ClientPartition, extra_info: dict[str, Any] | None = None
+) -> Any:
+    """The ``sy.Dataset`` (not yet uploaded) for a partition and its mock twin.
+
+    Parameters
+    ----------
+    private : ClientPartition
+        The client's partition: the assets' private data.
+    mock : ClientPartition
+        Its mock twin (``mock_partition``): the assets' mocks.
+    extra_info : dict, optional
+        Site facts published in the description (``dataset_info``).
+
+    Returns
+    -------
+    syft.Dataset
+        Named ``dataset_name(private)``, with ``<split>_images``, ``<split>_labels``
+        per split and ``metadata``; each asset with its mock.
+    """
     import pandas as pd
     import syft as sy
 
@@ -124,7 +204,18 @@ def build_dataset(private: ClientPartition, mock: ClientPartition, extra_info: d
 
 
 def admin_context(worker: Datasite) -> Any:
-    """The root admin's service context, registered so syft's helpers resolve to server-side calls."""
+    """The root admin's service context, registered so syft's helpers resolve to server-side calls.
+
+    Parameters
+    ----------
+    worker : syft Datasite
+        The server this process runs.
+
+    Returns
+    -------
+    syft AuthedServiceContext
+        An ADMIN context with the server's own key.
+    """
     from syft.server.server import AuthServerContextRegistry
     from syft.service.context import AuthedServiceContext
     from syft.service.user.user_roles import ServiceRole
@@ -135,15 +226,37 @@ def admin_context(worker: Datasite) -> Any:
 
 
 def list_datasets(worker: Datasite) -> dict[str, Any]:
-    """Active datasets by name."""
-    datasets = worker.services.dataset.get_all(admin_context(worker))
-    return {
-        dataset.name: dataset for dataset in (datasets.values() if hasattr(datasets, "values") else datasets)
-    }
+    """The server's active datasets, by name.
+
+    Parameters
+    ----------
+    worker : syft Datasite
+        The server this process runs.
+
+    Returns
+    -------
+    dict of str to syft Dataset
+        Deleted datasets are left out.
+    """
+    found = worker.services.dataset.get_all(admin_context(worker))
+    datasets = found.values() if hasattr(found, "values") else found  # syft's DictTuple, or a plain list
+    return {dataset.name: dataset for dataset in datasets}
 
 
 def upload_server_side(worker: Datasite, dataset: Any) -> None:
-    """Add ``dataset`` through the server's own dataset service (each array serialised once, into blob storage)."""
+    """Add a dataset through the server's own dataset service, as its admin.
+
+    Each array is serialised on the server only (no client-side serialisation,
+    signing or transport), with large copies served from the heap
+    (``heap_for_large_copies``).
+
+    Parameters
+    ----------
+    worker : syft Datasite
+        The server this process runs.
+    dataset : syft.Dataset
+        The dataset to add (``build_dataset``).
+    """
     from syft.client.datasite_client import add_default_uploader
 
     context = admin_context(worker)
@@ -160,10 +273,24 @@ def upload_server_side(worker: Datasite, dataset: Any) -> None:
 
 
 def remove_interrupted_upload(worker: Datasite, blob_dir: Path, journal: Path) -> int:
-    """Delete the blob files an interrupted upload wrote (those not listed in ``journal``); return how many.
+    """Delete the blob files an interrupted upload wrote (those not listed in ``journal``).
 
     An upload killed after its dataset record was written (it completed, only the
-    journal was left) removes nothing.
+    journal was left) removes nothing. The journal is removed either way.
+
+    Parameters
+    ----------
+    worker : syft Datasite
+        The server this process runs, not yet serving.
+    blob_dir : pathlib.Path
+        The server's on-disk blob folder.
+    journal : pathlib.Path
+        The journal an upload left (``ingest_partition``); nothing is done when it does not exist.
+
+    Returns
+    -------
+    int
+        How many blob files were deleted.
     """
     if not journal.exists():
         return 0
@@ -188,7 +315,10 @@ def remove_interrupted_upload(worker: Datasite, blob_dir: Path, journal: Path) -
 
 @contextlib.contextmanager
 def _journaled(blob_dir: Path | None, journal: Path | None, dataset: str) -> Iterator[None]:
-    """Record ``dataset`` and the blob files that exist now in ``journal`` while the block runs (kept if it fails)."""
+    """Record ``dataset`` and the blob files that exist now in ``journal`` while the block runs.
+
+    The journal is kept if the block fails, for ``remove_interrupted_upload``.
+    """
     if blob_dir is None or journal is None:
         yield
         return
@@ -218,35 +348,57 @@ def ingest_partition(
     client_dir: Path,
     *,
     show_progress: bool = False,
-    extra_info: dict | None = None,
+    extra_info: dict[str, Any] | None = None,
     journal: Path | None = None,
 ) -> IngestResult:
-    """Make the datasite hold exactly the current version of ``client_dir`` (see the module docstring).
+    """Make the datasite hold exactly the current version of a client's partition (see the module docstring).
 
-    ``journal``: a file recording which blob files existed before an upload, kept
-    until the upload completes; pass it only when no other writer can add blobs
-    while ingest runs (before the site serves).
+    Parameters
+    ----------
+    worker : syft Datasite
+        The server this process runs.
+    client_dir : pathlib.Path
+        The client's folder of the federated format, ``OUT/clients/<name>``.
+    show_progress : bool, default False
+        Show a progress bar while the partition is read.
+    extra_info : dict, optional
+        Site facts to publish in the dataset's description (``dataset_info``).
+    journal : pathlib.Path, optional
+        A file recording which blob files existed before an upload, kept until the
+        upload completes; pass it only when no other writer can add blobs while
+        ingest runs (before the site serves).
+
+    Returns
+    -------
+    IngestResult
+        The dataset's name, whether it was uploaded now, and the previous versions removed.
+
+    Raises
+    ------
+    FedimgError
+        When the client's folder fails its checks (``load_client_partition``).
     """
     blob_dir = _blob_dir(worker) if journal is not None else None
-    if blob_dir is not None:
+    if journal is not None and blob_dir is not None:
         remove_interrupted_upload(worker, blob_dir, journal)
     partition = load_client_partition(client_dir, show_progress=show_progress)
     name = dataset_name(partition)
+    num_samples = sum(len(data.labels) for data in partition.splits.values())
     existing = list_datasets(worker)
     created = name not in existing
     if created:
         with _journaled(blob_dir, journal, name):
             upload_server_side(worker, build_dataset(partition, mock_partition(partition), extra_info))
-        log.info("ingested %s (%d samples)", name, sum(len(d.labels) for d in partition.splits.values()))
-    stale = tuple(
-        sorted(
-            other
-            for other in existing
-            if other.startswith(f"{DATASET_PREFIX}{partition.name}-") and other != name
-        )
-    )
+        log.info("ingested %s (%d samples)", name, num_samples)
+    stale = _older_versions(existing, partition.name, name)
     context = admin_context(worker)
     for other in stale:
         worker.services.dataset.delete(context, uid=existing[other].id)
         log.info("removed the previous version %s", other)
-    return IngestResult(name, created, stale, sum(len(d.labels) for d in partition.splits.values()))
+    return IngestResult(name, created, stale, num_samples)
+
+
+def _older_versions(existing: dict[str, Any], client: str, current: str) -> tuple[str, ...]:
+    """The names of ``client``'s datasets other than ``current``, sorted."""
+    prefix = f"{DATASET_PREFIX}{client}-"
+    return tuple(sorted(other for other in existing if other.startswith(prefix) and other != current))

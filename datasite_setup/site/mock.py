@@ -16,9 +16,41 @@ import numpy as np
 
 from datasite_setup.convert.client_data import ClientPartition, SplitData
 
+_BATCH = 512  # images generated at a time: bounded float memory for large partitions
+_NOISE = 48  # standard deviation of the per-pixel noise, in grey levels
+
 
 def mock_partition(private: ClientPartition, *, seed: int | None = None) -> ClientPartition:
-    """The mock twin of ``private``: generated, deterministic for a client name (or ``seed``)."""
+    """The mock twin of a client's partition: generated, deterministic for a client name (or ``seed``).
+
+    Parameters
+    ----------
+    private : ClientPartition
+        The private partition; only its shapes, label names and label counts are read, never its pixels.
+    seed : int, optional
+        Seed of the generator; by default one derived from the client's name, so the
+        same client always gets the same mock.
+
+    Returns
+    -------
+    ClientPartition
+        Same name, version, image size, channels and label names, and per split the
+        same number of samples and label counts (in another order), with generated
+        images and random ``mock…`` pseudonyms.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from datasite_setup.convert.client_data import ClientPartition, SplitData
+    >>> images, labels = np.zeros((3, 1, 8, 8), np.uint8), np.array([0, 1, 1])
+    >>> train = SplitData(images, labels, ["s1", "s2", "s3"], ["g1", "g2", "g3"])
+    >>> private = ClientPartition("a", 8, 1, ["cat", "dog"], {"train": train}, "v1", {})
+    >>> mock = mock_partition(private).splits["train"]
+    >>> mock.images.shape, mock.images.dtype, sorted(mock.labels.tolist())
+    ((3, 1, 8, 8), dtype('uint8'), [0, 1, 1])
+    >>> mock.sample_ids[0].startswith("mock")
+    True
+    """
     rng = np.random.default_rng(seed if seed is not None else _name_seed(private.name))
     templates = _label_templates(rng, len(private.label_names), private.channels, private.image_size)
     splits = {}
@@ -59,18 +91,21 @@ def _label_templates(rng: np.random.Generator, num_labels: int, channels: int, s
 def _mock_images(rng: np.random.Generator, templates: np.ndarray, labels: np.ndarray) -> np.ndarray:
     num, (channels, size) = len(labels), templates.shape[1:3]
     images = np.empty((num, channels, size, size), dtype=np.uint8)
-    for start in range(0, num, 512):  # bounded float memory for large partitions
-        batch = labels[start : start + 512]
-        shifts = rng.integers(-size // 8, size // 8 + 1, (len(batch), 2))
-        patterns = (
-            np.stack(
-                [np.roll(templates[label], tuple(shift), axis=(1, 2)) for label, shift in zip(batch, shifts)]
-            )
-            if len(batch)
-            else templates[:0]
-        )
-        noisy = patterns.astype(np.float32) + rng.standard_normal(
-            patterns.shape, dtype=np.float32
-        ) * np.float32(48)
-        images[start : start + len(batch)] = np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+    for start in range(0, num, _BATCH):
+        batch = labels[start : start + _BATCH]
+        images[start : start + len(batch)] = _mock_batch(rng, templates, batch)
     return images
+
+
+def _mock_batch(rng: np.random.Generator, templates: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """Each label's pattern, shifted by up to 1/8 of the image each way, plus Gaussian noise; uint8."""
+    size = templates.shape[-1]
+    shifts = rng.integers(-size // 8, size // 8 + 1, (len(batch), 2))
+    shifted = [
+        np.roll(templates[label], tuple(shift), axis=(1, 2))
+        for label, shift in zip(batch, shifts, strict=True)
+    ]
+    patterns = np.stack(shifted).astype(np.float32)
+    noise = rng.standard_normal(patterns.shape, dtype=np.float32) * np.float32(_NOISE)
+    noisy = patterns + noise
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)

@@ -8,24 +8,77 @@ what the site's policy allows without a person.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from datasite_setup.errors import FedimgError
-from datasite_setup.site.credentials import admin_credentials
+from datasite_setup.site import code_requests, site_admin
+from datasite_setup.site.credentials import ADMIN_EMAIL_ENV, admin_credentials
 from datasite_setup.site.federation_config import load_federation_config
-from policies import AUDIT_FILE, POLICY_FILE, AuditLog, PolicyError, load_site_policy, review_request
+from policies import (
+    AUDIT_FILE,
+    POLICY_FILE,
+    AuditLog,
+    PolicyError,
+    RequestReview,
+    SitePolicy,
+    load_site_policy,
+    review_request,
+)
+
+Echo = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class SiteAccess:
+    """Where to reach one site as its admin.
+
+    Parameters
+    ----------
+    name : str
+        The site's name (its admin credentials are generated for it).
+    url : str
+        The site's base URL, without a trailing slash.
+    state_dir : pathlib.Path
+        The site's state dir: its admin credentials, ``policy.toml`` and audit log.
+    """
+
     name: str
     url: str
     state_dir: Path
 
 
 def resolve_site(site: str, config: Path | None, state_dir: Path | None) -> SiteAccess:
-    """A site by name (through federation.toml) or by URL (with its state dir)."""
+    """A site by name (through ``federation.toml``) or by URL (with its state dir).
+
+    Parameters
+    ----------
+    site : str
+        A site name from the config, or the site's ``http(s)://`` URL.
+    config : pathlib.Path or None
+        The ``federation.toml`` to read a name from (default ``./federation.toml``).
+    state_dir : pathlib.Path or None
+        The site's state dir: required with a URL; with a name it overrides the config's.
+
+    Returns
+    -------
+    SiteAccess
+        The site's name, URL and state dir.
+
+    Raises
+    ------
+    FedimgError
+        A URL without ``state_dir``, a missing config, or a name the config does not hold.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> access = resolve_site("http://127.0.0.1:8081/", None, Path("state/hospital_a"))
+    >>> access.name, access.url
+    ('hospital_a', 'http://127.0.0.1:8081')
+    """
     if site.startswith(("http://", "https://")):
         if state_dir is None:
             raise FedimgError(
@@ -41,16 +94,33 @@ def resolve_site(site: str, config: Path | None, state_dir: Path | None) -> Site
     return SiteAccess(found.name, found.url, state_dir or found.state_dir)
 
 
-def open_review(access: SiteAccess, policy_file: Path | None):
-    """(admin client, site policy, audit log) for ``access``."""
-    from datasite_setup.site.site_admin import login
+def open_review(access: SiteAccess, policy_file: Path | None) -> tuple[Any, SitePolicy, AuditLog]:
+    """Log in to a site as its admin and load what a review needs.
 
+    Parameters
+    ----------
+    access : SiteAccess
+        The site (``resolve_site``).
+    policy_file : pathlib.Path or None
+        The site policy to apply; default ``<state_dir>/policy.toml``.
+
+    Returns
+    -------
+    tuple of (syft DatasiteClient, SitePolicy, AuditLog)
+        The admin's client, the site's policy and its audit log.
+
+    Raises
+    ------
+    FedimgError
+        When the policy file is invalid or the admin cannot log in.
+    """
     try:
         policy = load_site_policy(policy_file or access.state_dir / POLICY_FILE)
     except PolicyError as exc:
         raise FedimgError(str(exc)) from exc
     try:
-        admin = login(access.url, admin_credentials(access.state_dir, access.name))
+        # looked up on the module at call time, so a caller can substitute the login (one session reused)
+        admin = site_admin.login(access.url, admin_credentials(access.state_dir, access.name))
     except FedimgError:
         raise
     except Exception as exc:
@@ -65,90 +135,146 @@ def run_review(
     reason: str | None,
     force: bool,
     policy_file: Path | None,
-    echo,
+    echo: Echo,
 ) -> int:
-    from datasite_setup.site import code_requests as owner
+    """Run one ``fedimg review`` action on a site.
 
+    Parameters
+    ----------
+    access : SiteAccess
+        The site (``resolve_site``).
+    action : {"list", "show", "auto", "approve", "deny"}
+        ``list`` the pending requests; ``show`` requests with their checks and code
+        (every request, audited as reviewed); ``auto`` approve what the site policy
+        allows; ``approve`` or ``deny`` one request.
+    request_id : str or None
+        Restrict to the request with this id or id prefix (required by approve and deny).
+    reason : str or None
+        Why a request is denied (required by deny: the researcher sees it).
+    force : bool
+        Approve although some checks fail.
+    policy_file : pathlib.Path or None
+        The site policy to apply; default ``<state_dir>/policy.toml``.
+    echo : callable
+        Prints one message for the owner.
+
+    Returns
+    -------
+    int
+        0 (every refusal is raised).
+
+    Raises
+    ------
+    FedimgError
+        When ``request_id`` does not match exactly one request, approve is refused
+        (failing checks without ``force``), deny has no reason, or the action is unknown.
+    """
     admin, policy, audit = open_review(access, policy_file)
-    decider = os.environ.get("FEDIMG_ADMIN_EMAIL") or admin_credentials(access.state_dir, access.name).email
+    decider = os.environ.get(ADMIN_EMAIL_ENV) or admin_credentials(access.state_dir, access.name).email
     status = None if action == "show" else "PENDING"
-    reviews = [review_request(request, policy) for request in owner.requests(admin, status=status)]
+    reviews = [review_request(request, policy) for request in code_requests.requests(admin, status=status)]
     if request_id:
-        reviews = [r for r in reviews if r.request.id.startswith(request_id)]
+        reviews = [review for review in reviews if review.request.id.startswith(request_id)]
         if len(reviews) != 1:
             raise FedimgError(f"site {access.name}: {len(reviews)} requests match {request_id!r}")
     if action == "list":
-        for review in reviews:
-            verdict = (
-                "all checks pass"
-                if all(review.checks.values())
-                else f"{sum(not ok for ok in review.checks.values())} check(s) fail"
-            )
-            echo(
-                f"{review.request.id}  {review.request.requester}  {review.request.function_name}  {verdict}"
-            )
-        if not reviews:
-            echo(f"site {access.name}: no pending requests")
-        return 0
-    if action == "show":
-        for review in reviews:
-            echo(review.render())
-            echo("---- code ----")
-            echo(review.request.code)
-            audit.append(
-                "review",
-                request_id=review.request.id,
-                requester=review.request.requester,
-                checks=review.checks,
-                code_sha256=review.request.code_sha256,
-            )
-        return 0
-    if action == "auto":
-        for review in reviews:
-            if review.auto_approvable:
-                owner.approve(admin, review.request.id)
-                audit.append(
-                    "decision",
-                    request_id=review.request.id,
-                    decision="approved",
-                    by="site policy (auto)",
-                    code_sha256=review.request.code_sha256,
-                )
-                echo(f"{review.request.id}: approved by the site policy")
-            else:
-                echo(f"{review.request.id}: left for a person (not an allowed template, or a check fails)")
-        return 0
-    (review,) = reviews
-    if action == "approve":
-        failed = [name for name, ok in review.checks.items() if not ok]
-        if failed and not force:
-            echo(review.render())
-            raise FedimgError(
-                f"request {review.request.id}: {len(failed)} check(s) fail ({'; '.join(failed)}); approve anyway with --force"
-            )
-        owner.approve(admin, review.request.id)
+        _list(access, reviews, echo)
+    elif action == "show":
+        _show(reviews, audit, echo)
+    elif action == "auto":
+        _approve_by_policy(admin, reviews, audit, echo)
+    elif action == "approve":
+        (review,) = reviews
+        _approve(admin, review, decider, force, audit, echo)
+    elif action == "deny":
+        (review,) = reviews
+        _deny(admin, review, decider, reason, audit, echo)
+    else:
+        raise FedimgError(f"unknown review action {action!r}")
+    return 0
+
+
+def _verdict(review: RequestReview) -> str:
+    failing = sum(not ok for ok in review.checks.values())
+    return f"{failing} check(s) fail" if failing else "all checks pass"
+
+
+def _list(access: SiteAccess, reviews: list[RequestReview], echo: Echo) -> None:
+    for review in reviews:
+        request = review.request
+        echo(f"{request.id}  {request.requester}  {request.function_name}  {_verdict(review)}")
+    if not reviews:
+        echo(f"site {access.name}: no pending requests")
+
+
+def _show(reviews: list[RequestReview], audit: AuditLog, echo: Echo) -> None:
+    for review in reviews:
+        request = review.request
+        echo(review.render())
+        echo("---- code ----")
+        echo(request.code)
+        audit.append(
+            "review",
+            request_id=request.id,
+            requester=request.requester,
+            checks=review.checks,
+            code_sha256=request.code_sha256,
+        )
+
+
+def _approve_by_policy(admin: Any, reviews: list[RequestReview], audit: AuditLog, echo: Echo) -> None:
+    for review in reviews:
+        request = review.request
+        if not review.auto_approvable:
+            echo(f"{request.id}: left for a person (not an allowed template, or a check fails)")
+            continue
+        code_requests.approve(admin, request.id)
         audit.append(
             "decision",
-            request_id=review.request.id,
+            request_id=request.id,
             decision="approved",
-            by=decider,
-            forced=bool(failed),
-            code_sha256=review.request.code_sha256,
+            by="site policy (auto)",
+            code_sha256=request.code_sha256,
         )
-        echo(f"{review.request.id}: approved")
-        return 0
-    if action == "deny":
-        if not reason:
-            raise FedimgError("deny needs --reason: the researcher sees it")
-        owner.deny(admin, review.request.id, reason)
-        audit.append(
-            "decision",
-            request_id=review.request.id,
-            decision="denied",
-            by=decider,
-            reason=reason,
-            code_sha256=review.request.code_sha256,
+        echo(f"{request.id}: approved by the site policy")
+
+
+def _approve(
+    admin: Any, review: RequestReview, decider: str, force: bool, audit: AuditLog, echo: Echo
+) -> None:
+    request = review.request
+    failed = [name for name, ok in review.checks.items() if not ok]
+    if failed and not force:
+        echo(review.render())
+        raise FedimgError(
+            f"request {request.id}: {len(failed)} check(s) fail ({'; '.join(failed)}); "
+            "approve anyway with --force"
         )
-        echo(f"{review.request.id}: denied ({reason})")
-        return 0
-    raise FedimgError(f"unknown review action {action!r}")
+    code_requests.approve(admin, request.id)
+    audit.append(
+        "decision",
+        request_id=request.id,
+        decision="approved",
+        by=decider,
+        forced=bool(failed),
+        code_sha256=request.code_sha256,
+    )
+    echo(f"{request.id}: approved")
+
+
+def _deny(
+    admin: Any, review: RequestReview, decider: str, reason: str | None, audit: AuditLog, echo: Echo
+) -> None:
+    request = review.request
+    if not reason:
+        raise FedimgError("deny needs --reason: the researcher sees it")
+    code_requests.deny(admin, request.id, reason)
+    audit.append(
+        "decision",
+        request_id=request.id,
+        decision="denied",
+        by=decider,
+        reason=reason,
+        code_sha256=request.code_sha256,
+    )
+    echo(f"{request.id}: denied ({reason})")

@@ -1,32 +1,151 @@
-"""Fixes fedimg applies to PySyft 0.9.5 inside its own datasite processes.
+"""The one module that patches PySyft 0.9.5, once per process, before a datasite serves.
 
-Output-policy execution limits: ``UserCodeService.is_execution_allowed``
-(``syft/service/code/user_code_service.py``) ignores a ``False`` from
-``OutputPolicy.is_valid``, so ``SingleExecutionExactOutput`` or
-``OutputPolicyExecuteCount(limit=N)`` let approved code run any number of
-times. A data owner who approves "N rounds" must get N rounds: a call past the
-limit is refused.
+``apply_syft_patches()`` (called by ``open_datasite``) makes these changes, in
+this order; each wraps PySyft's own method once, and a second call does nothing:
 
-Login failures: ``UserService.exchange_credentials`` answers an unknown e-mail
-with a "not found" error (and at once) but a wrong password with "Invalid
-credentials." (after a bcrypt check), which tells anyone which accounts exist.
-Both now get the same message after the same work.
+1. ``UserCodeService.is_execution_allowed``, one wrapper for three things, in the
+   order a call meets them:
+
+   a. at a site with an enforcer, the ``admission_chain`` refuses (and audits)
+      researcher-written output or input policies *before* PySyft calls their
+      ``is_valid``, which would be unreviewed code run in this process;
+   b. the execution-limit fix: PySyft ignores a ``False`` from
+      ``OutputPolicy.is_valid``, so ``SingleExecutionExactOutput`` or
+      ``OutputPolicyExecuteCount(limit=N)`` let approved code run any number of
+      times. A data owner who approves "N rounds" must get N rounds: a call past
+      the limit is refused;
+   c. at a site with an enforcer, PySyft's own refusals (past the approved runs,
+      pending or denied code) go to the audit log: they happen before any user
+      code runs, so the execution hook never sees them.
+
+2. ``UserService.exchange_credentials``, uniform login failures: PySyft answers an
+   unknown e-mail with a "not found" error (and at once) but a wrong password with
+   "Invalid credentials." (after a bcrypt check), which tells anyone which accounts
+   exist. Both now get the same message after the same work.
+
+3. The execution hook, ``action_service.execute_byte_code`` (with
+   ``ActionService._user_code_execute``, which marks where one call starts): at a
+   site with an enforcer, the private run goes through the site's
+   ``release_chain`` (``policies.enforcement``), which gets a plain description of
+   the call and a callable that runs it; a refusal becomes the researcher's
+   ``SyftException``. PySyft's second run of the same call, on the assets' mock
+   twins, is skipped and returns ``MOCK_RESULT``.
+
+``register_enforcer`` names the ``SiteEnforcer`` of a served datasite (``fedimg
+datasite serve`` does it once the site's policy is read); a datasite without one
+gets only the fixes of 1b and 2.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
+from typing import TYPE_CHECKING, Any
+
+from policies import (
+    MOCK_RESULT,
+    Execution,
+    ReleaseRefused,
+    RunOutput,
+    SiteEnforcer,
+    admission_chain,
+    release_chain,
+)
+
+if TYPE_CHECKING:
+    from syft.server.datasite import Datasite
+
+_MARK = "_fedimg_patched"
+_enforcers: dict[str, SiteEnforcer] = {}  # by server id
+_call = threading.local()  # how many runs of the current call have started: the private run comes first
+_lock = threading.Lock()
 
 
-def apply_syft_fixes() -> None:
-    """Idempotent; call before a datasite serves requests."""
-    from syft.service.code.user_code_service import IsExecutionAllowedEnum, UserCodeService
+def apply_syft_patches() -> None:
+    """Patch PySyft as the module docstring describes; idempotent.
 
-    original = UserCodeService.is_execution_allowed
-    if getattr(original, "_fedimg_fixed", False):
-        return
+    Call once per process, before a datasite serves requests (``open_datasite`` does).
 
-    def is_execution_allowed(self, code, context, output_policy):  # type: ignore[no-untyped-def]
+    Examples
+    --------
+    >>> apply_syft_patches()
+    >>> apply_syft_patches()  # a second call changes nothing
+    >>> from syft.service.code.user_code_service import UserCodeService
+    >>> is_patched(UserCodeService.is_execution_allowed)
+    True
+    """
+    from syft.service.action import action_service
+    from syft.service.code.user_code_service import UserCodeService
+    from syft.service.user.user_service import UserService
+
+    with _lock:
+        if is_patched(UserCodeService.is_execution_allowed):
+            return
+        UserCodeService.is_execution_allowed = _wrap_is_execution_allowed(
+            UserCodeService.is_execution_allowed
+        )
+        UserService.exchange_credentials = _wrap_exchange_credentials(UserService.exchange_credentials)
+        action_service.ActionService._user_code_execute = _wrap_user_code_execute(
+            action_service.ActionService._user_code_execute
+        )
+        action_service.execute_byte_code = _wrap_execute_byte_code(action_service.execute_byte_code)
+
+
+def register_enforcer(worker: Datasite, enforcer: SiteEnforcer) -> None:
+    """Enforce ``enforcer``'s rules on every user-code run of ``worker`` in this process.
+
+    Parameters
+    ----------
+    worker : Datasite
+        The served datasite (``open_datasite``, which has applied the patches).
+    enforcer : SiteEnforcer
+        The site's name, state dir, policy and number of classes.
+    """
+    apply_syft_patches()  # a no-op after open_datasite; never enforce through unpatched methods
+    _enforcers[str(worker.id)] = enforcer
+
+
+def is_patched(method: Any) -> bool:
+    """Whether ``method`` is one of this module's wrappers."""
+    return bool(getattr(method, _MARK, False))
+
+
+def _mark(wrapper: Any) -> Any:
+    setattr(wrapper, _MARK, True)
+    return wrapper
+
+
+def _describe(code: Any, kwargs: dict[str, Any], *, limit: int | None = None) -> Execution:
+    """The plain description of a call of ``code`` (a PySyft ``UserCode``) the enforcement chain reads."""
+    from syft.service.policy.policy import UserPolicy
+
+    if limit is None:
+        limit = int((code.output_policy_init_kwargs or {}).get("limit", 1))
+    return Execution(
+        code_id=str(code.id),
+        function=code.service_func_name,
+        raw_code=code.raw_code,
+        researcher=str(code.user_verify_key),
+        limit=limit,
+        kwargs=kwargs,
+        researcher_output_policy=isinstance(code.output_policy_type, UserPolicy),
+        researcher_input_policy=isinstance(code.input_policy_type, UserPolicy),
+    )
+
+
+def _refused(enforcer: SiteEnforcer, refusal: ReleaseRefused) -> Exception:
+    from syft.types.errors import SyftException
+
+    return SyftException(public_message=enforcer.refusal_message(str(refusal)))
+
+
+# --- 1. is_execution_allowed -------------------------------------------------------------------
+
+
+def _wrap_is_execution_allowed(original: Any) -> Any:
+    from syft.service.code.user_code_service import IsExecutionAllowedEnum
+
+    def within_limit(self: Any, code: Any, context: Any, output_policy: Any) -> Any:
         verdict = original(self, code, context, output_policy)
         if (
             verdict is IsExecutionAllowedEnum.ALLOWED
@@ -36,24 +155,36 @@ def apply_syft_fixes() -> None:
             return IsExecutionAllowedEnum.INVALID_OUTPUT_POLICY
         return verdict
 
-    is_execution_allowed._fedimg_fixed = True  # type: ignore[attr-defined]
-    UserCodeService.is_execution_allowed = is_execution_allowed
-    _uniform_login_failures()
+    @functools.wraps(original)
+    def is_execution_allowed(self: Any, code: Any, context: Any, output_policy: Any) -> Any:
+        enforcer = _enforcers.get(str(context.server.id))
+        if enforcer is None:
+            return within_limit(self, code, context, output_policy)
+        execution = _describe(code, {}, limit=0)  # PySyft's own check counts the runs here
+        try:
+            admission_chain().run(execution, enforcer)
+        except ReleaseRefused as refusal:
+            raise _refused(enforcer, refusal) from refusal
+        verdict = within_limit(self, code, context, output_policy)
+        if verdict is not IsExecutionAllowedEnum.ALLOWED:
+            enforcer.record_refusal(execution, str(verdict.value))
+        return verdict
+
+    return _mark(is_execution_allowed)
 
 
-def _uniform_login_failures() -> None:
+# --- 2. exchange_credentials -------------------------------------------------------------------
+
+
+def _wrap_exchange_credentials(original: Any) -> Any:
     from syft.service.user.user import check_pwd, salt_and_hash_password
-    from syft.service.user.user_service import UserService
     from syft.store.document_store_errors import NotFoundException
     from syft.types.errors import CredentialsError, SyftException
 
-    original = UserService.exchange_credentials
-    if getattr(original, "_fedimg_fixed", False):
-        return
     stand_in: list[str] = []  # a bcrypt hash with syft's 12 rounds, made on the first unknown e-mail
 
     @functools.wraps(original)  # syft looks services up by the method's qualified name
-    def exchange_credentials(self, context):  # type: ignore[no-untyped-def]
+    def exchange_credentials(self: Any, context: Any) -> Any:
         try:
             return original(self, context)
         except NotFoundException:
@@ -63,5 +194,66 @@ def _uniform_login_failures() -> None:
                 check_pwd(context.login_credentials.password, stand_in[0])  # the time a wrong password takes
             raise SyftException(public_message=CredentialsError.public_message) from None
 
-    exchange_credentials._fedimg_fixed = True  # type: ignore[attr-defined]
-    UserService.exchange_credentials = exchange_credentials
+    return _mark(exchange_credentials)
+
+
+# --- 3. the execution hook ---------------------------------------------------------------------
+
+
+def _wrap_user_code_execute(original: Any) -> Any:
+    def user_code_execute(self: Any, context: Any, code_item: Any, kwargs: Any, result_id: Any = None) -> Any:
+        _call.runs = 0
+        try:
+            return original(self, context, code_item, kwargs, result_id)
+        finally:
+            _call.runs = 0
+
+    return _mark(user_code_execute)
+
+
+def _wrap_execute_byte_code(original: Any) -> Any:
+    def execute_byte_code(code_item: Any, kwargs: dict[str, Any], context: Any) -> Any:
+        enforcer = _enforcers.get(str(context.server.id))
+        if enforcer is None:
+            return original(code_item, kwargs, context)
+        private = getattr(_call, "runs", 0) == 0
+        _call.runs = getattr(_call, "runs", 0) + 1
+        if not private:
+            return _mock_run_skipped(code_item)
+        return _enforced_run(enforcer, original, code_item, kwargs, context)
+
+    return _mark(execute_byte_code)
+
+
+def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs: dict, context: Any) -> Any:
+    outcomes: list[Any] = []  # PySyft's own output object, returned with the chain's result
+
+    def run(arguments: dict[str, Any]) -> RunOutput:
+        outcome = original(code_item, arguments, context)
+        outcomes.append(outcome)
+        return RunOutput(outcome.result, bool(outcome.errored), getattr(outcome, "stderr", "") or "")
+
+    try:
+        execution = release_chain(run).run(_describe(code_item, kwargs), enforcer)
+    except ReleaseRefused as refusal:
+        raise _refused(enforcer, refusal) from refusal
+    (outcome,) = outcomes
+    outcome.result = execution.result
+    return outcome
+
+
+def _mock_run_skipped(code_item: Any) -> Any:
+    """What PySyft's second run of an approved call (on the assets' mock twins) gets instead of running.
+
+    PySyft 0.9.5 runs every approved call twice, on the private data and then on
+    the mocks, to build a twin result whose mock half nobody reads here: that run
+    doubled a training round's compute at the site. Researchers run the site
+    function on the mocks locally (``FedAvgJob.dry_run``). The private run went
+    through the whole chain (a researcher-written policy included) before this one.
+    """
+    from syft.service.code.user_code import UserCodeExecutionOutput
+    from syft.types.uid import UID
+
+    return UserCodeExecutionOutput(
+        id=UID(), user_code_id=code_item.id, stdout="", stderr="", result=MOCK_RESULT
+    )

@@ -12,17 +12,18 @@ import numpy as np
 import pytest
 
 from benchmarks import bench_fedavg
-from benchmarks.report import ENTRY_HEADING, record_report
+from benchmarks.harness.reporting import ENTRY_HEADING, record_report
+from benchmarks.workloads.digits import held_out_split
 
 
 def test_the_held_out_split_is_disjoint_stratified_and_seeded() -> None:
     labels = np.repeat(np.arange(10), 50)
-    pool, test = bench_fedavg.held_out_split(labels, 0.2, seed=3)
+    pool, test = held_out_split(labels, 0.2, seed=3)
     assert len(np.intersect1d(pool, test)) == 0 and len(pool) + len(test) == len(labels)
     assert np.bincount(labels[test], minlength=10).tolist() == [10] * 10
-    again_pool, again_test = bench_fedavg.held_out_split(labels, 0.2, seed=3)
+    again_pool, again_test = held_out_split(labels, 0.2, seed=3)
     assert np.array_equal(test, again_test) and np.array_equal(pool, again_pool)
-    assert not np.array_equal(test, bench_fedavg.held_out_split(labels, 0.2, seed=4)[1])
+    assert not np.array_equal(test, held_out_split(labels, 0.2, seed=4)[1])
 
 
 def test_quick_accuracy_run_writes_a_report_with_both_schemes(tmp_path: Path, capsys) -> None:

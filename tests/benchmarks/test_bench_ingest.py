@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from benchmarks import bench_ingest
-from benchmarks.report import ENTRY_HEADING, record_report
+from benchmarks.harness.reporting import ENTRY_HEADING, record_report
 
 
 def test_quick_benchmark_writes_a_report_with_every_row(tmp_path: Path, capsys) -> None:

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from benchmarks import bench_privacy
-from benchmarks.report import ENTRY_HEADING, record_report
+from benchmarks.harness.reporting import ENTRY_HEADING, record_report
+from benchmarks.privacy import mechanisms
 from policies.privacy import epsilon_of, noise_multiplier_for, privatize_update
 
 
 def test_calibration_is_the_sites_own() -> None:
     # The job's limit is rounds + 1: the noise multiplier a site's release hook would use, and the ε its ledger would charge.
-    calibration = bench_privacy.calibrate(4.0, 1e-5, rounds=5)
+    calibration = mechanisms.calibrate(4.0, 1e-5, rounds=5)
     assert calibration["noise_multiplier"] == noise_multiplier_for(4.0, 1e-5, 6)
     assert calibration["epsilon_accounted"] == pytest.approx(
         epsilon_of([calibration["noise_multiplier"]] * 6, 1e-5)
@@ -34,14 +35,14 @@ def test_update_norm_is_what_privatize_update_clips() -> None:
         "n": np.array(5, dtype=np.int64),
     }
     new = {"w": old["w"] + 2.0, "b": old["b"] + 1.0, "n": np.array(9, dtype=np.int64)}
-    norm = bench_privacy.update_norm(old, new)
+    norm = mechanisms.update_norm(old, new)
     assert norm == pytest.approx(np.sqrt(12 * 4.0 + 3 * 1.0), rel=1e-6)
-    assert bench_privacy.float_parameters(old) == 15
+    assert mechanisms.float_parameters(old) == 15
     clipped = privatize_update(old, new, max_update_norm=norm / 2, noise_multiplier=0.0)
-    assert bench_privacy.update_norm(old, clipped) == pytest.approx(norm / 2, rel=1e-5)
+    assert mechanisms.update_norm(old, clipped) == pytest.approx(norm / 2, rel=1e-5)
     assert clipped["n"] == old["n"]  # integer buffers are not released
     # Equal sizes: the FedAvg of k noisy releases has 1/√k of one release's noise.
-    assert bench_privacy.noise_to_clip(1.0, [10] * 4, 100) == pytest.approx(2 * np.sqrt(100) / 2)
+    assert mechanisms.noise_to_clip(1.0, [10] * 4, 100) == pytest.approx(2 * np.sqrt(100) / 2)
 
 
 def test_quick_run_writes_a_report_and_records_it(tmp_path: Path, capsys) -> None:
@@ -72,12 +73,15 @@ def test_quick_run_writes_a_report_and_records_it(tmp_path: Path, capsys) -> Non
     data = json.loads(report.with_suffix(".json").read_text())
     runs = data["runs"]
     kinds = [(r["scheme"], r["kind"], r["epsilon"]) for r in runs]
-    dp_sgd = lambda scheme: [
-        (scheme, "DP-SGD clip only", None),
-        (scheme, "DP-SGD", 1.0),
-        (scheme, "DP-SGD", 4.0),
-        (scheme, "DP-SGD", 8.0),
-    ]  # noqa: E731
+
+    def dp_sgd(scheme: str) -> list[tuple]:
+        return [
+            (scheme, "DP-SGD clip only", None),
+            (scheme, "DP-SGD", 1.0),
+            (scheme, "DP-SGD", 4.0),
+            (scheme, "DP-SGD", 8.0),
+        ]
+
     assert kinds == [
         ("iid", "no DP", None), ("iid", "clip only", None), ("iid", "DP", 1.0), ("iid", "DP", 4.0), ("iid", "DP", 8.0), ("iid", "context", 64.0), *dp_sgd("iid"),
         ("dirichlet", "no DP", None), ("dirichlet", "clip only", None), ("dirichlet", "DP", 1.0), ("dirichlet", "DP", 4.0), ("dirichlet", "DP", 8.0), *dp_sgd("dirichlet"),
@@ -90,9 +94,9 @@ def test_quick_run_writes_a_report_and_records_it(tmp_path: Path, capsys) -> Non
     for key, hospitals in data["dp_sgd_calibration"].items():
         scheme, _, epsilon = key.split("|")
         for hospital in hospitals:
-            profile = bench_privacy.dp_sgd_profile(data["settings"]["dp_sgd_profiles"], float(epsilon))
+            profile = mechanisms.dp_sgd_profile(data["settings"]["dp_sgd_profiles"], float(epsilon))
             assert profile["rounds"] == 2  # --quick
-            expected = bench_privacy.dp_sgd_privacy(
+            expected = mechanisms.dp_sgd_privacy(
                 hospital["n"],
                 float(epsilon),
                 1e-5,
@@ -183,11 +187,9 @@ def test_arguments_are_checked() -> None:
     merged = bench_privacy.parse_args(["--dp-sgd-settings", '{"1": {"rounds": 7}}']).dp_sgd_profiles
     assert (
         merged["1"] == {**bench_privacy.DP_SGD_PROFILES["1"], "rounds": 7}
-        and bench_privacy.dp_sgd_profile(merged, 1.0)["rounds"] == 7
+        and mechanisms.dp_sgd_profile(merged, 1.0)["rounds"] == 7
     )
     assert (
-        bench_privacy.dp_sgd_profile(merged, 4.0)
-        == merged["default"]
-        == bench_privacy.dp_sgd_profile(merged, None)
+        mechanisms.dp_sgd_profile(merged, 4.0) == merged["default"] == mechanisms.dp_sgd_profile(merged, None)
     )
     assert not bench_privacy.parse_args(["--no-dp-sgd"]).dp_sgd

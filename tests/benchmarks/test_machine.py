@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from benchmarks import machine
-from benchmarks.machine import CpuSnapshot
+from benchmarks.harness import machine
+from benchmarks.harness.machine import CpuSnapshot
 
 MACHINE = {
     "cpu_model": "Test CPU",

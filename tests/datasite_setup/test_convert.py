@@ -121,7 +121,7 @@ def siblings_left(out: Path) -> list[str]:
     return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
 
 
-def run_cli(argv: Sequence[str]) -> tuple[int, str, str]:
+def run_cli(argv: Sequence[str | Path]) -> tuple[int, str, str]:
     """Run ``fedimg`` in-process; returns (exit code, stdout, stderr) rendered without line wrapping."""
     out, err = io.StringIO(), io.StringIO()
     saved = cli.console, cli.error_console
@@ -876,12 +876,12 @@ def test_an_interrupted_run_leaves_neither_output_nor_partial_dir(
 def test_a_failure_in_a_late_step_leaves_nothing(
     csv_dataset: CsvDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import datasite_setup.convert.report as report
+    from datasite_setup.convert import federation_report
 
     def fail(*args, **kwargs):
         raise RuntimeError("disk full while writing the report")
 
-    monkeypatch.setattr(report, "write_report_files", fail)
+    monkeypatch.setattr(federation_report, "write_report_files", fail)
     out = tmp_path / "out"
     with pytest.raises(RuntimeError, match="disk full"):
         convert(csv_options(csv_dataset, out, "iid"))
@@ -935,10 +935,10 @@ def test_overwrite_replaces_the_output_only_once_the_new_one_is_complete(
     (out / "stale.txt").write_text("from before")
 
     # A failing overwrite leaves the old output exactly as it was.
-    import datasite_setup.convert.report as report
+    from datasite_setup.convert import federation_report
 
     monkeypatch.setattr(
-        report, "write_report_files", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))
+        federation_report, "write_report_files", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))
     )
     with pytest.raises(RuntimeError):
         convert(csv_options(csv_dataset, out, "stratified", overwrite=True))

@@ -431,9 +431,10 @@ def test_another_seed_changes_the_partition(outputs: dict) -> None:
     a, b = outputs["a"], outputs["other_seed"]
     assert _placement(a).keys() == _placement(b).keys()
     assert _placement(a) != _placement(b)
+
     # Same secret: the same image keeps its pseudonym wherever it lands.
-    ids = lambda out: {
-        row.source_sha256: row.sample_id for rows in read_outputs(out).values() for row in rows
-    }  # noqa: E731
+    def ids(out: Path) -> dict[str, str]:
+        return {row.source_sha256: row.sample_id for rows in read_outputs(out).values() for row in rows}
+
     assert ids(a) == ids(b)
     assert json.loads((b / "federation.json").read_text())["partition"]["seed"] == 8

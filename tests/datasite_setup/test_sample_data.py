@@ -69,7 +69,7 @@ def test_patient_sites_one_site_per_patient(digits) -> None:
     sites = patient_sites(labels, patients)
     assert len(sites) == len(labels) and set(sites) == set(SITES)
     site_of = defaultdict(set)
-    for patient, site in zip(patients.tolist(), sites):
+    for patient, site in zip(patients.tolist(), sites, strict=True):
         site_of[patient].add(site)
     assert all(len(s) == 1 for s in site_of.values())
     assert sites == patient_sites(labels, patients)

@@ -31,7 +31,14 @@ JOIN_TIMEOUT_S = 600
 def fedimg(*args: str) -> subprocess.CompletedProcess:
     env = {key: value for key, value in os.environ.items() if not key.startswith("FEDIMG_ADMIN_")}
     env["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "datasite_setup.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "datasite_setup.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture
@@ -53,14 +60,23 @@ def federation_toml(tmp_path: Path):
 
 
 def kernel_env(**settings: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("FEDIMG_ADMIN_", "FEDIMG_NOTEBOOK_"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("FEDIMG_ADMIN_", "FEDIMG_NOTEBOOK_"))
+    }
     return {**env, **settings}
 
 
 def execute(name: str, env: dict[str, str]) -> nbformat.NotebookNode:
     """Run a notebook top to bottom in a fresh python3 kernel (this interpreter), cwd notebooks/."""
     notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-    client = NotebookClient(notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client = NotebookClient(
+        notebook,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS)}},
+    )
     client.execute(env=env)
     return notebook
 
@@ -80,17 +96,25 @@ def test_data_owner_approves_and_researcher_trains(federation_toml: Path, tmp_pa
         stored = nbformat.read(NOTEBOOKS / name, as_version=4)
         nbformat.validate(stored)
         assert stored.metadata.kernelspec.name == "python3"
-        assert all(not cell.get("outputs") and cell.get("execution_count") is None for cell in stored.cells if cell.cell_type == "code"), name
+        assert all(
+            not cell.get("outputs") and cell.get("execution_count") is None
+            for cell in stored.cells
+            if cell.cell_type == "code"
+        ), name
 
     out = tmp_path / "run"
     researcher_env = kernel_env(
-        FEDIMG_NOTEBOOK_CREDENTIALS=str(tmp_path / "state" / "secrets" / "researchers" / "ada@university.example.json"),
+        FEDIMG_NOTEBOOK_CREDENTIALS=str(
+            tmp_path / "state" / "secrets" / "researchers" / "ada@university.example.json"
+        ),
         FEDIMG_NOTEBOOK_ROUNDS=str(ROUNDS),
         FEDIMG_NOTEBOOK_OUT=str(out),
         FEDIMG_NOTEBOOK_CHECKPOINT=str(tmp_path / "checkpoint"),
         FEDIMG_NOTEBOOK_APPROVAL_TIMEOUT=str(WAIT_TIMEOUT_S),
     )
-    owner_env = kernel_env(FEDIMG_NOTEBOOK_CONFIG=str(federation_toml), FEDIMG_NOTEBOOK_REVIEW_TIMEOUT=str(WAIT_TIMEOUT_S))
+    owner_env = kernel_env(
+        FEDIMG_NOTEBOOK_CONFIG=str(federation_toml), FEDIMG_NOTEBOOK_REVIEW_TIMEOUT=str(WAIT_TIMEOUT_S)
+    )
 
     outcome: dict = {}
 
@@ -105,15 +129,21 @@ def test_data_owner_approves_and_researcher_trains(federation_toml: Path, tmp_pa
     researcher.start()
     owner = execute("data_owner.ipynb", owner_env)
     researcher.join(JOIN_TIMEOUT_S)
-    assert not researcher.is_alive(), f"researcher.ipynb still running after {time.monotonic() - started:.0f} s"
+    assert not researcher.is_alive(), (
+        f"researcher.ipynb still running after {time.monotonic() - started:.0f} s"
+    )
     if "error" in outcome:
         raise outcome["error"]
     notebook = outcome["notebook"]
 
     review = texts(owner, "bound_inputs(")
     assert review.count("OutputPolicyExecuteCount(limit=3)") == 2  # rounds + 1, at both sites
-    assert "def fedimg_digits_cnn_" in review and "researcher-owned" in review and "static review: no findings" in review
-    decisions = texts(owner, "owner.approve(")
+    assert (
+        "def fedimg_digits_cnn_" in review
+        and "researcher-owned" in review
+        and "static review: no findings" in review
+    )
+    decisions = texts(owner, "code_requests.approve(")
     assert decisions.count(": approved ") == 2 and decisions.count("APPROVED") == 2
 
     table = texts(notebook, "job.run(")

@@ -39,7 +39,7 @@ def test_append_and_verify_intact(tmp_path: Path) -> None:
     records = log.records()
     assert [r["seq"] for r in records] == [0, 1, 2, 3, 4]
     assert records[0]["prev"] == GENESIS
-    assert all(b["prev"] == a["hash"] for a, b in zip(records, records[1:]))
+    assert all(b["prev"] == a["hash"] for a, b in zip(records, records[1:], strict=False))
     assert records[2]["request_id"] == "r2" and records[2]["event"] == "request"
     head = json.loads(log.head_path.read_text())
     assert head == {"hash": records[-1]["hash"], "count": 5}

@@ -243,7 +243,8 @@ def rt_unpickle_via_numpy(train_images, train_labels, val_images, val_labels, we
 def rt_format_string_frames(train_images, train_labels, val_images, val_labels, weights, rnd):
     def walker():
         # generator -> this function -> PySyft's wrapper -> eval -> execute_byte_code, whose locals hold the context
-        yield f"{generator.gi_frame.f_back.f_back.f_back.f_back.f_locals['context'].server}"
+        # the attack is str.format reaching attributes: it must stay a format string, not an f-string
+        yield "{0.gi_frame.f_back.f_back.f_back.f_back.f_locals[context].server}".format(generator)
 
     generator = walker()
     return {"round": int(rnd), "server": next(generator)}

@@ -27,7 +27,9 @@ def test_fedavg_is_the_sample_weighted_mean() -> None:
 
 
 def test_fedavg_keeps_integer_buffers_unaveraged() -> None:
-    update = lambda n: {"num_batches_tracked": np.array(n, dtype=np.int64), "w": np.array([float(n)])}
+    def update(n: int) -> dict[str, np.ndarray]:
+        return {"num_batches_tracked": np.array(n, dtype=np.int64), "w": np.array([float(n)])}
+
     result = fedavg([(update(3), 1), (update(7), 1)])
     assert result["num_batches_tracked"] == 7 and result["num_batches_tracked"].dtype == np.int64
     assert result["w"].tolist() == [5.0]

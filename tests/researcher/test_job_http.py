@@ -8,44 +8,10 @@ import json
 
 import pytest
 
-from datasite_setup.convert.federated_format import CLIENTS_DIR
-from datasite_setup.site.code_requests import approve, deny, requests
-from datasite_setup.site.site_admin import ensure_researcher, login
-from researcher import FedAvgJob, Federation, JobError
-from researcher.models import SmallCNN
-
-EMAIL, PASSWORD = "ada@university.example", "researcher-pass-1234"
-
-
-@pytest.fixture
-def two_sites(site_factory, sample_federation):
-    sites = [site_factory(name, sample_federation / CLIENTS_DIR / name) for name in ("client_0", "client_1")]
-    for site in sites:
-        ensure_researcher(login(site.url, site.admin), email=EMAIL, name="Ada", password=PASSWORD)
-    federation = Federation.from_urls(
-        {s.name: s.url for s in sites}, EMAIL, {s.name: PASSWORD for s in sites}
-    )
-    return sites, federation
-
-
-def make_job(federation: Federation, name: str, **config) -> FedAvgJob:
-    spec = federation.image_spec
-    kwargs = dict(
-        channels=spec["channels"], image_size=spec["size"], num_classes=len(federation.label_map), width=8
-    )
-    settings = (
-        dict(rounds=2, local_epochs=1, batch_size=32, lr=0.05, momentum=0.9, min_sites=2, seed=1) | config
-    )
-    return FedAvgJob(SmallCNN, name=name, model_kwargs=kwargs, **settings)
-
-
-def decide(sites, decisions: dict[str, str | None]) -> None:
-    """The data owners' stand-in: approve (None) or deny (a reason) each site's pending request."""
-    for site in sites:
-        admin = login(site.url, site.admin)
-        for request in requests(admin):
-            reason = decisions.get(site.name)
-            approve(admin, request.id) if reason is None else deny(admin, request.id, reason)
+from datasite_setup.site.code_requests import requests
+from datasite_setup.site.site_admin import login
+from researcher import JobError
+from tests.researcher.http_sites import connect, decide, make_job
 
 
 def test_fedavg_end_to_end_over_http(two_sites, tmp_path) -> None:
@@ -121,7 +87,7 @@ def test_a_site_down_mid_job_then_resume_from_the_checkpoint(two_sites, tmp_path
     assert state["next_round"] == 0 and set(state["pending"]) == {"client_0"}
     assert state["calls"] == {"client_0": 1}  # the refused connection did not count as an execution
     sites[1].start()
-    resumed = Federation.from_urls({s.name: s.url for s in sites}, EMAIL, {s.name: PASSWORD for s in sites})
+    resumed = connect(sites)
     result = make_job(resumed, "resume", rounds=2, min_sites=2).run(resumed, tmp_path / "checkpoint")
     assert [r.round for r in result.history] == [0, 1, 2]
     state = json.loads((tmp_path / "checkpoint" / "checkpoint.json").read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from policies.secure_aggregation import decode
-from tests.researcher.test_job_http import decide, make_job, two_sites  # noqa: F401 (fixture)
+from tests.researcher.http_sites import decide, make_job
 
 
 def test_secure_aggregation_matches_plain_fedavg_and_hides_single_updates(two_sites, tmp_path) -> None:

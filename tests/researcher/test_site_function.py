@@ -76,9 +76,11 @@ def test_training_call_returns_only_aggregates_and_learns(site) -> None:
 
 def test_same_inputs_same_update(site) -> None:
     train_images, train_labels = arrays(64)
-    run = lambda: site.function(train_images, train_labels, train_images[:8], train_labels[:8], initial(), 0)[
-        "weights"
-    ]
+
+    def run() -> dict:
+        output = site.function(train_images, train_labels, train_images[:8], train_labels[:8], initial(), 0)
+        return output["weights"]
+
     first, second = run(), run()
     assert all(np.array_equal(first[k], second[k]) for k in first)
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from datasite_setup.convert.partition.base import PartitionInput, SkewPartitioner, cut_by_proportions
+from datasite_setup.convert.partition.assignment import cut_by_proportions
+from datasite_setup.convert.partition.partition_input import PartitionInput
+from datasite_setup.convert.partition.skew import SkewPartitioner
 
 
 class DirichletPartitioner(SkewPartitioner):
@@ -16,22 +20,35 @@ class DirichletPartitioner(SkewPartitioner):
     is repeated (up to ``max_attempts``) until every client has at least
     ``min_partition_size`` samples, else a ``PartitionError`` says what to change.
 
-    Args:
-        num_clients: how many partitions to make.
-        alpha: concentration, > 0; one number, or one per client.
-        min_partition_size: smallest acceptable client, in samples (>= 1).
-        self_balancing: stop giving a label to clients already above the average
-            size (keeps sizes closer together at the same label skew).
-        max_attempts: draws to try before giving up.
-        seed: seed of the draws.
+    Parameters
+    ----------
+    num_clients : int
+        How many partitions to make.
+    alpha : float or list of float, default 0.5
+        Concentration, > 0; one number, or one per client.
+    min_partition_size : int, default 10
+        Smallest acceptable client, in samples (>= 1).
+    self_balancing : bool, default False
+        Stop giving a label to clients already above the average size (keeps
+        sizes closer together at the same label skew).
+    max_attempts : int, default 10
+        Draws to try before giving up.
+    seed : int, default 0
+        Seed of the draws.
 
-    Example:
-        >>> import numpy as np
-        >>> from datasite_setup.convert.partition import DirichletPartitioner, PartitionInput
-        >>> data = PartitionInput(labels=np.arange(300) % 3, groups=np.arange(300))
-        >>> parts = DirichletPartitioner(3, alpha=0.3, min_partition_size=10, seed=0).partition(data)
-        >>> sum(len(p) for p in parts), min(len(p) for p in parts) >= 10
-        (300, True)
+    Raises
+    ------
+    PartitionError
+        When a parameter is outside what is allowed; the message says what is.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from datasite_setup.convert.partition import DirichletPartitioner, PartitionInput
+    >>> data = PartitionInput(labels=np.arange(300) % 3, groups=np.arange(300))
+    >>> parts = DirichletPartitioner(3, alpha=0.3, min_partition_size=10, seed=0).partition(data)
+    >>> sum(len(p) for p in parts), min(len(p) for p in parts) >= 10
+    (300, True)
     """
 
     scheme = "dirichlet"
@@ -56,10 +73,12 @@ class DirichletPartitioner(SkewPartitioner):
         )
         self.self_balancing = bool(self_balancing)
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
+        """The Dirichlet parameters and ``self_balancing``."""
         return {**super().params(), "self_balancing": self.self_balancing}
 
     def draw(self, data: PartitionInput, rng: np.random.Generator) -> np.ndarray:
+        """Per label, cut its shuffled groups between the clients by ``p ~ Dir(alpha)``."""
         sizes = data.group_sizes
         client_of_group = np.empty(data.num_groups, dtype=np.int64)
         load = np.zeros(self.num_clients)
@@ -68,14 +87,15 @@ class DirichletPartitioner(SkewPartitioner):
             groups = rng.permutation(np.flatnonzero(data.group_labels == label))
             proportions = rng.dirichlet(self.alpha)
             if self.self_balancing:
-                # As in Flower: clients already above the average size get none of this label.
-                proportions = np.where(load < average, proportions, 0.0)
-                proportions = (
-                    proportions / proportions.sum()
-                    if proportions.sum() > 0
-                    else np.full(self.num_clients, 1 / self.num_clients)
-                )
+                proportions = self._balanced(proportions, load, average)
             assigned = cut_by_proportions(sizes[groups], proportions)
             client_of_group[groups] = assigned
             load += np.bincount(assigned, weights=sizes[groups], minlength=self.num_clients)
         return client_of_group
+
+    def _balanced(self, proportions: np.ndarray, load: np.ndarray, average: float) -> np.ndarray:
+        # As in Flower: clients already above the average size get none of this label.
+        proportions = np.where(load < average, proportions, 0.0)
+        if proportions.sum() > 0:
+            return proportions / proportions.sum()
+        return np.full(self.num_clients, 1 / self.num_clients)

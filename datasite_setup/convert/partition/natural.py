@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from datasite_setup.convert.partition.base import Partitioner, PartitionInput
+from datasite_setup.convert.partition.base import Partitioner
+from datasite_setup.convert.partition.partition_input import PartitionInput
 from datasite_setup.errors import PartitionError
 
 
@@ -19,19 +21,29 @@ class NaturalPartitioner(Partitioner):
     ``client_values``). The moves are counted in ``reassigned_groups`` and
     ``reassigned_samples`` and recorded in ``federation.json``.
 
-    Args:
-        num_clients: how many partitions (must equal ``len(client_values)``).
-        client_values: the column's values, in client order.
-        seed: unused (the partition is not random); accepted for a uniform API.
+    Parameters
+    ----------
+    num_clients : int
+        How many partitions (must equal ``len(client_values)``).
+    client_values : sequence of str
+        The column's values, in client order; distinct.
+    seed : int, default 0
+        Unused (the partition is not random); accepted for a uniform API.
 
-    Example:
-        >>> import numpy as np
-        >>> from datasite_setup.convert.partition import NaturalPartitioner, PartitionInput
-        >>> data = PartitionInput(labels=np.zeros(4, dtype=int), groups=np.array([0, 0, 0, 1]),
-        ...                       natural_keys=np.array(["a", "a", "b", "b"], dtype=object))
-        >>> partitioner = NaturalPartitioner(2, client_values=["a", "b"])
-        >>> [p.tolist() for p in partitioner.partition(data)], partitioner.reassigned_samples
-        ([[0, 1, 2], [3]], 1)
+    Raises
+    ------
+    PartitionError
+        When ``client_values`` are not ``num_clients`` distinct values.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from datasite_setup.convert.partition import NaturalPartitioner, PartitionInput
+    >>> data = PartitionInput(labels=np.zeros(4, dtype=int), groups=np.array([0, 0, 0, 1]),
+    ...                       natural_keys=np.array(["a", "a", "b", "b"], dtype=object))
+    >>> partitioner = NaturalPartitioner(2, client_values=["a", "b"])
+    >>> [p.tolist() for p in partitioner.partition(data)], partitioner.reassigned_samples
+    ([[0, 1, 2], [3]], 1)
     """
 
     def __init__(self, num_clients: int, *, client_values: Sequence[str], seed: int = 0) -> None:
@@ -45,10 +57,12 @@ class NaturalPartitioner(Partitioner):
         self.reassigned_groups = 0
         self.reassigned_samples = 0
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
+        """The client values, in client order."""
         return {"client_values": list(self.client_values)}
 
     def assign_groups(self, data: PartitionInput, rng: np.random.Generator) -> np.ndarray:
+        """Each group goes to the client most of its samples name (ties: the first in ``client_values``)."""
         if data.natural_keys is None:
             raise PartitionError("natural: every sample needs a client key (--client-column)")
         index = {value: i for i, value in enumerate(self.client_values)}
@@ -61,9 +75,14 @@ class NaturalPartitioner(Partitioner):
         self.reassigned_groups = self.reassigned_samples = 0
         for group, members in enumerate(data.group_members):
             votes = Counter(index[key] for key in data.natural_keys[members])
-            client = min(votes, key=lambda c: (-votes[c], c))
+            client = _most_voted(votes)
             client_of_group[group] = client
             if len(votes) > 1:
                 self.reassigned_groups += 1
                 self.reassigned_samples += len(members) - votes[client]
         return client_of_group
+
+
+def _most_voted(votes: Counter[int]) -> int:
+    """The client with the most votes; on a tie, the smallest client index."""
+    return min(votes, key=lambda client: (-votes[client], client))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datasite_setup.convert.partition.base import PartitionInput
+from datasite_setup.convert.partition.partition_input import PartitionInput
 from datasite_setup.errors import PartitionError
 
 
@@ -20,19 +20,35 @@ def split_train_val(
     len(indices)``, and a group is never cut. (Picking groups with probability
     proportional to their size would over-sample large patients.)
 
-    Args:
-        data: the whole federation's partition input.
-        indices: this client's sample indices.
-        val_fraction: share of samples for validation, in ``[0, 1)``.
-        seed: seed of the order within labels and of the sampling offset.
+    Parameters
+    ----------
+    data : PartitionInput
+        The whole federation's partition input.
+    indices : np.ndarray
+        This client's sample indices.
+    val_fraction : float
+        Share of samples for validation, in ``[0, 1)``.
+    seed : int, default 0
+        Seed of the order within labels.
 
-    Example:
-        >>> import numpy as np
-        >>> from datasite_setup.convert.partition import PartitionInput, split_train_val
-        >>> data = PartitionInput(labels=np.arange(20) % 2, groups=np.arange(20))
-        >>> train, val = split_train_val(data, np.arange(20), 0.2, seed=0)
-        >>> len(train), len(val), np.bincount(data.labels[val]).tolist()
-        (16, 4, [2, 2])
+    Returns
+    -------
+    tuple of np.ndarray
+        ``(train, val)``: ascending sample indices; together exactly ``indices``.
+
+    Raises
+    ------
+    PartitionError
+        When ``val_fraction`` is outside ``[0, 1)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from datasite_setup.convert.partition import PartitionInput, split_train_val
+    >>> data = PartitionInput(labels=np.arange(20) % 2, groups=np.arange(20))
+    >>> train, val = split_train_val(data, np.arange(20), 0.2, seed=0)
+    >>> len(train), len(val), np.bincount(data.labels[val]).tolist()
+    (16, 4, [2, 2])
     """
     if not 0 <= val_fraction < 1:
         raise PartitionError(f"val_fraction must be in [0, 1) (got {val_fraction})")
@@ -41,6 +57,7 @@ def split_train_val(
         return indices, indices[:0]
     rng = np.random.default_rng(seed)
     groups, sizes = np.unique(data.group_of_sample[indices], return_counts=True)
+    # By majority label, randomly within a label (lexsort's last key is the primary one).
     order = np.lexsort((rng.random(len(groups)), data.group_labels[groups]))
     in_val_group = np.zeros(len(groups), dtype=bool)
     taken, seen = 0, 0

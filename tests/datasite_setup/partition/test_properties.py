@@ -75,7 +75,7 @@ def test_same_seed_same_partition(data, scheme, seed) -> None:
     num_clients = 3 if scheme == "natural" else min(2, data.num_groups)
     first = partition_or_refuse(scheme, num_clients, seed, data)
     second = build(scheme, num_clients, seed).partition(data)
-    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
 
 
 @SETTINGS

@@ -73,8 +73,8 @@ def test_iid_balances_sizes_and_depends_on_seed() -> None:
     assert sorted(len(p) for p in parts) == [33, 33, 34]
     again = IidPartitioner(3, seed=1).partition(data)
     other = IidPartitioner(3, seed=2).partition(data)
-    assert all(np.array_equal(a, b) for a, b in zip(parts, again))
-    assert not all(np.array_equal(a, b) for a, b in zip(parts, other))
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(parts, other, strict=True))
 
 
 def test_iid_with_unequal_groups_stays_within_one_group() -> None:

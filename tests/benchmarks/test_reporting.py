@@ -1,4 +1,4 @@
-"""The benchmarks' shared report plumbing: the report and its JSON twin, RESULTS.md sections, the output options."""
+"""The benchmarks' shared report writing (harness.reporting): the report and its JSON twin, RESULTS.md sections, the output options."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench_convert, bench_fedavg, bench_ingest, report
-from benchmarks.report import ResultsSection
+from benchmarks import bench_convert, bench_fedavg, bench_ingest
+from benchmarks.harness import reporting
+from benchmarks.harness.reporting import ResultsSection
 
 SECTION = ResultsSection(
     heading="## Widgets",
@@ -27,7 +28,7 @@ class Settings:
 
 
 @dataclass
-class Results(report.ReportHeader):
+class Results(reporting.ReportHeader):
     figures: dict = field(default_factory=dict)
 
 
@@ -39,7 +40,7 @@ def test_write_report_writes_the_markdown_under_its_title_and_the_json_twin(tmp_
     path = tmp_path / "deep" / "widgets-report.md"
     data = {"settings": {"workdir": "/w"}, "load_start": (0.1, 0.2, 0.3), "when": Path("/x")}
 
-    assert report.write_report(path, title="widgets", markdown="## widgets\n", data=data) == path
+    assert reporting.write_report(path, title="widgets", markdown="## widgets\n", data=data) == path
 
     assert path.read_text() == "# Benchmark report: widgets\n\n## widgets\n"
     twin = path.with_suffix(".json")
@@ -54,7 +55,7 @@ def test_write_report_writes_the_markdown_under_its_title_and_the_json_twin(tmp_
 def test_record_report_creates_the_file_and_the_section(tmp_path: Path) -> None:
     results_file = tmp_path / "RESULTS.md"
 
-    report.record_report("### first\n", SECTION, results_file)
+    reporting.record_report("### first\n", SECTION, results_file)
 
     assert (
         results_file.read_text()
@@ -67,13 +68,13 @@ def test_record_report_puts_the_newest_entry_first_and_keeps_everything_else(tmp
     original = f"# Benchmark results\n\nintro\n\n{OTHER.text()}\n\n### a gadget entry\n\n- 3 gadgets/s\n"
     results_file.write_text(original)
 
-    report.record_report("### older\n", SECTION, results_file)
+    reporting.record_report("### older\n", SECTION, results_file)
     first = results_file.read_text()
     assert first.startswith(
         original.rstrip("\n") + f"\n\n{SECTION.text()}\n\n### older\n"
     )  # appended after the other section
-    report.record_report("### newer\n", SECTION, results_file)
-    report.record_report("### another gadget\n", OTHER, results_file)
+    reporting.record_report("### newer\n", SECTION, results_file)
+    reporting.record_report("### another gadget\n", OTHER, results_file)
 
     text = results_file.read_text()
     assert (
@@ -94,11 +95,11 @@ def test_record_report_puts_the_newest_entry_first_and_keeps_everything_else(tmp
 def test_record_report_into_the_real_results_file_layout_keeps_its_entries(tmp_path: Path) -> None:
     # A copy of benchmarks/RESULTS.md: a new entry lands at the top of its section; every byte around it is kept.
     results_file = tmp_path / "RESULTS.md"
-    original = report.RESULTS_FILE.read_text()
+    original = reporting.RESULTS_FILE.read_text()
     results_file.write_text(original)
     section = bench_ingest.SECTION
 
-    report.record_report("### new ingest entry\n", section, results_file)
+    reporting.record_report("### new ingest entry\n", section, results_file)
 
     head, tail = original.split(section.marker, 1)
     assert (
@@ -110,7 +111,7 @@ def test_record_report_into_the_real_results_file_layout_keeps_its_entries(tmp_p
 @pytest.mark.parametrize("bench", [bench_convert, bench_ingest, bench_fedavg], ids=lambda m: m.__name__)
 def test_each_benchmarks_section_is_the_one_already_in_results_md(bench) -> None:
     # Otherwise --record would append a second section instead of adding to the existing one.
-    assert bench.SECTION.text() in report.RESULTS_FILE.read_text()
+    assert bench.SECTION.text() in reporting.RESULTS_FILE.read_text()
 
 
 def test_publish_writes_prints_and_records_only_when_asked(tmp_path: Path, capsys) -> None:
@@ -119,7 +120,7 @@ def test_publish_writes_prints_and_records_only_when_asked(tmp_path: Path, capsy
     results_file = tmp_path / "RESULTS.md"
     path = tmp_path / "widgets-report.md"
 
-    report.publish(
+    reporting.publish(
         results, render, title="widgets", path=path, section=SECTION, record=False, results_file=results_file
     )
     assert not results_file.exists()
@@ -139,7 +140,7 @@ def test_publish_writes_prints_and_records_only_when_asked(tmp_path: Path, capsy
     printed = capsys.readouterr().out
     assert printed == f"\n{render(results)}\nreport: {path} (+ widgets-report.json)\n"
 
-    report.publish(
+    reporting.publish(
         results, render, title="widgets", path=path, section=SECTION, record=True, results_file=results_file
     )
     assert results_file.read_text().endswith(f"{SECTION.marker}\n\n{render(results, heading='###')}")
@@ -155,7 +156,7 @@ def test_report_header_begins_with_settings_and_machine_and_no_loads_yet() -> No
 
 def test_report_options_parse_to_absolute_paths(tmp_path: Path, monkeypatch) -> None:
     parser = argparse.ArgumentParser()
-    report.add_report_options(
+    reporting.add_report_options(
         parser, workdir_use="scratch", report_name="widgets-report.md", record_help="also record it"
     )
     help_text = " ".join(parser.format_help().split())
@@ -166,11 +167,14 @@ def test_report_options_parse_to_absolute_paths(tmp_path: Path, monkeypatch) -> 
 
     args = parser.parse_args([])
     assert (
-        report.output_paths(args) == (report.DEFAULT_WORKDIR, report.DEFAULT_WORKDIR / "widgets-report.md")
+        reporting.output_paths(args)
+        == (reporting.DEFAULT_WORKDIR, reporting.DEFAULT_WORKDIR / "widgets-report.md")
         and not args.record
     )
     monkeypatch.chdir(tmp_path)
     args = parser.parse_args(["--workdir", "w", "--record"])
-    assert report.output_paths(args) == (tmp_path / "w", tmp_path / "w" / "widgets-report.md") and args.record
+    assert (
+        reporting.output_paths(args) == (tmp_path / "w", tmp_path / "w" / "widgets-report.md") and args.record
+    )
     args = parser.parse_args(["--workdir", "w", "--report", "out/r.md"])
-    assert report.output_paths(args) == (tmp_path / "w", tmp_path / "out" / "r.md")
+    assert reporting.output_paths(args) == (tmp_path / "w", tmp_path / "out" / "r.md")

@@ -11,12 +11,12 @@ import pytest
 from PIL import Image
 from rich.console import Console
 
-from datasite_setup.convert.pipeline import convert
-from datasite_setup.convert.report import (
+from datasite_setup.convert.federation_report import (
     print_client_table,
     render_label_distribution,
     render_report_markdown,
 )
+from datasite_setup.convert.pipeline import convert
 from tests.datasite_setup.test_convert import (
     SECRET,
     csv_options,
@@ -59,7 +59,7 @@ def markdown_rows(report: str) -> dict[tuple[str, str], dict[str, str]]:
         cells = [cell.strip() for cell in line.strip("|").split("|")]
         if len(cells) != len(header):
             break  # the next table (reasons) starts
-        row = dict(zip(header, cells))
+        row = dict(zip(header, cells, strict=True))
         table[(row["client"], row["split"])] = row
     return table
 

@@ -1,0 +1,1 @@
+"""``bench_convert``'s measuring part: the contenders, measured in subprocesses (``contenders``)."""

@@ -1,0 +1,165 @@
+"""A seccomp filter, built with libseccomp through ctypes, that leaves a worker no way out by system call.
+
+The filter allows everything a numerical Python process needs and refuses, with
+``EPERM``, what would let code leave the worker: starting programs (``execve``),
+new processes (``fork``, ``vfork``, ``clone`` without ``CLONE_THREAD``), new
+sockets of any family (the socket pair the worker was handed keeps working),
+tracing or reading other processes, new namespaces, mounts, kernel modules, BPF,
+keyrings, ``io_uring`` (which runs system calls the filter cannot see), and leaving
+the process group the site kills at a wall-clock limit (``setsid``/``setpgid``).
+``clone3`` answers ``ENOSYS``: its flags live in memory seccomp cannot read, and
+glibc then falls back to ``clone``, whose flags it can.
+
+libseccomp (Debian's ``libseccomp2``) is a dependency of the system, not of
+Python; ``load_filter`` raises if it is missing, and the worker then refuses to
+run code (fail closed).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+
+__all__ = ["DENIED_SYSCALLS", "SeccompError", "load_filter"]
+
+DENIED_SYSCALLS = (
+    # programs and processes
+    "execve",
+    "execveat",
+    "fork",
+    "vfork",
+    "setsid",
+    "setpgid",
+    # network: no new socket of any family; the worker's socket pair exists already
+    "socket",
+    "socketpair",
+    "connect",
+    "bind",
+    "listen",
+    "accept",
+    "accept4",
+    # other processes
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "pidfd_open",
+    "pidfd_getfd",
+    "kcmp",
+    # the kernel's bigger surfaces
+    "unshare",
+    "setns",
+    "mount",
+    "umount2",
+    "pivot_root",
+    "chroot",
+    "bpf",
+    "perf_event_open",
+    "userfaultfd",
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
+    "keyctl",
+    "add_key",
+    "request_key",
+    "kexec_load",
+    "kexec_file_load",
+    "init_module",
+    "finit_module",
+    "delete_module",
+    "personality",
+)
+_CLONE_THREAD = 0x00010000
+_SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_CMP_MASKED_EQ = 7
+
+
+def _errno_action(number: int) -> int:
+    return 0x00050000 | (number & 0xFFFF)
+
+
+class SeccompError(OSError):
+    """libseccomp is missing or refused to build or load the filter."""
+
+
+class _ArgCmp(ctypes.Structure):
+    _fields_ = [
+        ("arg", ctypes.c_uint),
+        ("op", ctypes.c_int),
+        ("datum_a", ctypes.c_uint64),
+        ("datum_b", ctypes.c_uint64),
+    ]
+
+
+def _library() -> ctypes.CDLL:
+    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
+    try:
+        library = ctypes.CDLL(name, use_errno=True)
+    except OSError as exc:
+        raise SeccompError(0, f"libseccomp is not installed ({exc}): install libseccomp2") from exc
+    library.seccomp_init.restype = ctypes.c_void_p
+    library.seccomp_init.argtypes = [ctypes.c_uint32]
+    library.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    library.seccomp_rule_add_array.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_uint32,
+        ctypes.c_int,
+        ctypes.c_uint,
+        ctypes.POINTER(_ArgCmp),
+    ]
+    library.seccomp_load.argtypes = [ctypes.c_void_p]
+    library.seccomp_release.argtypes = [ctypes.c_void_p]
+    return library
+
+
+def load_filter() -> list[str]:
+    """Install the filter on this process and every thread it starts from now on, for good.
+
+    Returns
+    -------
+    list of str
+        The denied system calls this kernel and libseccomp know (others do not exist here).
+
+    Raises
+    ------
+    SeccompError
+        libseccomp is missing, or building or loading the filter failed; no filter is
+        in place then.
+    """
+    library = _library()
+    context = library.seccomp_init(_SCMP_ACT_ALLOW)
+    if not context:
+        raise SeccompError(0, "seccomp_init failed")
+    denied: list[str] = []
+    try:
+        for name in DENIED_SYSCALLS:
+            number = library.seccomp_syscall_resolve_name(name.encode())
+            if number < 0:
+                continue  # not a system call on this architecture
+            _add_rule(library, context, _errno_action(errno.EPERM), number, [])
+            denied.append(name)
+        clone = library.seccomp_syscall_resolve_name(b"clone")
+        # clone(flags, ...) without CLONE_THREAD makes a process: refused; threads pass
+        _add_rule(
+            library,
+            context,
+            _errno_action(errno.EPERM),
+            clone,
+            [_ArgCmp(0, _SCMP_CMP_MASKED_EQ, _CLONE_THREAD, 0)],
+        )
+        clone3 = library.seccomp_syscall_resolve_name(b"clone3")
+        if clone3 >= 0:
+            _add_rule(library, context, _errno_action(errno.ENOSYS), clone3, [])
+        if library.seccomp_load(context) < 0:
+            raise SeccompError(ctypes.get_errno(), "seccomp_load failed")
+    finally:
+        library.seccomp_release(context)
+    return denied
+
+
+def _add_rule(
+    library: ctypes.CDLL, context: int, action: int, number: int, conditions: list[_ArgCmp]
+) -> None:
+    array = (_ArgCmp * max(len(conditions), 1))(*conditions)
+    if library.seccomp_rule_add_array(context, action, number, len(conditions), array) < 0:
+        raise SeccompError(0, f"seccomp rule for system call {number} was refused")

@@ -1,0 +1,168 @@
+"""The sandbox worker: a clean interpreter that runs one job's approved code, confined, and nothing else.
+
+Started by the site (``python -I -m datasite_setup.site.sandbox.worker FD``) with an
+empty environment, a private empty working directory and one socket (``FD``). It
+imports what approved code may use while it waits (so a job does not wait for
+torch), then takes one job:
+
+1. the job message: the site function's source and name, the settings, and the
+   file descriptors of the job's read-only ``.npy`` inputs, which it maps;
+2. confinement (``confine``): limits, Landlock, seccomp — before any researcher
+   code is compiled;
+3. calls, each answered with a result or an error, until the site says stop or
+   closes the socket.
+
+Only ``wire`` messages cross; the release rules still run in the site process.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+import torch
+import torch.nn
+import torch.nn.functional
+
+import datasite_setup
+import policies
+from datasite_setup.site.sandbox.confine import Limits, confine
+from datasite_setup.site.sandbox.wire import receive, send
+
+__all__ = ["main", "read_paths"]
+
+MAX_ERROR_CHARS = 4000
+_SYSTEM_LIBRARIES = ("/usr/lib", "/lib", "/lib64", "/usr/lib64", "/usr/local/lib")
+_DEVICES = ("/dev/null", "/dev/zero", "/dev/urandom")
+
+
+def read_paths() -> list[Path]:
+    """What a worker keeps readable: its interpreter, installed packages, fedimg's packages, system libraries.
+
+    Returns
+    -------
+    list of Path
+        Existing paths only; nothing of a site's state dir, home folders, ``/etc``,
+        ``/proc`` or other processes.
+    """
+    candidates = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix)}
+    candidates |= {Path(module.__file__ or "").resolve().parent for module in (datasite_setup, policies)}
+    candidates |= {Path(path) for path in _SYSTEM_LIBRARIES + _DEVICES}
+    return sorted(path for path in candidates if path.exists())
+
+
+def _map_npy(descriptor: int) -> np.ndarray:
+    """A read-only memory map of the ``.npy`` file open at ``descriptor`` (no copy, no pickle)."""
+    with os.fdopen(descriptor, "rb") as handle:
+        shape, fortran_order, dtype = _npy_header(handle)
+        if dtype.hasobject:
+            raise ValueError("an input array of objects")
+        array = np.memmap(
+            handle,
+            dtype=dtype,
+            mode="r",
+            shape=shape,
+            order="F" if fortran_order else "C",
+            offset=handle.tell(),
+        )
+    return array
+
+
+def _npy_header(handle: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    major, _ = np.lib.format.read_magic(handle)
+    if major == 1:
+        return np.lib.format.read_array_header_1_0(handle)
+    return np.lib.format.read_array_header_2_0(handle)
+
+
+def _load_function(source: str, name: str) -> Any:
+    namespace: dict[str, Any] = {"__name__": "fedimg_site_function"}
+    exec(compile(source, "<approved site function>", "exec"), namespace)  # the reason this process exists
+    return namespace[name]
+
+
+def _warm_up() -> None:
+    # torch reads /proc/cpuinfo and starts its thread pool on the first operation: do it while that is allowed
+    torch.ones(4, 4) @ torch.ones(4, 4)
+    math.sqrt(1.0)
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    text = "".join(traceback.format_exception(exc))
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:MAX_ERROR_CHARS],
+        "traceback": text[-MAX_ERROR_CHARS:],
+    }
+
+
+def serve_job(sock: socket.socket) -> int:
+    """Take one job from ``sock`` and answer its calls; the worker's whole life after warming up.
+
+    Parameters
+    ----------
+    sock : socket.socket
+        The socket the site handed over.
+
+    Returns
+    -------
+    int
+        The process exit code (0: stopped by the site; 3: the job could not be set up).
+    """
+    kind, job, fds = receive(sock, max_bytes=2**24)
+    if kind != "job":
+        return 3
+    try:
+        assets = {name: _map_npy(fd) for name, fd in zip(job["assets"], fds, strict=True)}
+        torch.set_num_threads(int(job["threads"]))
+        limits = Limits(**job["limits"])
+        confinement = confine(
+            read_paths(), [Path.cwd()], limits, require_abi=int(job["require_landlock_abi"])
+        )
+    except Exception as exc:  # any failure here means no confinement: refuse the job
+        send(sock, "refused", _error(exc))
+        return 3
+    try:
+        function = _load_function(job["source"], job["function"])
+    except Exception as exc:  # researcher code that does not compile or define the function
+        send(sock, "error", _error(exc))
+        return 0
+    send(
+        sock, "ready", {"landlock_abi": confinement.landlock_abi, "denied": list(confinement.denied_syscalls)}
+    )
+    max_call_bytes = int(job["max_call_bytes"])
+    while True:
+        try:
+            kind, call, _ = receive(sock, max_bytes=max_call_bytes)
+        except EOFError:
+            return 0
+        if kind != "call":
+            return 0
+        try:
+            result = function(**assets, **call)
+        except BaseException as exc:  # researcher code: all it raises is its own failure
+            send(sock, "error", _error(exc))
+            continue
+        try:
+            send(sock, "result", result)
+        except ValueError as exc:  # not JSON values and numeric arrays: not releasable
+            send(sock, "error", _error(exc))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The worker's entry point: ``python -I -m datasite_setup.site.sandbox.worker FD``."""
+    args = sys.argv[1:] if argv is None else argv
+    sock = socket.socket(fileno=int(args[0]))
+    _warm_up()
+    send(sock, "warm", {"pid": os.getpid()})
+    return serve_job(sock)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

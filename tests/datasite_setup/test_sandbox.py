@@ -5,8 +5,11 @@ Real processes, the real kernel's Landlock and seccomp: nothing is mocked.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -207,3 +210,52 @@ def test_without_the_required_landlock_the_worker_refuses_the_job(site: Path) ->
             run(pool, site, "sum")
     finally:
         pool.close()
+
+
+UNPRIVILEGED = """
+import ctypes, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER: from here on no capability over anything outside
+    print(json.dumps({"skip": os.strerror(ctypes.get_errno())}))
+    sys.exit(0)
+from pathlib import Path
+from datasite_setup.site.sandbox.runner import CodeFailed, WorkerPool, WorkerSettings
+state = Path(sys.argv[1])
+source = sys.argv[2]
+pool = WorkerPool(WorkerSettings(seconds_per_call=30, memory_mb=3072), forbidden=[state])
+out = {"parent_uid": os.getuid()}
+try:
+    worker = pool.worker_for("j", source=source, function="job", assets={"train_images": state / "train_images.npy"})
+    out["abi"] = worker.confinement["landlock_abi"]
+    out["sum"] = worker.call({"attack": "sum", "target": ""})["sum"]
+    for attack, target in (("read", str(state / "admin-credentials.json")), ("unix", ""), ("fork", "")):
+        try:
+            worker.call({"attack": attack, "target": target})
+            out[attack] = "ALLOWED"
+        except CodeFailed as exc:
+            out[attack] = str(exc)
+finally:
+    pool.close()
+print(json.dumps(out))
+"""
+
+
+def test_the_sandbox_holds_for_an_unprivileged_user(site: Path, tmp_path: Path) -> None:
+    """As a site in a container runs: not root, no capability (a user namespace here), same confinement."""
+    script = tmp_path / "unprivileged.py"
+    script.write_text(UNPRIVILEGED)
+    done = subprocess.run(
+        [sys.executable, str(script), str(site), ATTACKS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    if "skip" in out:
+        pytest.skip(f"no user namespace for an unprivileged test here: {out['skip']}")
+    assert out["parent_uid"] != 0 and out["abi"] >= 1
+    assert out["sum"] == float(np.arange(96).sum())
+    assert "Permission denied" in out["read"]
+    assert "Operation not permitted" in out["unix"] and "Operation not permitted" in out["fork"]

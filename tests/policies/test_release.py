@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from policies.release import ReleaseRefused, check_release
+from tests.support.job_config import job_config
 
 NUM_TRAIN, NUM_VAL, NUM_CLASSES = 120, 30, 3
 
@@ -79,21 +80,9 @@ def test_the_real_template_output_is_released(tmp_path) -> None:
     from researcher.models import SmallCNN
     from researcher.site_function import build_site_function
 
-    config = dict(
-        rounds=1,
-        local_epochs=1,
-        batch_size=16,
-        lr=0.1,
-        optimizer="sgd",
-        momentum=0.0,
-        loss="cross_entropy",
-        min_sites=1,
-        seed=0,
-        mu=0.0,
-        server_momentum=0.0,
-        server_lr=1.0,
-        model_kwargs={"channels": 1, "image_size": 8, "num_classes": NUM_CLASSES},
+    config = job_config(
         num_classes=NUM_CLASSES,
+        image_size=8,
     )
     site = build_site_function("fedimg_release_test", SmallCNN, config, folder=tmp_path)
     rng = np.random.default_rng(0)

@@ -16,6 +16,7 @@ from policies.site_policy import SitePolicy
 from policies.template import TEMPLATE_VERSION, match_template, render_site_source, template_id
 from researcher.job import FedAvgConfig
 from researcher.models import SmallCNN
+from tests.support.job_config import job_config as full_job_config
 
 ROUNDS = 3
 DATASET = "fedimg-hospital_a-0123456789ab"
@@ -24,21 +25,12 @@ CHECK_NAMES = ("static review", "job template", "output policy", "execution limi
 
 def job_config(**overrides) -> dict:
     """A job's configuration as ``FedAvgJob`` renders it (the plain-number and string settings)."""
-    config = dict(
+    config = full_job_config(
+        num_classes=4,
+        image_size=16,
         rounds=ROUNDS,
-        local_epochs=1,
         batch_size=32,
         lr=0.05,
-        optimizer="sgd",
-        momentum=0.0,
-        loss="cross_entropy",
-        min_sites=1,
-        seed=0,
-        mu=0.0,
-        server_momentum=0.0,
-        server_lr=1.0,
-        model_kwargs={"channels": 1, "image_size": 16, "num_classes": 4},
-        num_classes=4,
     )
     return {**config, **overrides}
 

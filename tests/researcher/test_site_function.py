@@ -11,23 +11,9 @@ from policies.template import render_site_source
 from researcher.job import FedAvgJob
 from researcher.models import SmallCNN
 from researcher.site_function import build_site_function, load_model_class
+from tests.support.job_config import job_config
 
-CONFIG = dict(
-    rounds=2,
-    local_epochs=2,
-    batch_size=16,
-    lr=0.1,
-    optimizer="sgd",
-    momentum=0.0,
-    loss="cross_entropy",
-    min_sites=1,
-    seed=0,
-    mu=0.0,
-    server_momentum=0.0,
-    server_lr=1.0,
-    model_kwargs={"channels": 1, "image_size": 8, "num_classes": 2},
-    num_classes=2,
-)
+CONFIG = job_config(num_classes=2, image_size=8, rounds=2, local_epochs=2)
 
 
 def arrays(n: int, seed: int = 0):

@@ -16,16 +16,21 @@ evaluated on the same held-out test set, for several seeds (each seed redraws
 the test split, the partition and the initial weights).
 
 **Overhead.** Three real datasites (``fedimg datasite serve`` subprocesses over
-HTTP, the digits converted into 3 clients at 32 px, torch on one thread each:
-three sites share two cores here) run a ``FedAvgJob`` submitted by a researcher
-and approved by the owners. Each training round's wall time (the job's own
+HTTP, the digits converted into 3 clients at 32 px) run a ``FedAvgJob``
+submitted by a researcher and approved by the owners, twice: with the sandbox
+on (``[sandbox] mode = "on"``, ``threads = 1`` in each site's policy: every call
+in a confined worker on one thread, as three sites share two cores here), then
+restarted with ``mode = "off"`` (the calls in the site process, pinned to one
+thread by ``OMP_NUM_THREADS``). Each training round's wall time (the job's own
 round: send the weights, train at the sites in parallel, fetch the results,
 FedAvg, checkpoint) is compared with the same three site-function calls done
 one after another in this process, on the same partitions, before and after
-the HTTP job, with torch on its default threads and on one thread: the faster
-is the baseline. Local epochs are calibrated so that every site's call is
-about 3 s of compute. A context run restarts the sites on torch's default
-threads (oversubscribed) for one round.
+the HTTP jobs, with torch on its default threads and on one thread: the faster
+is the baseline of both. The sandbox's fixed costs per job (the worker's spawn,
+the job's wait for it, its setup) are read from the sites' logs; its cost per
+call is the sandbox-on round minus the sandbox-off round. Local epochs are
+calibrated so that every site's call is about 3 s of compute. A context run
+restarts the sites (sandbox on) on torch's default threads (oversubscribed).
 
 Usage (from the repository root)::
 
@@ -46,7 +51,13 @@ from dataclasses import dataclass, field
 
 from benchmarks import harness
 from benchmarks.fedavg.accuracy import DIRICHLET_TARGET, IID_TARGET, SCHEMES, run_accuracy
-from benchmarks.fedavg.overhead import MIN_COMPUTE_SECONDS, OVERHEAD_TARGET, run_overhead, threads_text
+from benchmarks.fedavg.overhead import (
+    MIN_COMPUTE_SECONDS,
+    OVERHEAD_TARGET,
+    UNCONFINED_TARGET,
+    run_overhead,
+    threads_text,
+)
 from benchmarks.fedavg.render import accuracy_section, overhead_section
 from benchmarks.workloads.digits import DigitsProtocol, software
 
@@ -97,7 +108,9 @@ class Parts:
     overhead_epochs: int | None  # None: calibrated
     overhead_size: int
     overhead_sites: int
-    site_threads: int  # torch threads per site process (OMP_NUM_THREADS); 0: this process's torch default
+    site_threads: (
+        int  # torch threads per site ([sandbox] threads, OMP_NUM_THREADS); 0: this process's default
+    )
     context: bool
 
 
@@ -179,16 +192,25 @@ def targets(results: Results, settings: Settings) -> list[dict]:
             else f" (every site's call is under {MIN_COMPUTE_SECONDS:g} s of compute here: "
             "the target does not apply)"
         )
-        passed = summary["ratio"] <= OVERHEAD_TARGET
-        rows.append(
-            {
-                "target": f"a training round over {len(overhead['sites'])} HTTP datasites (torch on "
-                f"{threads_text(overhead['site_threads'])} per site) ≤ {OVERHEAD_TARGET:g}× the same local "
-                f"training in one process (median warm round){extra}",
-                "measured": f"{summary['ratio']:.2f}×",
-                "result": ("PASS" if passed else "MISS") if precondition else "n/a",
-            }
-        )
+        threads = threads_text(overhead["site_threads"])
+        runs = [
+            (summary, f"torch on {threads} per site", UNCONFINED_TARGET)
+        ]  # a report from before the sandbox
+        if "unconfined" in summary:
+            runs = [
+                (summary, f"sandbox on, torch on {threads} per worker", OVERHEAD_TARGET),
+                (summary["unconfined"], f"sandbox off, torch on {threads} per site", UNCONFINED_TARGET),
+            ]
+        for run, how, limit in runs:
+            passed = run["ratio"] <= limit
+            rows.append(
+                {
+                    "target": f"a training round over {len(overhead['sites'])} HTTP datasites ({how}) "
+                    f"≤ {limit:g}× the same local training in one process (median warm round){extra}",
+                    "measured": f"{run['ratio']:.2f}×",
+                    "result": ("PASS" if passed else "MISS") if precondition else "n/a",
+                }
+            )
     return rows
 
 
@@ -260,13 +282,13 @@ def parse_args(argv: Sequence[str] | None) -> Settings:
         "--site-threads",
         type=int,
         default=1,
-        help="torch threads per site process, as OMP_NUM_THREADS "
-        "(default 1: three sites share two cores; 0: torch's default)",
+        help="torch threads per site: the policy's [sandbox] threads (sandbox on) and OMP_NUM_THREADS "
+        "(sandbox off) (default 1: three sites share two cores; 0: torch's default)",
     )
     parser.add_argument(
         "--no-context",
         action="store_true",
-        help="skip the overhead part's context run (one round with the sites on the other thread setting)",
+        help="skip the overhead part's context run (a job with the sites on the other thread setting)",
     )
     BENCHMARK.add_run_options(parser)
     args = parser.parse_args(argv)

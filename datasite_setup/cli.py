@@ -273,6 +273,12 @@ def _add_datasite(commands: _Commands) -> None:
         type=Path,
         help="the site's policy file (default STATE_DIR/policy.toml, else built-in defaults)",
     )
+    serve.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per sandbox worker when the policy's [sandbox] threads is 0 "
+        "(default: all cores; 'fedimg up' divides the cores among its sites)",
+    )
     serve.add_argument("--quiet", action="store_true", help="no progress bar")
     serve.set_defaults(handler=_run_serve)
 
@@ -430,6 +436,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         db_url=args.db_url,
         show_progress=not args.quiet,
         policy_file=args.policy,
+        threads=args.threads,
     )
 
 
@@ -505,9 +512,11 @@ def _print_sites(
     from rich.table import Table
 
     from datasite_setup.terminal import print_table
+    from policies import UNCONFINED_WARNING
 
     table = Table(title="fedimg sites")
-    columns = ["site", "url", "state", "dataset", "train", "val"]
+    columns = ["site", "url", "state", "dataset", "train", "val", "sandbox"]
+    sandboxes = {site.name: _sandbox_mode(site.state_dir) for site in config.sites}
     if show_created:
         columns.append("researchers added")
     for column in columns:
@@ -521,6 +530,7 @@ def _print_sites(
             site.dataset,
             str(counts.get("train", "")),
             str(counts.get("val", "")),
+            sandboxes.get(site.name, ""),
         ]
         if show_created:
             row.append(str(site.researchers_created))
@@ -529,11 +539,24 @@ def _print_sites(
     for site in statuses:
         if site.problem:
             error_console.print(f"[red]{escape(site.name)}[/]: {escape(site.problem)}", highlight=False)
+        if sandboxes.get(site.name, "").startswith("OFF"):  # in every answer, as the policy's owner chose
+            error_console.print(f"[red]{escape(site.name)}[/]: {escape(UNCONFINED_WARNING)}", highlight=False)
     if config.researchers:
         console.print(
             f"researcher credentials (0600): {escape(str(config.secrets_dir / 'researchers'))}",
             highlight=False,
         )
+
+
+def _sandbox_mode(state_dir: Path) -> str:
+    """What a site's policy (``<state_dir>/policy.toml``) says of its sandbox, for the status table."""
+    from policies import POLICY_FILE, PolicyError, load_site_policy
+
+    try:
+        policy = load_site_policy(state_dir / POLICY_FILE)
+    except PolicyError:
+        return "policy error"
+    return "on" if policy.sandbox.confined else "OFF (unconfined)"
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ of the site, the converter or the researcher's client.
   execution (``policies.enforcement``: ``release_chain`` of one-rule steps over an
   ``Execution`` at a ``SiteEnforcer``; no PySyft in it, the site's glue hands in
   the call and a callable that runs it);
-- privacy: DP-SGD (``train_private``, ``schedule``), the accountant and ledger
+- privacy: DP-SGD (``train_private``, ``schedule``; the site's trusted half ``SiteDescent``,
+  ``use_remote_descent`` for the sandbox worker), the accountant and ledger
   (``PrivacyLedger``), update-level DP (``privatize_update``);
 - secure aggregation: ``mask_weights``, ``unmask_sum`` and the site key;
 - audit: the hash-chained ``AuditLog`` and ``verify_audit_log``;
@@ -20,11 +21,13 @@ of the site, the converter or the researcher's client.
 """
 
 from policies.audit import AuditLog, AuditProblem, verify_audit_log
-from policies.dp_sgd import schedule, train_private
+from policies.dp_descent import SiteDescent
+from policies.dp_sgd import schedule, train_private, use_remote_descent
 from policies.enforcement import (
     AUDIT_FILE,
     MOCK_RESULT,
     Execution,
+    Runner,
     RunOutput,
     SiteEnforcer,
     admission_chain,
@@ -47,7 +50,15 @@ from policies.secure_aggregation import (
     public_key_hex,
     unmask_sum,
 )
-from policies.site_policy import POLICY_FILE, PolicyError, PrivacySettings, SitePolicy, load_site_policy
+from policies.site_policy import (
+    POLICY_FILE,
+    UNCONFINED_WARNING,
+    PolicyError,
+    PrivacySettings,
+    SandboxSettings,
+    SitePolicy,
+    load_site_policy,
+)
 from policies.static_review import Finding, ReviewPolicy, ReviewReport, review_code
 from policies.template import (
     SITE_FUNCTION_TEMPLATE,
@@ -77,11 +88,15 @@ __all__ = [
     "ReviewPolicy",
     "ReviewReport",
     "RunOutput",
+    "Runner",
+    "SandboxSettings",
     "SITE_FUNCTION_TEMPLATE",
     "SiteEnforcer",
+    "SiteDescent",
     "SitePolicy",
     "TEMPLATE_VERSION",
     "TemplateMatch",
+    "UNCONFINED_WARNING",
     "admission_chain",
     "check_release",
     "context_bytes",
@@ -104,5 +119,6 @@ __all__ = [
     "template_id",
     "train_private",
     "unmask_sum",
+    "use_remote_descent",
     "verify_audit_log",
 ]

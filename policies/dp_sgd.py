@@ -1,49 +1,51 @@
-"""DP-SGD at the site: the trusted training loop a differentially private site runs.
+"""DP-SGD's worker half: per-example gradients of the researcher's model, for the site's own descent.
 
 A differentially private site runs it instead of the job template's plain training loop.
 
-The job template (``policies/template.py``, ``fedavg-3``) calls
-``train_private`` when the site's release hook hands it a ``privacy`` dict
-(``policies.enforcement``): the noise multiplier, clipping norm, sample rate and
-number of steps are the site's, never the researcher's. The loop is owner code
-installed with fedimg; the researcher's model is used only as a function of its
-parameters and input (``torch.func.functional_call``):
+The job template (``policies/template.py``) calls ``train_private`` when the
+site's release hook hands it a ``privacy`` dict (``policies.enforcement``): the
+noise multiplier, clipping norm, sample rate and number of steps are the site's,
+never the researcher's. The descent itself — Poisson sampling, clipping, noise,
+the optimizer step, the step count and what is released — is the site's
+``policies.dp_descent.SiteDescent``; this half only does what needs the model.
+At each step it receives the current parameters and the batch's indices, reads
+those rows of the training split (``images[sorted indices]``: a memory map is
+read only there), and sends back one gradient row per example:
 
-- **Poisson sampling**: at each of ``steps`` steps every training example joins
-  the batch with probability ``q = sample_rate``, drawn from a NumPy generator
-  seeded with ``secrets`` (not torch's global RNG, which model code can reseed);
-- **per-sample gradients** (``vmap(grad(...))``) of the loss at *copies* of the
-  current parameters, so a forward that writes to its own parameters or buffers
-  in place changes nothing the loop keeps; under ``vmap`` a sample's gradient
-  cannot depend on another sample's data (reading values out with ``.item()`` or
-  writing them into shared tensors raises);
-- each per-sample gradient clipped to L2 norm ``C = max_grad_norm`` (a non-finite
-  one counts as zero), summed, ``N(0, (z·C)²)`` noise added per coordinate
-  (``z = noise_multiplier``), divided by the expected batch size ``q·n``;
-- the optimizer step (SGD with momentum, or Adam) and FedProx's proximal term
-  ``mu·(θ − θ_global)`` act on the noisy gradient and the public global weights
-  only: post-processing, no further privacy cost.
+- **per-sample gradients** (``vmap(grad(...))``) of the loss at *fresh copies*
+  of the site's parameters (``torch.func.functional_call``), so a forward that
+  writes to its own parameters or buffers changes nothing the site keeps; under
+  ``vmap`` an honest model's row ``i`` cannot depend on another example (reading
+  values out with ``.item()`` or writing them into shared tensors raises);
+- each row clipped to L2 norm ``C`` here too (the site re-clips every row it
+  receives: this copy is only so that an honest worker sends what counts), as a
+  ``(batch, P)`` float32 matrix in the declared parameter order.
 
-The clipping, noise and parameter updates are NumPy arithmetic on arrays the
-model never sees, through functions bound when this module was imported (the
-datasite imports it at start-up, before any researcher code runs), so rebinding
-``torch``/``numpy`` attributes later cannot switch the noise off. Only
-parameters are released: buffers (BatchNorm statistics, or images a model
-stashes in one) go back at the global values the researcher sent in. Models with
-BatchNorm in training mode cannot be trained per sample (use GroupNorm).
+Two channels, one protocol (``policies.dp_descent``): with the sandbox off the
+descent is a ``SiteDescent`` in this process; in the sandbox worker
+(``datasite_setup.site.sandbox.worker``) ``use_remote_descent`` installs an
+``ask`` that sends each request to the site over the worker's socket and waits
+for its answer, and the site builds the ``SiteDescent`` itself and releases its
+own iterates (``SiteDescent.release``), whatever this process returns. What the
+(ε, δ) guarantee rests on is stated in ``policies.dp_descent``.
+
+The model is used only as a function of its parameters and input, through
+``nn.Module`` and ``torch.func`` functions bound when this module was imported
+(before any researcher code runs), so a model that overrides ``named_parameters``
+or rebinds ``torch`` attributes later does not change what is trained. Only
+parameters are trained: buffers (BatchNorm statistics, or images a model stashes
+in one) are used and released at the global values the researcher sent. Models
+with BatchNorm in training mode cannot be trained per sample (use GroupNorm).
 
 The guarantee is per *training* example with Poisson sampling, accounted with
 Opacus's RDP accountant by the site (``policies.privacy``); Opacus itself is not
-needed here. Not covered: the validation split (evaluated without noise; the
-template trains first, so the model has seen no val image while it trains, and a
-tensor kept from inside ``vmap`` cannot be read afterwards), and the number of
-training examples, released as is for FedAvg's weighting.
+needed here. Not covered: the validation split (evaluated without noise) and the
+number of training examples, released as is for FedAvg's weighting.
 """
 
 from __future__ import annotations
 
 import math
-import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -52,39 +54,58 @@ import torch
 import torch.nn as nn
 from torch.func import functional_call, grad, vmap
 
-# Bound at import (datasite start-up): later rebinding of these module attributes by model code does
-# not reach the loop.
+from policies.dp_descent import SiteDescent, check_settings
+
+__all__ = ["CHUNK", "schedule", "train_private", "use_remote_descent"]
+
+# Bound at import (datasite and worker start-up): later rebinding of these module attributes by model code
+# does not reach the loop.
 _array = np.array
-_zeros = np.zeros
-_ones = np.ones
-_zeros_like = np.zeros_like
-_where = np.where
-_tensordot = np.tensordot
-_sqrt = np.sqrt
-_minimum = np.minimum
-_maximum = np.maximum
-_isfinite = np.isfinite
-_flatnonzero = np.flatnonzero
-_errstate = np.errstate
-_float64 = np.float64
-_Generator = np.random.Generator
-_PCG64 = np.random.PCG64
-_randbits = secrets.randbits
-_finite_number = math.isfinite
+_asarray = np.asarray
 _ceil = math.ceil
 _named_parameters = nn.Module.named_parameters
 _set_train = nn.Module.train
 _Tensor = torch.Tensor
 _tensor = torch.tensor
 _as_tensor = torch.as_tensor
+_cat = torch.cat
+_where = torch.where
+_isfinite = torch.isfinite
+_clamp = torch.clamp
+_zeros = torch.zeros
+_vector_norm = torch.linalg.vector_norm
 _int64 = torch.int64
-_detach = torch.Tensor.detach
-_to_numpy = torch.Tensor.numpy
+_float32 = torch.float32
+_float64 = torch.float64
+_no_grad = torch.no_grad
 _functional_call = functional_call
 _grad = grad
 _vmap = vmap
-OPTIMIZERS = ("sgd", "adam")
 CHUNK = 256  # per-sample gradients are computed this many examples at a time (memory)
+_HEADER_ROOM = 2**16  # bytes of an ask that are not its rows (JSON header)
+
+Ask = Callable[[Any], Any]
+# The channel to the site's descent: (ask, max_ask_bytes), or None for an in-process SiteDescent.
+_REMOTE: list[tuple[Ask, int | None] | None] = [None]
+
+
+def use_remote_descent(ask: Ask | None, *, max_ask_bytes: int | None = None) -> None:
+    """Send this process's DP-SGD requests to the site through ``ask`` (the sandbox worker calls this).
+
+    Parameters
+    ----------
+    ask : callable or None
+        ``ask(tree) -> tree``: sends one request to the site's ``SiteDescent.answer`` and returns its
+        answer. ``None`` goes back to an in-process descent (the sandbox switched off, tests).
+    max_ask_bytes : int, optional
+        The largest request the site accepts: gradient rows are sent in chunks under it.
+
+    Examples
+    --------
+    >>> use_remote_descent(lambda tree: {"refused": "no site here"})
+    >>> use_remote_descent(None)  # back to an in-process descent
+    """
+    _REMOTE[0] = None if ask is None else (ask, max_ask_bytes)
 
 
 def schedule(num_train: int, batch_size: int, local_epochs: int) -> tuple[float, int]:
@@ -127,8 +148,8 @@ def schedule(num_train: int, batch_size: int, local_epochs: int) -> tuple[float,
 def train_private(
     model: nn.Module,
     weights: Mapping[str, Any],
-    images: torch.Tensor,
-    labels: torch.Tensor,
+    images: Any,
+    labels: Any,
     *,
     loss_function: Callable[..., torch.Tensor],
     lr: float,
@@ -136,19 +157,21 @@ def train_private(
     max_grad_norm: float,
     sample_rate: float,
     steps: int,
+    to_inputs: Callable[[Any], torch.Tensor] | None = None,
     optimizer: str = "sgd",
     momentum: float = 0.0,
     mu: float = 0.0,
     seed: int | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
-    """Train ``model`` from the global ``weights`` with DP-SGD.
+    """Train ``model`` from the global ``weights`` with DP-SGD, the descent kept by the site.
 
     ``weights`` are the global weights the researcher sent (a state dict of arrays):
     training starts from them, whatever the model object holds. The released dict
     has their names, order, shapes and dtypes; parameters are trained, every other
-    entry (buffers) is the global value. ``seed`` makes the sampling and noise
-    reproducible (tests and benchmarks); a site never passes it, so both come from
-    ``secrets``.
+    entry (buffers) is the global value. With a remote descent installed
+    (``use_remote_descent``) the site draws, clips, noises and steps, and the
+    weights returned here are the site's final iterates as it sent them back; the
+    site releases its own copy regardless.
 
     Parameters
     ----------
@@ -156,8 +179,9 @@ def train_private(
         The researcher's model, used only as a function of its parameters and input.
     weights : Mapping of str to array-like
         The global weights (the model's state dict as arrays).
-    images, labels : torch.Tensor
-        The site's training split.
+    images, labels : array-like
+        The site's training split: ``(N, ...)`` images (uint8 arrays, read-only memory maps or tensors;
+        only each batch's rows are read) and ``N`` integer labels.
     loss_function : callable
         ``loss_function(logits, targets)``, e.g. ``F.cross_entropy``.
     lr : float
@@ -166,6 +190,8 @@ def train_private(
         The site's privacy settings: ``z``, the clipping norm ``C`` and the Poisson sampling rate ``q``.
     steps : int
         How many DP-SGD steps.
+    to_inputs : callable, optional
+        Turns a batch of ``images`` rows into the model's float input (default: ``torch.as_tensor``).
     optimizer : {"sgd", "adam"}, default "sgd"
         SGD (with ``momentum``) or Adam.
     momentum : float, default 0.0
@@ -173,13 +199,14 @@ def train_private(
     mu : float, default 0.0
         FedProx's proximal coefficient (0: plain FedAvg).
     seed : int, optional
-        Seeds the sampling and the noise (tests and benchmarks only).
+        Seeds an in-process descent's sampling and noise (tests and benchmarks only; a remote descent
+        is seeded by the site alone).
 
     Returns
     -------
     tuple of (dict of str to ndarray, dict of str to float)
         The weights to release and the train metrics. The metrics are
-        ``{"loss": 0.0, "accuracy": 0.0}``: under DP no training figure is measured
+        ``{"loss": 0.0, "accuracy": 0.0}``: under DP no training figure is released
         (it would cost privacy); they keep the release format and are hidden by the
         researcher's client.
 
@@ -187,7 +214,8 @@ def train_private(
     ------
     ValueError
         When a setting is out of range, the data are empty or mismatched, the global weights miss a
-        parameter, or the model's per-sample gradients are not tensors of the parameters' shapes.
+        parameter, the model's per-sample gradients are not tensors of the parameters' shapes, or the
+        site's descent refused a request.
 
     Examples
     --------
@@ -202,7 +230,7 @@ def train_private(
     >>> {name: value.shape for name, value in released.items()}, metrics
     ({'weight': (2, 3), 'bias': (2,)}, {'loss': 0.0, 'accuracy': 0.0})
     """
-    _check_settings(
+    check_settings(
         lr=lr,
         noise_multiplier=noise_multiplier,
         max_grad_norm=max_grad_norm,
@@ -212,112 +240,86 @@ def train_private(
         momentum=momentum,
         mu=mu,
     )
-    images, labels = _as_tensor(images), _as_tensor(labels)
-    count = int(labels.shape[0])
-    if count < 1 or int(images.shape[0]) != count:
-        raise ValueError(
-            "train_private needs as many images as labels, at least one "
-            f"(got {int(images.shape[0])} and {count})"
-        )
-    trained, aliases = _trainable(model, weights)
-    start = {name: _array(weights[name], dtype=_float64) for name in trained}
-    theta = {name: value.copy() for name, value in start.items()}
-    dtypes = {name: _array(weights[name]).dtype for name in trained}
-    untrained = [name for name in weights if name not in trained and name not in aliases]
-    buffers = {name: _array(weights[name]) for name in untrained}
-    rng = _Generator(_PCG64(_randbits(128) if seed is None else seed))
-    step = _optimizer(optimizer, lr=lr, momentum=momentum)
-    per_sample = _per_sample_gradient_function(model, loss_function, dtypes)
-    _set_train(model, True)
-    for _ in range(steps):
-        chosen = _flatnonzero(rng.random(count) < sample_rate)
-        batch = (images, labels, chosen)
-        total = _clipped_gradient_sum(per_sample, theta, buffers, batch, max_grad_norm)
-        noisy = _noisy_mean(total, rng, noise_multiplier * max_grad_norm, sample_rate * count)
-        if mu > 0:  # FedProx: the proximal term's gradient depends on the public global weights only
-            noisy = {name: value + mu * (theta[name] - start[name]) for name, value in noisy.items()}
-        theta = step(theta, noisy)
-    return _released(weights, theta, aliases), {"loss": 0.0, "accuracy": 0.0}
-
-
-def _clipped_gradient_sum(
-    per_sample: Callable[..., dict[str, np.ndarray]],
-    theta: Mapping[str, np.ndarray],
-    buffers: Mapping[str, np.ndarray],
-    batch: tuple[torch.Tensor, torch.Tensor, np.ndarray],
-    max_grad_norm: float,
-) -> dict[str, np.ndarray]:
-    """The sum of the batch's per-example gradients, each clipped to ``max_grad_norm``.
-
-    ``batch`` is ``(images, labels, chosen)``: the training split and the indices sampled this step.
-    """
-    images, labels, chosen = batch
-    total = {name: _zeros_like(value) for name, value in theta.items()}
-    for start_index in range(0, len(chosen), CHUNK):
-        index = _as_tensor(chosen[start_index : start_index + CHUNK], dtype=_int64)
-        gradients = per_sample(theta, buffers, images[index], labels[index])
-        _add_clipped(total, gradients, max_grad_norm)
-    return total
-
-
-def _noisy_mean(
-    total: Mapping[str, np.ndarray], rng: np.random.Generator, std: float, expected_batch: float
-) -> dict[str, np.ndarray]:
-    """``(total + N(0, std²)) / expected_batch`` per coordinate: the privatised mean gradient."""
-    return {
-        name: (value + rng.normal(0.0, std, value.shape)) / expected_batch for name, value in total.items()
-    }
-
-
-def _released(
-    weights: Mapping[str, Any], theta: Mapping[str, np.ndarray], aliases: Mapping[str, str]
-) -> dict[str, np.ndarray]:
-    """The weights to release: trained parameters in the global dtypes, every other entry at its global value.
-
-    A tied alias is released with its parameter's trained value.
-    """
-    released = {}
-    for name, value in weights.items():
-        source = theta.get(aliases.get(name, name))
-        released[name] = _array(value, copy=True) if source is None else source.astype(_array(value).dtype)
-    return released
-
-
-def _check_settings(
-    *,
-    lr: float,
-    noise_multiplier: float,
-    max_grad_norm: float,
-    sample_rate: float,
-    steps: int,
-    optimizer: str,
-    momentum: float,
-    mu: float,
-) -> None:
-    numbers = {
-        "lr": lr,
+    settings = {"lr": lr, "optimizer": optimizer, "momentum": momentum, "mu": mu}
+    privacy = {
         "noise_multiplier": noise_multiplier,
         "max_grad_norm": max_grad_norm,
         "sample_rate": sample_rate,
-        "momentum": momentum,
-        "mu": mu,
+        "steps": steps,
     }
-    for name, value in numbers.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite_number(value):
-            raise ValueError(f"{name} must be a finite number (got {value!r})")
-    if not (lr > 0 and max_grad_norm > 0 and noise_multiplier >= 0 and mu >= 0):
+    count = len(labels)
+    if count < 1 or len(images) != count:
         raise ValueError(
-            "lr and max_grad_norm must be > 0, noise_multiplier and mu >= 0 "
-            f"(got lr={lr}, max_grad_norm={max_grad_norm}, noise_multiplier={noise_multiplier}, mu={mu})"
+            f"train_private needs as many images as labels, at least one (got {len(images)} and {count})"
         )
-    if not 0 < sample_rate <= 1:
-        raise ValueError(f"sample_rate must be in (0, 1] (got {sample_rate})")
-    if not 0 <= momentum < 1:
-        raise ValueError(f"momentum must be in [0, 1) (got {momentum})")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1 (got {steps!r})")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS} (got {optimizer!r})")
+    trainable, aliases = _trainable(model, weights)
+    remote = _REMOTE[0]
+    if remote is None:
+        ask: Ask = SiteDescent.for_call(privacy, weights, settings, count, seed=seed).answer
+        max_ask_bytes = None
+    else:
+        ask, max_ask_bytes = remote
+    shapes = {name: tuple(_array(weights[name]).shape) for name in trainable}
+    buffers = {name: _array(weights[name]) for name in weights if name not in shapes and name not in aliases}
+    rows_of = _gradient_rows_function(model, loss_function, shapes, max_grad_norm)
+    per_ask = _rows_per_ask(sum(math.prod(shape) for shape in shapes.values()), max_ask_bytes)
+    reader = _BatchReader(images, labels, to_inputs)
+    _set_train(model, True)
+    answer = _asked(
+        ask, {"op": "begin", "trainable": {k: list(v) for k, v in shapes.items()}, "tied": aliases}
+    )
+    while not answer.get("done"):
+        step, parameters, indices = answer["step"], answer["parameters"], _asarray(answer["indices"])
+        for start in range(0, max(len(indices), 1), per_ask):  # an empty batch still completes its step
+            inputs, targets = reader.read(indices[start : start + per_ask])
+            rows, loss_sum, correct = rows_of(parameters, buffers, inputs, targets)
+            ask_rows = {"op": "rows", "step": step, "rows": rows, "loss_sum": loss_sum, "correct": correct}
+            answer = _asked(ask, ask_rows)
+    return {name: _array(value) for name, value in answer["weights"].items()}, {"loss": 0.0, "accuracy": 0.0}
+
+
+def _asked(ask: Ask, tree: dict[str, Any]) -> dict[str, Any]:
+    answer = ask(tree)
+    if not isinstance(answer, dict):
+        raise ValueError(f"the site's DP-SGD descent answered a {type(answer).__name__}")
+    if "refused" in answer:
+        raise ValueError(f"the site's DP-SGD descent refused: {answer['refused']}")
+    return answer
+
+
+def _rows_per_ask(width: int, max_ask_bytes: int | None) -> int:
+    """How many float32 gradient rows of ``width`` fit in one ask (at most ``CHUNK``)."""
+    if max_ask_bytes is None:
+        return CHUNK
+    room = max_ask_bytes - _HEADER_ROOM
+    if room < 4 * width:
+        raise ValueError(
+            f"one example's gradient ({width} parameters, {4 * width / 2**20:.1f} MB) is over this site's "
+            f"cap on a worker's message ({max_ask_bytes / 2**20:.1f} MB): raise [sandbox] max_result_mb"
+        )
+    return max(1, min(CHUNK, room // (4 * max(width, 1))))
+
+
+class _BatchReader:
+    """A batch's rows of the training split, read only where the indices point (memory maps stay on disk)."""
+
+    def __init__(self, images: Any, labels: Any, to_inputs: Callable[[Any], torch.Tensor] | None) -> None:
+        self.images, self.labels = images, labels
+        self.to_inputs = to_inputs if to_inputs is not None else _as_tensor
+
+    def read(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        index = _asarray(indices, dtype=np.int64)
+        if isinstance(self.images, _Tensor):
+            batch = self.images[_as_tensor(index)]
+        else:
+            batch = self.images[index] if len(index) else self.images[:0]
+        if isinstance(self.labels, _Tensor):
+            targets = self.labels[_as_tensor(index)].to(_int64)
+        else:
+            targets = _as_tensor(
+                _asarray(self.labels[index] if len(index) else self.labels[:0]), dtype=_int64
+            )
+        return self.to_inputs(batch), targets
 
 
 def _trainable(model: nn.Module, weights: Mapping[str, Any]) -> tuple[list[str], dict[str, str]]:
@@ -338,103 +340,55 @@ def _trainable(model: nn.Module, weights: Mapping[str, Any]) -> tuple[list[str],
     missing = [name for name in names + list(aliases) if name not in weights]
     if missing:
         raise ValueError(f"the global weights have no entry for the model's parameters {missing}")
-    return names, aliases
+    return names, {alias: name for alias, name in aliases.items() if name in names}
 
 
-def _per_sample_gradient_function(
-    model: nn.Module, loss_function: Callable[..., torch.Tensor], dtypes: Mapping[str, np.dtype]
-) -> Callable[..., dict[str, np.ndarray]]:
-    """A function ``(θ, buffers, images, labels) -> {name: (B, *shape) float64 array}``.
+def _gradient_rows_function(
+    model: nn.Module,
+    loss_function: Callable[..., torch.Tensor],
+    shapes: Mapping[str, tuple[int, ...]],
+    max_grad_norm: float,
+) -> Callable[..., tuple[np.ndarray, float, int]]:
+    """A function ``(parameters, buffers, inputs, targets) -> (rows, loss_sum, correct)``.
 
-    It gives one loss gradient per example, computed at fresh copies of ``θ``.
+    ``rows`` is the batch's ``(m, P)`` float32 matrix of per-example gradients, each clipped to
+    ``max_grad_norm``, in the order of ``shapes``; computed at fresh copies of the parameters.
     """
 
-    def loss_of(parameters: dict, buffers: dict, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def loss_of(parameters: dict, buffers: dict, image: torch.Tensor, label: torch.Tensor) -> Any:
         output = _functional_call(model, (parameters, buffers), (image.unsqueeze(0),))
-        return loss_function(output, label.unsqueeze(0))
+        loss = loss_function(output, label.unsqueeze(0))
+        return loss, (loss.detach(), (output.detach().argmax(-1) == label).sum())
 
-    gradient_of = _vmap(_grad(loss_of), in_dims=(None, None, 0, 0), randomness="different")
+    gradient_of = _vmap(_grad(loss_of, has_aux=True), in_dims=(None, None, 0, 0), randomness="different")
+    width = sum(math.prod(shape) for shape in shapes.values())
 
-    def per_sample(
-        theta: Mapping[str, np.ndarray],
-        buffers: Mapping[str, np.ndarray],
-        images: torch.Tensor,
-        labels: torch.Tensor,
-    ) -> dict[str, np.ndarray]:
-        # fresh copies every step: whatever the forward writes into them is thrown away
-        parameters = {name: _tensor(value.astype(dtypes[name])) for name, value in theta.items()}
-        state = {name: _tensor(value) for name, value in buffers.items()}
-        gradients = gradient_of(parameters, state, images, labels)
-        out = {}
-        for name, value in theta.items():
+    def rows_of(
+        parameters: Mapping[str, Any], buffers: Mapping[str, np.ndarray], inputs: Any, targets: torch.Tensor
+    ) -> tuple[np.ndarray, float, int]:
+        count = len(targets)
+        if count == 0:
+            return np.zeros((0, width), np.float32), 0.0, 0
+        # fresh copies every step, on the inputs' device: whatever the forward writes into them is thrown away
+        device = inputs.device if isinstance(inputs, _Tensor) else None
+        theta = {name: _tensor(_asarray(parameters[name]), device=device) for name in shapes}
+        state = {name: _tensor(value, device=device) for name, value in buffers.items()}
+        gradients, (losses, correct) = gradient_of(theta, state, inputs, targets.to(device))
+        flat = []
+        for name, shape in shapes.items():
             gradient = gradients.get(name) if type(gradients) is dict else None
-            expected = (len(labels), *value.shape)
-            if type(gradient) is not _Tensor or tuple(gradient.shape) != expected:
+            if type(gradient) is not _Tensor or tuple(gradient.shape) != (count, *shape):
                 raise ValueError(
-                    f"the model's per-sample gradient for {name!r} is not a tensor of shape {expected}"
+                    f"the model's per-sample gradient for {name!r} is not a tensor of shape {(count, *shape)}"
                 )
-            out[name] = _array(_to_numpy(_detach(gradient)), dtype=_float64)
-        return out
+            flat.append(gradient.detach().reshape(count, -1).to("cpu", _float32))
+        with _no_grad():
+            matrix = _cat(flat, 1) if flat else _zeros((count, 0), dtype=_float32)
+            finite = _isfinite(matrix).all(1)
+            matrix = _where(finite[:, None], matrix, 0.0)
+            norms = _vector_norm(matrix, dim=1, dtype=_float64)  # float64: a huge finite row is scaled
+            scale = _where(finite, _clamp(max_grad_norm / _clamp(norms, min=1e-300), max=1.0), 0.0)
+            rows = (matrix.to(_float64) * scale[:, None]).to(_float32).numpy()
+        return rows, float(losses.detach().sum()), int(correct.detach().sum())
 
-    return per_sample
-
-
-def _add_clipped(
-    total: dict[str, np.ndarray], gradients: Mapping[str, np.ndarray], max_grad_norm: float
-) -> None:
-    """Add each example's gradient, scaled to L2 norm at most ``max_grad_norm``, to ``total``.
-
-    The norm is over all parameters together.
-    """
-    batch = len(next(iter(gradients.values()))) if gradients else 0
-    squares = _zeros(batch)
-    finite = _ones(batch, dtype=bool)
-    with _errstate(over="ignore", invalid="ignore"):
-        for value in gradients.values():
-            flat = value.reshape(batch, -1)
-            finite &= _isfinite(flat).all(axis=1)
-            squares += (_where(_isfinite(flat), flat, 0.0) ** 2).sum(axis=1)
-        # a gradient with a non-finite entry counts as zero; one too large to square has norm inf and
-        # scale 0
-        norms = _maximum(_sqrt(squares), 1e-12)
-        scale = _where(finite, _minimum(1.0, max_grad_norm / norms), 0.0)
-    for name, value in gradients.items():
-        clean = _where(finite.reshape((batch,) + (1,) * (value.ndim - 1)), value, 0.0)
-        total[name] += _tensordot(scale, clean, axes=1)
-
-
-def _optimizer(kind: str, *, lr: float, momentum: float) -> Callable[[dict, dict], dict]:
-    """SGD (heavy-ball momentum, as ``torch.optim.SGD``) or Adam (``torch.optim.Adam``'s defaults).
-
-    Both act on NumPy arrays; the returned step maps ``(θ, gradient)`` to the new ``θ``.
-    """
-    state: dict[str, Any] = {"t": 0, "m": {}, "v": {}}
-
-    def sgd(theta: dict, gradient: dict) -> dict:
-        if momentum > 0:
-            state["m"] = {
-                name: momentum * state["m"][name] + g if name in state["m"] else g.copy()
-                for name, g in gradient.items()
-            }
-            gradient = state["m"]
-        return {name: theta[name] - lr * gradient[name] for name in theta}
-
-    def adam(
-        theta: dict, gradient: dict, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8
-    ) -> dict:
-        state["t"] += 1
-        t = state["t"]
-        state["m"] = {
-            name: beta1 * state["m"].get(name, 0.0) + (1 - beta1) * g for name, g in gradient.items()
-        }
-        state["v"] = {
-            name: beta2 * state["v"].get(name, 0.0) + (1 - beta2) * g * g for name, g in gradient.items()
-        }
-        updated = {}
-        for name in theta:
-            first_moment = state["m"][name] / (1 - beta1**t)  # bias-corrected
-            second_moment = state["v"][name] / (1 - beta2**t)
-            updated[name] = theta[name] - lr * first_moment / (_sqrt(second_moment) + eps)
-        return updated
-
-    return sgd if kind == "sgd" else adam
+    return rows_of

@@ -4,7 +4,8 @@
 ``round``, ``val`` (loss, accuracy, num_samples, a num_classes×num_classes
 confusion matrix), and for training calls ``weights`` (exactly the names, shapes
 and dtypes of the global weights the researcher sent), ``num_samples`` and
-``train`` (loss, accuracy). Anything else — arrays sized like the data, extra
+``train`` (loss, accuracy), and optionally ``device`` (where the site ran the call:
+``"cpu"``, ``"cuda"`` or ``"cuda:N"``). Anything else — arrays sized like the data, extra
 keys, strings, bytes, nested objects, non-finite numbers, an oversized output —
 is refused with the reason, and so is a site below ``min_samples``.
 """
@@ -12,15 +13,18 @@ is refused with the reason, and so is a site below ``min_samples``.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-TOP_KEYS = {"round", "val", "weights", "num_samples", "train"}
+TOP_KEYS = {"round", "val", "weights", "num_samples", "train", "device"}
 VAL_KEYS = {"loss", "accuracy", "num_samples", "confusion"}
 TRAIN_KEYS = {"loss", "accuracy"}
 TRAINING_KEYS = {"weights", "num_samples", "train"}  # a training call releases all three, or none
+# Where the call ran: a string, so only these few values may leave (ASCII digits, a GPU index below 100).
+DEVICE_NAME = re.compile(r"cpu|cuda(:[0-9]{1,2})?")
 
 
 class ReleaseRefused(Exception):
@@ -88,6 +92,11 @@ def check_release(
     >>> val = {"loss": 0.5, "accuracy": 0.75, "num_samples": 4, "confusion": np.array([[2, 1], [0, 1]])}
     >>> site = dict(num_train=40, num_val=4, num_classes=2, min_samples=1, max_output_bytes=2**20)
     >>> check_release({"round": 3, "val": val}, global_weights=None, **site)  # a final evaluation
+    >>> check_release({"round": 3, "val": val, "device": "cuda"}, global_weights=None, **site)
+    >>> check_release({"round": 3, "val": val, "device": "cpu, label 7"}, global_weights=None, **site)
+    Traceback (most recent call last):
+    ...
+    policies.release.ReleaseRefused: device must be "cpu", "cuda" or "cuda:N" ... (got 'cpu, label 7')
     >>> check_release({"round": 3, "val": val, "images": np.zeros(4)}, global_weights=None, **site)
     Traceback (most recent call last):
     ...
@@ -98,6 +107,8 @@ def check_release(
     _check_keys(output)
     _count(output["round"], "round", 10**6)
     _check_val(output["val"], num_val, num_classes)
+    if "device" in output:
+        _check_device(output["device"])
     training = TRAINING_KEYS & set(output)
     if training and training != TRAINING_KEYS:
         raise ReleaseRefused("a training output needs weights, num_samples and train together")
@@ -127,6 +138,13 @@ def _check_keys(output: Any) -> None:
     if not isinstance(output, dict) or not set(output) <= TOP_KEYS or not {"round", "val"} <= set(output):
         keys = sorted(output) if isinstance(output, dict) else type(output).__name__
         raise ReleaseRefused(f"the output must be a dict with keys {sorted(TOP_KEYS)} (got {keys})")
+
+
+def _check_device(device: Any) -> None:
+    """``device`` names where the call ran; any other string could carry data out."""
+    if not isinstance(device, str) or DEVICE_NAME.fullmatch(device) is None:
+        shown = repr(device[:16]) if isinstance(device, str) else type(device).__name__
+        raise ReleaseRefused(f'device must be "cpu", "cuda" or "cuda:N" with N below 100 (got {shown})')
 
 
 def _check_training(output: dict, global_weights: Mapping[str, Any] | None, num_train: int) -> None:

@@ -22,6 +22,14 @@ max_grad_norm = 1.0                   # dp-sgd: L2 clipping of each training exa
 required = false                      # true: model updates leave only masked
 min_cohort = 2                        # smallest cohort a masked update is released to
 peers = {}                            # other hospitals: site name -> X25519 public key (hex); empty: any
+
+[sandbox]                             # where approved code runs
+mode = "on"                           # "on": a confined worker per job (the site refuses code without one);
+                                      # "off": inside the site process, unconfined (said in every answer)
+seconds_per_call = 900                # wall-clock limit of one call; the worker is killed past it
+memory_mb = 4096                      # memory a worker may allocate on top of its interpreter and inputs
+threads = 0                           # torch threads per worker; 0: the cores `fedimg up` gives this site
+device = "cpu"                        # "auto": cuda when a GPU is visible to the worker, else cpu
 ```
 """
 
@@ -47,7 +55,14 @@ _KEYS = {
         "max_update_norm",
     },
     "secure_aggregation": {"required", "min_cohort", "peers"},
+    "sandbox": {"mode", "seconds_per_call", "memory_mb", "threads", "device"},
 }
+SANDBOX_MODES = ("on", "off")
+UNCONFINED_WARNING = (
+    'approved code runs UNCONFINED in the site process ([sandbox] mode = "off" in the site policy): '
+    "it can read the state dir, open sockets and start programs"
+)
+DEVICES = ("cpu", "auto")
 
 
 class PolicyError(ValueError):
@@ -112,6 +127,66 @@ class PrivacySettings:
 
 
 @dataclass(frozen=True)
+class SandboxSettings:
+    """``[sandbox]``: whether approved code runs in a confined worker, and the worker's limits.
+
+    Parameters
+    ----------
+    mode : {"on", "off"}
+        "on" (the default): every approved call runs in a sandbox worker, and a site that cannot
+        establish one runs no code. "off": approved code runs inside the site process, unconfined.
+    seconds_per_call : float
+        Wall-clock limit of one call; past it the worker (its whole process group) is killed.
+    memory_mb : int
+        Memory a worker may allocate on top of its interpreter and its mapped inputs.
+    threads : int
+        torch threads in a worker; 0 means the cores ``fedimg up`` gives the site (all cores when the
+        site is started alone).
+    device : {"cpu", "auto"}
+        "auto": the job template trains on cuda when a GPU is visible to the worker.
+
+    Raises
+    ------
+    PolicyError
+        For an unknown mode or device, or a limit out of range.
+
+    Examples
+    --------
+    >>> SandboxSettings().confined, SandboxSettings(mode="off").confined
+    (True, False)
+    >>> SandboxSettings(memory_mb=10)
+    Traceback (most recent call last):
+    ...
+    policies.site_policy.PolicyError: [sandbox] memory_mb must be an integer >= 256 (got 10)
+    """
+
+    mode: str = "on"
+    seconds_per_call: float = 900.0
+    memory_mb: int = 4096
+    threads: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.mode not in SANDBOX_MODES:
+            raise PolicyError(f"[sandbox] mode must be one of {list(SANDBOX_MODES)} (got {self.mode!r})")
+        if self.device not in DEVICES:
+            raise PolicyError(f"[sandbox] device must be one of {list(DEVICES)} (got {self.device!r})")
+        if not _is_finite_number(self.seconds_per_call) or not self.seconds_per_call >= 1:
+            raise PolicyError(
+                f"[sandbox] seconds_per_call must be a number >= 1 (got {self.seconds_per_call!r})"
+            )
+        for key, lowest in (("memory_mb", 256), ("threads", 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < lowest:
+                raise PolicyError(f"[sandbox] {key} must be an integer >= {lowest} (got {value!r})")
+
+    @property
+    def confined(self) -> bool:
+        """Whether approved code runs in a sandbox worker."""
+        return self.mode == "on"
+
+
+@dataclass(frozen=True)
 class SitePolicy:
     """What a site's data owner allows: the settings of ``policy.toml`` (the defaults without one).
 
@@ -133,6 +208,8 @@ class SitePolicy:
         The smallest cohort a masked update is released to.
     secure_aggregation_peers : dict
         Site name → X25519 public key (hex) of the other hospitals; empty: any.
+    sandbox : SandboxSettings
+        Where approved code runs (a confined worker unless the owner turns it off).
     source : str
         Where the policy was read from (``"defaults"`` without a file).
 
@@ -151,6 +228,7 @@ class SitePolicy:
     require_secure_aggregation: bool = False
     min_cohort: int = 2
     secure_aggregation_peers: dict = field(default_factory=dict)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     source: str = "defaults"
 
     @property
@@ -208,6 +286,7 @@ def load_site_policy(path: Path | None) -> SitePolicy:
     secagg = document.get("secure_aggregation", {})
     min_cohort, peers = _read_secure_aggregation(path, secagg)
     return SitePolicy(
+        sandbox=_read_sandbox(path, document.get("sandbox", {})),
         require_secure_aggregation=bool(secagg.get("required", False)),
         min_cohort=min_cohort,
         secure_aggregation_peers=dict(peers),
@@ -267,6 +346,13 @@ def _other_mechanisms_key_message(path: Path, key: str, mechanism: str, mechanis
         f'not of mechanism = "{mechanism}"{default_note}: '
         f'use {_MECHANISM_KEYS[mechanism]}, or set mechanism = "{other}"'
     )
+
+
+def _read_sandbox(path: Path, section: dict) -> SandboxSettings:
+    try:
+        return SandboxSettings(**section)
+    except PolicyError as exc:
+        raise PolicyError(f"{path}: {exc}") from exc
 
 
 def _read_release(path: Path, release: dict) -> tuple[float, int]:

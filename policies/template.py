@@ -11,13 +11,24 @@ Each call evaluates the incoming global weights on the site's val split
 (aggregates only: loss, accuracy, summed confusion matrix) and, for rounds
 ``0 … rounds-1``, trains them for ``local_epochs`` and returns the new weights
 with the number of samples they were trained on. Call ``rounds`` only evaluates
-(the final model). Nothing per-sample leaves the function.
+(the final model) and reads no training image. Nothing per-sample leaves the
+function.
+
+The images arrive as uint8 arrays ``(N, C, H, W)`` — at a site, read-only
+memory maps of its partition, which may be larger than memory — and the labels
+as integers. The template reads them one batch at a time (evaluation in chunks
+of 512, training one shuffled batch at a time, its rows read in file order) and
+converts only that batch to float, so a call's memory does not grow with the
+split. The site passes ``device`` (``"cuda"`` when its policy allows a GPU,
+else None for the CPU); the result says which device ran (``"device"``).
 
 At a differentially private site (``[privacy] mechanism = "dp-sgd"``), the
 site's release hook passes ``privacy`` (noise multiplier, clipping norm, sample
 rate, steps) and the training part is the site's own DP-SGD loop,
-``policies.dp_sgd.train_private``, instead of the plain loop; the researcher
-cannot pass ``privacy`` (it is not an input of the request).
+``policies.dp_sgd.train_private``, instead of the plain loop, given the raw
+arrays (or maps) and the template's ``as_inputs`` to convert each batch; the
+researcher can pass neither ``privacy`` nor ``device`` (they are not inputs of
+the request).
 """
 
 from __future__ import annotations
@@ -40,13 +51,16 @@ __all__ = [
 ]
 
 SITE_FUNCTION_TEMPLATE = '''\
-def {function_name}(train_images, train_labels, val_images, val_labels, weights, rnd, cohort=None, privacy=None):
+def {function_name}(train_images, train_labels, val_images, val_labels, weights, rnd, cohort=None, privacy=None, device=None):
     """fedimg FedAvg site function (template {template_version}): evaluate the global model, then train it locally.
 
+    The images are uint8 arrays (N, C, H, W), at a site read-only memory maps of its partition: they are read and
+    converted to float one batch at a time, never as a whole split; an evaluation-only call reads no train image.
     cohort: the sites of this round and their public keys, read by the site's release policy for secure
     aggregation (the function itself does not use it).
     privacy: set by a differentially private site's release policy, never by the researcher: then training is
     the site's own DP-SGD loop (policies.dp_sgd.train_private) with the site's noise, clipping and sampling.
+    device: set by the site, never by the researcher: "cuda" when its policy allows a GPU, else None (the CPU).
     """
     import numpy as np
     import torch
@@ -57,13 +71,16 @@ def {function_name}(train_images, train_labels, val_images, val_labels, weights,
 
 {model_source}
     torch.manual_seed(CONFIG["seed"] * 100003 + rnd)
+    device = torch.device(device or "cpu")
     model = {model_name}(**CONFIG["model_kwargs"])
     model.load_state_dict({{name: torch.as_tensor(np.asarray(value)) for name, value in weights.items()}})
+    model.to(device)
     num_classes = CONFIG["num_classes"]
     loss_function = {{"cross_entropy": F.cross_entropy, "nll": F.nll_loss}}[CONFIG["loss"]]
 
     def as_inputs(images):
-        return torch.as_tensor(np.asarray(images), dtype=torch.float32) / 255.0
+        # a copy of this batch only (the maps are read-only), moved as uint8, then scaled to [0, 1] on the device
+        return torch.as_tensor(np.array(images)).to(device, torch.float32) / 255.0
 
     def evaluate(images, labels):
         model.eval()
@@ -71,26 +88,27 @@ def {function_name}(train_images, train_labels, val_images, val_labels, weights,
         total_loss = 0.0
         with torch.no_grad():
             for start in range(0, len(labels), 512):
-                targets = torch.as_tensor(np.asarray(labels[start:start + 512]), dtype=torch.int64)
+                targets = torch.as_tensor(np.array(labels[start:start + 512]), dtype=torch.int64)
                 logits = model(as_inputs(images[start:start + 512]))
-                total_loss += float(loss_function(logits, targets, reduction="sum"))
-                np.add.at(confusion, (targets.numpy(), logits.argmax(1).numpy()), 1)
+                total_loss += float(loss_function(logits, targets.to(device), reduction="sum"))
+                np.add.at(confusion, (targets.numpy(), logits.argmax(1).cpu().numpy()), 1)
         count = int(confusion.sum())
         return {{"loss": total_loss / max(count, 1), "accuracy": float(np.trace(confusion)) / max(count, 1), "num_samples": count, "confusion": confusion}}
 
-    images, labels = as_inputs(train_images), torch.as_tensor(np.asarray(train_labels), dtype=torch.int64)
     if privacy is not None and rnd < CONFIG["rounds"]:
         # DP-SGD from `weights`, before the model has seen a val image (it could carry one into its gradients);
         # it releases the trained parameters and the global buffers; then the global model is evaluated
         from policies.dp_sgd import train_private
 
         settings = {{key: CONFIG[key] for key in ("lr", "optimizer", "momentum", "mu")}}
-        trained, train = train_private(model, weights, images, labels, loss_function=loss_function, **settings, **privacy)
+        trained, train = train_private(model, weights, train_images, train_labels, loss_function=loss_function, to_inputs=as_inputs, **settings, **privacy)
         model.load_state_dict({{name: torch.as_tensor(np.asarray(value)) for name, value in weights.items()}})
-        return {{"round": int(rnd), "val": evaluate(val_images, val_labels), "weights": trained, "num_samples": int(len(labels)), "train": train}}
+        return {{"round": int(rnd), "val": evaluate(val_images, val_labels), "weights": trained, "num_samples": int(len(train_labels)), "train": train, "device": str(device)}}
     result = {{"round": int(rnd), "val": evaluate(val_images, val_labels)}}
+    result["device"] = str(device)  # the researcher's job history says where each call ran
     if rnd >= CONFIG["rounds"]:
         return result
+    labels = torch.as_tensor(np.array(train_labels), dtype=torch.int64)  # small: one integer per image
     result["num_samples"] = int(len(labels))
     global_params = [parameter.detach().clone() for parameter in model.parameters()]
     optimizers = {{"sgd": lambda p: torch.optim.SGD(p, lr=CONFIG["lr"], momentum=CONFIG["momentum"]), "adam": lambda p: torch.optim.Adam(p, lr=CONFIG["lr"])}}
@@ -101,22 +119,24 @@ def {function_name}(train_images, train_labels, val_images, val_labels, weights,
     for _ in range(CONFIG["local_epochs"]):
         order = torch.randperm(len(labels), generator=generator)
         for start in range(0, len(labels), CONFIG["batch_size"]):
-            batch = order[start:start + CONFIG["batch_size"]]
+            # the seed's next batch, read in file order (sequential reads of the map): only it becomes float
+            batch = np.sort(order[start:start + CONFIG["batch_size"]].numpy())
+            inputs, targets = as_inputs(train_images[batch]), labels[batch].to(device)
             optimizer.zero_grad()
-            logits = model(images[batch])
-            loss = loss_function(logits, labels[batch])
+            logits = model(inputs)
+            loss = loss_function(logits, targets)
             if CONFIG["mu"] > 0:  # FedProx proximal term
                 loss = loss + CONFIG["mu"] / 2 * sum(((p - g) ** 2).sum() for p, g in zip(model.parameters(), global_params))
             loss.backward()
             optimizer.step()
             seen += len(batch)
             loss_sum += float(loss.detach()) * len(batch)
-            correct += int((logits.argmax(1) == labels[batch]).sum())
+            correct += int((logits.argmax(1) == targets).sum())
     result["weights"] = {{name: value.detach().cpu().numpy() for name, value in model.state_dict().items()}}
     result["train"] = {{"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1)}}
     return result
 '''
-TEMPLATE_VERSION = "fedavg-3"
+TEMPLATE_VERSION = "fedavg-4"
 
 
 def render_site_source(function_name: str, model_class_source: str, model_name: str, config: dict) -> str:
@@ -201,7 +221,7 @@ class TemplateMatch:
     Parameters
     ----------
     template_id : str
-        The template's id (``template_id()``), e.g. ``"fedavg-3:342c589ce451"``: what a site policy's
+        The template's id (``template_id()``), e.g. ``"fedavg-4:80e16bb11b89"``: what a site policy's
         ``auto_approve_templates`` lists.
     matches : bool
         True when the code is exactly the template rendered from its own model class and ``CONFIG``.
@@ -229,7 +249,7 @@ def template_id() -> str:
     Examples
     --------
     >>> template_id()
-    'fedavg-3:342c589ce451'
+    'fedavg-4:80e16bb11b89'
     """
     digest = hashlib.sha256(SITE_FUNCTION_TEMPLATE.encode()).hexdigest()
     return f"{TEMPLATE_VERSION}:{digest[:12]}"

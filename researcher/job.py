@@ -758,6 +758,8 @@ def _site_entry(output: dict) -> dict:
         entry["num_samples"] = output["num_samples"]
     if "privacy" in output:
         entry["privacy"] = output["privacy"]  # the site's epsilon spent so far for this researcher
+    if "device" in output:
+        entry["device"] = output["device"]  # where the site trained: cpu, or cuda when its policy allows
     return entry
 
 

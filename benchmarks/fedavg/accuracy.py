@@ -146,7 +146,7 @@ def run_accuracy(settings: Any, echo: Callable[..., None]) -> dict:
                 [k * settings.local_epochs for k in checkpoints(settings.rounds)],
                 test,
             )
-            run = {
+            run: dict[str, Any] = {
                 "seed": seed,
                 "scheme": scheme,
                 "test_samples": int(len(test[1])),

@@ -1,11 +1,16 @@
 """``bench_fedavg``'s overhead part: a round over HTTP datasites against the same training in one process.
 
-Real datasites (``sites``) run a ``FedAvgJob``; each training round's wall time
-is compared with the same site-function calls done one after another in this
-process, on the same partitions, before and after the HTTP job, with torch on
-its default threads and on the sites' thread count: the faster is the baseline.
-Local epochs are calibrated so that every site's call is about 3 s of compute.
-A context run restarts the sites on the other thread setting.
+Real datasites (``sites``) run a ``FedAvgJob`` twice: with ``[sandbox] mode = "on"``
+(every call in a confined worker on the sites' thread count, set by the policy) and,
+after a restart, with ``mode = "off"`` (the calls in the site process, pinned by
+``OMP_NUM_THREADS``). Each job's training rounds are compared with the same
+site-function calls done one after another in this process, on the same partitions,
+before and after both HTTP jobs, with torch on its default threads and on the sites'
+thread count: the faster is the baseline of both. The sandbox's fixed costs per job
+(the worker's spawn, the job's wait for it, its setup) come from the sites' logs; its
+cost per call is the sandbox-on round minus the sandbox-off round. Local epochs are
+calibrated so that every site's call is about 3 s of compute. A context run restarts
+the sites (sandbox on) on the other thread setting.
 """
 
 from __future__ import annotations
@@ -28,12 +33,19 @@ from benchmarks.fedavg.sites import (
     RESEARCHER_PASSWORD,
     connect,
     http_job,
+    log_offsets,
     overhead_federation,
+    policy_text,
+    sandbox_log,
+    set_policy,
     start_sites,
 )
 from benchmarks.workloads.digits import make_job, site_function
 
-OVERHEAD_TARGET = 1.3  # a round over 3 HTTP datasites ≤ 1.3× the same local training in one process
+OVERHEAD_TARGET = (
+    1.15  # issue 10: a round over 3 HTTP datasites, sandbox on, ≤ 1.15× the same calls in-process
+)
+UNCONFINED_TARGET = 1.3  # the earlier target, for the sandbox-off run (and reports from before the sandbox)
 MIN_COMPUTE_SECONDS = 2.0  # the overhead target is stated for rounds with at least this much compute per call
 CALIBRATION_TARGET_SECONDS = 3.0  # local epochs are chosen so a site's call is about this long in-process
 CONTEXT_ROUNDS = 2  # the context jobs' training rounds: the first is cold, the second is the one reported
@@ -189,21 +201,30 @@ def _calibrate(
     return calibration
 
 
-def _context_run(
-    number: int, label: str, env: dict, sites: Sequence[Any], job: Any, checkpoint: Path, echo
+def _restarted_run(
+    label: str, env: dict, mode: str, threads: int, sites: Sequence[Any], job: Any, checkpoint: Path
 ) -> dict:
-    """Restart the sites with ``env`` and run ``job`` (a CONTEXT_ROUNDS-round job) through them."""
-    echo(f"  context: the sites restarted with {label}, a {CONTEXT_ROUNDS}-round job…")
+    """Restart the sites with ``env`` and the sandbox ``mode`` (its workers on ``threads``), run ``job``.
+
+    Returns the run's figures: ``label``, ``env``, ``policy``, the sites' start seconds, the job's
+    rounds and final accuracy, and what the sites logged about the sandbox (``sandbox_log``).
+    """
+    policy = policy_text(mode, threads)
     for site in sites:
         site.stop()
         site.env = env
-    start_sites(sites)
+    set_policy(sites, policy)
+    offsets = log_offsets(sites)
+    start_seconds = start_sites(sites)
     other = http_job(job, connect(sites), sites, checkpoint)
     return {
         "label": label,
         "env": env,
+        "policy": policy,
+        "sites_start_seconds": start_seconds,
         "http_rounds": other["rounds"],
         "http_final_accuracy": other["final_accuracy"],
+        "sandbox_log": sandbox_log(sites, offsets, mode),
     }
 
 
@@ -266,6 +287,11 @@ def run_overhead(settings: Any, echo: Callable[..., None]) -> dict:
         )
         for name in names
     ]
+    # the target's run: every call in a sandbox worker, its torch threads set by the policy (the
+    # worker's environment is empty); OMP_NUM_THREADS still pins the site process itself
+    main_policy = policy_text("on", site_threads)
+    set_policy(sites, main_policy)
+    offsets = log_offsets(sites)
     result: dict = {
         "sites": names,
         "local_epochs": local_epochs,
@@ -278,12 +304,13 @@ def run_overhead(settings: Any, echo: Callable[..., None]) -> dict:
             name: {split: len(p.splits[split].labels) for split in ("train", "val")}
             for name, p in partitions.items()
         },
+        "sandbox": {"mode": "on", "policy": main_policy},
     }
     try:
         result["sites_start_seconds"] = start_sites(sites)
         echo(
-            f"  {count} datasites (torch on {site_threads} thread(s) each) answering after "
-            f"{result['sites_start_seconds']:.0f} s"
+            f"  {count} datasites (sandbox on, torch on {threads_text(site_threads)} per worker) answering "
+            f"after {result['sites_start_seconds']:.0f} s"
         )
         for site in sites:
             ensure_researcher(
@@ -310,11 +337,25 @@ def run_overhead(settings: Any, echo: Callable[..., None]) -> dict:
                     result["local"][key] += run_local(function, partitions, initial, settings.overhead_rounds)
             if when == "before":
                 echo(
-                    f"  FedAvg job over HTTP: {settings.overhead_rounds} training round(s) "
+                    f"  FedAvg job over HTTP, sandbox on: {settings.overhead_rounds} training round(s) "
                     "+ the final evaluation…"
                 )
                 main = http_job(job, federation, sites, work / "checkpoint")
                 result.update(http_rounds=main["rounds"], http_final_accuracy=main["final_accuracy"])
+                result["sandbox"]["sites"] = sandbox_log(sites, offsets, "on")
+                echo(
+                    f"  the sites restarted with the sandbox off (OMP_NUM_THREADS={site_threads}), "
+                    "the same job…"
+                )
+                result["unconfined"] = _restarted_run(
+                    "the sandbox off",
+                    {"OMP_NUM_THREADS": str(site_threads)},
+                    "off",
+                    site_threads,
+                    sites,
+                    job_factory(local_epochs, "_off"),
+                    work / "checkpoint-off",
+                )
         same_threads = (
             f"site_{site_threads}" if site_threads != default_threads else f"default_{default_threads}"
         )
@@ -329,18 +370,20 @@ def run_overhead(settings: Any, echo: Callable[..., None]) -> dict:
 
         context_env = {"OMP_NUM_THREADS": str(context_threads)}
         contexts = [(f"torch on {threads_text(context_threads)} per site", context_env)]
-        result["contexts"] = [
-            _context_run(
-                number,
-                label,
-                env,
-                sites,
-                job_factory(local_epochs, f"_c{number}", rounds=CONTEXT_ROUNDS),
-                work / f"checkpoint-context{number}",
-                echo,
+        result["contexts"] = []
+        for number, (label, env) in enumerate(contexts if settings.context else []):
+            echo(f"  context: the sites restarted with {label} (sandbox on), a {CONTEXT_ROUNDS}-round job…")
+            result["contexts"].append(
+                _restarted_run(
+                    label,
+                    env,
+                    "on",
+                    context_threads,
+                    sites,
+                    job_factory(local_epochs, f"_c{number}", rounds=CONTEXT_ROUNDS),
+                    work / f"checkpoint-context{number}",
+                )
             )
-            for number, (label, env) in enumerate(contexts if settings.context else [])
-        ]
     finally:
         for site in sites:
             site.stop()
@@ -441,6 +484,12 @@ def summarise_overhead(result: dict) -> dict:
         _summarise_runs(c["http_rounds"], result["local"][chosen], result["sites"])
         for c in result.get("contexts", [])
     ]
+    if "unconfined" in result:  # runs from before the sandbox have none
+        unconfined = _summarise_runs(
+            result["unconfined"]["http_rounds"], result["local"][chosen], result["sites"]
+        )
+        summary["unconfined"] = unconfined
+        summary["sandbox"] = sandbox_costs(result["sandbox"]["sites"], summary, unconfined)
     if "local_private_same_threads" in result:
         private = result["local_private_same_threads"][0]
         summary["site_threads"] = {
@@ -448,3 +497,51 @@ def summarise_overhead(result: dict) -> dict:
             "private_round_cpu_seconds": private["cpu_seconds"],
         }
     return summary
+
+
+def sandbox_costs(logs: dict[str, dict], on: dict, off: dict) -> dict:
+    """The sandbox's fixed costs per job (from the sites' logs) and its cost per call (on − off).
+
+    Parameters
+    ----------
+    logs : dict of str to dict
+        Per site, ``parse_sandbox_log`` of the sandbox-on job: its worker's costs (the first worker
+        each site logged).
+    on, off : dict
+        ``_summarise_runs`` of the sandbox-on and the sandbox-off job against the same baseline.
+
+    Returns
+    -------
+    dict
+        Per site and as medians over the sites: ``spawn_seconds`` (the worker's spawn, off the
+        critical path), ``wait_seconds`` (the job's wait for it), ``setup_seconds`` (mapping the
+        inputs, confining, compiling: on the first call's path); and the per-call differences of
+        the median warm training round, the first (cold) round and the evaluation-only call.
+
+    Examples
+    --------
+    >>> logs = {s: {"workers": [{"job": "j", "wait_seconds": 0.0, "spawn_seconds": 2.0 + i,
+    ...                          "setup_seconds": 0.05}]} for i, s in enumerate(["a", "b", "c"])}
+    >>> run = {"http_round_seconds": 10.0, "http_first_round_seconds": 11.0, "http_eval_call_seconds": 0.5,
+    ...        "ratio": 1.1}
+    >>> off = {"http_round_seconds": 9.5, "http_first_round_seconds": 10.0, "http_eval_call_seconds": 0.4,
+    ...        "ratio": 1.045}
+    >>> costs = sandbox_costs(logs, run, off)
+    >>> costs["spawn_seconds"], costs["per_call_seconds"], round(costs["per_call_ratio_points"], 3)
+    (3.0, 0.5, 0.055)
+    """
+    per_site = {name: found["workers"][0] for name, found in logs.items()}
+    median = statistics.median
+    costs: dict = {
+        key: median(worker[key] for worker in per_site.values())
+        for key in ("spawn_seconds", "wait_seconds", "setup_seconds")
+    }
+    costs["sites"] = {
+        name: {key: worker[key] for key in ("spawn_seconds", "wait_seconds", "setup_seconds")}
+        for name, worker in per_site.items()
+    }
+    costs["per_call_seconds"] = on["http_round_seconds"] - off["http_round_seconds"]
+    costs["per_call_ratio_points"] = on["ratio"] - off["ratio"]
+    costs["first_round_seconds"] = on["http_first_round_seconds"] - off["http_first_round_seconds"]
+    costs["eval_call_seconds"] = on["http_eval_call_seconds"] - off["http_eval_call_seconds"]
+    return costs

@@ -138,15 +138,27 @@ def _overhead_method_lines(s: dict, o: dict, cores: int) -> list[str]:
         )
     else:
         epochs = " (set by --overhead-epochs)"
-    return [
+    sandbox, unconfined = o.get("sandbox"), o.get("unconfined")
+    if sandbox and unconfined:
+        threads = f'`[sandbox] mode = "on"`, `threads = {at_site}`'
+        where = (
+            f"**sandbox on**: every call runs in a confined worker process ({threads} in every site's "
+            f"`policy.toml`), torch on **{threads_text(at_site)} per site** (the worker's; its environment "
+            f"is empty, so `OMP_NUM_THREADS={at_site}` pins only the site process)"
+        )
+        jobs = "both HTTP jobs"
+    else:  # a report from before the sandbox: one job, the sites pinned through the environment
+        where = f"torch on **{threads_text(at_site)} per site** (`OMP_NUM_THREADS={at_site}`)"
+        jobs = "the HTTP job"
+    lines = [
         f"- **Data**: the digits (synthetic patients kept whole) converted into {len(names)} clients at "
         f"{o['image_size']} px grayscale (train/val: {sizes})",
         f"- **Job**: `FedAvgJob(SmallCNN(width={s['width']}))`, {o['rounds']} training round(s) + the final "
         f"evaluation, {o['local_epochs']} local epochs, SGD lr {s['lr']:g} momentum {s['momentum']:g}, "
         f"batch {s['batch_size']}" + epochs,
         f"- **Over HTTP**: {len(names)} `fedimg datasite serve` subprocesses on 127.0.0.1 (SQLite, on-disk "
-        f"blobs; started in {o['sites_start_seconds']:.0f} s), torch on **{threads_text(at_site)} per site** "
-        f"(`OMP_NUM_THREADS={at_site}`), a researcher account, `job.submit`, every owner approves "
+        f"blobs; started in {o['sites_start_seconds']:.0f} s), {where}, a researcher account, `job.submit`, "
+        "every owner approves "
         "(`datasite_setup.site.code_requests.approve`), `job.run`. A round is the job's own round "
         "(`FedAvgJob._run_round`, timed from outside): the global weights go to every site, the sites "
         "evaluate and train **in parallel** (one thread per site at the researcher), the results come back, "
@@ -155,21 +167,34 @@ def _overhead_method_lines(s: dict, o: dict, cores: int) -> list[str]:
         f"{len(names)} sites' calls **one after another**, FedAvg between rounds; with torch on its default "
         f"{threads_text(default)}"
         + (f" and on {threads_text(at_site)} (as at each site)" if at_site != default else "")
-        + ", each before and after the HTTP job; the baseline is the faster setting "
+        + f", each before and after {jobs}; the baseline is the faster setting "
         "(median round of both runs)",
         f"- **Cores**: {cores} usable for {len(names)} site processes. torch's default in every process is "
         f"{threads_text(default)}: {len(names)} sites would run {len(names) * default} busy-waiting OpenMP "
         f"threads on {cores} cores, so the sites get {threads_text(at_site)} each (one site per machine, "
         "as in a real federation, has no such contention); a context line shows the other setting",
-        f"- **Same work**: final val accuracy over HTTP {o['http_final_accuracy']:.2%} vs in-process on "
-        f"{threads_text(at_site)} {o['local_final_accuracy']:.2%}; load average around the part: "
-        f"{format_load(o['load_start'])} → {format_load(o['load_end'])}",
+        f"- **Same work**: final val accuracy over HTTP {o['http_final_accuracy']:.2%}"
+        + (f" (sandbox off {unconfined['http_final_accuracy']:.2%})" if unconfined else "")
+        + f" vs in-process on {threads_text(at_site)} {o['local_final_accuracy']:.2%}; load average around "
+        f"the part: {format_load(o['load_start'])} → {format_load(o['load_end'])}",
     ]
+    if sandbox and unconfined:
+        lines.insert(
+            3,
+            f'- **Sandbox off** (the comparison): the same sites restarted with `[sandbox] mode = "off"` '
+            f"(calls in the site process, torch pinned by `OMP_NUM_THREADS={at_site}`; started in "
+            f"{unconfined['sites_start_seconds']:.0f} s), the same job under another name, right after the "
+            "sandbox-on job (both between the in-process runs before and after)",
+        )
+    return lines
 
 
 def _rounds_table(o: dict, summary: dict) -> list[str]:
-    """Every round of the HTTP job beside the in-process time of the same round."""
-    header = ["round", "over HTTP (s)", "in one process (s)", "ratio", "call phase (s)"]
+    """Every round of the HTTP job beside the same round in one process (and in the sandbox-off job)."""
+    off = {r["round"]: r["seconds"] for r in o["unconfined"]["http_rounds"]} if "unconfined" in o else None
+    header = ["round", "over HTTP (s)", "in one process (s)", "ratio"]
+    header += ["sandbox off (s)", "ratio, sandbox off"] if off is not None else []
+    header += ["call phase (s)"]
     header += [
         "researcher after calls (s)",
         "CPU at sites (s)",
@@ -185,12 +210,14 @@ def _rounds_table(o: dict, summary: dict) -> list[str]:
             f"{http['round']} (training{first})" if http["training"] else f"{http['round']} (evaluation only)"
         )
         cells = [kind, f"{http['seconds']:.2f}", f"{local:.2f}", f"{http['seconds'] / local:.2f}×"]
+        if off is not None:
+            cells += [f"{off[http['round']]:.2f}", f"{off[http['round']] / local:.2f}×"]
         cells += [f"{http['call_phase_seconds']:.2f}", f"{http['seconds'] - http['call_phase_seconds']:.2f}"]
         cells += [
             f"{http[key]:.1f}" for key in ("sites_cpu_seconds", "researcher_cpu_seconds", "other_cpu_seconds")
         ]
         rows.append(cells)
-    return table(header, "lrrrrrrrr", rows)
+    return table(header, "l" + "r" * (len(header) - 1), rows)
 
 
 def _ratio_line(summary: dict) -> str:
@@ -205,8 +232,9 @@ def _ratio_line(summary: dict) -> str:
         if summary["http_warm_rounds"]
         else "training round (only the cold first)"
     )
+    label = "Ratio, sandbox on (the target's)" if "unconfined" in summary else "Ratio"
     return (
-        f"- **Ratio**: median {rounds} {summary['http_round_seconds']:.2f} s over HTTP (rounds: "
+        f"- **{label}**: median {rounds} {summary['http_round_seconds']:.2f} s over HTTP (rounds: "
         f"{', '.join(f'{v:.2f}' for v in summary['http_round_runs'])}) vs "
         f"{summary['local_round_seconds']:.2f} s in one process on "
         f"{threads_text(summary['baseline_threads'])}: **{summary['ratio']:.2f}×**; the first round (cold: "
@@ -214,6 +242,69 @@ def _ratio_line(summary: dict) -> str:
         f"{summary['first_round_ratio']:.2f}×. "
         f"In-process baselines, {others}: the faster one is the baseline"
     )
+
+
+def _unconfined_ratio_line(off: dict) -> str:
+    """The sandbox-off job's ratio against the same baseline."""
+    rounds = "warm training round" if off["http_warm_rounds"] else "training round (only the cold first)"
+    return (
+        f"- **Ratio, sandbox off**: median {rounds} {off['http_round_seconds']:.2f} s over HTTP (rounds: "
+        f"{', '.join(f'{v:.2f}' for v in off['http_round_runs'])}) vs the same baseline "
+        f"{off['local_round_seconds']:.2f} s: **{off['ratio']:.2f}×**; the first round "
+        f"{off['http_first_round_seconds']:.2f} s, {off['first_round_ratio']:.2f}×; the sites used "
+        f"{off['http_sites_user_seconds']:.2f} s user + {off['http_sites_system_seconds']:.2f} s system CPU "
+        "per round"
+    )
+
+
+def _sandbox_table(costs: dict, names: list[str], off: dict) -> list[str]:
+    """What the sandbox costs: its fixed costs per job (the sites' logs) and its cost per call (on − off)."""
+    per_site = ", ".join(
+        f"{name} {costs['sites'][name]['spawn_seconds']:.2f} / {costs['sites'][name]['wait_seconds']:.3f} / "
+        f"{costs['sites'][name]['setup_seconds']:.3f}"
+        for name in names
+    )
+    rows = [
+        (
+            "the worker's spawn: a clean interpreter, torch imported, waiting warm (**off the critical "
+            "path**: started when the site came up or when the previous job took the spare)",
+            f"{costs['spawn_seconds']:.2f}",
+            "per job, the site's log (median over sites)",
+        ),
+        (
+            "the job's wait for that warm worker (on the first call's path)",
+            f"{costs['wait_seconds']:.3f}",
+            "per job, the site's log",
+        ),
+        (
+            "the job's setup: map its inputs, confine itself (Landlock, seccomp, rlimits), compile the code "
+            "(on the first call's path)",
+            f"{costs['setup_seconds']:.3f}",
+            "per job, the site's log",
+        ),
+        (
+            "the first (cold) training round: sandbox on − sandbox off",
+            f"{costs['first_round_seconds']:+.2f}",
+            "per job, wall time",
+        ),
+        (
+            "**per call**: the median "
+            + ("warm training round" if off["http_warm_rounds"] else "training round (only the cold first)")
+            + ", sandbox on − sandbox off",
+            f"**{costs['per_call_seconds']:+.2f}**",
+            f"wall time (the ratio {costs['per_call_ratio_points']:+.2f})",
+        ),
+        (
+            "an evaluation-only call: sandbox on − sandbox off",
+            f"{costs['eval_call_seconds']:+.2f}",
+            "per call, the researcher's view",
+        ),
+    ]
+    return [
+        "What the sandbox costs (seconds; per site, spawn / wait / setup: " + per_site + "):",
+        "",
+        *table(("what", "seconds", "measured how"), "lrl", rows),
+    ]
 
 
 def _time_table(summary: dict, at_site: int, cores: int) -> list[str]:
@@ -241,7 +332,8 @@ def _time_table(summary: dict, at_site: int, cores: int) -> list[str]:
         (
             "CPU the sites used: user",
             f"{summary['http_sites_user_seconds']:.2f}",
-            "psutil, the site processes",
+            "psutil, the site processes"
+            + (" and their sandbox workers (reaped ones too)" if "unconfined" in summary else ""),
         ),
         (
             f"CPU the sites used: system ({faults:.2f} M minor page faults)",
@@ -300,6 +392,9 @@ def _context_lines(o: dict, summary: dict) -> list[str]:
     lines = []
     for context, c in zip(o.get("contexts", []), summary.get("contexts", []), strict=True):
         env = ", ".join(f"`{k}={v}`" for k, v in context["env"].items())
+        if "policy" in context:  # since the sandbox: the workers' threads come from the policy
+            sandbox = ", ".join(context["policy"].splitlines()[1:])
+            env += f" and `[sandbox] {sandbox}`"
         warm = "warm (second) training round" if c["http_warm_rounds"] else "(cold, only) training round"
         per_site = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in c["http_site_seconds"].items())
         lines.append(
@@ -319,14 +414,21 @@ def overhead_section(results: Any, heading: str) -> list[str]:
     s, o = results.settings, results.overhead
     summary, names, ser = o["summary"], o["sites"], o["serialisation"]
     cores = results.machine["usable_cpus"]
+    off = summary.get("unconfined")
     site_rows = [
         (name, f"{summary['local_site_seconds'][name]:.2f}", f"{summary['http_site_seconds'][name]:.2f}")
+        + ((f"{off['http_site_seconds'][name]:.2f}",) if off else ())
         for name in names
     ]
-    site_header = (
+    site_header: tuple[str, ...] = (
         "site",
         "training call in one process (s)",
         "the same call over HTTP, seen by the researcher (s)",
+    )
+    if off:
+        site_header = (*site_header[:2], "over HTTP, sandbox on (s)", "over HTTP, sandbox off (s)")
+    sandbox_lines = (
+        [_unconfined_ratio_line(off), "", *_sandbox_table(summary["sandbox"], names, off)] if off else []
     )
     return [
         f"{heading} Overhead: a round over {len(names)} HTTP datasites "
@@ -336,11 +438,14 @@ def overhead_section(results: Any, heading: str) -> list[str]:
         "",
         *_rounds_table(o, summary),
         "",
-        *table(site_header, "lrr", site_rows),
+        *table(site_header, "l" + "r" * (len(site_header) - 1), site_rows),
         "",
         _ratio_line(summary),
+        *sandbox_lines,
         "",
-        "Where the time goes, per training round (medians; CPU in CPU-seconds):",
+        "Where the time goes, per training round"
+        + (" with the sandbox on" if off else "")
+        + " (medians; CPU in CPU-seconds):",
         "",
         *_time_table(summary, o["site_threads"], cores),
         "",

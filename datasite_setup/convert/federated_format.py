@@ -529,7 +529,7 @@ def _signals_deferred() -> Iterator[None]:
         received.append(signum)
 
     deferred = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {signum: signal.signal(signum, take_note) for signum in deferred}
+    previous: dict[int, Any] = {signum: signal.signal(signum, take_note) for signum in deferred}
     try:
         yield
     finally:
@@ -537,7 +537,37 @@ def _signals_deferred() -> Iterator[None]:
             # None: a handler that was not set from Python.
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
         for pending in dict.fromkeys(received):  # each once, in the order they came
-            signal.raise_signal(pending)
+            redeliver(pending, previous[pending])
+
+
+def redeliver(signum: int, handler: Any) -> None:
+    """Deliver a held signal now, as ``handler`` (the one restored) would have handled it.
+
+    A Python handler is called here, synchronously: ``signal.raise_signal`` would only
+    flag it, and CPython runs the handler at some later instruction (the red CI runs saw
+    ``with pool:`` fail on the terminated pool first, and a ``KeyboardInterrupt`` land
+    after the block that should have raised it). Default and ignored dispositions go
+    through the kernel.
+
+    Parameters
+    ----------
+    signum : int
+        The signal that arrived while it was held.
+    handler : callable, ``signal.SIG_DFL``, ``signal.SIG_IGN`` or None
+        Its disposition now (None: set outside Python, treated as the default).
+
+    Examples
+    --------
+    >>> import signal
+    >>> redeliver(signal.SIGINT, signal.default_int_handler)
+    Traceback (most recent call last):
+    ...
+    KeyboardInterrupt
+    """
+    if callable(handler):
+        handler(signum, None)
+    elif handler is not signal.SIG_IGN:
+        signal.raise_signal(signum)
 
 
 def client_summary(

@@ -44,6 +44,7 @@ from datasite_setup.convert.federated_format import (
     client_summary,
     federation_manifest,
     metadata_csv,
+    redeliver,
     sample_file_name,
     sha256_bytes,
     write_bytes,
@@ -483,7 +484,9 @@ def _start_pool(workers: int, initargs: tuple[Path, Path, ImageSpec]) -> multipr
     def hold(signum: int, frame: FrameType | None) -> None:
         held.append(signum)
 
-    previous = {signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)}
+    previous: dict[int, Any] = {
+        signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)
+    }
     try:
         pool = start()
     finally:
@@ -491,7 +494,7 @@ def _start_pool(workers: int, initargs: tuple[Path, Path, ImageSpec]) -> multipr
             signal.signal(signum, handler)
     if held:
         pool.terminate()
-        signal.raise_signal(held[0])  # now handled as it would have been
+        redeliver(held[0], previous[held[0]])  # now handled as it would have been
     return pool
 
 

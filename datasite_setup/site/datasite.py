@@ -155,9 +155,17 @@ def serve(worker: Datasite, *, host: str, port: int) -> None:
 
 
 def serve_command(
-    *, name: str, data: str, port: int, host: str, state_dir: str, executable: str = "fedimg"
+    *,
+    name: str,
+    data: str,
+    port: int,
+    host: str,
+    state_dir: str,
+    executable: str = "fedimg",
+    threads: int | None = None,
 ) -> list[str]:
     """The ``fedimg datasite serve`` command line, as ``fedimg up``, the tests and compose/ run it."""
+    extra = [] if threads is None else ["--threads", str(threads)]
     return [
         executable,
         "datasite",
@@ -172,6 +180,7 @@ def serve_command(
         host,
         "--state-dir",
         state_dir,
+        *extra,
     ]
 
 

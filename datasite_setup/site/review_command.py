@@ -20,6 +20,7 @@ from datasite_setup.site.federation_config import load_federation_config
 from policies import (
     AUDIT_FILE,
     POLICY_FILE,
+    UNCONFINED_WARNING,
     AuditLog,
     PolicyError,
     RequestReview,
@@ -170,6 +171,8 @@ def run_review(
         (failing checks without ``force``), deny has no reason, or the action is unknown.
     """
     admin, policy, audit = open_review(access, policy_file)
+    if not policy.sandbox.confined:  # in every answer: the owner decides knowing the code is not contained
+        echo(f"WARNING site {access.name}: {UNCONFINED_WARNING}")
     decider = os.environ.get(ADMIN_EMAIL_ENV) or admin_credentials(access.state_dir, access.name).email
     status = None if action == "show" else "PENDING"
     reviews = [review_request(request, policy) for request in code_requests.requests(admin, status=status)]

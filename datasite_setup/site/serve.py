@@ -5,14 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from pathlib import Path
 
 from datasite_setup.errors import FedimgError
+from datasite_setup.site.contained import ContainedCalls, Probe, default_threads
 from datasite_setup.site.credentials import admin_credentials
 from datasite_setup.site.datasite import clear_syft_import_environment, redact_url
+from datasite_setup.site.sandbox.runner import SandboxUnavailable
 from datasite_setup.site.syft_patches import register_enforcer
 from policies import (
     POLICY_FILE,
+    UNCONFINED_WARNING,
     PolicyError,
     SiteEnforcer,
     SitePolicy,
@@ -22,6 +26,7 @@ from policies import (
 )
 
 DB_URL_ENV = "FEDIMG_DB_URL"
+log = logging.getLogger("fedimg.sandbox")
 INGEST_JOURNAL = "ingest-journal.json"  # blob files before an upload in progress (datasite_setup.site.ingest)
 
 
@@ -57,6 +62,7 @@ def serve_site(
     db_url: str | None,
     show_progress: bool,
     policy_file: Path | None = None,
+    threads: int | None = None,
 ) -> int:
     """Open the site's datasite, ingest its partition, enforce its policy and serve it until SIGINT/SIGTERM.
 
@@ -76,6 +82,9 @@ def serve_site(
         Show the upload's progress.
     policy_file : Path or None
         The site's policy (else ``<state_dir>/policy.toml``, else the defaults).
+    threads : int or None
+        torch threads per sandbox worker when the policy's ``[sandbox] threads`` is 0
+        (``fedimg up`` divides the machine's cores among its sites); None: all cores.
 
     Returns
     -------
@@ -92,6 +101,9 @@ def serve_site(
     # syft sets the root logger to CRITICAL when a server starts
     logging.getLogger("fedimg").setLevel(logging.INFO)
     state_dir = (state_dir or default_state_dir(name)).absolute()
+    policy = _read_site_policy(state_dir, policy_file)
+    # the sandbox probe (a worker started and confined) runs while PySyft imports and the partition ingests
+    sandbox = _SandboxStart(state_dir, policy, threads or default_threads())
     db_url = db_url or os.environ.get(DB_URL_ENV) or None
     database = redact_url(db_url) if db_url else "SQLite"
     admin = admin_credentials(state_dir, name)
@@ -107,9 +119,10 @@ def serve_site(
         show_progress=show_progress,
         extra_info={"secure_aggregation_public_key": site_key},
         journal=state_dir / INGEST_JOURNAL,
+        state_dir=state_dir,
     )
-    policy = _read_site_policy(state_dir, policy_file)
-    register_enforcer(worker, SiteEnforcer(worker.name, state_dir, policy, _num_classes(data)))
+    contained = sandbox.finish()
+    register_enforcer(worker, SiteEnforcer(worker.name, state_dir, policy, _num_classes(data)), contained)
     action = "ingested" if result.created else "already holds"
     removed = f"; removed previous version(s) {', '.join(result.removed)}" if result.removed else ""
     print(f"datasite {name} {action} {result.dataset} ({result.num_samples} samples){removed}", flush=True)
@@ -118,12 +131,75 @@ def serve_site(
         f"{'differential privacy on' if policy.privacy else 'no differential privacy'})",
         flush=True,
     )
+    print(f"datasite {name} {sandbox.describe()}", flush=True)
     use_serving_thresholds()  # also when nothing was ingested: the same heap behaviour however it started
     print(
         f"datasite {name} serving http://{host}:{port} (state {state_dir}, database {database})", flush=True
     )
-    serve(worker, host=host, port=port)
+    try:
+        serve(worker, host=host, port=port)
+    finally:
+        if contained is not None:
+            contained.close()
     return 0
+
+
+class _SandboxStart:
+    """The site's sandbox, probed in the background while the site starts (see ``ContainedCalls.probe``).
+
+    With ``[sandbox] mode = "off"`` there is nothing to start and code runs unconfined. With the
+    sandbox on, a probe that fails leaves the site serving but refusing every call (fail closed),
+    with the reason in its log and in every refusal.
+    """
+
+    def __init__(self, state_dir: Path, policy: SitePolicy, threads: int) -> None:
+        self.policy = policy
+        self.contained: ContainedCalls | None = None
+        self.probe: Probe | None = None
+        self.problem = ""
+        self._thread: threading.Thread | None = None
+        if not policy.sandbox.confined:
+            return
+        try:
+            self.contained = ContainedCalls(
+                state_dir, policy.sandbox, threads=threads, max_result_mb=policy.max_output_mb
+            )
+        except SandboxUnavailable as exc:
+            raise FedimgError(f"the sandbox cannot protect this site: {exc}") from exc
+        self._thread = threading.Thread(target=self._probe, name="fedimg-sandbox-probe", daemon=True)
+        self._thread.start()
+
+    def _probe(self) -> None:
+        assert self.contained is not None
+        try:
+            self.probe = self.contained.probe()
+        except SandboxUnavailable as exc:
+            self.problem = str(exc)
+
+    def finish(self) -> ContainedCalls | None:
+        """Wait for the probe; the site's ``ContainedCalls`` (None with the sandbox off)."""
+        if self._thread is not None:
+            self._thread.join()
+        if self.contained is not None:
+            self.contained.reload_index()  # the ingest has (re)written the asset maps
+            if self.problem:
+                self.contained.refuse_all(self.problem)
+                log.error("sandbox unavailable: this site refuses to run code (%s)", self.problem)
+        if not self.policy.sandbox.confined:
+            log.warning(UNCONFINED_WARNING)
+        return self.contained
+
+    def describe(self) -> str:
+        """The sandbox line of the site's start-up output."""
+        if not self.policy.sandbox.confined:
+            return f"sandbox OFF: {UNCONFINED_WARNING}"
+        if self.problem:
+            return f"sandbox UNAVAILABLE: this site refuses to run code ({self.problem})"
+        assert self.contained is not None and self.probe is not None
+        return (
+            f"sandbox on ({self.probe.describe()}; {self.contained.threads} torch thread(s) per worker, "
+            f"{self.policy.sandbox.seconds_per_call:g} s and {self.policy.sandbox.memory_mb} MB per call)"
+        )
 
 
 def _read_site_policy(state_dir: Path, policy_file: Path | None) -> SitePolicy:

@@ -23,27 +23,41 @@ this order; each wraps PySyft's own method once, and a second call does nothing:
    "Invalid credentials." (after a bcrypt check), which tells anyone which accounts
    exist. Both now get the same message after the same work.
 
-3. The execution hook, ``action_service.execute_byte_code`` (with
-   ``ActionService._user_code_execute``, which marks where one call starts): at a
-   site with an enforcer, the private run goes through the site's
-   ``release_chain`` (``policies.enforcement``), which gets a plain description of
-   the call and a callable that runs it; a refusal becomes the researcher's
-   ``SyftException``. PySyft's second run of the same call, on the assets' mock
-   twins, is skipped and returns ``MOCK_RESULT``.
+3. The execution hook, ``ActionService._user_code_execute`` (one approved call):
 
-``register_enforcer`` names the ``SiteEnforcer`` of a served datasite (``fedimg
-datasite serve`` does it once the site's policy is read); a datasite without one
-gets only the fixes of 1b and 2.
+   a. at a site whose sandbox is on (``[sandbox] mode = "on"``, the default), the
+      call never runs in this process and no asset is loaded through PySyft: the
+      input policy's asset rules are checked by id and the assets reach the
+      worker as the read-only maps written at ingest (``asset_maps``), the
+      researcher's own inputs (weights, round, cohort) are read from the store;
+      the job's worker is confined before the run is counted; the run goes
+      through the site's ``release_chain`` with a runner from ``contained``; the
+      result is wrapped as PySyft would (private result, mock twin
+      ``MOCK_RESULT``);
+   b. at a site with an enforcer and the sandbox off, ``execute_byte_code`` runs
+      the code in this process, unconfined, through the same ``release_chain``;
+      PySyft's second run of the same call, on the assets' mock twins, is skipped
+      and returns ``MOCK_RESULT``.
+
+   A refusal becomes the researcher's ``SyftException``.
+
+``register_enforcer`` names the ``SiteEnforcer`` (and, with the sandbox on, the
+``ContainedCalls``) of a served datasite (``fedimg datasite serve`` does it once
+the site's policy is read); a datasite without one gets only the fixes of 1b and 2.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from datasite_setup.site.contained import ContainedCalls, unconfined_refusal
+from datasite_setup.site.sandbox.runner import CodeFailed, SandboxUnavailable
 from policies import (
     MOCK_RESULT,
+    UNCONFINED_WARNING,
     Execution,
     ReleaseRefused,
     RunOutput,
@@ -57,6 +71,8 @@ if TYPE_CHECKING:
 
 _MARK = "_fedimg_patched"
 _enforcers: dict[str, SiteEnforcer] = {}  # by server id
+_contained: dict[str, ContainedCalls] = {}  # by server id: sites whose sandbox is on
+log = logging.getLogger("fedimg.release")
 _call = threading.local()  # how many runs of the current call have started: the private run comes first
 _lock = threading.Lock()
 
@@ -91,7 +107,9 @@ def apply_syft_patches() -> None:
         action_service.execute_byte_code = _wrap_execute_byte_code(action_service.execute_byte_code)
 
 
-def register_enforcer(worker: Datasite, enforcer: SiteEnforcer) -> None:
+def register_enforcer(
+    worker: Datasite, enforcer: SiteEnforcer, contained: ContainedCalls | None = None
+) -> None:
     """Enforce ``enforcer``'s rules on every user-code run of ``worker`` in this process.
 
     Parameters
@@ -100,9 +118,21 @@ def register_enforcer(worker: Datasite, enforcer: SiteEnforcer) -> None:
         The served datasite (``open_datasite``, which has applied the patches).
     enforcer : SiteEnforcer
         The site's name, state dir, policy and number of classes.
+    contained : ContainedCalls or None
+        The site's sandbox workers: every approved call runs there. None only when the
+        site's policy says ``[sandbox] mode = "off"``: code then runs in this process.
+
+    Raises
+    ------
+    ValueError
+        When the policy's sandbox is on but no ``contained`` is given (fail closed).
     """
+    if enforcer.policy.sandbox.confined and contained is None:
+        raise ValueError(f"site {enforcer.site}: the sandbox is on but no sandbox workers were given")
     apply_syft_patches()  # a no-op after open_datasite; never enforce through unpatched methods
     _enforcers[str(worker.id)] = enforcer
+    if contained is not None:
+        _contained[str(worker.id)] = contained
 
 
 def is_patched(method: Any) -> bool:
@@ -201,7 +231,17 @@ def _wrap_exchange_credentials(original: Any) -> Any:
 
 
 def _wrap_user_code_execute(original: Any) -> Any:
+    from syft.types.errors import SyftException
+    from syft.types.result import as_result
+
+    contained_execute = as_result(SyftException)(_contained_execute)
+
     def user_code_execute(self: Any, context: Any, code_item: Any, kwargs: Any, result_id: Any = None) -> Any:
+        server = str(context.server.id)
+        if server in _contained:
+            return contained_execute(
+                context, code_item, kwargs, result_id, _enforcers[server], _contained[server]
+            )
         _call.runs = 0
         try:
             return original(self, context, code_item, kwargs, result_id)
@@ -209,6 +249,138 @@ def _wrap_user_code_execute(original: Any) -> Any:
             _call.runs = 0
 
     return _mark(user_code_execute)
+
+
+def _contained_execute(
+    context: Any,
+    code_item: Any,
+    kwargs: dict,
+    result_id: Any,
+    enforcer: SiteEnforcer,
+    contained: ContainedCalls,
+) -> Any:
+    """One approved call at a site whose sandbox is on (3a of the module docstring)."""
+    from syft.service.action.action_service import wrap_result
+    from syft.types.errors import SyftException
+    from syft.types.twin_object import TwinObject
+    from syft.types.uid import UID
+
+    assets, values = _contained_inputs(context, code_item, kwargs, contained)
+    key = f"{code_item.id}:" + ",".join(f"{name}={entry.action_id}" for name, entry in sorted(assets.items()))
+    source, function = code_item.raw_code, code_item.service_func_name
+    try:  # a confined worker before the run is counted or charged: a site that cannot confine runs nothing
+        contained.start(key, source=source, function=function, assets=assets)
+    except SandboxUnavailable as exc:
+        reason = unconfined_refusal(exc)
+        log.error("site %s: %s", enforcer.site, reason)
+        enforcer.record_refusal(_describe(code_item, {}), reason)
+        raise SyftException(public_message=enforcer.refusal_message(reason)) from None
+    except CodeFailed as exc:
+        log.warning(
+            "code %s (%s) does not load at %s: %s", function, code_item.id, enforcer.site, exc.details
+        )
+        enforcer.record_refusal(_describe(code_item, {}), f"the approved code does not load ({exc})")
+        raise SyftException(
+            public_message=f"the approved code does not load at {enforcer.site}: {exc}"
+        ) from None
+    arguments = {**values, **{name: contained.open_map(entry) for name, entry in assets.items()}}
+    execution = _describe(code_item, arguments)
+    runner = contained.runner(
+        key, source=source, function=function, assets=assets, config=execution.template_config()
+    )
+    try:
+        execution = release_chain(runner).run(execution, enforcer)
+    except ReleaseRefused as refusal:
+        raise _refused(enforcer, refusal) from refusal
+    finally:
+        if execution.run is not None and execution.run >= execution.limit:
+            contained.end_job(key)  # its approved runs are used up: nothing of it survives
+    if execution.errored:
+        raise SyftException(
+            public_message=f"the approved code failed at {enforcer.site}; its error is in the owner's log"
+        )
+    override = context.has_execute_permissions or _is_admin(context)
+    output_policy = code_item.get_output_policy(context)
+    result = execution.result
+    if output_policy:
+        result = output_policy.apply_to_output(context, result, update_policy=not override)
+    code_item.output_policy = output_policy
+    context.server.services.user_code.update_code_state(context, code_item)
+    result_id = UID() if result_id is None else result_id
+    return TwinObject(
+        id=result_id,
+        private_obj=wrap_result(result_id, result),
+        mock_obj=wrap_result(result_id, MOCK_RESULT),
+    )
+
+
+def _contained_inputs(
+    context: Any, code_item: Any, kwargs: dict, contained: ContainedCalls
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The call's asset inputs (their read-only maps, checked by id) and its other inputs (from the store).
+
+    Follows PySyft's ``MixedInputPolicy.filter_kwargs`` without loading an asset: an
+    asset input must be the very asset the owner approved (its ``Matches`` rule);
+    any other input is read and checked as PySyft does (``UserOwned``: the
+    researcher's own object of the declared type). Inputs the policy does not name
+    are dropped, as PySyft drops them.
+    """
+    from syft.service.policy.policy import Matches, retrieve_item_from_db
+    from syft.types.errors import SyftException
+    from syft.types.twin_object import TwinObject
+
+    override = context.has_execute_permissions or _is_admin(context)
+    input_policy = code_item.get_input_policy(context)
+    if input_policy is None and not override:
+        if not code_item.is_output_policy_approved(context).unwrap():
+            raise SyftException(public_message="Execution denied: Your code is waiting for approval")
+        raise SyftException(public_message=f"No input policy defined for user code: {code_item.id}")
+    rules: dict[str, Any] = {}
+    for server_rules in getattr(input_policy, "kwarg_rules", {}).values():
+        rules.update(server_rules)
+    if input_policy is not None and not rules:
+        raise SyftException(
+            public_message="this site runs only code with a MixedInputPolicy (its inputs by name)"
+        )
+    names = sorted(set(rules) | (set(kwargs) if override else set()))
+    assets: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    for name in names:
+        rule = rules.get(name)
+        if rule is not None and not rule.requires_input:
+            values[name] = rule.value
+            continue
+        if name not in kwargs:
+            raise SyftException(public_message=f"Function missing required keyword argument: '{name}'")
+        uid = getattr(kwargs[name], "id", kwargs[name]) if not _is_uid(kwargs[name]) else kwargs[name]
+        entry = contained.asset(str(uid))
+        if entry is not None:
+            if not override and not (isinstance(rule, Matches) and rule.val == uid):
+                raise SyftException(public_message=f"input {name!r} is not met: {rule}")
+            assets[name] = entry
+            continue
+        item = retrieve_item_from_db(uid, context)
+        if isinstance(item, TwinObject):  # private data without a read-only map: never loaded here
+            raise SyftException(
+                public_message=f"input {name!r} is private data this site has no read-only map of; "
+                "contained code reads only the dataset's image and label assets"
+            )
+        if rule is not None and not override and not rule.is_met(context, item):
+            raise SyftException(public_message=f"input {name!r} is not met: {rule}")
+        values[name] = item.syft_action_data
+    return assets, values
+
+
+def _is_uid(value: Any) -> bool:
+    from syft.types.uid import UID
+
+    return isinstance(value, UID)
+
+
+def _is_admin(context: Any) -> bool:
+    from syft.service.user.user_roles import ServiceRole
+
+    return bool(context.role == ServiceRole.ADMIN)
 
 
 def _wrap_execute_byte_code(original: Any) -> Any:
@@ -227,6 +399,13 @@ def _wrap_execute_byte_code(original: Any) -> Any:
 
 def _enforced_run(enforcer: SiteEnforcer, original: Any, code_item: Any, kwargs: dict, context: Any) -> Any:
     outcomes: list[Any] = []  # PySyft's own output object, returned with the chain's result
+    log.warning(
+        "site %s runs %s (%s): %s",
+        enforcer.site,
+        code_item.service_func_name,
+        code_item.id,
+        UNCONFINED_WARNING,
+    )
 
     def run(arguments: dict[str, Any]) -> RunOutput:
         outcome = original(code_item, arguments, context)

@@ -6,6 +6,8 @@ from them with the benchmarks' own summarising code, covering the report's optio
 the report file (``<case>.md``), the JSON twin (the same ``<case>.json``) and, for one case a
 benchmark, the RESULTS.md entry (``<case>.entry.md``); and each command line's ``--help``,
 the settings it parses from fixed argument lists, and its usage errors (``cli.json``).
+Cases added since are real runs of the code that wrote them: ``fedavg-sandbox`` is bench_fedavg's
+overhead part with the sandbox on and off (issue 10); its ``--help`` changed with it, deliberately.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 from benchmarks import bench_convert, bench_fedavg, bench_ingest, bench_privacy
 from benchmarks.convert.contenders import Run
 from benchmarks.fedavg import accuracy, overhead
+from benchmarks.fedavg.sites import parse_sandbox_log
 from benchmarks.harness.reporting import publish, settings_dict
 from benchmarks.ingest import ways
 from benchmarks.privacy import runs as privacy_runs
@@ -139,3 +142,53 @@ def test_the_summaries_are_derived_from_the_measured_figures_as_before(case: str
 
     for key, value in derived.items():
         assert json.loads(json.dumps(value)) == data[key], key
+
+
+# What a site printed and logged in the run behind ``fedavg-sandbox`` (datasite_setup.site.serve and
+# contained), verbatim: the benchmark reads the sandbox's costs from these lines.
+SANDBOX_ON_LOG = (
+    "datasite client_0 sandbox on (Landlock ABI 7, seccomp refusing 40 system calls; 1 torch thread(s) per "
+    "worker, 900 s and 4096 MB per call)\n"
+    "2026-12-02 00:53:52,477 fedimg.sandbox INFO sandbox: job f1f800583b6e4605a4be2af3f8ca97a7 has its worker "
+    "(waited 0.002 s for the warm spare, spawned in 16.02 s off the critical path; mapped its inputs, confined "
+    "itself and compiled the code in 0.070 s)\n"
+)
+SANDBOX_OFF_LOG = (
+    'datasite client_0 sandbox OFF: approved code runs UNCONFINED in the site process ([sandbox] mode = "off" '
+    "in the site policy): it can read the state dir, open sockets and start programs\n"
+)
+
+
+def test_the_fedavg_sandbox_costs_are_read_from_the_sites_logs() -> None:
+    on, off = parse_sandbox_log(SANDBOX_ON_LOG), parse_sandbox_log(SANDBOX_OFF_LOG)
+
+    assert (on["mode"], on["worker_threads"]) == ("on", 1)
+    assert on["workers"] == [
+        {
+            "job": "f1f800583b6e4605a4be2af3f8ca97a7",
+            "wait_seconds": 0.002,
+            "spawn_seconds": 16.02,
+            "setup_seconds": 0.07,
+        }
+    ]
+    assert (off["mode"], off["worker_threads"], off["workers"]) == ("off", None, [])
+    assert parse_sandbox_log("datasite client_0 serving http://127.0.0.1:1\n")["mode"] is None
+
+
+def test_the_fedavg_sandbox_case_reports_both_modes_and_the_sandbox_costs() -> None:
+    data = json.loads((GOLDEN / "fedavg-sandbox.json").read_text())
+    overhead_figures, summary = data["overhead"], data["overhead"]["summary"]
+    report = (GOLDEN / "fedavg-sandbox.md").read_text()
+
+    assert overhead_figures["sandbox"]["mode"] == "on" and "unconfined" in overhead_figures
+    costs = summary["sandbox"]
+    assert costs["per_call_seconds"] == pytest.approx(
+        summary["http_round_seconds"] - summary["unconfined"]["http_round_seconds"]
+    )
+    for key in ("spawn_seconds", "wait_seconds", "setup_seconds"):
+        per_site = sorted(site[key] for site in costs["sites"].values())
+        assert costs[key] == per_site[len(per_site) // 2]  # the median of the three sites
+    assert "Ratio, sandbox off" in report and "What the sandbox costs" in report
+    overhead_targets = [row["target"] for row in data["targets"] if "HTTP datasites" in row["target"]]
+    assert ["sandbox on" in t and "≤ 1.15×" in t for t in overhead_targets] == [True, False]
+    assert "sandbox off" in overhead_targets[1] and "≤ 1.3×" in overhead_targets[1]

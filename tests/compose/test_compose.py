@@ -181,6 +181,29 @@ def test_healthchecks(compose: dict) -> None:
     assert "pg_isready" in postgres["test"]
 
 
+@pytest.mark.parametrize("name", HOSPITALS)
+def test_each_site_runs_contained(compose: dict, name: str) -> None:
+    """Issue 10: no capability, our seccomp profile, no new privileges, the image's user, a read-only root."""
+    service = compose["services"][name]
+    options = service["security_opt"]
+    assert "no-new-privileges:true" in options
+    (seccomp,) = [option for option in options if option.startswith(("seccomp=", "seccomp:"))]
+    profile = COMPOSE / seccomp.split("=", 1)[-1].split(":", 1)[-1]
+    assert profile.resolve() == (COMPOSE / "seccomp.json").resolve() and profile.is_file()
+    assert service["cap_drop"] == ["ALL"] and "cap_add" not in service and "privileged" not in service
+    runs = " ".join(arg for op, arg in dockerfile_instructions() if op == "RUN")
+    uid = re.search(r"useradd\b[^&;]*--uid (\d+)", runs)
+    gid = re.search(r"groupadd\b[^&;]*--gid (\d+)", runs)
+    assert uid and gid and service["user"] == f"{uid.group(1)}:{gid.group(1)}" and uid.group(1) != "0"
+    assert service["read_only"] is True
+    mounts = {entry.split(":", 1)[0]: entry for entry in service["tmpfs"]}
+    assert "/tmp" in mounts, "workers' private folders and PySyft's temporary files live in /tmp"
+    assert all("noexec" in entry and "nosuid" in entry for entry in mounts.values())
+    for key in ("pid", "ipc", "network_mode", "userns_mode"):
+        assert service.get(key) != "host", f"{name}.{key}: host shares the host's namespace"
+    assert "devices" not in service
+
+
 # --- secrets -------------------------------------------------------------------------------
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from datasite_setup.convert.federated_format import METADATA_FILE
 from datasite_setup.site.federation_config import load_federation_config
-from datasite_setup.site.federation_runner import read_run_file
+from datasite_setup.site.federation_runner import read_run_file, threads_per_site
 from tests.support.datasites import REPO, free_port
 
 
@@ -51,6 +51,9 @@ def federation_toml(tmp_path: Path, sample_federation: Path):
 
 def test_up_status_down(federation_toml: Path) -> None:
     config = load_federation_config(federation_toml)
+    unconfined = config.site("client_1").state_dir
+    unconfined.mkdir(parents=True, mode=0o700)
+    (unconfined / "policy.toml").write_text('[sandbox]\nmode = "off"\n')
     first = fedimg("up", str(federation_toml))
     assert first.returncode == 0, first.stdout + first.stderr
     for site in config.sites:
@@ -81,6 +84,16 @@ def test_up_status_down(federation_toml: Path) -> None:
 
     status = fedimg("status", str(federation_toml))
     assert status.returncode == 0 and status.stdout.count("running") == 2
+    # the sandbox column, and the owner's choice to run code unconfined said in every answer
+    assert "OFF (unconfined)" in status.stdout and "client_1" in status.stderr
+    assert "approved code runs UNCONFINED" in status.stderr
+    # `up` divides the cores among its sites: their workers' torch threads
+    threads = str(threads_per_site(2))
+    for name, pid in pids.items():
+        arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert arguments[arguments.index(b"--threads") + 1].decode() == threads, name
+    log = config.site("client_0").state_dir.joinpath("datasite.log").read_text()
+    assert f"{threads} torch thread(s) per worker" in log
 
     down = fedimg("down", str(federation_toml))
     assert down.returncode == 0

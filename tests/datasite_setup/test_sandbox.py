@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from datasite_setup.site.contained import device_for
 from datasite_setup.site.sandbox.runner import (
     CallAborted,
     CodeFailed,
@@ -131,7 +133,8 @@ def test_nothing_can_be_written_outside_its_own_folder(pool: WorkerPool, site: P
     target = site / "planted.txt"
     assert "Permission denied" in refused(pool, site, "write", str(target))
     assert not target.exists()
-    run(pool, site, "write", "inside.txt")  # its own working folder is allowed
+    # not even its own folder: a worker could fill the disk file by file
+    assert "Permission denied" in refused(pool, site, "write", "inside.txt")
 
 
 def test_no_socket_of_any_family(pool: WorkerPool, site: Path) -> None:
@@ -156,7 +159,9 @@ def test_no_program_and_no_process_can_be_started(pool: WorkerPool, site: Path, 
 
 def test_the_environment_is_empty(pool: WorkerPool, site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FEDIMG_SECRET", "the pseudonymisation key")
-    assert set(run(pool, site, "environ")["keys"]) <= {"LC_CTYPE"}  # the interpreter's own locale coercion
+    # only what the worker's own interpreter sets: its locale coercion, and torch's cache path (set when the
+    # warm-up imports torch._dynamo); nothing of the site's
+    assert set(run(pool, site, "environ")["keys"]) <= {"LC_CTYPE", "TORCHINDUCTOR_CACHE_DIR"}
 
 
 def test_inputs_are_read_only(pool: WorkerPool, site: Path) -> None:
@@ -259,3 +264,26 @@ def test_the_sandbox_holds_for_an_unprivileged_user(site: Path, tmp_path: Path) 
     assert out["sum"] == float(np.arange(96).sum())
     assert "Permission denied" in out["read"]
     assert "Operation not permitted" in out["unix"] and "Operation not permitted" in out["fork"]
+
+
+def test_a_device_file_is_opened_to_workers_only_when_the_site_allows_it(site: Path) -> None:
+    """``device = "auto"`` hands a GPU's device files to the workers; without it they cannot write any device."""
+    assert "Permission denied" in refused_in(site, WorkerSettings(), "write", "/dev/null")
+    assert run_in(site, WorkerSettings(devices=("/dev/null",)), "write", "/dev/null") == {}
+    assert device_for("cpu") == ("cpu", ())
+    if not torch.cuda.is_available():  # this machine: no GPU, so "auto" trains on the CPU with no device file
+        assert device_for("auto") == ("cpu", ())
+
+
+def run_in(site: Path, settings: WorkerSettings, attack: str, target: str) -> object:
+    pool = WorkerPool(settings, forbidden=[site])
+    try:
+        return run(pool, site, attack, target)
+    finally:
+        pool.close()
+
+
+def refused_in(site: Path, settings: WorkerSettings, attack: str, target: str) -> str:
+    with pytest.raises((CodeFailed, CallAborted)) as caught:
+        run_in(site, settings, attack, target)
+    return str(caught.value)

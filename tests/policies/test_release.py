@@ -65,6 +65,35 @@ def test_evaluation_only_output_is_released() -> None:
     check(evaluation_output())
 
 
+@pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:0", "cuda:15"])
+def test_the_device_a_call_ran_on_is_released(device: str) -> None:
+    check({**training_output(), "device": device})
+    check({**evaluation_output(), "device": device})
+
+
+class DeviceName(str):
+    pass
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "gpu",
+        "cuda:100",  # a GPU index says at most two digits
+        "cpu\n",
+        "cuda:\u0663",  # a non-ASCII digit
+        "cpu" * 6,
+        "",
+        5,
+        b"cpu",
+        None,
+        DeviceName("cpu"),  # str subclasses are refused with the other disguises
+    ],
+)
+def test_any_other_device_value_is_refused(device) -> None:
+    refused({**evaluation_output(), "device": device}, "device|subclass of str")
+
+
 def test_numpy_scalars_are_numbers() -> None:
     output = training_output()
     output["num_samples"] = np.int64(NUM_TRAIN)
@@ -108,7 +137,7 @@ def test_the_real_template_output_is_released(tmp_path) -> None:
     check_release(trained, **kwargs)
     final = site.function(train_images, train_labels, val_images, val_labels, trained["weights"], 1)
     check_release(final, **kwargs)
-    assert set(final) == {"round", "val"}
+    assert set(final) == {"round", "val", "device"} and final["device"] == "cpu"
 
 
 @pytest.mark.parametrize("output", [None, [1, 2], "weights", np.zeros(3), 42])

@@ -52,11 +52,11 @@ def parameters(code: str) -> list[str]:
 def request(code: str | None = None, **changes) -> PendingRequest:
     """What ``datasite_setup.site.code_requests.describe`` gives for a well-formed submission of the job template."""
     code = code or rendered()
-    # `privacy` is not an input: only a DP site's release hook sets it (template fedavg-3)
+    # `privacy` and `device` are not inputs: only the site sets them (template fedavg-4)
     inputs = {
         name: ("Matches" if name in ASSET_INPUTS else "UserOwned")
         for name in parameters(code)
-        if name != "privacy"
+        if name not in ("privacy", "device")
     }
     fields = dict(
         id="0f" * 16,

@@ -45,7 +45,7 @@ def test_a_full_file(tmp_path: Path) -> None:
         """
 [review]
 extra_allowed_imports = ["scipy", "sklearn"]
-auto_approve_templates = ["fedavg-3:0123456789ab"]
+auto_approve_templates = ["fedavg-4:0123456789ab"]
 
 [release]
 min_samples = 50
@@ -60,7 +60,7 @@ budget_epsilon = 8
     )
     policy = load_site_policy(path)
     assert policy.extra_allowed_imports == ("scipy", "sklearn")
-    assert policy.auto_approve_templates == ("fedavg-3:0123456789ab",)
+    assert policy.auto_approve_templates == ("fedavg-4:0123456789ab",)
     assert policy.min_samples == 50
     assert policy.max_output_mb == 5.0 and isinstance(policy.max_output_mb, float)
     assert policy.privacy == PrivacySettings(
@@ -138,7 +138,7 @@ def test_the_update_level_mechanism(tmp_path: Path) -> None:
             r"\[review\] extra_allowed_imports must be a list of names",
         ),
         (
-            "[review]\nauto_approve_templates = 'fedavg-3:0123'\n",
+            "[review]\nauto_approve_templates = 'fedavg-4:0123'\n",
             r"\[review\] auto_approve_templates must be a list of names",
         ),
         ("[review\n", r"cannot be read as TOML"),

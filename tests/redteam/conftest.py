@@ -40,7 +40,8 @@ INJECTED = (
     "datasite",
     "context",
     "privacy",
-)  # syft (or a DP site's release hook: privacy) fills these by name; not inputs
+    "device",
+)  # syft (or the site: privacy at a DP site, device for the job template) fills these by name; not inputs
 
 
 def start_sites(
@@ -168,6 +169,31 @@ class RedTeam:
         assert re.search(match, entries[-1]["reason"]), entries[-1]
         return entries[-1]
 
+    def failed(self, name: str, cause: str, **inputs: Any) -> dict:
+        """Run ``name``: the code must fail in its sandbox worker with ``cause`` (a regex over the traceback in
+        the site's log; the researcher reads only "the approved code failed"); returns the audit's ``execution``
+        entry (``errored: true``, naming the researcher)."""
+        before = len(self.audit_records())
+        with pytest.raises(Exception) as failure:
+            output = self.run(name, **inputs)
+            raise AssertionError(f"{name}: the site released {str(output)[:300]}")
+        message = str(failure.value)
+        assert re.search(r"the approved code failed at \S+; its error is in the owner's log", message), (
+            f"{name}: not a failed run: {message[:800]}"
+        )
+        log = self.site.log_path.read_text(errors="replace")
+        start = log.rfind(f"code {name} (")
+        assert start >= 0, f"{name}: no failure in the site's log"
+        traceback = log[start : start + 3000]
+        assert re.search(cause, traceback), f"{name}: failed, but not for {cause!r}: {traceback[-1500:]}"
+        entries = [
+            r
+            for r in self.audit_records()[before:]
+            if r["event"] == "execution" and r.get("function") == name and r.get("errored") is True
+        ]
+        assert entries and entries[-1]["researcher"], f"{name}: no failed execution in the audit log"
+        return entries[-1]
+
     # --- the data owner ----------------------------------------------------------------
 
     @property
@@ -247,9 +273,12 @@ class RedTeam:
         assert entry["forced"] is False
         return entry
 
-    def force_approve(self, request_id: str, *, first_try: bool = False, process: bool = False) -> dict:
+    def force_approve(
+        self, request_id: str, *, first_try: bool = False, process: bool = False, checks_fail: bool = True
+    ) -> dict:
         """The careless owner: ``approve --force``. With ``first_try``, a plain ``approve`` is tried first and must
-        refuse (exit 2: checks fail) without approving or logging a decision."""
+        refuse (exit 2: checks fail) without approving or logging a decision. With ``checks_fail=False`` the
+        request may pass every check (the audit then records ``forced: false``)."""
         if first_try or process:
             code, printed = (self.fedimg_review_process if process else self.fedimg_review)(
                 "approve", request_id
@@ -261,7 +290,7 @@ class RedTeam:
         code, printed = self.fedimg_review("approve", request_id, "--force")
         assert code == 0, printed
         entry = self.decision(request_id, "approved")
-        assert entry["forced"] is True
+        assert entry["forced"] is True or not checks_fail, entry
         return entry
 
     def decision(self, request_id: str, decision: str) -> dict:

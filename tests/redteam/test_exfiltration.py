@@ -75,6 +75,20 @@ def blocked_then_refused(
     return review
 
 
+def blocked_then_failed(
+    team: RedTeam, function: object, rules: tuple[str, ...], cause: str, **inputs: object
+) -> object:
+    """The static review blocks ``function`` with ``rules``; a careless owner force-approves it anyway, and the
+    sandbox stops it in its worker: a failed run for ``cause`` (the traceback, in the owner's log only). This
+    site's sandbox is on (the default): before issue 10 these attempts ran and the release rules refused their
+    output. Returns the review."""
+    request = team.submit(function)
+    review = blocked_by_review(team, request, *rules)
+    team.force_approve(request)
+    team.failed(function.__name__, cause, **inputs)
+    return review
+
+
 def looks_harmless(team: RedTeam, request_id: str) -> object:
     """Static review passes; only the template check (and limits/inputs) gives the attempt away."""
     review = team.review(request_id)
@@ -357,11 +371,12 @@ result["val"]["confusion"] = per_sample.numpy()
 
 
 def test_per_sample_gradients_as_weights(team, job_parts) -> None:
+    # the template now trains from the memory maps in batches (no whole-split `images`): the payload batches itself
     payload = """
 gradients = []
 for i in range(8):
     model.zero_grad()
-    loss_function(model(images[i:i + 1]), labels[i:i + 1]).backward()
+    loss_function(model(as_inputs(train_images[i:i + 1])), torch.as_tensor(np.asarray(train_labels[i:i + 1]), dtype=torch.long)).backward()
     gradients.append(np.concatenate([p.grad.detach().numpy().ravel() for p in model.parameters()]))
 first = next(iter(result["weights"]))
 result["weights"][first] = np.stack(gradients).astype(np.float32)
@@ -402,8 +417,13 @@ def test_an_array_that_lies_about_its_shape(team, job_parts) -> None:
     request = team.submit(rt_array_that_lies_about_its_shape)
     looks_harmless(team, request)
     team.force_approve(request, first_try=True)
+    # sandbox on: the subclass does not survive the worker's wire format (plain arrays cross), so the release
+    # rules see the images' true shape; at an unconfined site the subclass rule refuses it
     team.refused(
-        "rt_array_that_lies_about_its_shape", r"is a Disguised, a subclass of ndarray", weights=weights, rnd=0
+        "rt_array_that_lies_about_its_shape",
+        r"is a Disguised, a subclass of ndarray|weights\['conv1.weight'\] must be an array of shape",
+        weights=weights,
+        rnd=0,
     )
 
 
@@ -447,17 +467,23 @@ def test_images_in_right_shaped_weights_are_stopped_by_review_only(team, job_par
 
 
 def test_read_a_file(team) -> None:
-    blocked_then_refused(
-        team, rt_read_file, ("forbidden-name",), r"val.loss must be a finite number \(got str\)", rnd=0
+    # sandbox on: open() of a file outside the worker's inputs fails (Landlock); before, the output was refused
+    blocked_then_failed(
+        team,
+        rt_read_file,
+        ("forbidden-name",),
+        r"PermissionError: \[Errno 13\] Permission denied: '/etc/hostname'",
+        rnd=0,
     )
 
 
 def test_open_a_socket(team) -> None:
-    review = blocked_then_refused(
+    # sandbox on: socket() fails (seccomp), so no connection is made; before, it was made and the output refused
+    review = blocked_then_failed(
         team,
         rt_socket,
         ("import-not-allowed", "forbidden-name"),
-        r"must be a dict with keys .*'labels'",
+        r"PermissionError: \[Errno 1\] Operation not permitted",
         rnd=0,
         port=team.site.port,
     )
@@ -465,11 +491,12 @@ def test_open_a_socket(team) -> None:
 
 
 def test_pickle_the_images(team) -> None:
-    blocked_then_refused(
+    # sandbox on: pickled bytes cannot cross the worker's wire format (numbers and arrays only)
+    blocked_then_failed(
         team,
         rt_pickle,
         ("import-not-allowed", "forbidden-name", "forbidden-attribute"),
-        r"must be a dict with keys .*'blob'",
+        r"a bytes cannot cross",
         rnd=0,
     )
 
@@ -512,21 +539,23 @@ def test_unpickle_through_numpy(team) -> None:
 
 
 def test_builtins_through_subclasses(team) -> None:
-    blocked_then_refused(
+    # sandbox on: the builtins' open() reaches no file outside the inputs (Landlock)
+    blocked_then_failed(
         team,
         rt_subclasses_to_builtins,
         ("private-attribute", "forbidden-name"),
-        r"must be a dict with keys .*'hostname'",
+        r"PermissionError: \[Errno 13\] Permission denied: '/etc/hostname'",
         rnd=0,
     )
 
 
 def test_frames_to_the_server_context(team) -> None:
-    blocked_then_refused(
+    # sandbox on: the worker's frames lead to no server context (the server is another process)
+    blocked_then_failed(
         team,
         rt_frames_to_server,
         ("import-not-allowed", "private-attribute", "forbidden-attribute", "forbidden-name"),
-        r"must be a dict with keys .*'server'",
+        r"f_locals|'context'",
         rnd=0,
     )
 
@@ -551,9 +580,8 @@ def test_syft_context_registry(team) -> None:
 
 
 def test_a_parameter_named_datasite(team) -> None:
-    review = blocked_then_refused(
-        team, rt_datasite_parameter, ("forbidden-parameter",), r"must be a dict with keys .*'client'", rnd=0
-    )
+    # sandbox on: nothing fills 'datasite' in the worker (no server client crosses into it)
+    review = blocked_then_failed(team, rt_datasite_parameter, ("forbidden-parameter",), r"datasite", rnd=0)
     assert not check(review, "private inputs are this site's four assets")
 
 
@@ -580,25 +608,32 @@ def test_dataclasses_create_fn_runs_a_string(team) -> None:
 
 
 def test_modules_hanging_off_torch(team) -> None:
-    review = blocked_then_refused(
+    # sandbox on: torch.os.open reaches no file outside the inputs (Landlock)
+    review = blocked_then_failed(
         team,
         rt_modules_hanging_off_torch,
         ("forbidden-attribute",),
-        r"must be a dict with keys .*'hostname'",
+        r"PermissionError: \[Errno 13\] Permission denied: '/etc/hostname'",
         rnd=0,
     )
     assert {".os", ".sys", ".open"} <= {f.message.split()[2] for f in review.static.errors}
 
 
 def test_from_import_of_a_forbidden_name(team) -> None:
-    blocked_then_refused(
-        team, rt_from_import_alias, ("forbidden-attribute",), r"must be a dict with keys .*'hostname'", rnd=0
+    # sandbox on: fromregex cannot open /etc/hostname (Landlock)
+    blocked_then_failed(
+        team,
+        rt_from_import_alias,
+        ("forbidden-attribute",),
+        r"PermissionError: \[Errno 13\] Permission denied: '/etc/hostname'",
+        rnd=0,
     )
 
 
 def test_format_string_walks_frames(team) -> None:
-    review = blocked_then_refused(
-        team, rt_format_string_frames, ("suspicious-string",), r"must be a dict with keys .*'server'", rnd=0
+    # sandbox on: the frames it walks are the worker's, which hold no server context
+    review = blocked_then_failed(
+        team, rt_format_string_frames, ("suspicious-string",), r"KeyError|AttributeError", rnd=0
     )
     assert any("gi_frame" in f.message for f in review.static.errors)
 
@@ -618,7 +653,7 @@ def test_more_rounds_than_approved(team, job_parts) -> None:
     trained = team.run(name, weights=weights, rnd=0, cohort={})
     assert set(trained) >= {"weights", "val", "train"}
     final = team.run(name, weights=trained["weights"], rnd=1, cohort={})
-    assert set(final) == {"round", "val"}
+    assert set(final) - {"device"} == {"round", "val"}  # the template also says where it ran
     # rounds + 1 = 2 runs approved and spent; a third (another training round) is refused
     team.refused(
         name,
@@ -642,20 +677,25 @@ def test_a_researcher_written_output_policy(team) -> None:
 
 
 def test_approved_code_runs_once_per_call_not_again_on_the_mocks(team, job_parts) -> None:
-    """Not an attack: PySyft 0.9.5 would run every approved call a second time on the mock twins; the site does not."""
+    """Not an attack: PySyft 0.9.5 would run every approved call a second time on the mock twins; the site does not.
+
+    The code counts its runs in a module attribute of its process and fails from its second run on (it can write
+    no file, not even in its worker's folder). A job's calls share one worker, so the first call succeeds only if
+    it ran once, and the second call (the job's other approved run) fails on the count: the counter works."""
     weights, folder = job_parts
-    runs = folder / "runs.txt"
     job = small_job(team.federation, "runs_once")
     function = tampered_template(
         job.site_function(team.federation),
-        f'open({str(runs)!r}, "a").write(f"{{len(train_labels)}}\\n")',
+        'np.fedimg_runs = getattr(np, "fedimg_runs", 0) + 1\n'
+        "if np.fedimg_runs > 1:\n"
+        '    raise RuntimeError(f"run {np.fedimg_runs} in this worker")',
         folder,
     )
     request = team.submit(function)
     team.force_approve(request)
     released = team.run(function.__name__, weights=weights, rnd=0, cohort={})
     assert set(released) >= {"weights", "val", "train"}
-    assert runs.read_text().splitlines() == [str(released["num_samples"])]
+    team.failed(function.__name__, r"RuntimeError: run 2 in this worker", weights=weights, rnd=0, cohort={})
 
 
 def test_the_audit_log_is_intact(team) -> None:

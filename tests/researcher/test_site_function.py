@@ -49,13 +49,14 @@ def test_training_call_returns_only_aggregates_and_learns(site) -> None:
     val_images, val_labels = arrays(80, seed=1)
     weights = initial()
     first = site.function(train_images, train_labels, val_images, val_labels, weights, 0)
-    assert set(first) == {"round", "val", "weights", "num_samples", "train"}
+    assert set(first) == {"round", "val", "weights", "num_samples", "train", "device"}
+    assert first["device"] == "cpu"  # no device from the site: the CPU
     assert set(first["val"]) == {"loss", "accuracy", "num_samples", "confusion"}
     assert first["num_samples"] == 200 and first["val"]["num_samples"] == 80
     assert first["val"]["confusion"].sum() == 80 and first["val"]["confusion"].shape == (2, 2)
     assert {k: v.shape for k, v in first["weights"].items()} == {k: v.shape for k, v in weights.items()}
     final = site.function(train_images, train_labels, val_images, val_labels, first["weights"], 2)
-    assert set(final) == {"round", "val"}  # the last call only evaluates
+    assert set(final) == {"round", "val", "device"}  # the last call only evaluates
     assert final["val"]["accuracy"] > first["val"]["accuracy"]
     assert final["val"]["accuracy"] > 0.9
 

@@ -1,13 +1,14 @@
-"""The site's side of the sandbox: one confined worker per job, a warm one always waiting.
+"""The site's side of the sandbox: one confined worker per job, a warm one waiting for the next job.
 
 ``WorkerPool`` spawns workers from a clean interpreter (``python -I``; never a fork
-of the threaded server), each with an empty environment, its own empty folder, its
-own process group and one end of a socket pair as its only descriptor. One worker
-is kept warm (interpreter started, torch imported) so a new job does not wait for
-it. A job's worker serves that job's calls and nothing else, and is killed — its
-whole process group — when the job has used its approved runs, when a call runs
-past the wall-clock limit, or when it has been idle too long. Nothing survives
-from one job to the next: the next job gets a new process.
+of the threaded server), each with an empty environment, its own empty folder (it
+may not write even there), its own process group and one end of a socket pair as
+its only descriptor. A spare worker is kept warm (interpreter started, torch
+imported) so a new job does not wait for it; the next spare starts when a job ends.
+A job's worker serves that job's calls and nothing else; it is stopped (SIGSTOP)
+between its calls, and killed — its whole process group — when the job has used its
+approved runs, when a call runs past the wall-clock limit, or when it has been idle
+too long. Nothing survives from one job to the next: the next job gets a new process.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +73,9 @@ class WorkerSettings:
         A job's worker idle this long is stopped (the next call starts a new one).
     require_landlock_abi : int
         The lowest Landlock ABI a worker accepts (4 and later also refuse TCP).
+    devices : tuple of str
+        Device files a worker may open for reading and writing (a GPU's, when the site's
+        policy says ``device = "auto"`` and one is visible); none by default.
     """
 
     seconds_per_call: float = 900.0
@@ -80,6 +85,7 @@ class WorkerSettings:
     cpu_seconds: int = 24 * 3600
     idle_seconds: float = 900.0
     require_landlock_abi: int = 1
+    devices: tuple[str, ...] = ()
 
 
 @dataclass
@@ -87,6 +93,18 @@ class _Process:
     popen: subprocess.Popen[bytes]
     sock: socket.socket
     folder: Path
+    spawn_seconds: float = 0.0  # interpreter start + torch import (off a job's critical path when warm)
+
+    def pause(self, stopped: bool) -> None:
+        """Stop (SIGSTOP) or continue (SIGCONT) the worker's process group.
+
+        A job's worker is stopped whenever it is not serving a call, so a thread the
+        code left running gets no CPU between calls (the wall-clock limit covers calls).
+        """
+        try:
+            os.killpg(self.popen.pid, signal.SIGSTOP if stopped else signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
     def kill(self) -> None:
         try:
@@ -109,14 +127,25 @@ class JobWorker:
     lock: threading.Lock = field(default_factory=threading.Lock)
     last_used: float = field(default_factory=time.monotonic)
     closed: bool = False
+    # how this job's worker came to be: its spawn (interpreter + torch), the job's wait for it, and the
+    # job's own setup (inputs mapped, Landlock, seccomp, code compiled)
+    timings: dict[str, float] = field(default_factory=dict)
 
-    def call(self, inputs: dict[str, Any]) -> Any:
+    def call(self, inputs: dict[str, Any], on_request: Callable[[Any], Any] | None = None) -> Any:
         """Run the job's function once on the worker's inputs and ``inputs``; return its result tree.
+
+        While the call runs, the worker may ask the site mid-call (an ``"ask"`` message, e.g. DP-SGD's
+        per-step request to the site's ``SiteDescent``): each ask is handed to ``on_request`` and its
+        return value sent back as the ``"answer"``. Each ask is capped like a result
+        (``max_result_mb``); the wall-clock limit covers the whole call, asks and answers included.
 
         Parameters
         ----------
         inputs : dict
             The researcher-owned inputs (JSON values and numeric arrays).
+        on_request : callable, optional
+            ``on_request(ask_tree) -> answer_tree`` (JSON values and numeric arrays). Without it, an
+            ask is a protocol error: the call is aborted.
 
         Returns
         -------
@@ -128,16 +157,27 @@ class JobWorker:
         CodeFailed
             The function raised.
         CallAborted
-            The call ran past ``seconds_per_call`` or the worker died; the worker is gone.
+            The call ran past ``seconds_per_call``, the worker died or broke the protocol (an ask with
+            no ``on_request``), or ``on_request`` failed; the worker is gone.
         """
         with self.lock:
             if self.closed:
                 raise CallAborted("this job's worker was stopped")
             sock = self.process.sock
+            deadline = time.monotonic() + self.settings.seconds_per_call
+            self.process.pause(False)
             try:
                 send(sock, "call", inputs)
-                sock.settimeout(self.settings.seconds_per_call)
-                kind, tree, _ = receive(sock, max_bytes=int(self.settings.max_result_mb * 2**20))
+                while True:
+                    kind, tree = self._receive(sock, deadline)
+                    if kind != "ask":
+                        break
+                    if on_request is None:
+                        self._close()
+                        raise CallAborted(
+                            "the worker asked the site mid-call, which this call does not allow"
+                        )
+                    send(sock, "answer", self._answer(on_request, tree))
             except TimeoutError:
                 self._close()
                 raise CallAborted(
@@ -149,12 +189,30 @@ class JobWorker:
                 raise CallAborted(_death(code, exc)) from None
             finally:
                 self.last_used = time.monotonic()
+                self.process.pause(True)  # between calls nothing of the job runs: no thread left behind
             if kind == "error":
                 raise CodeFailed(tree if isinstance(tree, dict) else {"message": str(tree)})
             if kind != "result":
                 self._close()
                 raise CallAborted(f"the worker answered {kind!r} instead of a result")
             return tree
+
+    def _receive(self, sock: socket.socket, deadline: float) -> tuple[str, Any]:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError
+        sock.settimeout(remaining)
+        kind, tree, fds = receive(sock, max_bytes=int(self.settings.max_result_mb * 2**20))
+        for descriptor in fds:  # a worker hands the site no descriptor: never keep one open here
+            os.close(descriptor)
+        return kind, tree
+
+    def _answer(self, on_request: Callable[[Any], Any], tree: Any) -> Any:
+        try:
+            return on_request(tree)
+        except Exception as exc:  # the site could not answer: the worker would wait for ever
+            self._close()
+            raise CallAborted(f"the site could not answer the worker's request ({exc})") from exc
 
     def _close(self) -> None:
         if not self.closed:
@@ -208,6 +266,7 @@ class WorkerPool:
     # -- spawning -------------------------------------------------------------------------------
 
     def _spawn(self) -> _Process:
+        started = time.perf_counter()
         site_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         folder = Path(tempfile.mkdtemp(prefix="fedimg-worker-"))
         try:
@@ -237,6 +296,7 @@ class WorkerPool:
         if kind != "warm":
             process.kill()
             raise SandboxUnavailable(f"a worker answered {kind!r} instead of starting")
+        process.spawn_seconds = time.perf_counter() - started
         return process
 
     def _warm_spare(self) -> None:
@@ -277,7 +337,9 @@ class WorkerPool:
             error = self._spare_error
         if spare is None:
             raise SandboxUnavailable(str(error) if error else "no worker could be started")
-        self.prewarm()  # the next job's worker starts now, off its critical path
+        # The next spare starts when this job ends (end_job, idle reaping), not now: a site holds one idle
+        # interpreter with torch (~350 MB), not two, while a job runs. Jobs one after another still find a
+        # warm worker; a job that starts while another runs waits for its spawn.
         return spare
 
     # -- jobs ----------------------------------------------------------------------------------
@@ -322,13 +384,21 @@ class WorkerPool:
             existing = self._jobs.get(key)
             if existing is not None and not existing.closed:
                 return existing
+        asked = time.perf_counter()
         process = self._take_spare()
+        waited = time.perf_counter() - asked
         try:
             confinement = self._start_job(process, source, function, assets)
         except BaseException:
             process.kill()
             raise
+        process.pause(True)  # the code's definitions have run (a default argument may start a thread)
         worker = JobWorker(key, process, self.settings, confinement)
+        worker.timings = {
+            "spawn_seconds": process.spawn_seconds,
+            "wait_seconds": waited,
+            "setup_seconds": time.perf_counter() - asked - waited,
+        }
         with self._lock:
             self._jobs[key] = worker
         return worker
@@ -344,6 +414,7 @@ class WorkerPool:
             "threads": self.settings.threads,
             "limits": {"memory_mb": self.settings.memory_mb, "cpu_seconds": self.settings.cpu_seconds},
             "require_landlock_abi": self.settings.require_landlock_abi,
+            "devices": list(self.settings.devices),
             "max_call_bytes": int(self.settings.max_result_mb * 2**20),
         }
         try:
@@ -372,6 +443,7 @@ class WorkerPool:
             worker = self._jobs.pop(key, None)
         if worker is not None:
             worker.close()
+            self.prewarm()  # the next job's worker, off its critical path
 
     def _reap_idle(self) -> None:
         now = time.monotonic()
@@ -382,6 +454,8 @@ class WorkerPool:
             stale = [self._jobs.pop(key) for key in idle]
         for worker in stale:
             worker.close()
+        if stale:
+            self.prewarm()
 
     def close(self) -> None:
         """Stop every worker and the spare."""

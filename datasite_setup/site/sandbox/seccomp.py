@@ -10,6 +10,14 @@ the process group the site kills at a wall-clock limit (``setsid``/``setpgid``).
 ``clone3`` answers ``ENOSYS``: its flags live in memory seccomp cannot read, and
 glibc then falls back to ``clone``, whose flags it can.
 
+Landlock confines paths, not what can be done to a file one may name: changing a
+file's mode, owner, times or extended attributes is refused here (the red team made
+the state dir's credentials world-readable with ``chmod`` before this). Calls that
+act on *another* process by its pid (its resource limits, priority, scheduling,
+memory placement, signals) are refused unless they name the worker itself (pid 0,
+or its own pid for the thread-group signals); so are the privileged calls a root
+worker would reach if a capability survived (``confine`` drops them all first).
+
 libseccomp (Debian's ``libseccomp2``) is a dependency of the system, not of
 Python; ``load_filter`` raises if it is missing, and the worker then refuses to
 run code (fail closed).
@@ -20,8 +28,10 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
+import os
 
-__all__ = ["DENIED_SYSCALLS", "SeccompError", "load_filter"]
+__all__ = ["DENIED_SYSCALLS", "SELF_ONLY", "SeccompError", "load_filter", "prepare"]
 
 DENIED_SYSCALLS = (
     # programs and processes
@@ -68,9 +78,66 @@ DENIED_SYSCALLS = (
     "finit_module",
     "delete_module",
     "personality",
+    # files it may name but must not change: mode, owner, times, extended attributes
+    "chmod",
+    "fchmod",
+    "fchmodat",
+    "fchmodat2",
+    "chown",
+    "fchown",
+    "lchown",
+    "fchownat",
+    "utime",
+    "utimes",
+    "futimesat",
+    "utimensat",
+    "setxattr",
+    "lsetxattr",
+    "fsetxattr",
+    "removexattr",
+    "lremovexattr",
+    "fremovexattr",
+    "mknod",
+    "mknodat",
+    # other processes, by pid, where no argument check can make them safe
+    "tkill",
+    "pidfd_send_signal",
+    "migrate_pages",
+    "move_pages",
+    "process_madvise",
+    # the machine's state: privileged calls (no capability survives confine; refused all the same)
+    "reboot",
+    "sethostname",
+    "setdomainname",
+    "settimeofday",
+    "clock_settime",
+    "clock_adjtime",
+    "adjtimex",
+    "swapon",
+    "swapoff",
+    "syslog",
+    "acct",
+    "quotactl",
+    "iopl",
+    "ioperm",
 )
+# (system call, argument index): refused unless that argument is 0 ("this process") — the calls that
+# change another process's limits, priority or scheduling by pid; ``setpriority``'s ``which`` must be
+# PRIO_PROCESS (0) too, else ``who = 0`` means the caller's process group or user (the site's processes).
+SELF_ONLY = (
+    ("prlimit64", 0),
+    ("setpriority", 0),
+    ("setpriority", 1),
+    ("sched_setaffinity", 0),
+    ("sched_setscheduler", 0),
+    ("sched_setparam", 0),
+    ("sched_setattr", 0),
+    ("ioprio_set", 1),
+)
+_IOPRIO_WHO_PROCESS = 1
 _CLONE_THREAD = 0x00010000
 _SCMP_ACT_ALLOW = 0x7FFF0000
+_SCMP_CMP_NE = 1
 _SCMP_CMP_MASKED_EQ = 7
 
 
@@ -91,12 +158,17 @@ class _ArgCmp(ctypes.Structure):
     ]
 
 
+@functools.cache
 def _library() -> ctypes.CDLL:
-    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
-    try:
-        library = ctypes.CDLL(name, use_errno=True)
-    except OSError as exc:
-        raise SeccompError(0, f"libseccomp is not installed ({exc}): install libseccomp2") from exc
+    """libseccomp, loaded once (``confine`` loads it before Landlock, while its files are readable)."""
+    try:  # the soname first: find_library may run ldconfig or gcc and needs a writable temp folder
+        library = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    except OSError:
+        name = ctypes.util.find_library("seccomp")
+        try:
+            library = ctypes.CDLL(name or "libseccomp.so.2", use_errno=True)
+        except OSError as exc:
+            raise SeccompError(0, f"libseccomp is not installed ({exc}): install libseccomp2") from exc
     library.seccomp_init.restype = ctypes.c_void_p
     library.seccomp_init.argtypes = [ctypes.c_uint32]
     library.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
@@ -110,6 +182,17 @@ def _library() -> ctypes.CDLL:
     library.seccomp_load.argtypes = [ctypes.c_void_p]
     library.seccomp_release.argtypes = [ctypes.c_void_p]
     return library
+
+
+def prepare() -> None:
+    """Load libseccomp now (before Landlock hides the files it is loaded from).
+
+    Raises
+    ------
+    SeccompError
+        libseccomp is missing.
+    """
+    _library()
 
 
 def load_filter() -> list[str]:
@@ -147,6 +230,19 @@ def load_filter() -> list[str]:
             clone,
             [_ArgCmp(0, _SCMP_CMP_MASKED_EQ, _CLONE_THREAD, 0)],
         )
+        refused = _errno_action(errno.EPERM)
+        for name, argument in SELF_ONLY:
+            number = library.seccomp_syscall_resolve_name(name.encode())
+            if number >= 0:
+                _add_rule(library, context, refused, number, [_ArgCmp(argument, _SCMP_CMP_NE, 0, 0)])
+        ioprio = library.seccomp_syscall_resolve_name(b"ioprio_set")
+        if ioprio >= 0:  # who = 0 names this process only with which = IOPRIO_WHO_PROCESS
+            _add_rule(library, context, refused, ioprio, [_ArgCmp(0, _SCMP_CMP_NE, _IOPRIO_WHO_PROCESS, 0)])
+        own = os.getpid()
+        for name in ("kill", "tgkill"):  # signals to this process only (Landlock scopes them too, ABI >= 6)
+            number = library.seccomp_syscall_resolve_name(name.encode())
+            if number >= 0:
+                _add_rule(library, context, refused, number, [_ArgCmp(0, _SCMP_CMP_NE, own, 0)])
         clone3 = library.seccomp_syscall_resolve_name(b"clone3")
         if clone3 >= 0:
             _add_rule(library, context, _errno_action(errno.ENOSYS), clone3, [])

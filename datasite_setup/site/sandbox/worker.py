@@ -10,7 +10,9 @@ torch), then takes one job:
 2. confinement (``confine``): limits, Landlock, seccomp — before any researcher
    code is compiled;
 3. calls, each answered with a result or an error, until the site says stop or
-   closes the socket.
+   closes the socket. During a call the worker may ask the site and wait for its
+   answer (``ask_site``): DP-SGD's ``train_private`` does, once per step, so the
+   sampling, clipping, noise and step stay in the site process.
 
 Only ``wire`` messages cross; the release rules still run in the site process.
 """
@@ -21,12 +23,14 @@ import math
 import os
 import socket
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import torch
+import torch.func
 import torch.nn
 import torch.nn.functional
 
@@ -34,8 +38,9 @@ import datasite_setup
 import policies
 from datasite_setup.site.sandbox.confine import Limits, confine
 from datasite_setup.site.sandbox.wire import receive, send
+from policies import use_remote_descent
 
-__all__ = ["main", "read_paths"]
+__all__ = ["ask_site", "main", "read_paths"]
 
 MAX_ERROR_CHARS = 4000
 _SYSTEM_LIBRARIES = ("/usr/lib", "/lib", "/lib64", "/usr/lib64", "/usr/local/lib")
@@ -60,6 +65,7 @@ def read_paths() -> list[Path]:
 def _map_npy(descriptor: int) -> np.ndarray:
     """A read-only memory map of the ``.npy`` file open at ``descriptor`` (no copy, no pickle)."""
     with os.fdopen(descriptor, "rb") as handle:
+        handle.seek(0)  # a duplicate shares the file offset with the descriptor it was made from
         shape, fortran_order, dtype = _npy_header(handle)
         if dtype.hasobject:
             raise ValueError("an input array of objects")
@@ -91,6 +97,12 @@ def _warm_up() -> None:
     # torch reads /proc/cpuinfo and starts its thread pool on the first operation: do it while that is allowed
     torch.ones(4, 4) @ torch.ones(4, 4)
     math.sqrt(1.0)
+    # Nothing is writable once confined. tempfile checks (by writing) that a temp folder is usable the first
+    # time it is asked and caches the answer; torch asks when it lazily imports torch._dynamo (under
+    # torch.func's vmap/grad: DP-SGD) to build cache paths it never writes here. Ask, and import it, now.
+    tempfile.gettempdir()
+    per_sample = torch.func.vmap(torch.func.grad(lambda w, x: (w * x).sum()), in_dims=(None, 0))
+    per_sample(torch.ones(2), torch.ones(3, 2))
 
 
 def _error(exc: BaseException) -> dict[str, str]:
@@ -100,6 +112,48 @@ def _error(exc: BaseException) -> dict[str, str]:
         "message": str(exc)[:MAX_ERROR_CHARS],
         "traceback": text[-MAX_ERROR_CHARS:],
     }
+
+
+def ask_site(sock: socket.socket, tree: Any, *, max_bytes: int) -> Any:
+    """Ask the site mid-call and wait for its answer (DP-SGD: the site's ``SiteDescent`` answers).
+
+    Parameters
+    ----------
+    sock : socket.socket
+        The worker's socket to the site.
+    tree : object
+        The request: JSON values and numeric arrays (at most ``max_bytes`` on the site's side).
+    max_bytes : int
+        The largest answer accepted.
+
+    Returns
+    -------
+    object
+        The site's answer.
+
+    Raises
+    ------
+    RuntimeError
+        The site answered something other than an ``"answer"``.
+
+    Examples
+    --------
+    >>> import socket
+    >>> from datasite_setup.site.sandbox.wire import receive, send
+    >>> site, worker = socket.socketpair()
+    >>> send(site, "answer", {"step": 0})  # queued: the site answers what it will be asked
+    >>> ask_site(worker, {"op": "begin"}, max_bytes=2**16)
+    {'step': 0}
+    >>> receive(site, max_bytes=2**16)[:2]
+    ('ask', {'op': 'begin'})
+    """
+    send(sock, "ask", tree)
+    kind, answer, fds = receive(sock, max_bytes=max_bytes)
+    for descriptor in fds:
+        os.close(descriptor)
+    if kind != "answer":
+        raise RuntimeError(f"the site answered {kind!r} to a request")
+    return answer
 
 
 def serve_job(sock: socket.socket) -> int:
@@ -119,11 +173,19 @@ def serve_job(sock: socket.socket) -> int:
     if kind != "job":
         return 3
     try:
-        assets = {name: _map_npy(fd) for name, fd in zip(job["assets"], fds, strict=True)}
+        # the descriptors stay open: each call maps them afresh and unmaps them after (below)
+        descriptors = dict(zip(job["assets"], fds, strict=True))
+        for descriptor in descriptors.values():
+            _map_npy(os.dup(descriptor))  # each input is a valid array before any researcher code runs
         torch.set_num_threads(int(job["threads"]))
         limits = Limits(**job["limits"])
         confinement = confine(
-            read_paths(), [Path.cwd()], limits, require_abi=int(job["require_landlock_abi"])
+            read_paths(),
+            # nothing is writable, not even its own folder (a worker could fill the disk file by file);
+            # only a GPU's device files when the site allows one
+            [Path(device) for device in job.get("devices", [])],
+            limits,
+            require_abi=int(job["require_landlock_abi"]),
         )
     except Exception as exc:  # any failure here means no confinement: refuse the job
         send(sock, "refused", _error(exc))
@@ -144,15 +206,25 @@ def serve_job(sock: socket.socket) -> int:
             return 0
         if kind != "call":
             return 0
+        # DP-SGD's descent stays at the site: train_private sends each step's request over this socket
+        use_remote_descent(
+            lambda tree: ask_site(sock, tree, max_bytes=max_call_bytes), max_ask_bytes=max_call_bytes
+        )
+        # Mapped per call and unmapped after it: the pages one call touched (a training call reads the whole
+        # train split) do not stay in this worker's memory through the next call.
+        assets = {name: _map_npy(os.dup(descriptor)) for name, descriptor in descriptors.items()}
         try:
             result = function(**assets, **call)
         except BaseException as exc:  # researcher code: all it raises is its own failure
             send(sock, "error", _error(exc))
             continue
+        finally:
+            del assets
         try:
             send(sock, "result", result)
         except ValueError as exc:  # not JSON values and numeric arrays: not releasable
             send(sock, "error", _error(exc))
+        del result
 
 
 def main(argv: list[str] | None = None) -> int:

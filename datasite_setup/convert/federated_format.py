@@ -559,10 +559,11 @@ def redeliver(signum: int, handler: Any) -> None:
     Examples
     --------
     >>> import signal
-    >>> redeliver(signal.SIGINT, signal.default_int_handler)
-    Traceback (most recent call last):
-    ...
-    KeyboardInterrupt
+    >>> seen = []
+    >>> redeliver(signal.SIGUSR1, lambda signum, frame: seen.append(signum))
+    >>> seen == [signal.SIGUSR1]
+    True
+    >>> redeliver(signal.SIGUSR1, signal.SIG_IGN)  # ignored: nothing happens
     """
     if callable(handler):
         handler(signum, None)

@@ -140,6 +140,12 @@ def fedimg_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "datasite_setup.cli"]
 
 
+def _default_signals() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def subprocess_env(secret: str = SECRET, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEDIMG_")}
     env.update(FEDIMG_SECRET=secret, COLUMNS="400", PYTHONPATH=str(REPO), **extra)
@@ -849,6 +855,9 @@ def test_an_interrupted_run_leaves_neither_output_nor_partial_dir(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        # as a terminal would start it: the test worker's own SIGINT disposition or mask (pytest-xdist, or a
+        # library a previous test loaded) must not reach the run under test
+        preexec_fn=_default_signals,
     )
     deadline = time.monotonic() + 30
     seen_partial = False

@@ -292,12 +292,20 @@ def test_a_signal_during_the_two_renames_waits_until_both_are_done() -> None:
     from datasite_setup.convert.federated_format import _signals_deferred
 
     reached = []
-    with pytest.raises(KeyboardInterrupt):
-        with _signals_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            reached.append(
-                "after the signal"
-            )  # without the mask, KeyboardInterrupt would land before this line
+    # Ctrl-C as an interactive process has it, whatever the test worker inherited (pytest-xdist's workers, or a
+    # library a previous test loaded, may ignore or block SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    blocked = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                reached.append(
+                    "after the signal"
+                )  # without the mask, KeyboardInterrupt would land before this line
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
     assert reached == ["after the signal"]
 
 

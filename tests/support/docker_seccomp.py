@@ -31,6 +31,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from datasite_setup.site.sandbox.seccomp import ArgCmp, load_library
+
 __all__ = [
     "LANDLOCK_SYSCALLS",
     "SeccompProfileError",
@@ -77,34 +79,14 @@ class SeccompProfileError(ValueError):
     """A profile this module cannot read or install; the message names the entry and the fix."""
 
 
-class _ArgCmp(ctypes.Structure):
-    _fields_ = [
-        ("arg", ctypes.c_uint),
-        ("op", ctypes.c_int),
-        ("datum_a", ctypes.c_uint64),
-        ("datum_b", ctypes.c_uint64),
-    ]
-
-
 def _libseccomp() -> ctypes.CDLL:
-    name = ctypes.util.find_library("seccomp") or "libseccomp.so.2"
-    library = ctypes.CDLL(name, use_errno=True)
-    library.seccomp_init.restype = ctypes.c_void_p
-    library.seccomp_init.argtypes = [ctypes.c_uint32]
+    """The sandbox's libseccomp (its loader and ``ArgCmp``), with the per-architecture calls a profile needs."""
+    library = load_library()
     library.seccomp_arch_resolve_name.restype = ctypes.c_uint32
     library.seccomp_arch_resolve_name.argtypes = [ctypes.c_char_p]
     library.seccomp_arch_native.restype = ctypes.c_uint32
     library.seccomp_arch_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
     library.seccomp_syscall_resolve_name_arch.argtypes = [ctypes.c_uint32, ctypes.c_char_p]
-    library.seccomp_rule_add_array.argtypes = [
-        ctypes.c_void_p,
-        ctypes.c_uint32,
-        ctypes.c_int,
-        ctypes.c_uint,
-        ctypes.POINTER(_ArgCmp),
-    ]
-    library.seccomp_load.argtypes = [ctypes.c_void_p]
-    library.seccomp_release.argtypes = [ctypes.c_void_p]
     return library
 
 
@@ -215,7 +197,7 @@ def _action(entry: dict[str, Any], default_errno: int) -> int:
     raise SeccompProfileError(f"action {action!r} is not supported here: use ALLOW, ERRNO, LOG or KILL")
 
 
-def _conditions(entry: dict[str, Any]) -> list[list[_ArgCmp]]:
+def _conditions(entry: dict[str, Any]) -> list[list[ArgCmp]]:
     """runc's reading of ``args``: one rule with all conditions (AND), or one rule each (OR) when an
     argument index repeats."""
     conditions = []
@@ -223,7 +205,7 @@ def _conditions(entry: dict[str, Any]) -> list[list[_ArgCmp]]:
         op = _COMPARE.get(arg["op"])
         if op is None:
             raise SeccompProfileError(f"{entry['names']}: comparison {arg['op']!r} is unknown")
-        conditions.append(_ArgCmp(int(arg["index"]), op, int(arg["value"]), int(arg.get("valueTwo", 0))))
+        conditions.append(ArgCmp(int(arg["index"]), op, int(arg["value"]), int(arg.get("valueTwo", 0))))
     indices = [condition.arg for condition in conditions]
     if len(indices) != len(set(indices)):
         return [[condition] for condition in conditions]
@@ -274,7 +256,7 @@ def install(profile: dict[str, Any], *, caps: Iterable[str] = ()) -> list[str]:
                 if number < 0:
                     continue  # a call this architecture does not have
                 for conditions in _conditions(entry):
-                    array = (_ArgCmp * max(len(conditions), 1))(*conditions)
+                    array = (ArgCmp * max(len(conditions), 1))(*conditions)
                     if library.seccomp_rule_add_array(context, action, number, len(conditions), array) < 0:
                         raise SeccompProfileError(f"the rule for {name} ({entry.get('args')}) was refused")
         if library.seccomp_load(context) < 0:

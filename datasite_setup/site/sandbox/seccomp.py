@@ -31,7 +31,7 @@ import errno
 import functools
 import os
 
-__all__ = ["DENIED_SYSCALLS", "SELF_ONLY", "SeccompError", "load_filter", "prepare"]
+__all__ = ["DENIED_SYSCALLS", "SELF_ONLY", "ArgCmp", "SeccompError", "load_filter", "load_library", "prepare"]
 
 DENIED_SYSCALLS = (
     # programs and processes
@@ -149,7 +149,9 @@ class SeccompError(OSError):
     """libseccomp is missing or refused to build or load the filter."""
 
 
-class _ArgCmp(ctypes.Structure):
+class ArgCmp(ctypes.Structure):
+    """libseccomp's ``struct scmp_arg_cmp``: one condition on a system call's argument."""
+
     _fields_ = [
         ("arg", ctypes.c_uint),
         ("op", ctypes.c_int),
@@ -159,7 +161,7 @@ class _ArgCmp(ctypes.Structure):
 
 
 @functools.cache
-def _library() -> ctypes.CDLL:
+def load_library() -> ctypes.CDLL:
     """libseccomp, loaded once (``confine`` loads it before Landlock, while its files are readable)."""
     try:  # the soname first: find_library may run ldconfig or gcc and needs a writable temp folder
         library = ctypes.CDLL("libseccomp.so.2", use_errno=True)
@@ -177,7 +179,7 @@ def _library() -> ctypes.CDLL:
         ctypes.c_uint32,
         ctypes.c_int,
         ctypes.c_uint,
-        ctypes.POINTER(_ArgCmp),
+        ctypes.POINTER(ArgCmp),
     ]
     library.seccomp_load.argtypes = [ctypes.c_void_p]
     library.seccomp_release.argtypes = [ctypes.c_void_p]
@@ -192,7 +194,7 @@ def prepare() -> None:
     SeccompError
         libseccomp is missing.
     """
-    _library()
+    load_library()
 
 
 def load_filter() -> list[str]:
@@ -209,7 +211,7 @@ def load_filter() -> list[str]:
         libseccomp is missing, or building or loading the filter failed; no filter is
         in place then.
     """
-    library = _library()
+    library = load_library()
     context = library.seccomp_init(_SCMP_ACT_ALLOW)
     if not context:
         raise SeccompError(0, "seccomp_init failed")
@@ -228,21 +230,21 @@ def load_filter() -> list[str]:
             context,
             _errno_action(errno.EPERM),
             clone,
-            [_ArgCmp(0, _SCMP_CMP_MASKED_EQ, _CLONE_THREAD, 0)],
+            [ArgCmp(0, _SCMP_CMP_MASKED_EQ, _CLONE_THREAD, 0)],
         )
         refused = _errno_action(errno.EPERM)
         for name, argument in SELF_ONLY:
             number = library.seccomp_syscall_resolve_name(name.encode())
             if number >= 0:
-                _add_rule(library, context, refused, number, [_ArgCmp(argument, _SCMP_CMP_NE, 0, 0)])
+                _add_rule(library, context, refused, number, [ArgCmp(argument, _SCMP_CMP_NE, 0, 0)])
         ioprio = library.seccomp_syscall_resolve_name(b"ioprio_set")
         if ioprio >= 0:  # who = 0 names this process only with which = IOPRIO_WHO_PROCESS
-            _add_rule(library, context, refused, ioprio, [_ArgCmp(0, _SCMP_CMP_NE, _IOPRIO_WHO_PROCESS, 0)])
+            _add_rule(library, context, refused, ioprio, [ArgCmp(0, _SCMP_CMP_NE, _IOPRIO_WHO_PROCESS, 0)])
         own = os.getpid()
         for name in ("kill", "tgkill"):  # signals to this process only (Landlock scopes them too, ABI >= 6)
             number = library.seccomp_syscall_resolve_name(name.encode())
             if number >= 0:
-                _add_rule(library, context, refused, number, [_ArgCmp(0, _SCMP_CMP_NE, own, 0)])
+                _add_rule(library, context, refused, number, [ArgCmp(0, _SCMP_CMP_NE, own, 0)])
         clone3 = library.seccomp_syscall_resolve_name(b"clone3")
         if clone3 >= 0:
             _add_rule(library, context, _errno_action(errno.ENOSYS), clone3, [])
@@ -253,9 +255,7 @@ def load_filter() -> list[str]:
     return denied
 
 
-def _add_rule(
-    library: ctypes.CDLL, context: int, action: int, number: int, conditions: list[_ArgCmp]
-) -> None:
-    array = (_ArgCmp * max(len(conditions), 1))(*conditions)
+def _add_rule(library: ctypes.CDLL, context: int, action: int, number: int, conditions: list[ArgCmp]) -> None:
+    array = (ArgCmp * max(len(conditions), 1))(*conditions)
     if library.seccomp_rule_add_array(context, action, number, len(conditions), array) < 0:
         raise SeccompError(0, f"seccomp rule for system call {number} was refused")

@@ -9,7 +9,8 @@
   review); ``datasite_setup.cli`` is the ``fedimg`` command over both.
 
 This module is the shared layer below everything else in fedimg: the names in
-``__all__`` (errors, owner-only files, the dataset naming/description contract)
+``__all__`` (errors, owner-only files, the dataset naming/description contract, the
+release minimum convert warns about and sites enforce by default)
 are what ``policies`` and ``researcher`` may use. It imports only the standard
 library, so importing it is cheap on either side.
 """
@@ -22,6 +23,7 @@ from datasite_setup.dataset_contract import (
 )
 from datasite_setup.errors import FedimgError
 from datasite_setup.private_file import read_private_file, write_private_file
+from datasite_setup.release_minimum import RELEASE_MIN_SAMPLES
 
 __version__ = "0.1.0"
 
@@ -29,6 +31,7 @@ __all__ = [
     "DATASET_PREFIX",
     "DESCRIPTION_MARKER",
     "FedimgError",
+    "RELEASE_MIN_SAMPLES",
     "__version__",
     "describe_dataset",
     "parse_dataset_info",

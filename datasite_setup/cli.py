@@ -27,7 +27,7 @@ from datasite_setup.errors import FedimgError
 if TYPE_CHECKING:
     from datasite_setup.convert.pipeline import ConvertResult
     from datasite_setup.site.federation_config import FederationConfig
-    from datasite_setup.site.federation_runner import SiteStatus
+    from datasite_setup.site.owner_channel.site_status import SiteStatus
 
 EXIT_OK, EXIT_REJECTED, EXIT_USAGE = 0, 1, 2
 
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     -------
     argparse.ArgumentParser
         The parser of every command: convert, verify, report, sample, datasite,
-        up, status, down, review and audit.
+        up, status, down, owner, review and audit.
 
     Examples
     --------
@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sample(commands)
     _add_datasite(commands)
     _add_federation(commands)
+    _add_owner(commands)
     _add_review(commands)
     _add_audit(commands)
     return parser
@@ -127,7 +128,7 @@ def _add_convert(commands: _Commands) -> None:
     convert = commands.add_parser(
         "convert",
         help="turn an image collection into the federated format",
-        description="Validate, standardise, pseudonymise and partition SRC into OUT (federated format v1).",
+        description="Validate, standardise, pseudonymise and partition SRC into OUT (federated format v2).",
     )
     convert.add_argument(
         "source",
@@ -291,14 +292,26 @@ def _add_federation(commands: _Commands) -> None:
     ):
         command = commands.add_parser(name, help=help_text, description=help_text)
         command.add_argument("config", type=Path, metavar="federation.toml")
+        if name == "status":
+            _add_http_flag(command)
         command.set_defaults(handler=handler)
+
+
+def _add_http_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--http",
+        action="store_true",
+        help="log in over HTTP even when a site answers on its owner channel (slower: imports PySyft)",
+    )
 
 
 def _add_review(commands: _Commands) -> None:
     review = commands.add_parser(
         "review",
         help="list, read, approve or deny a site's code requests, with the checks' report",
-        description="Data owner's review of code requests. Decisions go to the site's audit log.",
+        description="Data owner's review of code requests. Decisions go to the site's audit log. "
+        "On the site's own machine the command asks the running site over its owner channel "
+        "(STATE_DIR/owner-channel/owner.sock, this user only); otherwise it logs in over HTTP.",
     )
     review.add_argument("--site", required=True, help="site name (from --config) or URL (with --state-dir)")
     review.add_argument("--config", type=Path, help="federation.toml (default ./federation.toml)")
@@ -312,15 +325,54 @@ def _add_review(commands: _Commands) -> None:
     review.add_argument("request", nargs="?", help="request id (or a unique prefix) for show/approve/deny")
     review.add_argument("--reason", help="deny: the reason the researcher sees")
     review.add_argument("--force", action="store_true", help="approve even though checks fail")
+    review.add_argument(
+        "--owner",
+        metavar="EMAIL",
+        help="decide as this named owner ('fedimg owner add'); default: the site's shared admin account",
+    )
+    review.add_argument(
+        "--password-file", type=Path, help="--owner's password (a 0600 file); default: asked for"
+    )
+    _add_http_flag(review)
     review.set_defaults(handler=_run_review)
 
 
+def _add_owner(commands: _Commands) -> None:
+    owner = commands.add_parser("owner", help="named owner accounts that review a site's requests")
+    actions = owner.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = actions.add_parser(
+        "add",
+        help="create a data owner account for a person at a running site",
+        description="Create a DATA_OWNER account at a running site (as its admin). The password is typed "
+        "twice, or read from --password-file; never give it on the command line.",
+    )
+    add.add_argument("config", type=Path, metavar="federation.toml")
+    add.add_argument("--site", required=True, help="the site's name in federation.toml")
+    add.add_argument("--email", required=True, help="the owner's login")
+    add.add_argument("--name", required=True, help="the owner's full name (every decision names it)")
+    add.add_argument("--password-file", type=Path, help="a 0600 file holding the password")
+    add.set_defaults(handler=_run_owner_add)
+
+
 def _add_audit(commands: _Commands) -> None:
-    audit = commands.add_parser("audit", help="check a site's audit log")
+    audit = commands.add_parser("audit", help="check or read a site's audit log")
     actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
     verify = actions.add_parser("verify", help="detect edited, removed or reordered lines")
     verify.add_argument("log", type=Path, metavar="AUDIT_LOG", help="e.g. STATE_DIR/audit.jsonl")
     verify.set_defaults(handler=_run_audit_verify)
+    show = actions.add_parser("show", help="print audit records, in local time, filtered")
+    show.add_argument(
+        "source",
+        type=Path,
+        metavar="STATE_DIR_OR_FEDERATION",
+        help="a site's state dir (or its audit.jsonl), or federation.toml (every site's log)",
+    )
+    show.add_argument("--site", help="with federation.toml: only this site")
+    show.add_argument("--researcher", help="a researcher's e-mail or verify key (or its start)")
+    show.add_argument("--request", help="a request or code id (or its start)")
+    show.add_argument("--kind", help="an event: request, review, decision, owner, started, release, ...")
+    show.add_argument("--since", help="30m, 2h, 7d (ago) or a local date/time like 2026-12-01T14:30")
+    show.set_defaults(handler=_run_audit_show)
 
 
 def _comma_list(value: str) -> list[str]:
@@ -389,6 +441,8 @@ def _reason_counts(counts: dict[str, int]) -> str:
 
 
 def _run_verify(args: argparse.Namespace) -> int:
+    from datasite_setup.convert.federated_format import load_federation
+    from datasite_setup.convert.release_warnings import small_client_warnings
     from datasite_setup.convert.verify import verify_federation
 
     problems = verify_federation(args.out, show_progress=not args.quiet)
@@ -399,6 +453,8 @@ def _run_verify(args: argparse.Namespace) -> int:
     if problems:
         error_console.print(f"{len(problems)} problem(s) in {escape(str(args.out))}", highlight=False)
         return EXIT_REJECTED
+    for warning in small_client_warnings(load_federation(args.out)):  # a warning, not a problem: still OK
+        error_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print(
         f"{escape(str(args.out))}: OK (every file, checksum, count and the schema verified)", highlight=False
     )
@@ -456,10 +512,19 @@ def _run_up(args: argparse.Namespace) -> int:
 
 def _run_status(args: argparse.Namespace) -> int:
     from datasite_setup.site.federation_config import load_federation_config
-    from datasite_setup.site.federation_runner import status
+    from datasite_setup.site.owner_channel import client as owner_channel
 
     config = load_federation_config(args.config)
-    statuses = status(config)
+    # each running site answers on its owner channel: no PySyft import, no login (issue 11)
+    answered = {
+        site.name: None if args.http else owner_channel.status(site.name, site.url, site.state_dir)
+        for site in config.sites
+    }
+    statuses = [found for found in answered.values() if found is not None]
+    if len(statuses) < len(config.sites):
+        from datasite_setup.site.federation_runner import http_status
+
+        statuses = [answered[site.name] or http_status(config, site) for site in config.sites]
     _print_sites(statuses, config)
     return EXIT_OK if all(s.state == "running" for s in statuses) else EXIT_REJECTED
 
@@ -475,22 +540,78 @@ def _run_down(args: argparse.Namespace) -> int:
 
 
 def _run_review(args: argparse.Namespace) -> int:
-    from datasite_setup.site.review_command import resolve_site, run_review
+    from datasite_setup.site.owner_channel import client as owner_channel
+    from datasite_setup.site.owner_channel.site_access import resolve_site
+    from datasite_setup.site.owners import owner_login
 
     if args.action in ("approve", "deny") and not args.request:
         raise FedimgError(
             f"review {args.action} needs a request id (see 'fedimg review --site {args.site} list')"
         )
+    if args.action == "deny" and not args.reason:
+        raise FedimgError("deny needs --reason: the researcher sees it")
     access = resolve_site(args.site, args.config, args.state_dir)
 
     def echo(text: str) -> None:
         console.print(escape(text), highlight=False)
 
-    return run_review(access, args.action, args.request, args.reason, args.force, args.policy, echo)
+    owner = owner_login(args.owner, args.password_file) if args.owner else None
+    # the site's owner channel when it runs here (seconds: no PySyft import, no login), else HTTP
+    answered = (
+        None
+        if args.http
+        else owner_channel.review(
+            access.state_dir,
+            access.name,
+            args.action,
+            request_id=args.request,
+            reason=args.reason,
+            force=args.force,
+            policy_file=args.policy,
+            owner=owner.email if owner else None,
+            password=owner.password if owner else None,
+            echo=echo,
+        )
+    )
+    if answered is not None:
+        return answered
+    from datasite_setup.site.review_command import run_review
+
+    return run_review(
+        access, args.action, args.request, args.reason, args.force, args.policy, echo, owner=owner
+    )
+
+
+def _run_owner_add(args: argparse.Namespace) -> int:
+    from datasite_setup.site.credentials import admin_credentials
+    from datasite_setup.site.federation_config import load_federation_config
+    from datasite_setup.site.owners import add_owner, read_password
+    from datasite_setup.site.site_admin import login
+    from policies import AUDIT_FILE, AuditLog
+
+    site = load_federation_config(args.config).site(args.site)
+    password = read_password(args.password_file, confirm=True)
+    admin_login = admin_credentials(site.state_dir, site.name)
+    try:
+        admin = login(site.url, admin_login)
+    except Exception as exc:
+        raise FedimgError(f"site {site.name} ({site.url}): cannot log in as admin ({exc})") from exc
+    if not add_owner(admin, email=args.email, name=args.name, password=password):
+        console.print(f"{escape(args.email)}: already an owner at {escape(site.name)}", highlight=False)
+        return EXIT_OK
+    AuditLog(site.state_dir / AUDIT_FILE).append(
+        "owner", action="added", email=args.email, name=args.name, role="DATA_OWNER", by=admin_login.email
+    )
+    console.print(
+        f"{escape(args.email)} ({escape(args.name)}): owner at {escape(site.name)}; "
+        f"decide with 'fedimg review --site {escape(site.name)} --owner {escape(args.email)}'",
+        highlight=False,
+    )
+    return EXIT_OK
 
 
 def _run_audit_verify(args: argparse.Namespace) -> int:
-    from policies import verify_audit_log
+    from policies import AuditLog, describe_record, open_runs, verify_audit_log
 
     if not args.log.is_file():
         raise FedimgError(f"{args.log}: audit log not found")
@@ -500,10 +621,67 @@ def _run_audit_verify(args: argparse.Namespace) -> int:
     if problems:
         return EXIT_REJECTED
     entries = len(args.log.read_text().splitlines())
+    unfinished = open_runs(AuditLog(args.log).records())
+    if not unfinished:
+        console.print(
+            f"{escape(str(args.log))}: intact ({entries} entries, hash chain verified)", highlight=False
+        )
+        return EXIT_OK
     console.print(
-        f"{escape(str(args.log))}: intact ({entries} entries, hash chain verified)", highlight=False
+        f"{escape(str(args.log))}: hash chain intact ({entries} entries), but {len(unfinished)} run(s) "
+        "started without an end: still running, or the site stopped during them and has not started "
+        "again (it then marks them aborted and refunds them)",
+        highlight=False,
     )
+    for record in unfinished:
+        console.print(f"  line {record['seq'] + 1}: {escape(describe_record(record))}", highlight=False)
+    return EXIT_REJECTED
+
+
+def _run_audit_show(args: argparse.Namespace) -> int:
+    from policies import AUDIT_FILE, AuditLog, describe_record, parse_since, select_records
+
+    try:
+        since = parse_since(args.since) if args.since else None
+    except ValueError as exc:
+        raise FedimgError(str(exc)) from None
+    shown = 0
+    for site, log in _audit_logs(args.source, args.site, AUDIT_FILE):
+        records = select_records(
+            AuditLog(log).records(),
+            researcher=args.researcher,
+            request=args.request,
+            kind=args.kind,
+            since=since,
+        )
+        for record in records:
+            console.print(
+                f"{escape(site)}  {escape(describe_record(record))}", highlight=False, soft_wrap=True
+            )
+        shown += len(records)
+    if not shown:
+        console.print("no audit records match", highlight=False)
     return EXIT_OK
+
+
+def _audit_logs(source: Path, only: str | None, audit_file: str) -> list[tuple[str, Path]]:
+    """(site name, audit log) for a state dir, an audit log, or every site of a federation.toml."""
+    if source.suffix == ".toml":
+        from datasite_setup.site.federation_config import load_federation_config
+
+        config = load_federation_config(source)
+        sites = [config.site(only)] if only else config.sites
+        logs = [(site.name, site.state_dir / audit_file) for site in sites]
+    elif source.is_dir():
+        logs = [(source.name, source / audit_file)]
+    else:
+        logs = [(source.parent.name, source)]
+    missing = [str(log) for _, log in logs if not log.is_file()]
+    if len(missing) == len(logs):
+        raise FedimgError(
+            f"{', '.join(missing)}: audit log not found (give a site's state dir or federation.toml)"
+        )
+    return [(name, log) for name, log in logs if log.is_file()]
 
 
 def _print_sites(
@@ -512,11 +690,11 @@ def _print_sites(
     from rich.table import Table
 
     from datasite_setup.terminal import print_table
-    from policies import UNCONFINED_WARNING
 
     table = Table(title="fedimg sites")
     columns = ["site", "url", "state", "dataset", "train", "val", "sandbox"]
-    sandboxes = {site.name: _sandbox_mode(site.state_dir) for site in config.sites}
+    reported = {site.name: site.sandbox for site in statuses if site.sandbox}  # the running sites said
+    sandboxes = {site.name: reported.get(site.name) or _sandbox_mode(site.state_dir) for site in config.sites}
     if show_created:
         columns.append("researchers added")
     for column in columns:
@@ -540,12 +718,19 @@ def _print_sites(
         if site.problem:
             error_console.print(f"[red]{escape(site.name)}[/]: {escape(site.problem)}", highlight=False)
         if sandboxes.get(site.name, "").startswith("OFF"):  # in every answer, as the policy's owner chose
-            error_console.print(f"[red]{escape(site.name)}[/]: {escape(UNCONFINED_WARNING)}", highlight=False)
+            warning = site.warning or _unconfined_warning()
+            error_console.print(f"[red]{escape(site.name)}[/]: {escape(warning)}", highlight=False)
     if config.researchers:
         console.print(
             f"researcher credentials (0600): {escape(str(config.secrets_dir / 'researchers'))}",
             highlight=False,
         )
+
+
+def _unconfined_warning() -> str:
+    from policies import UNCONFINED_WARNING
+
+    return UNCONFINED_WARNING
 
 
 def _sandbox_mode(state_dir: Path) -> str:

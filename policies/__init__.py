@@ -16,11 +16,21 @@ of the site, the converter or the researcher's client.
   ``use_remote_descent`` for the sandbox worker), the accountant and ledger
   (``PrivacyLedger``), update-level DP (``privatize_update``);
 - secure aggregation: ``mask_weights``, ``unmask_sum`` and the site key;
-- audit: the hash-chained ``AuditLog`` and ``verify_audit_log``;
+- audit: the hash-chained ``AuditLog``, ``verify_audit_log``, runs without an end
+  (``open_runs``) and ``fedimg audit show``'s ``select_records``, ``parse_since``,
+  ``describe_record``;
 - site policy: ``SitePolicy`` read from ``policy.toml`` (``load_site_policy``).
 """
 
-from policies.audit import AuditLog, AuditProblem, verify_audit_log
+from policies.audit import (
+    AuditLog,
+    AuditProblem,
+    describe_record,
+    open_runs,
+    parse_since,
+    select_records,
+    verify_audit_log,
+)
 from policies.dp_descent import SiteDescent
 from policies.dp_sgd import schedule, train_private, use_remote_descent
 from policies.enforcement import (
@@ -53,6 +63,7 @@ from policies.secure_aggregation import (
 from policies.site_policy import (
     POLICY_FILE,
     UNCONFINED_WARNING,
+    LimitSettings,
     PolicyError,
     PrivacySettings,
     SandboxSettings,
@@ -78,6 +89,7 @@ __all__ = [
     "BudgetExceeded",
     "Execution",
     "Finding",
+    "LimitSettings",
     "MOCK_RESULT",
     "POLICY_FILE",
     "PolicyError",
@@ -100,6 +112,7 @@ __all__ = [
     "admission_chain",
     "check_release",
     "context_bytes",
+    "describe_record",
     "dp_sgd_noise_multiplier",
     "epsilon_of",
     "load_or_create_site_key",
@@ -107,6 +120,8 @@ __all__ = [
     "mask_weights",
     "match_template",
     "noise_multiplier_for",
+    "open_runs",
+    "parse_since",
     "privatize_update",
     "public_key_hex",
     "python_literal",
@@ -115,6 +130,7 @@ __all__ = [
     "review_code",
     "review_request",
     "schedule",
+    "select_records",
     "summary_json",
     "template_id",
     "train_private",

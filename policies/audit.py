@@ -24,10 +24,25 @@ import json
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 GENESIS = "0" * 64
-EVENTS = ("request", "review", "decision", "execution", "release", "refusal")
+EVENTS = (
+    "request",
+    "review",
+    "decision",
+    "owner",
+    "started",
+    "execution",
+    "release",
+    "refusal",
+    "aborted",
+    "refund",
+    "login_lockout",
+)
+RUN_ENDS = ("execution", "release", "refusal", "aborted")
+"""The events that end a started run (matched by its ``run_id``)."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +96,10 @@ class AuditLog:
         Parameters
         ----------
         event : str
-            One of ``EVENTS``: request, review, decision, execution, release, refusal.
+            One of ``EVENTS``: request, review, decision, owner (an owner account added),
+            started (a run about to touch the data), execution (a failed run), release,
+            refusal, aborted (a run the site did not finish), refund (an aborted run's count
+            given back), login_lockout (failed logins locked an account or address out).
         **fields : object
             The record's content (JSON-serialisable).
 
@@ -196,3 +214,166 @@ def verify_audit_log(path: Path) -> list[AuditProblem]:
             )
         )
     return problems
+
+
+def open_runs(records: list[dict]) -> list[dict]:
+    """The ``started`` records with no end (release, refusal, failed execution, aborted) after them.
+
+    A run in progress is open; so is a run the site's crash interrupted, until the site
+    starts again and marks it aborted (``SiteEnforcer.close_interrupted_runs``).
+
+    Parameters
+    ----------
+    records : list of dict
+        An audit log's records (``AuditLog.records()``), oldest first.
+
+    Returns
+    -------
+    list of dict
+        The open ``started`` records, oldest first.
+
+    Examples
+    --------
+    >>> started = [{"event": "started", "run_id": "a"}, {"event": "started", "run_id": "b"}]
+    >>> [record["run_id"] for record in open_runs([*started, {"event": "release", "run_id": "a"}])]
+    ['b']
+    """
+    ended = {record.get("run_id") for record in records if record.get("event") in RUN_ENDS}
+    return [
+        record for record in records if record.get("event") == "started" and record["run_id"] not in ended
+    ]
+
+
+def select_records(
+    records: list[dict],
+    *,
+    researcher: str | None = None,
+    request: str | None = None,
+    kind: str | None = None,
+    since: float | None = None,
+) -> list[dict]:
+    """The records that match every filter given (``fedimg audit show``).
+
+    Parameters
+    ----------
+    records : list of dict
+        An audit log's records.
+    researcher : str or None
+        A researcher's e-mail or verify key, or the start of either; matches the
+        ``researcher``, ``researcher_email`` and ``requester`` fields.
+    request : str or None
+        A request id or code id, or its start.
+    kind : str or None
+        An event (``decision``, ``started``, ``release``...).
+    since : float or None
+        A Unix time: keep records written at or after it.
+
+    Returns
+    -------
+    list of dict
+        The matching records, in log order.
+
+    Examples
+    --------
+    >>> records = [
+    ...     {"event": "decision", "request_id": "ab12", "researcher_email": "ada@uni.example", "time": 10.0},
+    ...     {"event": "release", "code_id": "cd34", "researcher": "5f1e", "time": 20.0},
+    ... ]
+    >>> [r["event"] for r in select_records(records, researcher="ada@")]
+    ['decision']
+    >>> [r["event"] for r in select_records(records, since=15.0)]
+    ['release']
+    """
+    matches = []
+    for record in records:
+        people = [str(record.get(key, "")) for key in ("researcher", "researcher_email", "requester")]
+        ids = [str(record.get(key, "")) for key in ("request_id", "code_id")]
+        if researcher and not any(person and person.startswith(researcher) for person in people):
+            continue
+        if request and not any(value and value.startswith(request) for value in ids):
+            continue
+        if kind and record.get("event") != kind:
+            continue
+        if since is not None and float(record.get("time", 0)) < since:
+            continue
+        matches.append(record)
+    return matches
+
+
+def parse_since(text: str, *, now: float | None = None) -> float:
+    """A ``--since`` value as a Unix time: ``30m``, ``2h``, ``7d`` ago, or a local ISO date/time.
+
+    Parameters
+    ----------
+    text : str
+        ``<number>[smhd]`` (ago), or ``2026-12-01`` / ``2026-12-01T14:30`` in local time.
+    now : float or None
+        The current Unix time (default: now).
+
+    Returns
+    -------
+    float
+        The Unix time.
+
+    Raises
+    ------
+    ValueError
+        For anything else, with the accepted forms.
+
+    Examples
+    --------
+    >>> parse_since("2h", now=10_000.0)
+    2800.0
+    >>> parse_since("yesterday")
+    Traceback (most recent call last):
+    ...
+    ValueError: --since 'yesterday': give 30m, 2h, 7d (ago) or a local date/time like 2026-12-01T14:30
+    """
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = text.strip()
+    if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+        return (time.time() if now is None else now) - float(text[:-1]) * units[text[-1]]
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValueError(
+            f"--since {text!r}: give 30m, 2h, 7d (ago) or a local date/time like 2026-12-01T14:30"
+        ) from None
+
+
+_SHOWN_FIRST = ("request_id", "code_id", "function", "decision", "run", "limit", "reason")
+_HIDDEN = {"seq", "time", "event", "prev", "hash"}
+
+
+def describe_record(record: dict) -> str:
+    """One record as one readable line: local time, event, then its fields (ids shortened).
+
+    Parameters
+    ----------
+    record : dict
+        An audit record.
+
+    Returns
+    -------
+    str
+        ``YYYY-MM-DD HH:MM:SS  event  key=value ...``.
+
+    Examples
+    --------
+    >>> line = describe_record({"seq": 0, "time": 0.0, "event": "refund", "code_id": "0f" * 16, "run": 2})
+    >>> line.split("  ", 1)[1]
+    'refund     code_id=0f0f0f0f0f0f run=2'
+    """
+    when = datetime.fromtimestamp(float(record.get("time", 0))).strftime("%Y-%m-%d %H:%M:%S")
+    shown = {key for key, value in record.items() if key not in _HIDDEN and value not in (None, "")}
+    keys = [key for key in _SHOWN_FIRST if key in shown]
+    keys += sorted(shown - set(keys))
+    fields = " ".join(f"{key}={_short(key, record[key])}" for key in keys)
+    return f"{when}  {record.get('event', '?'):<9}  {fields}".rstrip()
+
+
+def _short(key: str, value: object) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    if key.endswith(("_id", "sha256", "researcher")) and len(text) > 16 and " " not in text:
+        return text[:12]  # ids are long hex: the start tells them apart
+    return text

@@ -30,6 +30,15 @@ seconds_per_call = 900                # wall-clock limit of one call; the worker
 memory_mb = 4096                      # memory a worker may allocate on top of its interpreter and inputs
 threads = 0                           # torch threads per worker; 0: the cores `fedimg up` gives this site
 device = "cpu"                        # "auto": cuda when a GPU is visible to the worker, else cpu
+
+[limits]                              # the site's network surface (see LimitSettings)
+max_request_mb = 64                   # larger HTTP request bodies are refused (413) before they are read;
+                                      # raise it for models whose weights are larger (one call carries them)
+researcher_store_mb = 256             # what one researcher may upload to the store in any 24 hours
+max_pending_requests = 8              # code requests one researcher may have waiting for the owner
+login_failures = 5                    # failed logins (per account, per client address) before a backoff
+login_backoff_seconds = 2.0           # first backoff; doubles with each further failure
+login_backoff_max_seconds = 300.0     # longest backoff
 ```
 """
 
@@ -56,6 +65,14 @@ _KEYS = {
     },
     "secure_aggregation": {"required", "min_cohort", "peers"},
     "sandbox": {"mode", "seconds_per_call", "memory_mb", "threads", "device"},
+    "limits": {
+        "max_request_mb",
+        "researcher_store_mb",
+        "max_pending_requests",
+        "login_failures",
+        "login_backoff_seconds",
+        "login_backoff_max_seconds",
+    },
 }
 SANDBOX_MODES = ("on", "off")
 UNCONFINED_WARNING = (
@@ -186,6 +203,87 @@ class SandboxSettings:
         return self.mode == "on"
 
 
+# [limits] key -> (lowest, highest, integer only): checked before the site serves
+_LIMIT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "max_request_mb": (1, 16384, False),
+    "researcher_store_mb": (1, 1048576, False),
+    "max_pending_requests": (1, 10000, True),
+    "login_failures": (1, 1000, True),
+    "login_backoff_seconds": (0.1, 3600, False),
+    "login_backoff_max_seconds": (0.1, 86400, False),
+}
+
+
+@dataclass(frozen=True)
+class LimitSettings:
+    """``[limits]``: what one request, one researcher and one login attempt may cost the site.
+
+    Parameters
+    ----------
+    max_request_mb : float
+        Larger HTTP request bodies are answered 413 before they are read (1 to 16384). One training
+        call carries the model's weights: for a model whose weights (float32) are larger than about
+        half of this, raise it, e.g. ``max_request_mb = 512``.
+    researcher_store_mb : float
+        What one researcher may upload to the site's store (``action.set``, blob storage) in any
+        24 hours (1 to 1048576). A job uploads its weights once per call.
+    max_pending_requests : int
+        Code requests one researcher may have waiting for the owner's decision (1 to 10000).
+    login_failures : int
+        Failed logins, per account and per client address, before the site backs off (1 to 1000).
+    login_backoff_seconds : float
+        The first backoff (0.1 to 3600); it doubles with each further failure.
+    login_backoff_max_seconds : float
+        The longest backoff (0.1 to 86400, at least ``login_backoff_seconds``).
+
+    Raises
+    ------
+    PolicyError
+        For a setting out of its range; the message names the key and the range.
+
+    Examples
+    --------
+    >>> LimitSettings().max_request_bytes
+    67108864
+    >>> LimitSettings(max_pending_requests=0)
+    Traceback (most recent call last):
+    ...
+    policies.site_policy.PolicyError: [limits] max_pending_requests must be an integer from 1 to 10000 (got 0)
+    """
+
+    max_request_mb: float = 64.0
+    researcher_store_mb: float = 256.0
+    max_pending_requests: int = 8
+    login_failures: int = 5
+    login_backoff_seconds: float = 2.0
+    login_backoff_max_seconds: float = 300.0
+
+    def __post_init__(self) -> None:
+        for key, (lowest, highest, integer) in _LIMIT_RANGES.items():
+            value = getattr(self, key)
+            fits = isinstance(value, int) if integer else _is_finite_number(value)
+            if not fits or isinstance(value, bool) or not lowest <= value <= highest:
+                kind = "an integer" if integer else "a number"
+                raise PolicyError(
+                    f"[limits] {key} must be {kind} from {lowest:g} to {highest:g} (got {value!r})"
+                )
+        if self.login_backoff_max_seconds < self.login_backoff_seconds:
+            raise PolicyError(
+                "[limits] login_backoff_max_seconds must be >= login_backoff_seconds "
+                f"(got {self.login_backoff_max_seconds!r} < {self.login_backoff_seconds!r})"
+            )
+
+    @property
+    def max_request_bytes(self) -> int:
+        """``max_request_mb`` in bytes."""
+        return int(self.max_request_mb * 1024 * 1024)
+
+    @property
+    def researcher_store_bytes(self) -> int:
+        """``researcher_store_mb`` in bytes."""
+        return int(self.researcher_store_mb * 1024 * 1024)
+
+
 @dataclass(frozen=True)
 class SitePolicy:
     """What a site's data owner allows: the settings of ``policy.toml`` (the defaults without one).
@@ -210,6 +308,8 @@ class SitePolicy:
         Site name → X25519 public key (hex) of the other hospitals; empty: any.
     sandbox : SandboxSettings
         Where approved code runs (a confined worker unless the owner turns it off).
+    limits : LimitSettings
+        Request size, per-researcher store and pending requests, login backoff.
     source : str
         Where the policy was read from (``"defaults"`` without a file).
 
@@ -229,6 +329,7 @@ class SitePolicy:
     min_cohort: int = 2
     secure_aggregation_peers: dict = field(default_factory=dict)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
     source: str = "defaults"
 
     @property
@@ -287,6 +388,7 @@ def load_site_policy(path: Path | None) -> SitePolicy:
     min_cohort, peers = _read_secure_aggregation(path, secagg)
     return SitePolicy(
         sandbox=_read_sandbox(path, document.get("sandbox", {})),
+        limits=_read_limits(path, document.get("limits", {})),
         require_secure_aggregation=bool(secagg.get("required", False)),
         min_cohort=min_cohort,
         secure_aggregation_peers=dict(peers),
@@ -351,6 +453,13 @@ def _other_mechanisms_key_message(path: Path, key: str, mechanism: str, mechanis
 def _read_sandbox(path: Path, section: dict) -> SandboxSettings:
     try:
         return SandboxSettings(**section)
+    except PolicyError as exc:
+        raise PolicyError(f"{path}: {exc}") from exc
+
+
+def _read_limits(path: Path, section: dict) -> LimitSettings:
+    try:
+        return LimitSettings(**section)
     except PolicyError as exc:
         raise PolicyError(f"{path}: {exc}") from exc
 

@@ -17,7 +17,8 @@ function.
 The images arrive as uint8 arrays ``(N, C, H, W)`` — at a site, read-only
 memory maps of its partition, which may be larger than memory — and the labels
 as integers. The template reads them one batch at a time (evaluation in chunks
-of 512, training one shuffled batch at a time, its rows read in file order) and
+of the job's batch size, training one shuffled batch at a time, its rows read in
+file order) and
 converts only that batch to float, so a call's memory does not grow with the
 split. The site passes ``device`` (``"cuda"`` when its policy allows a GPU,
 else None for the CPU); the result says which device ran (``"device"``).
@@ -87,9 +88,10 @@ def {function_name}(train_images, train_labels, val_images, val_labels, weights,
         confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
         total_loss = 0.0
         with torch.no_grad():
-            for start in range(0, len(labels), 512):
-                targets = torch.as_tensor(np.array(labels[start:start + 512]), dtype=torch.int64)
-                logits = model(as_inputs(images[start:start + 512]))
+            for start in range(0, len(labels), CONFIG["batch_size"]):  # the training batch's memory, no more
+                end = start + CONFIG["batch_size"]
+                targets = torch.as_tensor(np.array(labels[start:end]), dtype=torch.int64)
+                logits = model(as_inputs(images[start:end]))
                 total_loss += float(loss_function(logits, targets.to(device), reduction="sum"))
                 np.add.at(confusion, (targets.numpy(), logits.argmax(1).cpu().numpy()), 1)
         count = int(confusion.sum())
@@ -221,7 +223,7 @@ class TemplateMatch:
     Parameters
     ----------
     template_id : str
-        The template's id (``template_id()``), e.g. ``"fedavg-4:80e16bb11b89"``: what a site policy's
+        The template's id (``template_id()``), e.g. ``"fedavg-4:db0b63b64ac8"``: what a site policy's
         ``auto_approve_templates`` lists.
     matches : bool
         True when the code is exactly the template rendered from its own model class and ``CONFIG``.
@@ -249,7 +251,7 @@ def template_id() -> str:
     Examples
     --------
     >>> template_id()
-    'fedavg-4:80e16bb11b89'
+    'fedavg-4:db0b63b64ac8'
     """
     digest = hashlib.sha256(SITE_FUNCTION_TEMPLATE.encode()).hexdigest()
     return f"{TEMPLATE_VERSION}:{digest[:12]}"

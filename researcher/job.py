@@ -4,7 +4,11 @@ One code request per site covers the whole job: the private assets are matched,
 the global weights and the round number are researcher inputs
 (``MixedInputPolicy(weights=dict, rnd=int)``), and the request allows
 ``rounds + 1`` executions (``rounds`` training calls and a final evaluation).
-The job never calls a site more often than that, across resumes too.
+The job never calls a site more often than that, across resumes too: a resume
+asks each site how many of its runs released a result (PySyft's output history
+of the job's code) and adds the failures that site answered, rather than guessing
+from a broken connection whether a call ran (a site that crashed mid-call refunds
+that run when it starts again).
 
 Examples
 --------
@@ -38,6 +42,7 @@ import torch
 from policies import schedule, unmask_sum
 from researcher.aggregation import ServerMomentum, fedavg
 from researcher.federation import ASSETS, Federation
+from researcher.progress import report_round
 from researcher.results import RoundRecord, TrainingResult, aggregate_evaluations
 from researcher.site_function import (
     SiteFunction,
@@ -521,6 +526,7 @@ class FedAvgJob:
         site_function = self.site_function(federation)
         checkpoint = Checkpoint.open(Path(checkpoint_dir), site_function.sha256, self.initial_weights())
         active = list(sites or list(self._requests) or federation.names)
+        self._sync_calls(federation, site_function.name, active, checkpoint)
         momentum = self._server_momentum(checkpoint)
         while checkpoint.next_round <= self.config.rounds:
             self._run_round(federation, site_function.name, active, checkpoint, momentum, checkpoint_dir)
@@ -554,6 +560,7 @@ class FedAvgJob:
         Outputs of sites that answered an earlier, failed attempt of this round are reused, not
         re-requested.
         """
+        started = time.perf_counter()
         round_number = checkpoint.next_round
         earlier = checkpoint.pending
         masked = self.config.secure_aggregation and round_number < self.config.rounds
@@ -583,6 +590,17 @@ class FedAvgJob:
         if momentum is not None:
             checkpoint.velocity = momentum.velocity
         checkpoint.close_round(record)
+        report_round(record, self.config.rounds, time.perf_counter() - started)
+
+    def _sync_calls(
+        self, federation: Federation, function_name: str, names: list[str], checkpoint: Checkpoint
+    ) -> None:
+        """Each site's count of this job's runs, as the site knows it: its released runs plus the failures it
+        answered (a site that cannot be asked keeps the checkpoint's count)."""
+        for name in names:
+            released = site_runs(federation.sites[name].client, function_name)
+            if released is not None:
+                checkpoint.calls[name] = released + checkpoint.failed.get(name, 0)
 
     def _has_calls_left(self, checkpoint: Checkpoint, name: str) -> bool:
         """Whether site ``name`` has approved executions left (counted across resumes)."""
@@ -608,7 +626,7 @@ class FedAvgJob:
             outcomes = self._call_sites(
                 federation, function_name, to_call, checkpoint.weights, checkpoint.next_round, cohort
             )
-            _count_calls(checkpoint.calls, outcomes)
+            _count_calls(checkpoint.calls, outcomes, checkpoint.failed)
             survivors = list(_answers(outcomes))
             complete = len(survivors) == len(to_call)
             if not masked or complete or restarts == 0 or len(survivors) < self.config.min_sites:
@@ -683,10 +701,45 @@ def _public_keys(federation: Federation, names: list[str]) -> dict[str, str]:
     return {name: federation.sites[name].info["secure_aggregation_public_key"] for name in names}
 
 
-def _count_calls(calls: dict[str, int], outcomes: dict[str, dict]) -> None:
+def _count_calls(calls: dict[str, int], outcomes: dict[str, dict], failed: dict[str, int]) -> None:
     for name, output in outcomes.items():
         if not output.get("unreached"):  # the site may have executed it: it counts against the approved limit
             calls[name] = calls.get(name, 0) + 1
+            if "error" in output:  # an answered failure: the site counted it, its output history does not
+                failed[name] = failed.get(name, 0) + 1
+
+
+def site_runs(client: Any, function_name: str) -> int | None:
+    """How many runs of the researcher's code ``function_name`` released a result at a site.
+
+    Read from PySyft's output history of that code (what the site stored for each
+    released run; a researcher may read the history of their own code). A run the
+    site's crash cut short released nothing and is refunded by the site when it starts again.
+
+    Parameters
+    ----------
+    client : syft DatasiteClient
+        The researcher's client of the site.
+    function_name : str
+        The job's site function (``SiteFunction.name``).
+
+    Returns
+    -------
+    int or None
+        The number of released runs; None when the site cannot be asked (down, or the call failed).
+
+    Examples
+    --------
+    >>> site_runs(None, "fedavg_job") is None  # no client: the site cannot be asked
+    True
+    """
+    try:
+        with _quiet_output():
+            codes = [code for code in client.code.get_all() if code.service_func_name == function_name]
+            outputs = client.api.services.output
+            return sum(len(outputs.get_by_user_code_id(code.id)) for code in codes)
+    except Exception:  # noqa: BLE001 - a site that cannot say keeps the checkpoint's own count
+        return None
 
 
 def _answers(outcomes: dict[str, dict]) -> dict[str, dict]:
@@ -800,6 +853,8 @@ class Checkpoint:
     weights: dict[str, np.ndarray]
     next_round: int = 0
     calls: dict[str, int] = field(default_factory=dict)
+    # per site, the calls it answered with an error (counted by the site, absent from its output history)
+    failed: dict[str, int] = field(default_factory=dict)
     history: list[RoundRecord] = field(default_factory=list)
     velocity: dict[str, np.ndarray] = field(default_factory=dict)
     # outputs of sites that answered the unfinished round
@@ -830,6 +885,7 @@ class Checkpoint:
             weights,
             document["next_round"],
             document["calls"],
+            document.get("failed", {}),
             history,
             velocity,
             pending,
@@ -852,6 +908,7 @@ class Checkpoint:
             "site_code_sha256": self.site_code_sha256,
             "next_round": self.next_round,
             "calls": self.calls,
+            "failed": self.failed,
             "history": [record.to_json() for record in self.history],
             "pending": {name: _json_output(output) for name, output in self.pending.items()},
         }

@@ -21,6 +21,7 @@ from typing import Any
 
 from benchmarks.harness import BenchmarkError, cpu_snapshot, process_tree_usage, quiet
 from benchmarks.workloads.digits import DIGITS_VERSION
+from datasite_setup.convert.federated_format import SCHEMA_VERSION  # a new format: convert again
 
 RESEARCHER_EMAIL = "bench.researcher@fedimg.example"
 RESEARCHER_PASSWORD = (
@@ -207,7 +208,7 @@ def overhead_federation(workdir: Path, sites: int, size: int) -> Path:
     """
     from tests.support.datasites import convert_sample
 
-    out = workdir / f"fedavg-overhead-c{sites}-s{size}-v{DIGITS_VERSION}"
+    out = workdir / f"fedavg-overhead-c{sites}-s{size}-v{DIGITS_VERSION}-f{SCHEMA_VERSION}"
     done = workdir / f"{out.name}.done"
     if not (done.is_file() and out.is_dir()):
         convert_sample(out, clients=sites, size=size)

@@ -17,6 +17,7 @@ from typing import Any
 
 from benchmarks.harness import BenchmarkError, secret_file
 from benchmarks.workloads.images import GENERATOR_VERSION, generate_images
+from datasite_setup.convert.federated_format import SCHEMA_VERSION  # a new format: convert again
 
 ASSET_NAMES = ("metadata", "train_images", "train_labels", "val_images", "val_labels")
 SHARD_BYTES = 16 * 2**20  # context row: image assets cut into shards of at most this many bytes
@@ -47,7 +48,7 @@ def prepare_federation(workdir: Path, images: int, size: int, *, seed: int = 0) 
     from datasite_setup.convert.imaging import ImageSpec
     from datasite_setup.convert.pipeline import ConvertOptions, convert
 
-    out = workdir / f"ingest-fed-n{images}-s{size}-seed{seed}-v{GENERATOR_VERSION}"
+    out = workdir / f"ingest-fed-n{images}-s{size}-seed{seed}-v{GENERATOR_VERSION}-f{SCHEMA_VERSION}"
     done = out.parent / f"{out.name}.done"
     if not (done.is_file() and out.is_dir()):
         source = generate_images(workdir, images, seed=seed)

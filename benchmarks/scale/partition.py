@@ -14,6 +14,7 @@ from pathlib import Path
 
 from benchmarks.harness import BenchmarkError, secret_file
 from benchmarks.workloads.shapes import SHAPES_VERSION, generate_shapes
+from datasite_setup.convert.federated_format import SCHEMA_VERSION  # a new format: convert again
 
 
 def scale_federation(workdir: Path, images: int, size: int, *, seed: int = 0) -> Path:
@@ -43,7 +44,7 @@ def scale_federation(workdir: Path, images: int, size: int, *, seed: int = 0) ->
     from datasite_setup.convert.imaging import ImageSpec
     from datasite_setup.convert.pipeline import ConvertOptions, convert
 
-    out = workdir / f"scale-fed-n{images}-s{size}-seed{seed}-v{SHAPES_VERSION}"
+    out = workdir / f"scale-fed-n{images}-s{size}-seed{seed}-v{SHAPES_VERSION}-f{SCHEMA_VERSION}"
     done = out.parent / f"{out.name}.done"
     if not (done.is_file() and out.is_dir()):
         source = generate_shapes(workdir, images, size, seed=seed)

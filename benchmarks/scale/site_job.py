@@ -123,6 +123,9 @@ def run_site_job(
     if policy is not None:
         (state_dir / POLICY_FILE).write_text(policy)
     site = RunningSite(name, client_dir, state_dir, free_port(), {"OMP_NUM_THREADS": str(threads)})
+    # The first start ingests the partition (~1-5 MB/s here): 5,000 images at 224 px need minutes.
+    on_disk = sum(path.stat().st_size for path in client_dir.rglob("*") if path.is_file())
+    site.start_timeout = max(site.start_timeout, 120.0 + on_disk / 2**20)
     result: dict = {"log": str(site.log_path), "policy": policy}
     try:
         started = time.perf_counter()

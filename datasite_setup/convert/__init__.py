@@ -1,4 +1,4 @@
-"""The converter: a hospital's image collection into the federated format v1.
+"""The converter: a hospital's image collection into the federated format v2.
 
 One module per step, in the order ``convert`` runs them: ``sources`` (scan one of
 the three input layouts), ``imaging`` (decode, validate, standardise), ``dedup``,

@@ -8,6 +8,7 @@ federation's label map, and a metadata table with no source names.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,9 @@ def find_federation_root(client_dir: Path) -> Path:
     return client_dir.absolute().parent.parent
 
 
-def load_client_partition(client_dir: Path, *, show_progress: bool = False) -> ClientPartition:
+def load_client_partition(
+    client_dir: Path, *, show_progress: bool = False, progress: Callable[..., Iterable[Any]] | None = None
+) -> ClientPartition:
     """Read and check one client's partition, ``OUT/clients/<name>``.
 
     Every file is checked against the manifests as it is read (sha256, image size).
@@ -141,6 +144,9 @@ def load_client_partition(client_dir: Path, *, show_progress: bool = False) -> C
         The client's folder in the output of ``fedimg convert``.
     show_progress : bool, default False
         Show a progress bar per split.
+    progress : callable, optional
+        ``progress(items, *, total, description, enabled)`` yielding ``items``, in place of
+        ``progress_bar`` (a site's start-up reporter counts the images it has read).
 
     Returns
     -------
@@ -188,10 +194,10 @@ def load_client_partition(client_dir: Path, *, show_progress: bool = False) -> C
     for split in SPLITS:
         split_rows = [row for row in rows if row.split == split]
         images = np.empty((len(split_rows), channels, size, size), dtype=np.uint8)
-        progress = progress_bar(
+        shown = (progress or progress_bar)(
             split_rows, total=len(split_rows), description=f"Reading {name} {split}", enabled=show_progress
         )
-        for i, row in enumerate(progress):
+        for i, row in enumerate(shown):
             images[i] = _read_image(client_dir, row.file_name, checksums.get(row.file_name), size, channels)
         splits[split] = _split_data(images, split_rows, label_map)
     # Changes whenever the partition does: a site re-ingests on a new version.

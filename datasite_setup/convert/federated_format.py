@@ -1,4 +1,4 @@
-"""Federated format v1: the on-disk layout that ``fedimg convert`` writes.
+"""Federated format v2: the on-disk layout that ``fedimg convert`` writes.
 
 ```
 OUT/
@@ -7,12 +7,16 @@ OUT/
   report.md, label_distribution.png    human-readable summary
   clients/<client>/
     images/<label>/<sample_id>.png     standardised images (ImageFolder layout)
-    metadata.csv                       file_name,label,split,sample_id,group_id,source_sha256
+    metadata.csv                       file_name,label,split,sample_id,group_id,source_hmac
     SHA256SUMS                         sha256 of every image, ``sha256sum -c`` compatible
 ```
 
 Everything that must be reproducible (the manifests) is written in a canonical
 order with no timestamps, so the same inputs, seed and secret give identical bytes.
+
+Version 2 replaced v1's ``source_sha256`` column (a plain hash of the source
+file, which linked each pseudonym to its original for anyone holding the
+originals) with ``source_hmac``, keyed by the federation secret like the pseudonyms.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 
 from datasite_setup.errors import FedimgError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 FORMAT_NAME = "fedimg-federated"
 FEDERATION_FILE = "federation.json"
 QUARANTINE_FILE = "quarantine.jsonl"
@@ -48,7 +52,8 @@ CLIENTS_DIR = "clients"
 IMAGES_DIR = "images"
 METADATA_FILE = "metadata.csv"
 CHECKSUMS_FILE = "SHA256SUMS"
-METADATA_COLUMNS = ("file_name", "label", "split", "sample_id", "group_id", "source_sha256")
+METADATA_COLUMNS = ("file_name", "label", "split", "sample_id", "group_id", "source_hmac")
+_V1_METADATA_COLUMNS = ("file_name", "label", "split", "sample_id", "group_id", "source_sha256")
 SPLITS = ("train", "val")
 TOP_LEVEL_FILES = (FEDERATION_FILE, QUARANTINE_FILE, REPORT_FILE, PLOT_FILE)
 
@@ -71,8 +76,10 @@ class SampleRow:
         The sample's pseudonym.
     group_id : str
         The group's (patient's) pseudonym.
-    source_sha256 : str
-        sha256 of the source file, so an owner holding it can find the original.
+    source_hmac : str
+        HMAC-SHA256 of the source file's sha256, keyed by the federation secret
+        (``Pseudonymiser.source_hmac``): an owner holding the secret and the originals can find
+        the original; without the secret it links to nothing.
     """
 
     file_name: str
@@ -80,7 +87,7 @@ class SampleRow:
     split: str
     sample_id: str
     group_id: str
-    source_sha256: str
+    source_hmac: str
 
 
 def check_client_name(name: str) -> str:
@@ -282,6 +289,11 @@ def read_metadata_csv(data: bytes) -> list[SampleRow]:
     """
     reader = csv.reader(io.StringIO(data.decode("utf-8")))
     header = next(reader, None)
+    if tuple(header or ()) == _V1_METADATA_COLUMNS:
+        raise ValueError(
+            "header is format v1's (an unkeyed source_sha256 column that links pseudonyms to the originals): "
+            "convert the collection again with this fedimg"
+        )
     if tuple(header or ()) != METADATA_COLUMNS:
         raise ValueError(f"header is {header!r}, expected {list(METADATA_COLUMNS)!r}")
     rows = []
@@ -624,7 +636,7 @@ def federation_manifest(
     clients: dict[str, dict[str, Any]],
     quarantine_sha256: str,
 ) -> dict[str, Any]:
-    """Assemble ``federation.json``. Its keys are the format's contract (schema_version 1).
+    """Assemble ``federation.json``. Its keys are the format's contract (``SCHEMA_VERSION``).
 
     Parameters
     ----------

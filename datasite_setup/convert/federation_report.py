@@ -143,7 +143,7 @@ def render_report_markdown(federation: dict[str, Any]) -> str:
     >>> print(render_report_markdown(convert(options).federation))
     # Federated dataset report
     <BLANKLINE>
-    - format: fedimg-federated v1, written by fedimg ...
+    - format: fedimg-federated v2, written by fedimg ...
     - images: 128x128 RGB PNG, resize policy letterbox
     - partition: stratified, seed 0, val fraction 0.25, group-aware
     - inputs: 8 files seen, 8 accepted, 0 quarantined, 0 skipped

@@ -59,6 +59,7 @@ from datasite_setup.convert.partition import (
 )
 from datasite_setup.convert.pseudonym import Pseudonymiser
 from datasite_setup.convert.quarantine import QuarantineEntry, Reason, quarantine_jsonl
+from datasite_setup.convert.release_warnings import small_client_warnings
 from datasite_setup.convert.secret import load_secret
 from datasite_setup.convert.sources import (
     CsvColumns,
@@ -148,7 +149,9 @@ class ConvertResult:
     skipped : Counter
         Files that are not images, by ``SkipReason``.
     warnings : list of str
-        Things the owner should know that reject nothing.
+        Things the owner should know that reject nothing: the scan's, the natural scheme's moves
+        between sites (``reassignment_notes``) and clients below the release minimum
+        (``small_client_warnings``).
     """
 
     out: Path
@@ -230,7 +233,8 @@ def convert(options: ConvertOptions) -> ConvertResult:
         federation = _write_federation(
             partial, staging, kept, clients, partitioner, pseudonyms, options, scan, quarantined
         )
-    return ConvertResult(options.out, federation, quarantined, scan.skipped, scan.warnings)
+    warnings = [*scan.warnings, *reassignment_notes(federation), *small_client_warnings(federation)]
+    return ConvertResult(options.out, federation, quarantined, scan.skipped, warnings)
 
 
 def _check_options(options: ConvertOptions) -> None:
@@ -584,7 +588,11 @@ def _write_federation(
         image=options.spec.to_manifest(),
         label_names=label_names,
         partition=_partition_manifest(options, partitioner),
-        pseudonyms={"algorithm": "HMAC-SHA256", "secret_fingerprint": pseudonyms.fingerprint()},
+        pseudonyms={
+            "algorithm": "HMAC-SHA256",
+            "secret_fingerprint": pseudonyms.fingerprint(),
+            "source_hmac": "HMAC-SHA256(secret, 'source' NUL hex sha256 of the source file)",
+        },
         inputs=_inputs_manifest(options, scan, quarantined, len(kept)),
         clients=summaries,
         quarantine_sha256=sha256_bytes(quarantine),
@@ -630,7 +638,7 @@ def _sample_row(sample: _Processed, split: str, pseudonyms: Pseudonymiser) -> Sa
         split,
         sample_id,
         group_id,
-        sample.source_sha256,
+        pseudonyms.source_hmac(sample.source_sha256),
     )
 
 
@@ -645,7 +653,55 @@ def _partition_manifest(options: ConvertOptions, partitioner: Partitioner) -> di
     if isinstance(partitioner, NaturalPartitioner):
         document["reassigned_groups"] = partitioner.reassigned_groups
         document["reassigned_samples"] = partitioner.reassigned_samples
+        document["reassignments"] = partitioner.reassignments()
     return document
+
+
+def reassignment_notes(federation: dict[str, Any]) -> list[str]:
+    """What the natural scheme moved between sites, for the terminal: counts per pair of sites.
+
+    A patient whose rows name two sites moves whole to the one holding most of their images.
+
+    Parameters
+    ----------
+    federation : dict
+        A ``federation.json`` manifest (its ``partition.reassignments``).
+
+    Returns
+    -------
+    list of str
+        One line, or none when nothing moved (or the scheme is not natural).
+
+    Examples
+    --------
+    >>> moves = [{"from": "b", "to": "a", "groups": 2, "samples": 3}, {"from": "a", "to": "b", "groups": 1,
+    ...           "samples": 1}]
+    >>> federation = {"partition": {"reassigned_groups": 3, "reassigned_samples": 4, "reassignments": moves},
+    ...               "totals": {"num_samples": 40}}
+    >>> print(reassignment_notes(federation)[0])
+    --scheme natural moved 4 of 40 images (3 patients with images at more than one site, each kept whole at
+    the site holding most of their images): b -> a 3 images (2 patients), a -> b 1 image (1 patient);
+    recorded in federation.json (partition.reassignments)
+    """
+    partition = federation.get("partition", {})
+    moves = partition.get("reassignments") or []
+    if not moves:
+        return []
+    pairs = ", ".join(
+        f"{move['from']} -> {move['to']} {_count(move['samples'], 'image')} "
+        f"({_count(move['groups'], 'patient')})"
+        for move in moves
+    )
+    return [
+        f"--scheme natural moved {partition['reassigned_samples']} of "
+        f"{federation['totals']['num_samples']} images ({_count(partition['reassigned_groups'], 'patient')} "
+        "with images at more than one site, each kept whole at the site holding most of their images): "
+        f"{pairs}; recorded in federation.json (partition.reassignments)"
+    ]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _inputs_manifest(

@@ -153,7 +153,11 @@ def _check_manifest_schema(federation: dict[str, Any]) -> list[Problem]:
         return [Problem(FEDERATION_FILE, "schema", f"missing keys {missing}")]
     version = federation["schema_version"]
     if version != SCHEMA_VERSION:
-        message = f"schema_version {version!r}, this fedimg reads {SCHEMA_VERSION}"
+        message = (
+            f"schema_version {version!r}, this fedimg reads {SCHEMA_VERSION}: convert the collection again"
+        )
+        if version == 1:
+            message += " (v1's source_sha256 column links each pseudonym to its original file)"
         return [Problem(FEDERATION_FILE, "schema", message)]
     clients = federation["clients"]
     if not isinstance(clients, dict) or not clients:
@@ -279,8 +283,8 @@ def _check_rows(path: str, rows: list[SampleRow], label_map: dict[str, int]) -> 
             wrong.append(f"split {row.split!r} not one of {SPLITS}")
         if not _PSEUDONYM.match(row.sample_id) or not _PSEUDONYM.match(row.group_id):
             wrong.append("sample_id and group_id must be 20 hex digits")
-        if not _SHA256.match(row.source_sha256):
-            wrong.append("source_sha256 must be 64 hex digits")
+        if not _SHA256.match(row.source_hmac):
+            wrong.append("source_hmac must be 64 hex digits")
         expected_name = sample_file_name(row.label, row.sample_id)
         if not wrong and row.file_name != expected_name:
             wrong.append(f"file_name {row.file_name!r} should be {expected_name!r}")

@@ -1,8 +1,19 @@
-"""The data owner's side of a request: list what is pending, read it, approve or deny it.
+"""The data owner's side of a request: list what is pending, review it, approve or deny it.
 
-Every function takes the site admin's PySyft client (``site_admin.login``). A
-request is read into a ``PendingRequest`` (plain strings and dicts), which is
-what ``policies.review_request`` checks and ``fedimg review`` prints.
+This is the one owner path: ``fedimg review`` (over HTTP or the site's owner
+channel), the Python helpers here and ``notebooks/data_owner.ipynb`` (which runs
+``fedimg review``) all list with ``reviews``, check and compare with the job
+template through ``policies.review_request``, and approve through
+``approve_reviewed`` (refused while a check fails, unless forced).
+
+Every function takes an owner's PySyft client (``site_admin.login`` as the site's
+admin or a named owner, ``owners``; in the site's own process, a client of its own
+server). A request is read into a ``PendingRequest`` (plain strings and dicts),
+which is what ``policies.review_request`` checks and ``fedimg review`` prints. The
+site records every decision in its audit log itself, whoever makes it and however
+(``decisions``); ``approve`` adds what only the caller knows (whether the checks
+were overridden, and through which tool). ``approve`` and ``deny`` are the bare
+decisions, for tests and tools that have reviewed by other means.
 """
 
 from __future__ import annotations
@@ -13,6 +24,10 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from datasite_setup.errors import FedimgError
+from datasite_setup.site.decisions import CLIENT_NOTE
+from policies import RequestReview, SitePolicy, review_request
 
 
 @dataclass(frozen=True)
@@ -199,23 +214,32 @@ def _find(admin: Any, request_id: str) -> Any:
     raise KeyError(f"no request {request_id!r} on this site")
 
 
-def approve(admin: Any, request_id: str) -> None:
+def approve(admin: Any, request_id: str, *, forced: bool | None = None, via: str = "") -> None:
     """Approve a request: its function may now run on the private data (up to its execution limit).
 
     Parameters
     ----------
     admin : syft DatasiteClient
-        The site admin's client.
+        An owner's (or the site admin's) client.
     request_id : str
         The request's id, or a prefix of it (the first request whose id starts with it).
+    forced : bool or None
+        Whether the approval overrides failing checks (recorded in the site's
+        ``decision`` record); None when the caller did not check.
+    via : str
+        The tool that approved (``"fedimg review"``), for the record.
 
     Raises
     ------
     KeyError
         When no request on the site has this id.
     """
+    note: dict[str, Any] = {"via": via} if via else {}
+    if forced is not None:
+        note["forced"] = forced
     with contextlib.redirect_stdout(io.StringIO()):
-        _find(admin, request_id).approve()
+        # PySyft hands extra keyword arguments of request.apply to the server (the decision's record)
+        _find(admin, request_id).approve(**({CLIENT_NOTE: note} if note else {}))
 
 
 def deny(admin: Any, request_id: str, reason: str) -> None:
@@ -248,3 +272,92 @@ def deny(admin: Any, request_id: str, reason: str) -> None:
         raise ValueError("a denial needs a reason: the researcher sees it")
     with contextlib.redirect_stdout(io.StringIO()):
         _find(admin, request_id).deny(reason=reason)
+
+
+def reviews(
+    admin: Any, policy: SitePolicy, *, status: str | None = "PENDING", request_id: str | None = None
+) -> list[RequestReview]:
+    """The site's code requests with their review: checks, template comparison, static findings.
+
+    Parameters
+    ----------
+    admin : syft DatasiteClient
+        An owner's (or the site admin's) client.
+    policy : SitePolicy
+        The site's policy (its allowed imports, templates and execution limits).
+    status : str or None, default "PENDING"
+        Keep only requests with this status; None keeps every request.
+    request_id : str or None
+        Keep only the request with this id or id prefix; then exactly one must match.
+
+    Returns
+    -------
+    list of RequestReview
+        One per request, oldest first.
+
+    Raises
+    ------
+    FedimgError
+        When ``request_id`` matches no request or more than one.
+    """
+    found = [review_request(request, policy) for request in requests(admin, status=status)]
+    if request_id:
+        found = [review for review in found if review.request.id.startswith(request_id)]
+        if len(found) != 1:
+            raise FedimgError(f"{len(found)} requests match {request_id!r}")
+    return found
+
+
+def failing_checks(review: RequestReview) -> list[str]:
+    """The names of a review's checks that fail.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Fake
+    >>> failing_checks(Fake(checks={"inputs bound": True, "template matches": False}))
+    ['template matches']
+    """
+    return [name for name, ok in review.checks.items() if not ok]
+
+
+def approve_reviewed(admin: Any, review: RequestReview, *, force: bool = False, via: str = "") -> bool:
+    """Approve a reviewed request, refused while one of its checks fails unless ``force``.
+
+    Parameters
+    ----------
+    admin : syft DatasiteClient
+        The deciding owner's client (the site's audit record names its account).
+    review : RequestReview
+        The request's review (``reviews``).
+    force : bool, default False
+        Approve although checks fail (recorded as ``forced`` in the site's decision).
+    via : str
+        The tool that approved, for the record.
+
+    Returns
+    -------
+    bool
+        Whether the approval overrode failing checks.
+
+    Raises
+    ------
+    FedimgError
+        When a check fails and ``force`` is False: nothing is approved.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace as Fake
+    >>> review = Fake(request=Fake(id="0f0f"), checks={"template matches": False})
+    >>> approve_reviewed(None, review)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    datasite_setup.errors.FedimgError: request 0f0f: 1 check(s) fail (template matches); approve anyway...
+    """
+    failed = failing_checks(review)
+    if failed and not force:
+        raise FedimgError(
+            f"request {review.request.id}: {len(failed)} check(s) fail ({'; '.join(failed)}); "
+            "approve anyway with --force"
+        )
+    approve(admin, review.request.id, forced=bool(failed), via=via)
+    return bool(failed)

@@ -11,6 +11,13 @@ PySyft reads ``SERVER_PRIVATE_KEY``/``SERVER_UID`` (which would override our
 key and id) and ``ENABLE_SIGNUP`` at import time; ``open_datasite`` refuses to
 run when they are set, and ``fedimg datasite serve`` clears them before
 importing syft.
+
+What the site serves over HTTP, and to whom (issue 11): guest sessions and
+sign-up are off in the server's settings (``open_datasite``), the API-call gate
+(``access``, installed by ``syft_patches``) refuses every call from an
+unregistered key and limits researchers, and ``make_app`` puts ``HttpGuard``
+(request-size cap, closed routes, password reset off) in front of PySyft's
+routes and serves no OpenAPI documentation.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from datasite_setup.errors import FedimgError
 from datasite_setup.private_file import read_private_file, write_private_file
 from datasite_setup.site.credentials import Credentials
+from datasite_setup.site.http_guard import HttpGuard
 
 if TYPE_CHECKING:
     from syft.server.datasite import Datasite
@@ -110,6 +118,7 @@ def open_datasite(name: str, state_dir: Path, admin: Credentials, *, db_url: str
             )
     finally:
         os.umask(previous_umask)
+    _close_to_guests(worker)
     log.info(
         "datasite %s opened (state %s, database %s)",
         name,
@@ -117,6 +126,17 @@ def open_datasite(name: str, state_dir: Path, admin: Credentials, *, db_url: str
         redact_url(db_url) if db_url else "SQLite",
     )
     return worker
+
+
+def _close_to_guests(worker: Datasite) -> None:
+    """Guest sessions and sign-up off in the server's settings (PySyft's defaults allow guests)."""
+    from syft.service.context import AuthedServiceContext
+    from syft.service.settings.settings import ServerSettingsUpdate
+    from syft.service.user.user_roles import ServiceRole
+
+    context = AuthedServiceContext(server=worker, credentials=worker.verify_key, role=ServiceRole.ADMIN)
+    update = ServerSettingsUpdate(allow_guest_sessions=False, signup_enabled=False)
+    worker.services.settings._update(context, update).unwrap()
 
 
 def _persistent(path: Path, make: Any, what: str) -> str:
@@ -132,6 +152,9 @@ def make_app(worker: Datasite) -> Any:
     from fastapi import APIRouter, FastAPI
     from syft.server.routes import make_routes
 
+    from datasite_setup.site.access import is_registered
+    from datasite_setup.site.syft_patches import site_limits
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         try:
@@ -139,10 +162,25 @@ def make_app(worker: Datasite) -> Any:
         finally:
             worker.stop()
 
-    app = FastAPI(title=f"fedimg datasite {worker.name}", lifespan=lifespan)
+    # no /docs, /redoc or /openapi.json: nothing is served without a login but the login itself
+    app = FastAPI(
+        title=f"fedimg datasite {worker.name}",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     router = APIRouter()
     router.include_router(make_routes(worker=worker))
     app.include_router(router, prefix=API_PREFIX)
+    server_id = str(worker.id)
+    # inside starlette's error middleware, outside its exception middleware: a route's exception reaches it
+    app.add_middleware(
+        HttpGuard,
+        limits=lambda: site_limits(server_id),
+        registered=lambda key: is_registered(worker, key),
+        prefix=API_PREFIX,
+    )
     return app
 
 

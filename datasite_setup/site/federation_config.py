@@ -22,6 +22,12 @@ name = "Ada Lovelace"
 
 Relative paths are relative to the config file. Unknown keys are errors, so a
 typo never silently falls back to a default.
+
+``db_url_env`` is the only way a site started by ``fedimg up`` gets a database URL:
+``up`` reads that variable and passes its value to that site alone (as
+``FEDIMG_DB_URL``); every site starts from an allowlist of the operator's
+environment (``datasite_setup.site.site_environment``), so one hospital's URL never
+reaches another hospital's site.
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ class SiteConfig:
         Its state dir: ``<state_root>/<name>`` by default.
     db_url_env : str or None
         The environment variable holding its PostgreSQL URL; None for SQLite in the state dir.
+        ``fedimg up`` passes its value to this site only.
 
     Examples
     --------

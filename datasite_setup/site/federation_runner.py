@@ -1,9 +1,13 @@
 """``fedimg up`` / ``status`` / ``down``: run every site of a ``federation.toml`` as a background process.
 
 Each site runs ``fedimg datasite serve`` (the same command as compose/ and the
-tests), with its log in ``<state_dir>/datasite.log``. The run file
+tests) in a clean environment (``site_environment``), with its rotating log in
+``<state_dir>/datasite.log``; ``up`` reports each site's progress (starting,
+ingesting n/N, answering) and waits as long as the site makes progress. The run file
 ``<state_root>/run.json`` records the pid of each site so that ``status`` and
-``down`` find them; ``up`` on a running federation starts nothing.
+``down`` find them; ``up`` on a running federation starts nothing. ``status`` asks
+each site over its owner channel (``owner_channel``: no PySyft import, no login) and
+reads a site without one over HTTP as its admin.
 """
 
 from __future__ import annotations
@@ -12,8 +16,9 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 
 from datasite_setup.errors import FedimgError
@@ -21,48 +26,32 @@ from datasite_setup.private_file import write_private_file
 from datasite_setup.site.credentials import admin_credentials, researcher_credentials, researcher_file
 from datasite_setup.site.datasite import python_executable_command, serve_command
 from datasite_setup.site.federation_config import FederationConfig, SiteConfig
+from datasite_setup.site.owner_channel import client as owner_channel
+from datasite_setup.site.owner_channel.site_status import SiteStatus
 from datasite_setup.site.site_admin import dataset_summaries, ensure_researcher, is_answering, login
+from datasite_setup.site.site_environment import site_environment
+from datasite_setup.site.start_progress import PROGRESS_FILE, read_start_progress
 
 LOG_FILE = "datasite.log"
-START_TIMEOUT_S = 180.0
+OUTPUT_FILE = "datasite-output.log"
+STALL_TIMEOUT_S = 180.0  # a starting site with no progress for this long is given up
 STOP_TIMEOUT_S = 30.0
-
-
-@dataclass
-class SiteStatus:
-    """What ``up``, ``status`` and ``down`` report for one site.
-
-    Parameters
-    ----------
-    name, url : str
-        The site's name and base URL.
-    state : str
-        ``"running"``, ``"stopped"``, ``"not answering"`` or ``"failed"`` (did not start).
-    pid : int or None
-        The site's process (the leader of its process group), when known.
-    dataset : str
-        The first fedimg dataset the site holds ("" if none, or if it could not be read).
-    split_counts : dict of str to int
-        That dataset's samples per split.
-    researchers_created : int
-        How many researcher accounts ``up`` added to the site.
-    problem : str
-        What went wrong: why it did not start or answer, or why its dataset could not be read.
-    """
-
-    name: str
-    url: str
-    state: str
-    pid: int | None = None
-    dataset: str = ""
-    split_counts: dict[str, int] = field(default_factory=dict)
-    researchers_created: int = 0
-    problem: str = ""
+POLL_S = 0.5
+PROGRESS_IO_BYTES = 2**20
+PROGRESS_CPU_S = 1.0
+COUNT_EVERY_S = 2.0  # at most one "ingesting n/N" line per site this often
+REPORT_EVERY_S = 30.0  # and a line at least this often while nothing changes
+Report = Callable[[str], None]
 
 
 def log_path(site: SiteConfig) -> Path:
-    """Where a site started by ``up`` logs: ``<state_dir>/datasite.log``."""
+    """Where a site started by ``up`` logs: ``<state_dir>/datasite.log`` (rotated by the site)."""
     return site.state_dir / LOG_FILE
+
+
+def output_path(site: SiteConfig) -> Path:
+    """Where a site started by ``up`` writes below its log: ``<state_dir>/datasite-output.log``."""
+    return site.state_dir / OUTPUT_FILE
 
 
 def read_run_file(config: FederationConfig) -> dict[str, int]:
@@ -149,11 +138,14 @@ def threads_per_site(num_sites: int) -> int:
 
 
 def start_site(site: SiteConfig, *, threads: int | None = None) -> int:
-    """Start one site's ``fedimg datasite serve`` in the background.
+    """Start one site's ``fedimg datasite serve`` in the background, in a clean environment.
 
-    The process gets its own session (``down`` signals its whole group), the
-    site's PostgreSQL URL (if any) in ``FEDIMG_DB_URL``, and ``log_path(site)``
-    (0600, appended to) as its stdout and stderr.
+    The process gets its own session (``down`` signals its whole group) and only the
+    environment of ``site_environment``: the operator's allowlisted variables, the
+    site's PostgreSQL URL (if any, from its ``db_url_env``) and its log file
+    ``log_path(site)``, which the site rotates itself. Whatever it writes below
+    Python's logging (an interpreter crash, a traceback after its log closed) goes to
+    ``output_path(site)`` (0600, appended to).
 
     Parameters
     ----------
@@ -175,10 +167,7 @@ def start_site(site: SiteConfig, *, threads: int | None = None) -> int:
     if not site.data.is_dir():
         raise FedimgError(f"site {site.name}: data dir {site.data} not found (run 'fedimg convert' first)")
     site.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    env = dict(os.environ)
-    db_url = site.db_url()
-    if db_url:
-        env["FEDIMG_DB_URL"] = db_url
+    env = site_environment(site.db_url(), log_file=log_path(site))
     command = serve_command(
         name=site.name,
         data=str(site.data),
@@ -187,13 +176,15 @@ def start_site(site: SiteConfig, *, threads: int | None = None) -> int:
         state_dir=str(site.state_dir),
         threads=threads,
     )
-    command = python_executable_command() + command[1:]
-    fd = os.open(log_path(site), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    with os.fdopen(fd, "ab") as log:
+    # --quiet: no progress bars in the log; 'up' follows the site's start-progress.json instead
+    command = python_executable_command() + command[1:] + ["--quiet"]
+    (site.state_dir / PROGRESS_FILE).unlink(missing_ok=True)
+    fd = os.open(output_path(site), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(fd, "ab") as output:
         process = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=output,
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
@@ -218,33 +209,124 @@ def tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def wait_until_answering(site: SiteConfig, pid: int, timeout: float = START_TIMEOUT_S) -> str:
-    """Wait until a site started by ``start_site`` answers over HTTP.
+def print_progress(line: str) -> None:
+    """``up``'s default progress report: one line on stderr.
+
+    Examples
+    --------
+    >>> print_progress("hospital_a: answering, 12 s")
+    """
+    print(line, file=sys.stderr, flush=True)
+
+
+def _last_lines(site: SiteConfig) -> str:
+    text = f"last lines of {log_path(site)}:\n{tail(log_path(site))}"
+    output = tail(output_path(site), 5)
+    if output.strip() and output != "(no log)":
+        text += f"\nand of {output_path(site)}:\n{output}"
+    return text
+
+
+def _activity(pid: int) -> tuple[int, float]:
+    """Bytes the process has read and written (any file or socket) and its CPU seconds; 0 when unreadable."""
+    try:
+        counters = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+        io_bytes = int(counters["rchar"]) + int(counters["wchar"])
+    except (OSError, KeyError, ValueError):
+        io_bytes = 0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, IndexError, ValueError):
+        cpu = 0.0
+    return io_bytes, cpu
+
+
+class _StartWatch:
+    """One starting site, followed until it answers, exits, or makes no progress for ``stall_timeout``.
+
+    Progress is any of: a new phase or count in the site's ``start-progress.json``; at
+    least ``PROGRESS_IO_BYTES`` read or written by the process (it reads its partition
+    and writes its blobs); at least ``PROGRESS_CPU_S`` of CPU (PySyft serialises large
+    arrays in memory). A site waiting on a database that does not answer, a lock or a
+    hung disk shows none of them.
+    """
+
+    def __init__(self, site: SiteConfig, pid: int, stall_timeout: float, report: Report) -> None:
+        self.site, self.pid, self.stall_timeout, self.report = site, pid, stall_timeout, report
+        self.started = self.last_progress = self.last_line = time.monotonic()
+        self.mark = _activity(pid)
+        self.state = "starting"
+        self.report(f"{site.name}: starting, 0 s")
+
+    def poll(self) -> str | None:
+        """None while the site starts; ``""`` once it answers; else why it will not."""
+        now = time.monotonic()
+        if is_answering(self.site.url, timeout=1.0):
+            self.report(f"{self.site.name}: answering, {now - self.started:.0f} s")
+            return ""
+        if not _alive(self.pid):
+            self.report(f"{self.site.name}: failed, {now - self.started:.0f} s")
+            return f"exited before answering; {_last_lines(self.site)}"
+        record = read_start_progress(self.site.state_dir, self.pid)
+        state = record.describe() if record else self.state
+        io_bytes, cpu = _activity(self.pid)
+        busy = io_bytes - self.mark[0] >= PROGRESS_IO_BYTES or cpu - self.mark[1] >= PROGRESS_CPU_S
+        if state != self.state or busy:
+            self.last_progress, self.mark = now, (io_bytes, cpu)
+        elif now - self.last_progress > self.stall_timeout:
+            self.report(f"{self.site.name}: failed, {now - self.started:.0f} s")
+            return (
+                f"no progress for {self.stall_timeout:.0f} s while {state} "
+                f"(nothing read, written or computed); {_last_lines(self.site)}"
+            )
+        new_phase = record is not None and record.phase != self.state.split(" ")[0]
+        due = now - self.last_line >= (REPORT_EVERY_S if state == self.state else COUNT_EVERY_S)
+        if new_phase or due:
+            self.report(f"{self.site.name}: {state}, {now - self.started:.0f} s")
+            self.last_line = now
+        self.state = state
+        return None
+
+
+def wait_until_answering(
+    started: dict[str, tuple[SiteConfig, int]],
+    *,
+    stall_timeout: float = STALL_TIMEOUT_S,
+    report: Report = print_progress,
+) -> dict[str, str]:
+    """Wait until the sites started by ``start_site`` answer over HTTP, reporting their progress.
+
+    There is no overall deadline: a site is waited for as long as it makes progress
+    (``_StartWatch``), so a hospital's first ingest of gigabytes may take many minutes.
 
     Parameters
     ----------
-    site : SiteConfig
-        The site.
-    pid : int
-        Its process, watched so that a site that exits is not waited for.
-    timeout : float, default 180
-        Seconds to wait.
+    started : dict of str to (SiteConfig, int)
+        Site name -> the site and its process.
+    stall_timeout : float, default 180
+        Seconds without any progress after which a site is given up.
+    report : callable, default ``print_progress``
+        Called with one line per step of each site: ``"<site>: starting, 0 s"``,
+        ``"<site>: ingesting 120/300 (reading …), 14 s"``, ``"<site>: answering, 31 s"``.
 
     Returns
     -------
-    str
-        ``""`` once the site answers; otherwise why it did not (it exited, or the
-        timeout passed) with the last lines of its log.
+    dict of str to str
+        Site name -> ``""`` if it answers, else why not (it exited, or made no
+        progress), with the last lines of its log.
     """
-    last_lines = f"last lines of {log_path(site)}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if is_answering(site.url):
-            return ""
-        if not _alive(pid):
-            return f"exited before answering; {last_lines}:\n{tail(log_path(site))}"
-        time.sleep(0.5)
-    return f"did not answer within {timeout:.0f} s; {last_lines}:\n{tail(log_path(site))}"
+    watches = {name: _StartWatch(site, pid, stall_timeout, report) for name, (site, pid) in started.items()}
+    results: dict[str, str] = {}
+    while len(results) < len(watches):
+        for name, watch in watches.items():
+            if name not in results:
+                problem = watch.poll()
+                if problem is not None:
+                    results[name] = problem
+        if len(results) < len(watches):
+            time.sleep(POLL_S)
+    return results
 
 
 def _alive(pid: int) -> bool:
@@ -266,20 +348,24 @@ def _alive(pid: int) -> bool:
     return state != "Z"  # a zombie has exited; only its parent has not reaped it yet
 
 
-def up(config: FederationConfig, *, timeout: float = START_TIMEOUT_S) -> tuple[list[SiteStatus], bool]:
+def up(
+    config: FederationConfig, *, stall_timeout: float = STALL_TIMEOUT_S, report: Report = print_progress
+) -> tuple[list[SiteStatus], bool]:
     """``fedimg up``: start every site not already running, wait for them, add the researchers.
 
-    Each started site is waited for (a site that fails to answer is stopped and
-    reported ``"failed"``); on every answering site the admin logs in and creates
-    the accounts of the researchers who may use it (``researcher_credentials``).
-    The run file then lists the sites that run.
+    Each started site is waited for while it makes progress (``wait_until_answering``;
+    a site that exits or stalls is stopped and reported ``"failed"``); on every
+    answering site the admin logs in and creates the accounts of the researchers who
+    may use it (``researcher_credentials``). The run file then lists the sites that run.
 
     Parameters
     ----------
     config : FederationConfig
         The federation.
-    timeout : float, default 180
-        Seconds each started site has to answer.
+    stall_timeout : float, default 180
+        Seconds a starting site may go without any progress.
+    report : callable, default ``print_progress``
+        Receives each progress line (``wait_until_answering``).
 
     Returns
     -------
@@ -301,19 +387,25 @@ def up(config: FederationConfig, *, timeout: float = START_TIMEOUT_S) -> tuple[l
                 f"site {site.name}: {site.url} already answers but is not in {config.run_file}; "
                 f"stop whatever listens on port {site.port}"
             )
+    for site in to_start:
+        site.db_url()  # an unset db_url_env is an error before any site starts
     threads = threads_per_site(len(config.sites))
     started = {site.name: start_site(site, threads=threads) for site in to_start}
     _write_run_file(config, {**running, **started})
+    problems = wait_until_answering(
+        {site.name: (site, started[site.name]) for site in to_start},
+        stall_timeout=stall_timeout,
+        report=report,
+    )
     statuses = []
     for site in config.sites:
         if site.name in running:
             statuses.append(_provision(config, site, running[site.name]))
             continue
         pid = started[site.name]
-        problem = wait_until_answering(site, pid, timeout)
-        if problem:
+        if problems[site.name]:
             _stop(pid)
-            statuses.append(SiteStatus(site.name, site.url, "failed", pid, problem=problem))
+            statuses.append(SiteStatus(site.name, site.url, "failed", pid, problem=problems[site.name]))
         else:
             statuses.append(_provision(config, site, pid))
     _write_run_file(config, _running_pids(statuses))
@@ -364,6 +456,9 @@ def _provision(config: FederationConfig, site: SiteConfig, pid: int) -> SiteStat
 def status(config: FederationConfig) -> list[SiteStatus]:
     """``fedimg status``: whether each site runs and answers, and the dataset it holds.
 
+    A site that answers on its owner channel reports itself; the others are read as
+    before (``http_status``).
+
     Parameters
     ----------
     config : FederationConfig
@@ -376,19 +471,34 @@ def status(config: FederationConfig) -> list[SiteStatus]:
         file), ``"not answering"``, or ``"running"`` with its dataset (a problem
         reading it is in ``problem``).
     """
-    pids = read_run_file(config)
     result = []
     for site in config.sites:
-        pid = pids.get(site.name)
-        if pid is None or not is_site_process(pid, site):
-            result.append(SiteStatus(site.name, site.url, "stopped", None))
-        elif not is_answering(site.url):
-            result.append(
-                SiteStatus(site.name, site.url, "not answering", pid, problem=f"see {log_path(site)}")
-            )
-        else:
-            result.append(_running_status(site, pid))
+        found = owner_channel.status(site.name, site.url, site.state_dir)
+        result.append(found if found is not None else http_status(config, site))
     return result
+
+
+def http_status(config: FederationConfig, site: SiteConfig) -> SiteStatus:
+    """One site's status from the run file, its HTTP side and an admin login (no owner channel).
+
+    Parameters
+    ----------
+    config : FederationConfig
+        The federation (its run file).
+    site : SiteConfig
+        The site.
+
+    Returns
+    -------
+    SiteStatus
+        ``"stopped"``, ``"not answering"`` or ``"running"`` with its dataset.
+    """
+    pid = read_run_file(config).get(site.name)
+    if pid is None or not is_site_process(pid, site):
+        return SiteStatus(site.name, site.url, "stopped", None)
+    if not is_answering(site.url):
+        return SiteStatus(site.name, site.url, "not answering", pid, problem=f"see {log_path(site)}")
+    return _running_status(site, pid)
 
 
 def _running_status(site: SiteConfig, pid: int) -> SiteStatus:

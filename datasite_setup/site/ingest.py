@@ -32,6 +32,7 @@ once to store it).
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -46,7 +47,7 @@ from datasite_setup.convert.client_data import ClientPartition, load_client_part
 from datasite_setup.dataset_contract import DATASET_PREFIX, describe_dataset
 from datasite_setup.errors import FedimgError
 from datasite_setup.progress import progress_bar
-from datasite_setup.site.asset_maps import load_asset_index, verify_asset_maps, write_asset_maps
+from datasite_setup.site.asset_maps import ProgressFn, load_asset_index, verify_asset_maps, write_asset_maps
 from datasite_setup.site.heap import heap_for_large_copies
 from datasite_setup.site.mock import mock_partition
 
@@ -365,6 +366,7 @@ def ingest_partition(
     extra_info: dict[str, Any] | None = None,
     journal: Path | None = None,
     state_dir: Path | None = None,
+    progress: ProgressFn | None = None,
 ) -> IngestResult:
     """Make the datasite hold exactly the current version of a client's partition (see the module docstring).
 
@@ -385,6 +387,10 @@ def ingest_partition(
     state_dir : pathlib.Path, optional
         The site's state dir: keep the partition's memory maps up to date in
         ``<state_dir>/asset-maps`` (``asset_maps``); None writes no maps.
+    progress : callable, optional
+        ``progress(items, *, total, description, enabled)`` yielding ``items``, in place of
+        ``progress_bar`` while the partition is read and its maps written (``fedimg up``
+        shows a site's ``ingesting n/N`` from ``StartReporter.bar``).
 
     Returns
     -------
@@ -400,7 +406,7 @@ def ingest_partition(
     blob_dir = _blob_dir(worker) if journal is not None else None
     if journal is not None and blob_dir is not None:
         remove_interrupted_upload(worker, blob_dir, journal)
-    partition = load_client_partition(client_dir, show_progress=show_progress)
+    partition = load_client_partition(client_dir, show_progress=show_progress, progress=progress)
     name = dataset_name(partition)
     num_samples = sum(len(data.labels) for data in partition.splits.values())
     existing = list_datasets(worker)
@@ -419,7 +425,12 @@ def ingest_partition(
     maps_written = False
     if state_dir is not None:
         maps_written = _update_asset_maps(
-            worker, state_dir, partition, list_datasets(worker)[name], mock, show_progress=show_progress
+            worker,
+            state_dir,
+            partition,
+            list_datasets(worker)[name],
+            mock,
+            progress=_shown(progress, show_progress),
         )
     return IngestResult(name, created, stale, num_samples, maps_written)
 
@@ -460,7 +471,7 @@ def _update_asset_maps(
     dataset: Any,
     mock: ClientPartition | None,
     *,
-    show_progress: bool,
+    progress: ProgressFn | None,
 ) -> bool:
     """(Re)write the memory maps of ``dataset`` when they are not exactly its assets, intact; True if written.
 
@@ -479,9 +490,16 @@ def _update_asset_maps(
         state_dir,
         dataset.name,
         {name: (action_ids[name], private[name], mocks[name]) for name in action_ids},
-        progress=progress_bar if show_progress else None,
+        progress=progress,
     )
     return True
+
+
+def _shown(progress: ProgressFn | None, show_progress: bool) -> ProgressFn | None:
+    """The maps' progress: ``progress`` (its display switched by ``show_progress``), else a bar or none."""
+    if progress is not None:
+        return functools.partial(progress, enabled=show_progress)
+    return progress_bar if show_progress else None
 
 
 def _maps_out_of_date(state_dir: Path, dataset: str, action_ids: dict[str, str]) -> str | None:

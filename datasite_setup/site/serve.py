@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -12,7 +11,12 @@ from datasite_setup.errors import FedimgError
 from datasite_setup.site.contained import ContainedCalls, Probe, default_threads
 from datasite_setup.site.credentials import admin_credentials
 from datasite_setup.site.datasite import clear_syft_import_environment, redact_url
+from datasite_setup.site.owner_channel.handlers import SiteAnswers
+from datasite_setup.site.owner_channel.server import ChannelUnavailable, OwnerChannel
 from datasite_setup.site.sandbox.runner import SandboxUnavailable
+from datasite_setup.site.site_environment import DB_URL_ENV, LOG_FILE_ENV
+from datasite_setup.site.site_log import site_log
+from datasite_setup.site.start_progress import StartReporter
 from datasite_setup.site.syft_patches import register_enforcer
 from policies import (
     POLICY_FILE,
@@ -25,7 +29,6 @@ from policies import (
     public_key_hex,
 )
 
-DB_URL_ENV = "FEDIMG_DB_URL"
 log = logging.getLogger("fedimg.sandbox")
 INGEST_JOURNAL = "ingest-journal.json"  # blob files before an upload in progress (datasite_setup.site.ingest)
 
@@ -63,6 +66,7 @@ def serve_site(
     show_progress: bool,
     policy_file: Path | None = None,
     threads: int | None = None,
+    log_file: Path | None = None,
 ) -> int:
     """Open the site's datasite, ingest its partition, enforce its policy and serve it until SIGINT/SIGTERM.
 
@@ -85,6 +89,9 @@ def serve_site(
     threads : int or None
         torch threads per sandbox worker when the policy's ``[sandbox] threads`` is 0
         (``fedimg up`` divides the machine's cores among its sites); None: all cores.
+    log_file : Path or None
+        Log to this file, rotated by size (``site_log``), with everything the process
+        prints; None: ``$FEDIMG_LOG_FILE``, else stderr.
 
     Returns
     -------
@@ -95,24 +102,57 @@ def serve_site(
 
     check_client_name(name)
     clear_syft_import_environment()  # before the first 'import syft' of this process
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr
-    )
-    # syft sets the root logger to CRITICAL when a server starts
-    logging.getLogger("fedimg").setLevel(logging.INFO)
     state_dir = (state_dir or default_state_dir(name)).absolute()
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env_log_file = os.environ.get(LOG_FILE_ENV)
+    log_file = log_file or (Path(env_log_file) if env_log_file else None)
+    with site_log(log_file) as site:
+        reporter = StartReporter(state_dir)
+        try:
+            return _start_and_serve(
+                name, data, port, host, state_dir, db_url, show_progress, policy_file, threads, reporter, site
+            )
+        except FedimgError as exc:
+            site.error("datasite %s did not start: %s", name, exc)
+            raise
+        except KeyboardInterrupt:
+            site.warning("datasite %s interrupted while starting", name)
+            raise
+        except Exception:  # the traceback belongs in the log, not only on the process's stderr
+            site.exception("datasite %s failed", name)
+            raise
+        finally:
+            reporter.clear()
+
+
+def _start_and_serve(
+    name: str,
+    data: Path,
+    port: int,
+    host: str,
+    state_dir: Path,
+    db_url: str | None,
+    show_progress: bool,
+    policy_file: Path | None,
+    threads: int | None,
+    reporter: StartReporter,
+    site: logging.Logger,
+) -> int:
+    """``serve_site`` once its log is set up: start, ingest, serve; 0 after a normal stop."""
     policy = _read_site_policy(state_dir, policy_file)
     # the sandbox probe (a worker started and confined) runs while PySyft imports and the partition ingests
     sandbox = _SandboxStart(state_dir, policy, threads or default_threads())
     db_url = db_url or os.environ.get(DB_URL_ENV) or None
     database = redact_url(db_url) if db_url else "SQLite"
     admin = admin_credentials(state_dir, name)
+    reporter.phase("starting", "importing PySyft, opening the database")
     from datasite_setup.site.datasite import open_datasite, serve
     from datasite_setup.site.heap import use_serving_thresholds
     from datasite_setup.site.ingest import ingest_partition
 
     worker = open_datasite(name, state_dir, admin, db_url=db_url)
     site_key = public_key_hex(load_or_create_site_key(state_dir))
+    reporter.phase("ingesting")
     result = ingest_partition(
         worker,
         data,
@@ -120,9 +160,16 @@ def serve_site(
         extra_info={"secure_aggregation_public_key": site_key},
         journal=state_dir / INGEST_JOURNAL,
         state_dir=state_dir,
+        progress=reporter.bar,  # `fedimg up` shows "ingesting n/N" from the start-progress file
     )
     contained = sandbox.finish()
-    register_enforcer(worker, SiteEnforcer(worker.name, state_dir, policy, _num_classes(data)), contained)
+    enforcer = SiteEnforcer(worker.name, state_dir, policy, _num_classes(data))
+    if interrupted := enforcer.close_interrupted_runs():  # the last stop cut them short: not the job's fault
+        print(
+            f"datasite {name}: {interrupted} run(s) cut short by the last stop marked aborted and refunded",
+            flush=True,
+        )
+    register_enforcer(worker, enforcer, contained)
     action = "ingested" if result.created else "already holds"
     removed = f"; removed previous version(s) {', '.join(result.removed)}" if result.removed else ""
     print(f"datasite {name} {action} {result.dataset} ({result.num_samples} samples){removed}", flush=True)
@@ -136,12 +183,48 @@ def serve_site(
     print(
         f"datasite {name} serving http://{host}:{port} (state {state_dir}, database {database})", flush=True
     )
+    channel = _open_owner_channel(worker, name, state_dir, policy, _local_url(host, port), site)
+    reporter.phase("serving", f"http://{host}:{port}")
     try:
         serve(worker, host=host, port=port)
+    except KeyboardInterrupt:
+        # uvicorn shuts down on SIGTERM/SIGINT, then raises the signal again: a normal stop
+        site.info("datasite %s stopped", name)
+        return 0
     finally:
+        if channel is not None:
+            channel.close()
         if contained is not None:
             contained.close()
     return 0
+
+
+def _local_url(host: str, port: int) -> str:
+    """Where this machine reaches the site's HTTP side (a wildcard bind answers on loopback).
+
+    Examples
+    --------
+    >>> _local_url("0.0.0.0", 8081), _local_url("10.0.0.5", 8081)
+    ('http://127.0.0.1:8081', 'http://10.0.0.5:8081')
+    """
+    return f"http://{'127.0.0.1' if host in ('', '0.0.0.0', '::') else host}:{port}"
+
+
+def _open_owner_channel(
+    worker: object, name: str, state_dir: Path, policy: SitePolicy, url: str, site: logging.Logger
+) -> OwnerChannel | None:
+    """Serve the owner channel (``owner_channel``); without it the site still serves, owners use HTTP."""
+    answers = SiteAnswers(worker, name, state_dir, policy, url)
+    channel = OwnerChannel(state_dir, answers.answer, prepare=answers.prepare)
+    try:
+        channel.start()
+    except ChannelUnavailable as exc:
+        site.error(
+            "datasite %s: owner channel off (%s); 'fedimg review' logs in over HTTP instead", name, exc
+        )
+        return None
+    print(f"datasite {name} owner channel {channel.path} (0600, this user only)", flush=True)
+    return channel
 
 
 class _SandboxStart:

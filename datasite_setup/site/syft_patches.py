@@ -41,6 +41,16 @@ this order; each wraps PySyft's own method once, and a second call does nothing:
 
    A refusal becomes the researcher's ``SyftException``.
 
+4. ``Server.handle_api_call_with_unsigned_result``, the API-call gate (``access.ApiGate``):
+   a call from an unregistered key (a guest), blocking or not, a researcher's call
+   outside the paths a fedimg job needs, an upload past the researcher's store
+   quota or a request past their pending-request limit is answered with a
+   ``SyftError`` naming the rule before PySyft sees it.
+
+5. ``exchange_credentials`` (2) also goes through the site's ``LoginThrottle``: a
+   locked account or client address is refused before any bcrypt work; each
+   lockout is an audit event (``login_lockout``).
+
 ``register_enforcer`` names the ``SiteEnforcer`` (and, with the sandbox on, the
 ``ContainedCalls``) of a served datasite (``fedimg datasite serve`` does it once
 the site's policy is read); a datasite without one gets only the fixes of 1b and 2.
@@ -53,12 +63,17 @@ import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
+from datasite_setup.site import decisions
+from datasite_setup.site.access import ApiGate
 from datasite_setup.site.contained import ContainedCalls, unconfined_refusal
+from datasite_setup.site.http_guard import current_request
+from datasite_setup.site.login_throttle import Lockout, LoginThrottle, locked_message
 from datasite_setup.site.sandbox.runner import CodeFailed, SandboxUnavailable
 from policies import (
     MOCK_RESULT,
     UNCONFINED_WARNING,
     Execution,
+    LimitSettings,
     ReleaseRefused,
     RunOutput,
     SiteEnforcer,
@@ -72,7 +87,10 @@ if TYPE_CHECKING:
 _MARK = "_fedimg_patched"
 _enforcers: dict[str, SiteEnforcer] = {}  # by server id
 _contained: dict[str, ContainedCalls] = {}  # by server id: sites whose sandbox is on
+_gates: dict[str, ApiGate] = {}  # by server id, made on first use with the site's [limits]
+_throttles: dict[str, LoginThrottle] = {}  # by server id, likewise
 log = logging.getLogger("fedimg.release")
+access_log = logging.getLogger("fedimg.access")
 _call = threading.local()  # how many runs of the current call have started: the private run comes first
 _lock = threading.Lock()
 
@@ -90,6 +108,7 @@ def apply_syft_patches() -> None:
     >>> is_patched(UserCodeService.is_execution_allowed)
     True
     """
+    from syft.server.server import Server
     from syft.service.action import action_service
     from syft.service.code.user_code_service import UserCodeService
     from syft.service.user.user_service import UserService
@@ -105,6 +124,10 @@ def apply_syft_patches() -> None:
             action_service.ActionService._user_code_execute
         )
         action_service.execute_byte_code = _wrap_execute_byte_code(action_service.execute_byte_code)
+        Server.handle_api_call_with_unsigned_result = _wrap_handle_api_call(
+            Server.handle_api_call_with_unsigned_result
+        )
+        decisions.install()
 
 
 def register_enforcer(
@@ -133,6 +156,37 @@ def register_enforcer(
     _enforcers[str(worker.id)] = enforcer
     if contained is not None:
         _contained[str(worker.id)] = contained
+    with _lock:  # made again with the policy's [limits] on their next use
+        _gates.pop(str(worker.id), None)
+        _throttles.pop(str(worker.id), None)
+
+
+def site_limits(server_id: str) -> LimitSettings:
+    """The ``[limits]`` of the served datasite ``server_id`` (the defaults before its policy is registered).
+
+    Examples
+    --------
+    >>> site_limits("no-such-server").max_request_mb
+    64.0
+    """
+    enforcer = _enforcers.get(server_id)
+    return enforcer.policy.limits if enforcer is not None else LimitSettings()
+
+
+def _gate(server: Any) -> ApiGate:
+    key = str(server.id)
+    with _lock:
+        if key not in _gates:
+            _gates[key] = ApiGate(server.name, site_limits(key))
+        return _gates[key]
+
+
+def _throttle(server: Any) -> LoginThrottle:
+    key = str(server.id)
+    with _lock:
+        if key not in _throttles:
+            _throttles[key] = LoginThrottle(site_limits(key))
+        return _throttles[key]
 
 
 def is_patched(method: Any) -> bool:
@@ -213,8 +267,7 @@ def _wrap_exchange_credentials(original: Any) -> Any:
 
     stand_in: list[str] = []  # a bcrypt hash with syft's 12 rounds, made on the first unknown e-mail
 
-    @functools.wraps(original)  # syft looks services up by the method's qualified name
-    def exchange_credentials(self: Any, context: Any) -> Any:
+    def uniform(self: Any, context: Any) -> Any:
         try:
             return original(self, context)
         except NotFoundException:
@@ -224,7 +277,71 @@ def _wrap_exchange_credentials(original: Any) -> Any:
                 check_pwd(context.login_credentials.password, stand_in[0])  # the time a wrong password takes
             raise SyftException(public_message=CredentialsError.public_message) from None
 
+    @functools.wraps(original)  # syft looks services up by the method's qualified name
+    def exchange_credentials(self: Any, context: Any) -> Any:
+        if context.login_credentials is None:
+            return uniform(self, context)
+        throttle = _throttle(context.server)
+        account = str(context.login_credentials.email)
+        request = current_request()
+        address = request.client if request is not None else None
+        wait = throttle.wait_seconds(account, address)
+        if wait > 0:  # refused before any bcrypt work, the same answer for every account
+            raise SyftException(public_message=locked_message(wait))
+        try:
+            result = uniform(self, context)
+        except SyftException:
+            for lockout in throttle.failed(account, address):
+                _record_lockout(context.server, lockout)
+            raise
+        throttle.succeeded(account, address)
+        return result
+
     return _mark(exchange_credentials)
+
+
+def _record_lockout(server: Any, lockout: Lockout) -> None:
+    """One audit event per lockout (not per attempt); only a log line at a site without an enforcer."""
+    access_log.warning(
+        "site %s: failed logins: %s %s locked for %.0f s after %d failures",
+        server.name,
+        lockout.kind,
+        lockout.value,
+        lockout.seconds,
+        lockout.failures,
+    )
+    enforcer = _enforcers.get(str(server.id))
+    if enforcer is not None:
+        enforcer.audit.append(
+            "login_lockout",
+            kind=lockout.kind,
+            value=lockout.value,
+            failures=lockout.failures,
+            seconds=round(lockout.seconds, 1),
+        )
+
+
+# --- 4. the API-call gate ----------------------------------------------------------------------
+
+
+def _wrap_handle_api_call(original: Any) -> Any:
+    from syft.service.response import SyftError
+
+    @functools.wraps(original)
+    def handle_api_call_with_unsigned_result(
+        self: Any, api_call: Any, job_id: Any = None, check_call_location: bool = True
+    ) -> Any:
+        if job_id is None:  # a call from outside (a queued job's own calls were gated when queued)
+            request = current_request()
+            refusal = _gate(self).refusal(self, api_call, request.body_bytes if request else None)
+            if refusal is not None:
+                access_log.info(
+                    "refused %s: %s", getattr(getattr(api_call, "message", None), "path", "?"), refusal
+                )
+                return SyftError(message=refusal)
+        return original(self, api_call, job_id=job_id, check_call_location=check_call_location)
+
+    return _mark(handle_api_call_with_unsigned_result)
 
 
 # --- 3. the execution hook ---------------------------------------------------------------------

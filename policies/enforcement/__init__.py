@@ -17,7 +17,10 @@ module each), in order:
    the ledger is charged, before the code touches data: DP-SGD steps, or with
    ``mechanism = "update"`` one noised release for every call that may return
    weights;
-5. run the code;
+5. write the run's ``started`` record to the audit log, then run the code (every
+   started run ends in the log: release, refusal, failed execution or ``aborted``;
+   a run the site's crash cut short is aborted and refunded when the site starts
+   again, ``SiteEnforcer.close_interrupted_runs``);
 6. check the output against the release rules (``policies.release``);
 7. with ``mechanism = "update"``, clip and noise the released update with the
    noise charged in 4;

@@ -15,6 +15,7 @@ from policies.enforcement.steps import (
     DpSgdSettings,
     MaskUpdate,
     RecordRelease,
+    RecordStart,
     RefuseResearcherPolicies,
     RunCode,
 )
@@ -24,6 +25,9 @@ from policies.release import ReleaseRefused
 @dataclass(frozen=True)
 class Chain:
     """Steps applied in order to one call; the first refusal is audited once and re-raised.
+
+    Any other error after the run's ``started`` record (the site's own machinery failing)
+    is audited as ``aborted`` (still counted) and re-raised, so no started run is left open.
 
     Parameters
     ----------
@@ -74,6 +78,10 @@ class Chain:
         except ReleaseRefused as refusal:
             site.record_refusal(execution, str(refusal))
             raise
+        except Exception as problem:
+            if execution.run_id is not None:
+                site.record_abort(execution, f"{type(problem).__name__}: {str(problem)[:300]}")
+            raise
         return execution
 
 
@@ -104,8 +112,8 @@ def release_chain(runner: Runner) -> Chain:
     Returns
     -------
     Chain
-        Researcher policies → DP-SGD settings → count → privacy charge → run →
-        release check → update noise → masking → release record.
+        Researcher policies → DP-SGD settings → count → privacy charge → started record →
+        run → release check → update noise → masking → release record.
 
     Examples
     --------
@@ -120,7 +128,7 @@ def release_chain(runner: Runner) -> Chain:
     >>> release_chain(lambda kwargs: RunOutput({"round": 1, "val": val})).run(call, site).run
     1
     >>> [record["event"] for record in site.audit.records()]
-    ['release']
+    ['started', 'release']
     """
     return Chain(
         (
@@ -128,6 +136,7 @@ def release_chain(runner: Runner) -> Chain:
             DpSgdSettings(),
             CountExecution(),
             ChargePrivacy(),
+            RecordStart(),
             RunCode(runner),
             CheckRelease(),
             AddUpdateNoise(),

@@ -72,6 +72,9 @@ class Execution:
     ----------
     run : int or None
         Which approved run this is (1-based), once counted.
+    run_id : str or None
+        The run's id in the audit log, once its ``started`` record is written; every record
+        that ends the run (release, refusal, failed execution, aborted) carries it.
     dp_sgd : dict or None
         The DP-SGD settings the call trains with, at a ``mechanism = "dp-sgd"`` site.
     privacy : dict or None
@@ -86,7 +89,7 @@ class Execution:
     Examples
     --------
     >>> call = Execution("c1", "train_job", "def train_job(rnd): ...", "alice", 2, {"rnd": 0})
-    >>> call.run is None and call.privacy is None and call.release == {}
+    >>> call.run is None and call.run_id is None and call.privacy is None and call.release == {}
     True
     """
 
@@ -99,6 +102,7 @@ class Execution:
     researcher_output_policy: bool = False
     researcher_input_policy: bool = False
     run: int | None = None
+    run_id: str | None = None
     dp_sgd: dict[str, Any] | None = None
     privacy: dict[str, Any] | None = None
     result: Any = None

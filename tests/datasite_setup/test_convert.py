@@ -30,6 +30,7 @@ from datasite_setup import cli
 from datasite_setup.convert.federated_format import read_metadata_csv
 from datasite_setup.convert.imaging import ImageSpec
 from datasite_setup.convert.pipeline import ConvertOptions, convert
+from datasite_setup.convert.pseudonym import Pseudonymiser
 from datasite_setup.convert.quarantine import Reason, read_quarantine
 from datasite_setup.convert.sources import CsvColumns
 from datasite_setup.convert.verify import verify_federation
@@ -53,22 +54,23 @@ def write_png(path: Path, seed: int, size: tuple[int, int] = (12, 10), mode: str
     return path.read_bytes()
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+def source_hmac(data: bytes) -> str:
+    """The ``source_hmac`` column of a source file with these bytes, under the tests' secret."""
+    return Pseudonymiser(SECRET.encode()).source_hmac(hashlib.sha256(data).hexdigest())
 
 
 @dataclass
 class CsvDataset:
     """A flat-ish folder of images plus a labels CSV with patient and site columns.
 
-    Every patient has 1-4 images, one label and one site; ``by_sha`` maps the
-    sha256 of each source file to its CSV row (the output's ``source_sha256``).
+    Every patient has 1-4 images, one label and one site; ``by_source`` maps the
+    keyed hash of each source file to its CSV row (the output's ``source_hmac``).
     """
 
     root: Path
     labels_csv: Path
     rows: list[dict] = field(default_factory=list)
-    by_sha: dict[str, dict] = field(default_factory=dict)
+    by_source: dict[str, dict] = field(default_factory=dict)
 
 
 def make_csv_dataset(
@@ -94,7 +96,7 @@ def make_csv_dataset(
             data = write_png(root / rel, image_seed)
             row = {"path": rel, "label": label, "patient_id": patient_id, "site": site}
             dataset.rows.append(row)
-            dataset.by_sha[sha256(data)] = row
+            dataset.by_source[source_hmac(data)] = row
     dataset.labels_csv.parent.mkdir(parents=True, exist_ok=True)
     with open(dataset.labels_csv, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -242,7 +244,7 @@ def test_class_folders_deeper_subfolders_belong_to_the_first_level_label(tmp_pat
     for i, rel in enumerate(
         ["cat/a.png", "cat/x/b.png", "cat/x/y/z/c.png", "dog/d.png", "dog/cat/e.png", "dog/f.png"]
     ):
-        expected[sha256(write_png(src / rel, seed=i))] = rel.split("/")[0]
+        expected[source_hmac(write_png(src / rel, seed=i))] = rel.split("/")[0]
     result = convert(options(src, tmp_path / "out", scheme="iid", num_clients=2))
 
     assert result.exit_code == 0 and result.quarantined == []
@@ -250,7 +252,7 @@ def test_class_folders_deeper_subfolders_belong_to_the_first_level_label(tmp_pat
     assert federation["label_map"] == {"cat": 0, "dog": 1}
     assert federation["inputs"]["layout"] == "class_folders"
     rows = [row for client_rows in read_outputs(tmp_path / "out").values() for row in client_rows]
-    assert {row.source_sha256: row.label for row in rows} == expected
+    assert {row.source_hmac: row.label for row in rows} == expected
     for row in rows:
         assert row.file_name == f"images/{row.label}/{row.sample_id}.png"
     assert_counts_add_up(tmp_path / "out", accepted=6)
@@ -301,7 +303,7 @@ def test_labels_csv_with_custom_column_names_outside_the_source(tmp_path: Path) 
     assert len(rows) == len(dataset.rows)
     group_of_patient: dict[str, set] = defaultdict(set)
     for row in rows:
-        source = dataset.by_sha[row.source_sha256]
+        source = dataset.by_source[row.source_hmac]
         assert row.label == source["label"]
         group_of_patient[source["patient_id"]].add(row.group_id)
     assert all(len(groups) == 1 for groups in group_of_patient.values())
@@ -327,7 +329,7 @@ def test_natural_scheme_uses_the_client_column_values_as_clients(
     assert sorted(federation["clients"]) == ["site_a", "site_b", "site_c"]
     assert federation["partition"]["reassigned_groups"] == 0
     for client, rows in read_outputs(out).items():
-        assert {csv_dataset.by_sha[row.source_sha256]["site"] for row in rows} == {client}
+        assert {csv_dataset.by_source[row.source_hmac]["site"] for row in rows} == {client}
 
 
 def test_natural_scheme_moves_a_patient_seen_at_two_sites_whole(tmp_path: Path) -> None:
@@ -367,7 +369,7 @@ def test_label_pattern_takes_the_label_from_the_file_name(tmp_path: Path) -> Non
             ("c/img_004_dog.png", "dog"),
         ]
     ):
-        expected[sha256(write_png(src / rel, seed=i))] = label
+        expected[source_hmac(write_png(src / rel, seed=i))] = label
     write_png(src / "a" / "unlabelled.png", seed=99)
     out = tmp_path / "out"
     code, _, err = run_cli(
@@ -389,7 +391,7 @@ def test_label_pattern_takes_the_label_from_the_file_name(tmp_path: Path) -> Non
 
     assert code == 1, err  # one file did not match
     rows = [row for client_rows in read_outputs(out).values() for row in client_rows]
-    assert {row.source_sha256: row.label for row in rows} == expected
+    assert {row.source_hmac: row.label for row in rows} == expected
     entries = read_quarantine((out / "quarantine.jsonl").read_bytes())
     assert [(e.path, e.reason) for e in entries] == [("a/unlabelled.png", Reason.NO_LABEL)]
     assert "--label-pattern" in entries[0].message
@@ -427,12 +429,12 @@ def test_every_scheme_is_group_safe_and_its_counts_add_up(
 
     rows = [row for client_rows in read_outputs(out).values() for row in client_rows]
     # Every source image appears exactly once, with its CSV label.
-    assert sorted(row.source_sha256 for row in rows) == sorted(csv_dataset.by_sha)
-    assert all(row.label == csv_dataset.by_sha[row.source_sha256]["label"] for row in rows)
+    assert sorted(row.source_hmac for row in rows) == sorted(csv_dataset.by_source)
+    assert all(row.label == csv_dataset.by_source[row.source_hmac]["label"] for row in rows)
     # One patient, one group_id; different patients, different group_ids.
     groups_of_patient: dict[str, set] = defaultdict(set)
     for row in rows:
-        groups_of_patient[csv_dataset.by_sha[row.source_sha256]["patient_id"]].add(row.group_id)
+        groups_of_patient[csv_dataset.by_source[row.source_hmac]["patient_id"]].add(row.group_id)
     assert all(len(g) == 1 for g in groups_of_patient.values())
     assert len(set().union(*groups_of_patient.values())) == len(groups_of_patient)
     # Validation share close to the requested 0.2 (groups of up to 4 make it approximate).
@@ -534,8 +536,10 @@ def test_bad_corpus_is_quarantined_with_reasons_and_the_rest_converted(bad_corpu
         bad_corpus.skipped.values()
     )
     rows = [row for client_rows in read_outputs(out).values() for row in client_rows]
-    good_sha = {sha256((bad_corpus.root / rel).read_bytes()): label for rel, label in bad_corpus.good.items()}
-    assert {row.source_sha256: row.label for row in rows} == good_sha
+    good_sources = {
+        source_hmac((bad_corpus.root / rel).read_bytes()): label for rel, label in bad_corpus.good.items()
+    }
+    assert {row.source_hmac: row.label for row in rows} == good_sources
 
     report = (out / "report.md").read_text(encoding="utf-8")
     for reason, count in bad_corpus.skipped.items():

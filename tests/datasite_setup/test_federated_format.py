@@ -26,6 +26,7 @@ from datasite_setup.convert.federated_format import (
     sha256_bytes,
 )
 from datasite_setup.convert.pipeline import convert
+from datasite_setup.convert.pseudonym import Pseudonymiser
 from datasite_setup.errors import FedimgError
 from tests.datasite_setup.test_convert import (
     OTHER_SECRET,
@@ -46,7 +47,7 @@ def test_metadata_csv_has_the_contract_columns_and_is_sorted_by_file_name() -> N
     rows = [_row("b", "2" * 20), _row("a", "9" * 20, "val"), _row("a", "1" * 20)]
     data = metadata_csv(rows)
     lines = data.decode().splitlines()
-    assert lines[0] == "file_name,label,split,sample_id,group_id,source_sha256"
+    assert lines[0] == "file_name,label,split,sample_id,group_id,source_hmac"
     assert tuple(lines[0].split(",")) == METADATA_COLUMNS
     assert [line.split(",")[0] for line in lines[1:]] == [
         f"images/a/{'1' * 20}.png",
@@ -67,7 +68,7 @@ def test_metadata_csv_quotes_awkward_labels_and_reads_them_back() -> None:
     ("data", "message"),
     [
         (b"path,label\nx,y\n", "header"),
-        (b"file_name,label,split,sample_id,group_id,source_sha256\na,b,c\n", "line 2"),
+        (b"file_name,label,split,sample_id,group_id,source_hmac\na,b,c\n", "line 2"),
         (b"", "header"),
     ],
 )
@@ -350,6 +351,7 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 )
             )
     result["_dataset_rows"] = len(dataset.rows)
+    result["_source"] = dataset.root
     return result
 
 
@@ -357,10 +359,22 @@ def _all_files(out: Path) -> dict[str, bytes]:
     return {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
-def _placement(out: Path) -> dict[str, tuple[str, str]]:
-    """source_sha256 -> (client, split): the partition, independent of pseudonyms."""
+def _source_paths(source: Path, secret: str) -> dict[str, str]:
+    """source_hmac under ``secret`` -> the source file's path: what an owner holding both can do."""
+    keyed = Pseudonymiser(secret.encode())
     return {
-        row.source_sha256: (client, row.split) for client, rows in read_outputs(out).items() for row in rows
+        keyed.source_hmac(sha256_bytes(path.read_bytes())): path.relative_to(source).as_posix()
+        for path in source.rglob("*.png")
+    }
+
+
+def _placement(outputs: dict, name: str, secret: str = SECRET) -> dict[str, tuple[str, str]]:
+    """source path -> (client, split): the partition, independent of pseudonyms."""
+    paths = _source_paths(outputs["_source"], secret)
+    return {
+        paths[row.source_hmac]: (client, row.split)
+        for client, rows in read_outputs(outputs[name]).items()
+        for row in rows
     }
 
 
@@ -374,7 +388,7 @@ def test_output_layout_matches_the_contract(outputs: dict) -> None:
         "report.md",
     ]
     federation = json.loads((out / "federation.json").read_text())
-    assert federation["format"] == "fedimg-federated" and federation["schema_version"] == 1
+    assert federation["format"] == "fedimg-federated" and federation["schema_version"] == 2
     assert federation["tool"]["name"] == "fedimg" and federation["tool"]["version"]
     assert {"size": 16, "mode": "L", "format": "PNG"}.items() <= federation["image"].items()
     assert federation["label_map"] == {"benign": 0, "malignant": 1, "normal": 2}
@@ -425,7 +439,7 @@ def test_another_secret_changes_pseudonyms_but_not_the_partition(outputs: dict) 
     for name in fa["clients"]:
         for key in ("num_samples", "split_counts", "label_counts", "num_groups"):
             assert fa["clients"][name][key] == fb["clients"][name][key]
-    assert _placement(a) == _placement(b)
+    assert _placement(outputs, "a") == _placement(outputs, "other_secret", OTHER_SECRET)
     ids_a = {row.sample_id for rows in read_outputs(a).values() for row in rows}
     ids_b = {row.sample_id for rows in read_outputs(b).values() for row in rows}
     assert len(ids_a) == len(ids_b) == outputs["_dataset_rows"]
@@ -437,12 +451,12 @@ def test_another_secret_changes_pseudonyms_but_not_the_partition(outputs: dict) 
 
 def test_another_seed_changes_the_partition(outputs: dict) -> None:
     a, b = outputs["a"], outputs["other_seed"]
-    assert _placement(a).keys() == _placement(b).keys()
-    assert _placement(a) != _placement(b)
+    assert _placement(outputs, "a").keys() == _placement(outputs, "other_seed").keys()
+    assert _placement(outputs, "a") != _placement(outputs, "other_seed")
 
     # Same secret: the same image keeps its pseudonym wherever it lands.
     def ids(out: Path) -> dict[str, str]:
-        return {row.source_sha256: row.sample_id for rows in read_outputs(out).values() for row in rows}
+        return {row.source_hmac: row.sample_id for rows in read_outputs(out).values() for row in rows}
 
     assert ids(a) == ids(b)
     assert json.loads((b / "federation.json").read_text())["partition"]["seed"] == 8

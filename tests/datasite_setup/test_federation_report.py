@@ -112,7 +112,7 @@ def test_report_md_names_no_file_and_no_pseudonym(converted: dict) -> None:
         report = (out / "report.md").read_text(encoding="utf-8")
         for rows in read_outputs(out).values():
             for row in rows:
-                for secretish in (row.sample_id, row.group_id, row.source_sha256, row.file_name):
+                for secretish in (row.sample_id, row.group_id, row.source_hmac, row.file_name):
                     assert secretish not in report
         for source in converted["dataset"].rows:
             for part in source["path"].split("/"):

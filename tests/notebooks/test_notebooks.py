@@ -136,15 +136,17 @@ def test_data_owner_approves_and_researcher_trains(federation_toml: Path, tmp_pa
         raise outcome["error"]
     notebook = outcome["notebook"]
 
-    review = texts(owner, "bound_inputs(")
-    assert review.count("OutputPolicyExecuteCount(limit=3)") == 2  # rounds + 1, at both sites
+    review = texts(owner, '"show"')
+    assert review.count("[ok] execution limit 3 = declared rounds 2 + 1") == 2  # rounds + 1, at both sites
+    assert review.count("[ok] private inputs are this site's four assets") == 2
     assert (
         "def fedimg_digits_cnn_" in review
-        and "researcher-owned" in review
+        and ": matches" in review
         and "static review: no findings" in review
     )
-    decisions = texts(owner, "code_requests.approve(")
-    assert decisions.count(": approved ") == 2 and decisions.count("APPROVED") == 2
+    decisions = texts(owner, '"approve"')
+    assert decisions.count(": approved by the shared admin account") == 2, decisions
+    assert decisions.count("approved") >= 4, decisions  # and the sites' own decision records
 
     table = texts(notebook, "job.run(")
     assert "val_accuracy" in table and "2/2" in table

@@ -53,6 +53,7 @@ def test_the_release_chain_runs_the_steps_in_the_issues_order() -> None:
         "DpSgdSettings",
         "CountExecution",
         "ChargePrivacy",
+        "RecordStart",
         "RunCode",
         "CheckRelease",
         "AddUpdateNoise",
@@ -65,7 +66,7 @@ def test_a_release(site: SiteEnforcer) -> None:
     runner = Recorder(RunOutput(training()))
     execution = release_chain(runner).run(call(), site)
     assert execution.run == 1 and set(execution.result) == {"round", "val", "weights", "num_samples", "train"}
-    assert len(runner.calls) == 1 and [event for event, _ in events(site)] == ["release"]
+    assert len(runner.calls) == 1 and [event for event, _ in events(site)] == ["started", "release"]
 
 
 def test_a_refusal_is_audited_once_and_re_raised_and_nothing_after_it_runs(site: SiteEnforcer) -> None:
@@ -91,13 +92,13 @@ def test_a_refused_release_counts_the_run_but_releases_nothing(site: SiteEnforce
     bad = {**evaluation(), "images": [1, 2, 3]}
     with pytest.raises(ReleaseRefused, match="the output must be a dict with keys"):
         release_chain(Recorder(RunOutput(bad))).run(call(), site)
-    assert [event for event, _ in events(site)] == ["refusal"]
+    assert [event for event, _ in events(site)] == ["started", "refusal"]
     assert json.loads(site.counts_path.read_text()) == {"code-1": 1}
 
 
 def test_a_failed_run_stops_the_chain(site: SiteEnforcer) -> None:
     execution = release_chain(Recorder(RunOutput(None, True, "boom"))).run(call(), site)
-    assert execution.errored and [event for event, _ in events(site)] == ["execution"]
+    assert execution.errored and [event for event, _ in events(site)] == ["started", "execution"]
 
 
 def test_past_the_limit_the_code_does_not_run(site: SiteEnforcer) -> None:
@@ -120,7 +121,7 @@ def test_over_the_budget_the_code_does_not_run(tmp_path: Path) -> None:
     with pytest.raises(ReleaseRefused, match=r"^privacy budget: this release would bring epsilon to 1\.\d+"):
         release_chain(runner).run(call(limit=2, code_id="code-2"), site)
     assert len(runner.calls) == 2 and len(json.loads((tmp_path / LEDGER_FILE).read_text())["alice"]) == 2
-    assert [event for event, _ in events(site)] == ["release", "release", "refusal"]
+    assert [event for event, _ in events(site)] == ["started", "release", "started", "release", "refusal"]
 
 
 def test_a_dp_sgd_site_runs_only_the_template_and_hands_it_its_settings(tmp_path: Path) -> None:
@@ -135,8 +136,8 @@ def test_a_dp_sgd_site_runs_only_the_template_and_hands_it_its_settings(tmp_path
         release_chain(runner).run(other, site)
     assert json.loads(site.counts_path.read_text()) == {"code-1": 2}  # the refused call used up no run
     records = site.audit.records()
-    assert [r["event"] for r in records] == ["release", "release", "refusal"]
-    assert records[0]["mechanism"] == "dp-sgd" and "mechanism" not in records[1]
+    assert [r["event"] for r in records] == ["started", "release", "started", "release", "refusal"]
+    assert records[1]["mechanism"] == "dp-sgd" and "mechanism" not in records[3]
 
 
 def test_admission_refuses_researcher_policies_once(site: SiteEnforcer) -> None:

@@ -136,4 +136,4 @@ def test_the_private_run_goes_through_the_chain(enforcer: SiteEnforcer) -> None:
     assert refused.value.public_message.startswith(
         "release refused by site site-a: the output must be a dict"
     )
-    assert [r["event"] for r in enforcer.audit.records()] == ["release", "refusal"]
+    assert [r["event"] for r in enforcer.audit.records()] == ["started", "release", "started", "refusal"]

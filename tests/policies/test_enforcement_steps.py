@@ -518,6 +518,7 @@ def test_the_release_record(site_at) -> None:
         "function": "job_fn",
         "researcher": "alice",
         "run": 2,
+        "run_id": None,
         "limit": 3,
         "mechanism": "update",
         "secure_aggregation_cohort": ["site-a", "site-b"],

@@ -19,7 +19,8 @@ class NaturalPartitioner(Partitioner):
     A patient seen at two sites would span two clients; such a group moves whole
     to the client holding most of its images (ties: the first in
     ``client_values``). The moves are counted in ``reassigned_groups`` and
-    ``reassigned_samples`` and recorded in ``federation.json``.
+    ``reassigned_samples``, per pair of clients in ``reassignments()``, recorded
+    in ``federation.json`` and printed by ``fedimg convert``.
 
     Parameters
     ----------
@@ -44,6 +45,8 @@ class NaturalPartitioner(Partitioner):
     >>> partitioner = NaturalPartitioner(2, client_values=["a", "b"])
     >>> [p.tolist() for p in partitioner.partition(data)], partitioner.reassigned_samples
     ([[0, 1, 2], [3]], 1)
+    >>> partitioner.reassignments()
+    [{'from': 'b', 'to': 'a', 'groups': 1, 'samples': 1}]
     """
 
     def __init__(self, num_clients: int, *, client_values: Sequence[str], seed: int = 0) -> None:
@@ -56,6 +59,9 @@ class NaturalPartitioner(Partitioner):
         self.client_values = values
         self.reassigned_groups = 0
         self.reassigned_samples = 0
+        # (from client, to client) -> groups / samples moved
+        self._moved_groups: Counter[tuple[int, int]] = Counter()
+        self._moved_samples: Counter[tuple[int, int]] = Counter()
 
     def params(self) -> dict[str, Any]:
         """The client values, in client order."""
@@ -73,6 +79,8 @@ class NaturalPartitioner(Partitioner):
             )
         client_of_group = np.empty(data.num_groups, dtype=np.int64)
         self.reassigned_groups = self.reassigned_samples = 0
+        self._moved_groups.clear()
+        self._moved_samples.clear()
         for group, members in enumerate(data.group_members):
             votes = Counter(index[key] for key in data.natural_keys[members])
             client = _most_voted(votes)
@@ -80,7 +88,31 @@ class NaturalPartitioner(Partitioner):
             if len(votes) > 1:
                 self.reassigned_groups += 1
                 self.reassigned_samples += len(members) - votes[client]
+                for origin, count in votes.items():
+                    if origin != client:
+                        self._moved_groups[(origin, client)] += 1
+                        self._moved_samples[(origin, client)] += count
         return client_of_group
+
+    def reassignments(self) -> list[dict[str, Any]]:
+        """The last partition's moves per pair of clients, most samples first.
+
+        Returns
+        -------
+        list of dict
+            ``from`` (the client the rows named), ``to`` (where the patient's images went), ``groups``
+            (patients with images moved this way) and ``samples`` (images moved).
+        """
+        pairs = sorted(self._moved_samples, key=lambda pair: (-self._moved_samples[pair], pair))
+        return [
+            {
+                "from": self.client_values[origin],
+                "to": self.client_values[target],
+                "groups": self._moved_groups[(origin, target)],
+                "samples": self._moved_samples[(origin, target)],
+            }
+            for origin, target in pairs
+        ]
 
 
 def _most_voted(votes: Counter[int]) -> int:

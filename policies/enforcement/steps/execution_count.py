@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-
 from policies.enforcement.execution import Execution
-from policies.enforcement.site import COUNTS_FILE, SiteEnforcer
+from policies.enforcement.site import SiteEnforcer
 from policies.enforcement.step import Step
-from policies.release import ReleaseRefused
 
 
 class CountExecution(Step):
     """Record one private run of the code; refuse (recording nothing) past the approved ``limit``.
 
     Counts are kept per code id in the state dir (``executions.json``), so a restart
-    does not reset them. Fills ``execution.run``.
+    does not reset them. Runs a crash of the site interrupted are refunded first (once
+    per process: ``SiteEnforcer.close_interrupted_runs``). Fills ``execution.run``.
 
     Examples
     --------
@@ -35,19 +31,5 @@ class CountExecution(Step):
     """
 
     def apply(self, execution: Execution, site: SiteEnforcer) -> None:
-        path = site.counts_path
-        fd = os.open(path.with_name(COUNTS_FILE + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        with os.fdopen(fd) as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            counts = json.loads(path.read_text()) if path.exists() else {}
-            done = counts.get(execution.code_id, 0)
-            if done >= execution.limit:
-                raise ReleaseRefused(
-                    f"this code has run {done} of the {execution.limit} times its owner approved"
-                )
-            counts[execution.code_id] = done + 1
-            temporary = path.with_name(COUNTS_FILE + ".tmp")
-            temporary.write_text(json.dumps(counts))
-            os.chmod(temporary, 0o600)
-            temporary.replace(path)
-        execution.run = done + 1
+        site.close_interrupted_runs_once()
+        execution.run = site.count_run(execution.code_id, execution.limit)

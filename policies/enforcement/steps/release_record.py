@@ -12,6 +12,8 @@ from policies.enforcement.step import Step
 class RecordRelease(Step):
     """Append the ``release`` record: the code, the researcher, the run, what the steps added, keys and bytes.
 
+    It is also the end of the run's ``started`` record (same ``run_id``).
+
     Examples
     --------
     >>> from pathlib import Path
@@ -34,6 +36,7 @@ class RecordRelease(Step):
             function=execution.function,
             researcher=execution.researcher,
             run=execution.run,
+            run_id=execution.run_id,
             limit=execution.limit,
             **execution.release,
             keys=sorted(result),

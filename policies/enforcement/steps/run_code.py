@@ -18,7 +18,8 @@ class RunCode(Step):
 
     A failed run releases nothing: the researcher sees only PySyft's "contact the
     admin", the owner's log gets the error and the audit log an ``execution``
-    record with ``errored: true``; the chain stops there.
+    record with ``errored: true`` (the end of its ``started`` record; the run stays
+    counted: the job's own code failed); the chain stops there.
 
     Parameters
     ----------
@@ -58,5 +59,6 @@ class RunCode(Step):
             function=execution.function,
             researcher=execution.researcher,
             run=execution.run,
+            run_id=execution.run_id,
             errored=True,
         )

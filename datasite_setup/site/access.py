@@ -1,0 +1,247 @@
+"""The gate in front of every PySyft API call a site serves (issue 11): who may call what.
+
+PySyft 0.9.5 serves guests (any fresh key) most of its API, checks its own
+``allow_guest_sessions`` only for blocking calls, and lets a researcher
+(``DATA_SCIENTIST``) write to the store without bound. ``ApiGate.refusal``
+answers, before PySyft sees a call:
+
+- an unregistered key (a guest) gets nothing, blocking or not, but the server's
+  metadata;
+- only the admin may queue (non-blocking) calls: no fedimg path uses them, and
+  PySyft checks guests only on blocking calls;
+- owners (``DATA_OWNER``, ``ADMIN``) are not restricted otherwise;
+- a researcher may call only this server, only on the paths a
+  fedimg job and the researcher's notebook use (``RESEARCHER_PATHS``), may upload
+  at most ``[limits] researcher_store_mb`` to the store in any 24 hours, and may
+  have at most ``[limits] max_pending_requests`` requests waiting for the owner.
+
+A refusal is a message naming the site, the rule and, for a limit, the policy key.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from policies import LimitSettings
+
+log = logging.getLogger("fedimg.access")
+WINDOW_S = 24 * 3600.0  # the store quota's window
+MB = 1024 * 1024
+
+# The API paths a researcher's client uses, logged (this module's debug log, "api call ...") from a
+# real job: tests/researcher/test_job_http.py::test_fedavg_end_to_end_over_http; the blob paths from
+# an upload over 1 MB.
+RESEARCHER_PATHS = frozenset(
+    {
+        # sy.login and the client's own bookkeeping
+        "metadata",
+        "metadata.get_metadata",
+        "user.get_current_user",
+        "migration._get_object",
+        "notifications.resolve_object",
+        # the datasets, their descriptions and mocks (Federation, FedAvgJob.dry_run)
+        "dataset.get_all",
+        "dataset.get_by_id",
+        "action.get_mock",
+        # submitting and following the job's request (FedAvgJob.submit, status, wait_for_approval)
+        "code.request_code_execution",
+        "request.get_all",
+        # a resume asks the site how many runs of its own code released a result (FedAvgJob.run)
+        "code.get_all",
+        "output.get_by_user_code_id",
+        # calling the approved code with the uploaded weights, round and cohort, reading its result
+        "code.call",
+        "action.set",
+        "action.get",
+        "action.has_storage_permission",
+        # objects over 1 MB (a larger model's weights, its result) go through the blob store
+        "blob_storage.allocate",
+        "blob_storage.write_to_disk",
+        "blob_storage.read",
+    }
+)
+UPLOAD_PATHS = frozenset({"action.set", "blob_storage.write_to_disk"})
+REQUEST_PATHS = frozenset({"code.request_code_execution", "code.submit"})
+
+
+class ApiGate:
+    """The access rules of one site, and the researchers' recent uploads (thread-safe).
+
+    Parameters
+    ----------
+    site : str
+        The site's name (in every refusal).
+    limits : LimitSettings
+        The site's ``[limits]``.
+    clock : callable
+        Seconds, monotonic (a test's own clock).
+
+    Examples
+    --------
+    >>> gate = ApiGate("hospital-a", LimitSettings(researcher_store_mb=1), clock=lambda: 0.0)
+    >>> gate.charge("alice", 700_000) is None
+    True
+    >>> print(gate.charge("alice", 700_000))
+    site hospital-a refused the upload: ... over the site's limit of 1 MB per researcher per 24 h ...
+    >>> gate.charge("bob", 700_000) is None
+    True
+    """
+
+    def __init__(self, site: str, limits: LimitSettings, clock: Callable[[], float] = time.monotonic) -> None:
+        self.site = site
+        self.limits = limits
+        self._clock = clock
+        self._uploads: dict[str, collections.deque[tuple[float, int]]] = collections.defaultdict(
+            collections.deque
+        )
+        self._lock = threading.Lock()
+
+    def refusal(self, server: Any, api_call: Any, body_bytes: int | None) -> str | None:
+        """Why ``api_call`` must not reach PySyft at ``server``; None when it may.
+
+        Parameters
+        ----------
+        server : syft Server
+            The datasite.
+        api_call : SignedSyftAPICall or SyftAPICall
+            The call as it arrived (its signature is checked here before anything is charged).
+        body_bytes : int or None
+            The HTTP body's size (None for a call that did not come over HTTP).
+
+        Returns
+        -------
+        str or None
+            The refusal the caller reads.
+        """
+        from syft.service.user.user_roles import ServiceRole
+
+        message = getattr(api_call, "message", api_call)
+        if getattr(api_call, "signature", None) is not None and not api_call.is_valid:
+            return None  # PySyft refuses it ("signature is invalid"); nothing is charged for it
+        path = message.path
+        role = server.get_role_for_credentials(credentials=api_call.credentials)
+        log.debug("api call %s by %s (blocking %s, %s bytes)", path, role.name, message.blocking, body_bytes)
+        if role == ServiceRole.GUEST:
+            return (
+                None if path == "metadata" else f"site {self.site}: this site serves nothing without a login"
+            )
+        if not message.blocking and role != ServiceRole.ADMIN:  # no fedimg path queues calls
+            return f"site {self.site}: only blocking calls are served (got a queued {path})"
+        if role.value >= ServiceRole.DATA_OWNER.value:
+            return None
+        if message.server_uid != server.id:
+            return f"site {self.site}: calls to other servers through this site are not served"
+        if path not in RESEARCHER_PATHS:
+            return (
+                f"site {self.site}: {path} is not available to researchers here "
+                "(only the calls a fedimg job needs are served)"
+            )
+        researcher = str(api_call.credentials)
+        if path == "blob_storage.allocate":
+            return self.room_for(researcher, _declared_size(message))
+        if path in UPLOAD_PATHS and body_bytes is not None:
+            return self.charge(researcher, body_bytes)
+        if path in REQUEST_PATHS:
+            return self._pending_refusal(server, api_call.credentials)
+        if path == "output.get_by_user_code_id":  # PySyft reads it with the server's key: any code's outputs
+            return self._not_own_code(server, api_call.credentials, message)
+        return None
+
+    def _not_own_code(self, server: Any, researcher: Any, message: Any) -> str | None:
+        """Refuse reading the outputs of a code that is not the caller's own."""
+        # the client adds its protocol version as a keyword: the code id is the one other argument
+        entries = [*message.args, *(v for k, v in message.kwargs.items() if k != "communication_protocol")]
+        refusal = f"site {self.site}: you can read the outputs of your own code only"
+        if len(entries) != 1:
+            return refusal
+        try:
+            code = server.services.user_code.stash.get_by_uid(server.verify_key, entries[0]).unwrap()
+        except Exception:  # noqa: BLE001 - an unknown or malformed id is refused like another's
+            return refusal
+        return None if code.user_verify_key == researcher else refusal
+
+    def room_for(self, researcher: str, size: int) -> str | None:
+        """Refuse an upload of ``size`` bytes that would not fit the researcher's quota (nothing charged)."""
+        with self._lock:
+            used = self._used(researcher)
+        return self._over(used, size)
+
+    def charge(self, researcher: str, size: int) -> str | None:
+        """Count an upload of ``size`` bytes, or refuse it when it would not fit the researcher's quota."""
+        with self._lock:
+            used = self._used(researcher)
+            refusal = self._over(used, size)
+            if refusal is None:
+                self._uploads[researcher].append((self._clock(), size))
+        return refusal
+
+    def _used(self, researcher: str) -> int:
+        uploads = self._uploads[researcher]
+        horizon = self._clock() - WINDOW_S
+        while uploads and uploads[0][0] < horizon:
+            uploads.popleft()
+        return sum(size for _, size in uploads)
+
+    def _over(self, used: int, size: int) -> str | None:
+        limit = self.limits.researcher_store_bytes
+        if used + size <= limit:
+            return None
+        return (
+            f"site {self.site} refused the upload: you uploaded {used / MB:.1f} MB here in the last 24 h "
+            f"and this adds {size / MB:.1f} MB, over the site's limit of {limit / MB:g} MB per researcher "
+            "per 24 h ([limits] researcher_store_mb in the site's policy.toml; ask its data owner)"
+        )
+
+    def _pending_refusal(self, server: Any, researcher: Any) -> str | None:
+        from syft.service.context import AuthedServiceContext
+        from syft.service.request.request import RequestStatus
+        from syft.service.user.user_roles import ServiceRole
+
+        context = AuthedServiceContext(server=server, credentials=server.verify_key, role=ServiceRole.ADMIN)
+        stash = server.services.request.stash
+        mine = stash.get_all_for_verify_key(credentials=server.verify_key, verify_key=researcher).unwrap()
+        pending = sum(1 for request in mine if request.get_status(context) == RequestStatus.PENDING)
+        limit = self.limits.max_pending_requests
+        if pending < limit:
+            return None
+        return (
+            f"site {self.site} refused the request: you have {pending} request(s) waiting for the data "
+            f"owner's decision, the site's limit is {limit} ([limits] max_pending_requests in the site's "
+            "policy.toml); wait for decisions on them first"
+        )
+
+
+def _declared_size(message: Any) -> int:
+    """The file size a ``blob_storage.allocate`` call declares."""
+    entries = [*message.args, *message.kwargs.values()]
+    return max((int(getattr(entry, "file_size", 0) or 0) for entry in entries), default=0)
+
+
+def is_registered(server: Any, verify_key: str) -> bool:
+    """Whether ``verify_key`` (hex) is an account of ``server``.
+
+    Parameters
+    ----------
+    server : syft Server
+        The datasite.
+    verify_key : str
+        A verify key as ``GET /api?verify_key=`` carries it.
+
+    Returns
+    -------
+    bool
+        False for an unknown or malformed key.
+    """
+    from syft.server.credentials import SyftVerifyKey
+    from syft.service.user.user_roles import ServiceRole
+
+    try:
+        key = SyftVerifyKey.from_string(verify_key)
+    except Exception:  # noqa: BLE001 - any malformed key is simply not an account
+        return False
+    return bool(server.get_role_for_credentials(credentials=key) != ServiceRole.GUEST)

@@ -1,0 +1,151 @@
+"""The owner channel's wire format: one JSON object per line each way, one request per connection.
+
+Never pickle: a request is plain JSON (``json.loads`` builds no objects), capped at
+``MAX_REQUEST_BYTES``; an answer is ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+CHANNEL_DIR = "owner-channel"  # 0700, holding only the socket: its mode cannot be raced through the state dir
+SOCKET_NAME = "owner.sock"
+MAX_REQUEST_BYTES = 64 * 1024  # a review request is a few hundred bytes; a password a few dozen
+MAX_ANSWER_BYTES = 64 * 2**20  # ``review show`` of every request prints their code
+ACTIONS = ("ping", "status", "review")
+REVIEW_ACTIONS = ("list", "show", "approve", "deny", "auto")
+
+
+class ProtocolError(ValueError):
+    """A line that is not a channel message: the answer names what is wrong.
+
+    Examples
+    --------
+    >>> str(ProtocolError("request: not JSON"))
+    'request: not JSON'
+    """
+
+
+def socket_path(state_dir: Path) -> Path:
+    """Where a site's owner channel listens: ``<state_dir>/owner-channel/owner.sock``.
+
+    Parameters
+    ----------
+    state_dir : Path
+        The site's state dir.
+
+    Returns
+    -------
+    Path
+        The socket's path.
+
+    Examples
+    --------
+    >>> socket_path(Path("state/hospital_a")).as_posix()
+    'state/hospital_a/owner-channel/owner.sock'
+    """
+    return Path(state_dir) / CHANNEL_DIR / SOCKET_NAME
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One message as a JSON line.
+
+    Parameters
+    ----------
+    message : dict
+        JSON-serialisable.
+
+    Returns
+    -------
+    bytes
+        UTF-8 JSON ending in a newline (JSON escapes every newline inside strings).
+
+    Examples
+    --------
+    >>> encode({"action": "ping"})
+    b'{"action": "ping"}\\n'
+    """
+    return (json.dumps(message) + "\n").encode()
+
+
+def decode(line: bytes, *, what: str = "request") -> dict[str, Any]:
+    """A message from one JSON line.
+
+    Parameters
+    ----------
+    line : bytes
+        The line, with or without its newline.
+    what : str, default "request"
+        Names the message in errors (``"request"`` or ``"answer"``).
+
+    Returns
+    -------
+    dict
+        The message.
+
+    Raises
+    ------
+    ProtocolError
+        Not UTF-8 JSON, or not a JSON object.
+
+    Examples
+    --------
+    >>> decode(b'{"action": "ping"}\\n')
+    {'action': 'ping'}
+    >>> decode(b"\\x80(")
+    Traceback (most recent call last):
+    ...
+    datasite_setup.site.owner_channel.protocol.ProtocolError: request: not UTF-8 JSON (one object per line)
+    """
+    try:
+        message = json.loads(line.decode())
+    except (UnicodeDecodeError, ValueError):
+        raise ProtocolError(f"{what}: not UTF-8 JSON (one object per line)") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(f"{what}: a JSON object is expected, not {type(message).__name__}")
+    return message
+
+
+def check_request(message: dict[str, Any]) -> str:
+    """The request's action, once its fields have the right types.
+
+    Parameters
+    ----------
+    message : dict
+        A decoded request.
+
+    Returns
+    -------
+    str
+        One of ``ACTIONS``.
+
+    Raises
+    ------
+    ProtocolError
+        An unknown action, or a field of the wrong type.
+
+    Examples
+    --------
+    >>> check_request({"action": "review", "review": "list"})
+    'review'
+    >>> try:
+    ...     check_request({"action": "reboot"})
+    ... except ProtocolError as exc:
+    ...     print(exc)
+    request: unknown action 'reboot'; one of ping, status, review
+    """
+    action = message.get("action")
+    if action not in ACTIONS:
+        raise ProtocolError(f"request: unknown action {action!r}; one of {', '.join(ACTIONS)}")
+    if action == "review" and message.get("review") not in REVIEW_ACTIONS:
+        raise ProtocolError(
+            f"request: review {message.get('review')!r} is not one of {', '.join(REVIEW_ACTIONS)}"
+        )
+    for field in ("request_id", "reason", "policy_file", "owner", "password"):
+        if message.get(field) is not None and not isinstance(message[field], str):
+            raise ProtocolError(f"request: {field} must be a string")
+    if not isinstance(message.get("force", False), bool):
+        raise ProtocolError("request: force must be true or false")
+    return str(action)

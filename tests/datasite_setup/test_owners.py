@@ -1,0 +1,172 @@
+"""Issue 11, finding 6: every decision, whatever the path, is recorded by the site itself, naming who decided.
+
+One running site serves every test here (module scope): a researcher submits small
+jobs, and each test decides on one through another path — a plain PySyft admin
+client, the code status changed directly, the Python helpers, ``fedimg review`` as
+the shared admin, and ``fedimg review --owner`` as a named owner created with
+``fedimg owner add``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from datasite_setup.cli import main
+from datasite_setup.convert.federated_format import CLIENTS_DIR
+from datasite_setup.site import code_requests
+from datasite_setup.site.owners import add_owner
+from datasite_setup.site.site_admin import ensure_researcher, login
+from policies import AUDIT_FILE, AuditLog, verify_audit_log
+from tests.researcher.http_sites import EMAIL, PASSWORD, connect, make_job
+from tests.support.datasites import RunningSite, convert_sample, free_port
+
+OWNER, OWNER_NAME, OWNER_PASSWORD = "grace@hospital.example", "Grace Hopper", "owner-pass-98765"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSite]:
+    root = tmp_path_factory.mktemp("owners")
+    data = convert_sample(root / "out")
+    running = RunningSite("client_0", data / CLIENTS_DIR / "client_0", root / "state-client_0", free_port())
+    running.start()
+    ensure_researcher(login(running.url, running.admin), email=EMAIL, name="Ada Lovelace", password=PASSWORD)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def federation_toml(site: RunningSite) -> Path:
+    path = site.state_dir.parent / "federation.toml"
+    path.write_text(
+        f'[federation]\ndata = "{site.data.parent.parent}"\nstate_root = "{site.state_dir.parent}"\n\n'
+        f'[[site]]\nname = "{site.name}"\nport = {site.port}\nstate_dir = "{site.state_dir}"\n'
+    )
+    return path
+
+
+def password_file(folder: Path, password: str) -> Path:
+    path = folder / f"password-{len(password)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    return path
+
+
+def submit(site: RunningSite, name: str) -> str:
+    """A researcher's job request at the site; its request id."""
+    federation = connect([site])
+    return make_job(federation, name, min_sites=1).submit(federation)[site.name]
+
+
+def decisions(site: RunningSite, request_id: str) -> list[dict]:
+    records = AuditLog(site.state_dir / AUDIT_FILE).records()
+    return [r for r in records if r["event"] == "decision" and r["request_id"] == request_id]
+
+
+def admin_request(site: RunningSite, request_id: str):
+    admin = login(site.url, site.admin)
+    (request,) = [r for r in admin.requests if str(r.id) == request_id]
+    return admin, request
+
+
+def test_a_plain_pysyft_admin_client_approving_and_denying_is_recorded(site: RunningSite) -> None:
+    request_id = submit(site, "plain_client")
+    _, request = admin_request(site, request_id)
+    request.approve()
+    (approved,) = decisions(site, request_id)
+    assert approved["decision"] == "approved" and approved["shared_admin"] is True
+    assert approved["by"] == site.admin.email and approved["researcher_email"] == EMAIL
+    assert approved["researcher_name"] == "Ada Lovelace" and approved["function"].startswith("fedimg_plain")
+    assert "forced" not in approved  # the plain client said nothing of the checks
+    request.deny("changed my mind")
+    approved_again, denied = decisions(site, request_id)
+    assert approved_again == approved
+    assert (denied["decision"], denied["reason"], denied["code_id"]) == (
+        "denied",
+        "changed my mind",
+        approved["code_id"],
+    )
+
+
+def test_changing_the_code_status_directly_is_recorded_once(site: RunningSite) -> None:
+    from syft.service.code.user_code import ApprovalDecision, UserCodeStatus
+
+    request_id = submit(site, "status_direct")
+    admin, request = admin_request(site, request_id)
+    status_id = request.code.status_link.object_uid
+    decision = ApprovalDecision(status=UserCodeStatus.APPROVED, reason="")
+    admin.api.services.code_status.update(id=status_id, decision=decision)
+    admin.api.services.code_status.update(id=status_id, decision=decision)  # the same again: no new decision
+    (record,) = decisions(site, request_id)  # the request was found from the code
+    assert record["decision"] == "approved" and record["shared_admin"] is True
+
+
+def test_the_python_helpers_are_recorded(site: RunningSite) -> None:
+    request_id = submit(site, "helpers")
+    admin = login(site.url, site.admin)
+    code_requests.deny(admin, request_id, "not this quarter")
+    (record,) = decisions(site, request_id)
+    assert (record["decision"], record["reason"], record["by"]) == (
+        "denied",
+        "not this quarter",
+        site.admin.email,
+    )
+
+
+def test_fedimg_review_as_the_shared_admin_is_recorded_once_with_the_forced_flag(site: RunningSite) -> None:
+    request_id = submit(site, "review_admin")
+    arguments = ["review", "--site", site.url, "--state-dir", str(site.state_dir), "approve", request_id]
+    assert main(arguments) == 0
+    (record,) = decisions(site, request_id)  # the CLI no longer writes a second one
+    assert record["forced"] is False and record["via"] == "fedimg review" and record["shared_admin"] is True
+
+
+def test_a_named_owner_decides_as_themself(site: RunningSite, federation_toml: Path, tmp_path: Path) -> None:
+    secret = password_file(tmp_path, OWNER_PASSWORD)
+    added = [
+        "owner",
+        "add",
+        str(federation_toml),
+        "--site",
+        site.name,
+        "--email",
+        OWNER,
+        "--name",
+        OWNER_NAME,
+    ]
+    assert main([*added, "--password-file", str(secret)]) == 0
+    assert main([*added, "--password-file", str(secret)]) == 0  # already there: unchanged
+    owners = [r for r in AuditLog(site.state_dir / AUDIT_FILE).records() if r["event"] == "owner"]
+    assert [(r["email"], r["name"]) for r in owners] == [(OWNER, OWNER_NAME)]
+    request_id = submit(site, "review_owner")
+    review = ["review", "--site", site.name, "--config", str(federation_toml), "--owner", OWNER]
+    assert (
+        main([*review, "--password-file", str(secret), "deny", request_id, "--reason", "too many rounds"])
+        == 0
+    )
+    (record,) = decisions(site, request_id)
+    assert (record["by"], record["by_name"], record["by_role"]) == (OWNER, OWNER_NAME, "DATA_OWNER")
+    assert record["shared_admin"] is False and record["reason"] == "too many rounds"
+    wrong = password_file(tmp_path, "not-the-password!")
+    assert main([*review, "--password-file", str(wrong), "list"]) == 2  # cannot log in: nothing decided
+    assert verify_audit_log(site.state_dir / AUDIT_FILE) == []
+
+
+def test_an_owner_account_needs_its_own_e_mail(site: RunningSite) -> None:
+    from datasite_setup.errors import FedimgError
+
+    with pytest.raises(FedimgError, match="already has a DATA_SCIENTIST account"):
+        add_owner(login(site.url, site.admin), email=EMAIL, name="Ada Lovelace", password="x" * 16)
+
+
+def test_a_password_file_others_can_read_is_refused(
+    site: RunningSite, federation_toml: Path, tmp_path: Path
+) -> None:
+    secret = password_file(tmp_path, OWNER_PASSWORD)
+    secret.chmod(0o644)
+    arguments = ["owner", "add", str(federation_toml), "--site", site.name, "--email", "x@hospital.example"]
+    assert main([*arguments, "--name", "X", "--password-file", str(secret)]) == 2

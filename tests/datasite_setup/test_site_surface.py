@@ -1,0 +1,306 @@
+"""The site's network surface against a real site (issue 11, findings 1-4).
+
+One site for the module, with small ``[limits]`` so that each limit is reached
+quickly. The tests run in file order: the per-address login lockout comes last
+(it locks 127.0.0.1, every test's address, for a few seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import numpy as np
+import pytest
+import requests
+
+from datasite_setup.convert.federated_format import CLIENTS_DIR
+from datasite_setup.site.code_requests import requests as owner_requests
+from datasite_setup.site.site_admin import ensure_researcher, login
+from tests.support.datasites import RunningSite, free_port
+
+ADA, BOB = "ada@university.example", "bob@university.example"
+PASSWORD = "researcher-pass-1234"
+LIMITS = """[limits]
+max_request_mb = 4
+researcher_store_mb = 3
+max_pending_requests = 2
+login_failures = 3
+login_backoff_seconds = 3
+login_backoff_max_seconds = 10
+"""
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory, sample_federation):
+    state = tmp_path_factory.mktemp("surface") / "state-client_0"
+    state.mkdir()
+    (state / "policy.toml").write_text(LIMITS)
+    running = RunningSite("client_0", sample_federation / CLIENTS_DIR / "client_0", state, free_port())
+    running.start()
+    admin = login(running.url, running.admin)
+    for email, name in ((ADA, "Ada"), (BOB, "Bob")):
+        ensure_researcher(admin, email=email, name=name, password=PASSWORD)
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def server_id(site):
+    from syft.types.uid import UID
+
+    return UID(requests.get(f"{site.url}/api/v2/metadata", timeout=10).json()["id"])
+
+
+def api_call(site, server_id, key, path, *args, blocking=True, **kwargs):
+    """A signed PySyft API call, sent as any client could; the server's answer (unsigned)."""
+    from syft.client.api import SyftAPICall
+    from syft.serde.deserialize import _deserialize
+    from syft.serde.serialize import _serialize
+
+    message = SyftAPICall(server_uid=server_id, path=path, args=list(args), kwargs=kwargs, blocking=blocking)
+    body = _serialize(message.sign(key), to_bytes=True)
+    response = requests.post(f"{site.url}/api/v2/api_call", data=body, timeout=60)
+    assert response.status_code == 200, response.text
+    return _deserialize(response.content, from_bytes=True).message.data
+
+
+def raw_login(site, email, password):
+    """``POST /login`` as any client could: the server's answer and the seconds it took."""
+    from syft.serde.deserialize import _deserialize
+
+    started = time.perf_counter()
+    response = requests.post(
+        f"{site.url}/api/v2/login", json={"email": email, "password": password}, timeout=60
+    )
+    return _deserialize(response.content, from_bytes=True), time.perf_counter() - started
+
+
+def outcome(call) -> str:
+    """What a PySyft client call answered or raised, as text."""
+    try:
+        return str(call())
+    except Exception as exc:  # noqa: BLE001 - the refusal's text is what is checked
+        return f"{type(exc).__name__}: {exc}"
+
+
+def lockouts(site) -> list[dict]:
+    path = site.state_dir / "audit.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [record for record in records if record["event"] == "login_lockout"]
+
+
+# --- 1. no anonymous access -------------------------------------------------------------------
+
+
+def test_a_guest_gets_nothing_but_the_login(site, server_id) -> None:
+    import syft as sy
+    from syft.server.credentials import SyftSigningKey
+    from syft.service.action.action_object import ActionObject
+    from syft.service.response import SyftError
+    from syft.types.blob_storage import CreateBlobStorageEntry
+
+    with pytest.raises(Exception, match="403"):
+        sy.login_as_guest(site.url).datasets.get_all()
+    guest = SyftSigningKey.generate()
+    stored_before = sum(f.stat().st_size for f in (site.state_dir / "blob").rglob("*") if f.is_file())
+    data = np.random.default_rng(0).random(250_000)  # 2 MB that do not compress
+    calls = {
+        "dataset.get_all": ((), {}),
+        "action.get_mock": ((), {"uid": server_id}),
+        "code.request_code_execution": ((), {}),
+        "action.set": ((ActionObject.from_obj(data),), {}),
+        "blob_storage.allocate": ((CreateBlobStorageEntry.from_obj(data, file_size=data.nbytes),), {}),
+    }
+    for path, (args, kwargs) in calls.items():
+        for blocking in (True, False):  # PySyft's own guest check sees only blocking calls
+            answer = api_call(site, server_id, guest, path, *args, blocking=blocking, **kwargs)
+            assert isinstance(answer, SyftError), (path, blocking, answer)
+            assert "serves nothing without a login" in answer.message
+    stored_after = sum(f.stat().st_size for f in (site.state_dir / "blob").rglob("*") if f.is_file())
+    assert stored_after == stored_before
+    response = requests.get(
+        f"{site.url}/api/v2/api",
+        params={"verify_key": str(guest.verify_key), "communication_protocol": "dev"},
+        timeout=10,
+    )
+    assert response.status_code == 403
+
+
+def test_closed_routes_and_a_uniform_password_reset_that_notifies_nobody(site) -> None:
+    admin = login(site.url, site.admin)
+    notifications_before = len(admin.api.services.notifications.get_all())
+    answers = set()
+    for route in ("forgot_password", "reset_password"):
+        for email in (site.admin.email, ADA, "nobody@nowhere.example"):
+            response = requests.post(
+                f"{site.url}/api/v2/{route}",
+                json={"email": email, "token": "t", "new_password": "p"},
+                timeout=10,
+            )
+            answers.add((response.status_code, response.content))
+    assert len(answers) == 1  # the admin's, a researcher's and an unknown e-mail: one answer
+    assert len(admin.api.services.notifications.get_all()) == notifications_before
+    from syft.serde.deserialize import _deserialize
+    from syft.service.response import SyftError
+
+    refusal = _deserialize(
+        requests.post(f"{site.url}/api/v2/register", data=b"x", timeout=10).content, from_bytes=True
+    )
+    assert isinstance(refusal, SyftError) and "no permission to create an account" in refusal.message
+    for path in ("/api/v2/stream/x/eA==/", "/docs", "/openapi.json"):
+        assert requests.post(site.url + path, data=b"{}", timeout=10).status_code in (404, 405), path
+        assert requests.get(site.url + path, timeout=10).status_code in (404, 405), path
+
+
+# --- 2. what a researcher may call and store ---------------------------------------------------
+
+
+def test_a_researcher_may_call_only_what_a_job_needs(site, server_id) -> None:
+    import syft as sy
+    from syft.service.response import SyftError
+
+    ada = sy.login(url=site.url, email=ADA, password=PASSWORD)
+    assert len(ada.datasets.get_all()) == 1  # the job's own paths are served
+    for path in ("settings.get", "user.get_all", "api.get_all", "notifications.get_all"):
+        answer = api_call(site, server_id, ada.credentials, path)
+        assert isinstance(answer, SyftError) and "not available to researchers" in answer.message, path
+    answer = api_call(site, server_id, ada.credentials, "dataset.get_all", blocking=False)
+    assert isinstance(answer, SyftError) and "only blocking calls are served" in answer.message
+
+
+def test_a_researchers_uploads_stop_at_the_store_quota(site) -> None:
+    import syft as sy
+
+    def upload(client):  # 2 MB that do not compress
+        return outcome(lambda: sy.ActionObject.from_obj(np.random.default_rng().random(250_000)).send(client))
+
+    bob = sy.login(url=site.url, email=BOB, password=PASSWORD)
+    first = upload(bob)  # 2 MB of 3
+    assert "researcher_store_mb" not in first
+    second = upload(bob)
+    assert "[limits] researcher_store_mb" in second and "3 MB" in second, second
+    ada = sy.login(url=site.url, email=ADA, password=PASSWORD)  # another researcher's quota is their own
+    assert "researcher_store_mb" not in upload(ada)
+
+
+def _pending_0() -> int:
+    return 0
+
+
+def _pending_1() -> int:
+    return 1
+
+
+def _pending_2() -> int:
+    return 2
+
+
+def test_a_researcher_has_a_bounded_number_of_pending_requests(site) -> None:
+    import syft as sy
+
+    ada = sy.login(url=site.url, email=ADA, password=PASSWORD)
+    answers = []
+    for function in (_pending_0, _pending_1, _pending_2):
+        code = sy.syft_function(input_policy=sy.ExactMatch(), output_policy=sy.SingleExecutionExactOutput())(
+            function
+        )
+        answers.append(outcome(lambda code=code: ada.code.request_code_execution(code)))
+    assert all("max_pending_requests" not in answer for answer in answers[:2]), answers
+    assert "[limits] max_pending_requests" in answers[2] and "2 request(s) waiting" in answers[2], answers
+    admin = login(site.url, site.admin)
+    assert len(owner_requests(admin)) == 2
+
+
+def test_a_researcher_reads_the_outputs_of_their_own_code_only(site, server_id) -> None:
+    import syft as sy
+    from syft.service.response import SyftError
+
+    ada = sy.login(url=site.url, email=ADA, password=PASSWORD)
+    bob = sy.login(url=site.url, email=BOB, password=PASSWORD)
+    (code, *_) = ada.code.get_all()  # the pending requests' code (test above): Ada's own
+    own = api_call(site, server_id, ada.credentials, "output.get_by_user_code_id", code.id)
+    assert not isinstance(own, SyftError) and own.value == [], own  # served: no run released yet
+    answer = api_call(site, server_id, bob.credentials, "output.get_by_user_code_id", code.id)
+    assert isinstance(answer, SyftError) and "your own code only" in answer.message, answer
+    assert not bob.code.get_all()  # PySyft filters the list itself: Ada's code is not Bob's
+
+
+# --- 4. request size and malformed bodies ------------------------------------------------------
+
+
+def test_bodies_over_the_cap_are_refused_before_they_are_read(site) -> None:
+    url = f"{site.url}/api/v2/api_call"
+    response = requests.post(url, data=b"0" * (5 * 1024 * 1024), timeout=30)
+    assert response.status_code == 413 and "max_request_mb" in response.json()["detail"]
+
+    def chunks():  # no Content-Length: counted as it streams
+        for _ in range(200):
+            yield b"0" * (1024 * 1024)
+
+    started = time.perf_counter()
+    try:
+        response = requests.post(url, data=chunks(), timeout=30)
+    except requests.exceptions.ConnectionError:
+        pass  # the site answered 413 and stopped reading while the client was still sending
+    else:
+        assert response.status_code == 413
+    assert time.perf_counter() - started < 20
+
+
+def test_malformed_bodies_get_a_4xx_and_no_traceback(site) -> None:
+    logged = len(site.log_path.read_bytes())
+    for route, body in (
+        ("api_call", b"garbage" * 10),
+        ("api_call", b""),
+        ("login", b"\x00\xff"),
+        ("login", b"[]"),
+    ):
+        response = requests.post(f"{site.url}/api/v2/{route}", data=body, timeout=10)
+        assert 400 <= response.status_code < 500, (route, body, response.status_code, response.text)
+    time.sleep(0.5)
+    new_log = site.log_path.read_bytes()[logged:].decode(errors="replace")
+    assert "Traceback" not in new_log
+
+
+# --- 3. login throttling -----------------------------------------------------------------------
+
+
+def test_failed_logins_back_off_per_account_without_slowing_others(site) -> None:
+    from syft.service.response import SyftError
+    from syft.service.user.user import UserPrivateKey
+
+    for email in (ADA, "nobody@nowhere.example"):  # a known and an unknown account: the same story
+        for _ in range(3):
+            answer, _ = raw_login(site, email, "wrong password")
+            assert isinstance(answer, SyftError) and "Invalid credentials" in answer.message
+    (ada_locked, seconds), (nobody_locked, _) = (
+        raw_login(site, ADA, PASSWORD),
+        raw_login(site, "nobody@nowhere.example", PASSWORD),
+    )
+    assert isinstance(ada_locked, SyftError) and "Too many failed logins" in ada_locked.message
+    assert seconds < 0.5  # refused before any bcrypt work
+    assert re.sub(r"\d+", "N", ada_locked.message) == re.sub(r"\d+", "N", nobody_locked.message)
+    bob, _ = raw_login(site, BOB, PASSWORD)  # another user, from the same address, is not held up
+    assert isinstance(bob, UserPrivateKey)
+    events = lockouts(site)
+    assert [(e["kind"], e["value"]) for e in events] == [
+        ("account", ADA),
+        ("account", "nobody@nowhere.example"),
+    ]
+    time.sleep(3.5)
+    ada, _ = raw_login(site, ADA, PASSWORD)  # the lock is over
+    assert isinstance(ada, UserPrivateKey)
+
+
+def test_failed_logins_from_one_address_back_off_that_address(site) -> None:
+    from syft.service.response import SyftError
+
+    # 6 failures so far from 127.0.0.1; the address locks at 4 x login_failures = 12
+    for number in range(6):
+        raw_login(site, f"spray{number}@nowhere.example", "wrong password")
+    bob, seconds = raw_login(site, BOB, PASSWORD)
+    assert isinstance(bob, SyftError) and "Too many failed logins" in bob.message and seconds < 0.5
+    assert ("address", "127.0.0.1") in [(e["kind"], e["value"]) for e in lockouts(site)]
+    assert len(lockouts(site)) == 3  # one event per lockout, not one per attempt

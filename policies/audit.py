@@ -21,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 GENESIS = "0" * 64
+log = logging.getLogger("fedimg.audit")  # every record also in the site's log: approvals, runs, refusals
 EVENTS = (
     "request",
     "review",
@@ -127,6 +129,7 @@ class AuditLog:
             handle.flush()
             os.fsync(handle.fileno())
             self._write_head(line_hash, count + 1)
+        log.info("audit %s", describe_record(record).split("  ", 1)[-1])  # the log line has its own time
         return record
 
     def records(self) -> list[dict]:

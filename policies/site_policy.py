@@ -49,6 +49,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datasite_setup import RELEASE_MIN_SAMPLES  # one number: convert warns about clients below it
 from policies.static_review import DEFAULT_ALLOWED_IMPORTS, ReviewPolicy
 
 POLICY_FILE = "policy.toml"
@@ -322,7 +323,7 @@ class SitePolicy:
 
     extra_allowed_imports: tuple[str, ...] = ()
     auto_approve_templates: tuple[str, ...] = ()
-    min_samples: int = 20
+    min_samples: int = RELEASE_MIN_SAMPLES
     max_output_mb: float = 50.0
     privacy: PrivacySettings | None = None
     require_secure_aggregation: bool = False
@@ -471,7 +472,7 @@ def _read_release(path: Path, release: dict) -> tuple[float, int]:
         raise PolicyError(
             f"{path}: [release] max_output_mb must be a finite number > 0 (got {max_output_mb!r})"
         )
-    min_samples = release.get("min_samples", 20)
+    min_samples = release.get("min_samples", RELEASE_MIN_SAMPLES)
     if isinstance(min_samples, bool) or not isinstance(min_samples, int) or min_samples < 1:
         raise PolicyError(f"{path}: [release] min_samples must be an integer >= 1 (got {min_samples!r})")
     return max_output_mb, min_samples

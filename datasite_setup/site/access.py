@@ -66,7 +66,7 @@ RESEARCHER_PATHS = frozenset(
     }
 )
 UPLOAD_PATHS = frozenset({"action.set", "blob_storage.write_to_disk"})
-REQUEST_PATHS = frozenset({"code.request_code_execution", "code.submit"})
+REQUEST_PATHS = frozenset({"code.request_code_execution"})
 
 
 class ApiGate:
@@ -220,28 +220,3 @@ def _declared_size(message: Any) -> int:
     """The file size a ``blob_storage.allocate`` call declares."""
     entries = [*message.args, *message.kwargs.values()]
     return max((int(getattr(entry, "file_size", 0) or 0) for entry in entries), default=0)
-
-
-def is_registered(server: Any, verify_key: str) -> bool:
-    """Whether ``verify_key`` (hex) is an account of ``server``.
-
-    Parameters
-    ----------
-    server : syft Server
-        The datasite.
-    verify_key : str
-        A verify key as ``GET /api?verify_key=`` carries it.
-
-    Returns
-    -------
-    bool
-        False for an unknown or malformed key.
-    """
-    from syft.server.credentials import SyftVerifyKey
-    from syft.service.user.user_roles import ServiceRole
-
-    try:
-        key = SyftVerifyKey.from_string(verify_key)
-    except Exception:  # noqa: BLE001 - any malformed key is simply not an account
-        return False
-    return bool(server.get_role_for_credentials(credentials=key) != ServiceRole.GUEST)

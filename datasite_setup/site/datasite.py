@@ -152,8 +152,7 @@ def make_app(worker: Datasite) -> Any:
     from fastapi import APIRouter, FastAPI
     from syft.server.routes import make_routes
 
-    from datasite_setup.site.access import is_registered
-    from datasite_setup.site.syft_patches import site_limits
+    from datasite_setup.site.syft_patches import has_logged_in, site_limits
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -178,7 +177,7 @@ def make_app(worker: Datasite) -> Any:
     app.add_middleware(
         HttpGuard,
         limits=lambda: site_limits(server_id),
-        registered=lambda key: is_registered(worker, key),
+        registered=lambda key, address: has_logged_in(server_id, key, address),
         prefix=API_PREFIX,
     )
     return app

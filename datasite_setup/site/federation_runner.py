@@ -5,9 +5,9 @@ tests) in a clean environment (``site_environment``), with its rotating log in
 ``<state_dir>/datasite.log``; ``up`` reports each site's progress (starting,
 ingesting n/N, answering) and waits as long as the site makes progress. The run file
 ``<state_root>/run.json`` records the pid of each site so that ``status`` and
-``down`` find them; ``up`` on a running federation starts nothing. ``status`` asks
-each site over its owner channel (``owner_channel``: no PySyft import, no login) and
-reads a site without one over HTTP as its admin.
+``down`` find them; ``up`` on a running federation starts nothing. ``fedimg status``
+asks each site over its owner channel (``owner_channel.client.status``: no PySyft
+import, no login) and reads a site without one with ``http_status``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from datasite_setup.private_file import write_private_file
 from datasite_setup.site.credentials import admin_credentials, researcher_credentials, researcher_file
 from datasite_setup.site.datasite import python_executable_command, serve_command
 from datasite_setup.site.federation_config import FederationConfig, SiteConfig
-from datasite_setup.site.owner_channel import client as owner_channel
 from datasite_setup.site.owner_channel.site_status import SiteStatus
 from datasite_setup.site.site_admin import dataset_summaries, ensure_researcher, is_answering, login
 from datasite_setup.site.site_environment import site_environment
@@ -451,31 +450,6 @@ def _provision(config: FederationConfig, site: SiteConfig, pid: int) -> SiteStat
     if summaries:
         status.dataset, status.split_counts = summaries[0].name, summaries[0].split_counts
     return status
-
-
-def status(config: FederationConfig) -> list[SiteStatus]:
-    """``fedimg status``: whether each site runs and answers, and the dataset it holds.
-
-    A site that answers on its owner channel reports itself; the others are read as
-    before (``http_status``).
-
-    Parameters
-    ----------
-    config : FederationConfig
-        The federation.
-
-    Returns
-    -------
-    list of SiteStatus
-        One per site, in config order: ``"stopped"`` (no live process in the run
-        file), ``"not answering"``, or ``"running"`` with its dataset (a problem
-        reading it is in ``problem``).
-    """
-    result = []
-    for site in config.sites:
-        found = owner_channel.status(site.name, site.url, site.state_dir)
-        result.append(found if found is not None else http_status(config, site))
-    return result
 
 
 def http_status(config: FederationConfig, site: SiteConfig) -> SiteStatus:

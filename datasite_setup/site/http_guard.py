@@ -10,8 +10,10 @@
   (404); ``/register`` (owners create accounts), ``/forgot_password`` and
   ``/reset_password`` answer every caller with the same refusal and notify
   nobody (PySyft told the admin's e-mail apart and wrote to the admin's inbox);
-- ``GET /api?verify_key=`` (the API description) is served only to registered
-  accounts: without a login nothing is served but the login itself;
+- ``GET /api?verify_key=`` (the API description) is served only for a key that
+  logged in from the same client address since the site started: a verify key
+  is public (the root admin's is the server's own, in ``/metadata``), so "the key
+  is an account" proves nothing; without a login nothing is served but the login;
 - an exception escaping a route before it answered (a malformed body PySyft
   cannot deserialize) becomes a 400 and one log line, not a 500 and a traceback;
 - the client's address and the body's size reach the API-call gate and the
@@ -99,7 +101,8 @@ class HttpGuard:
     limits : callable
         The site's current ``[limits]`` (its policy is registered after the app is built).
     registered : callable
-        Whether a verify key (hex) belongs to an account of the site.
+        ``registered(verify_key_hex, client_address)``: whether that key logged in from that
+        address (``syft_patches.has_logged_in``).
     prefix : str
         Where PySyft's routes are mounted (``/api/v2``).
 
@@ -107,7 +110,7 @@ class HttpGuard:
     --------
     >>> async def app(scope, receive, send):
     ...     pass
-    >>> guard = HttpGuard(app, limits=LimitSettings, registered=lambda key: False, prefix="/api/v2")
+    >>> guard = HttpGuard(app, limits=LimitSettings, registered=lambda key, address: False, prefix="/api/v2")
     >>> guard.route("/api/v2/stream/x/y/"), guard.route("/api/v2/login"), guard.route("/elsewhere")
     ('/stream/x/y/', '/login', None)
     """
@@ -117,7 +120,7 @@ class HttpGuard:
         app: ASGIApp,
         *,
         limits: Callable[[], LimitSettings],
-        registered: Callable[[str], bool],
+        registered: Callable[[str, str | None], bool],
         prefix: str,
     ) -> None:
         self.app = app
@@ -202,7 +205,8 @@ class HttpGuard:
 
     def _registered_caller(self, scope: Scope) -> bool:
         keys = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("verify_key", [])
-        return len(keys) == 1 and self.registered(keys[0])
+        client = scope.get("client")
+        return len(keys) == 1 and self.registered(keys[0], client[0] if client else None)
 
 
 def _content_length(scope: Scope) -> int | None:

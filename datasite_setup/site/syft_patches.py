@@ -89,6 +89,9 @@ _enforcers: dict[str, SiteEnforcer] = {}  # by server id
 _contained: dict[str, ContainedCalls] = {}  # by server id: sites whose sandbox is on
 _gates: dict[str, ApiGate] = {}  # by server id, made on first use with the site's [limits]
 _throttles: dict[str, LoginThrottle] = {}  # by server id, likewise
+_logged_in: dict[
+    str, set[tuple[str, str | None]]
+] = {}  # by server id: (verify key, client address) since start
 log = logging.getLogger("fedimg.release")
 access_log = logging.getLogger("fedimg.access")
 _call = threading.local()  # how many runs of the current call have started: the private run comes first
@@ -159,6 +162,32 @@ def register_enforcer(
     with _lock:  # made again with the policy's [limits] on their next use
         _gates.pop(str(worker.id), None)
         _throttles.pop(str(worker.id), None)
+
+
+def has_logged_in(server_id: str, verify_key: str, address: str | None) -> bool:
+    """Whether ``verify_key`` logged in from ``address`` at the served datasite ``server_id`` (since start).
+
+    Parameters
+    ----------
+    server_id : str
+        The datasite.
+    verify_key : str
+        A verify key (hex), as ``GET /api?verify_key=`` carries it.
+    address : str or None
+        The client's address.
+
+    Returns
+    -------
+    bool
+        False for a key that never logged in here, or logged in from elsewhere.
+
+    Examples
+    --------
+    >>> has_logged_in("no-such-server", "00" * 32, "127.0.0.1")
+    False
+    """
+    with _lock:
+        return (verify_key, address) in _logged_in.get(server_id, set())
 
 
 def site_limits(server_id: str) -> LimitSettings:
@@ -295,6 +324,12 @@ def _wrap_exchange_credentials(original: Any) -> Any:
                 _record_lockout(context.server, lockout)
             raise
         throttle.succeeded(account, address)
+        private_key = getattr(getattr(result, "value", result), "signing_key", None)
+        if private_key is not None:  # this client may now fetch its API description (GET /api)
+            with _lock:
+                _logged_in.setdefault(str(context.server.id), set()).add(
+                    (str(private_key.verify_key), address)
+                )
         return result
 
     return _mark(exchange_credentials)

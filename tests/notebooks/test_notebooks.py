@@ -113,7 +113,9 @@ def test_data_owner_approves_and_researcher_trains(federation_toml: Path, tmp_pa
         FEDIMG_NOTEBOOK_APPROVAL_TIMEOUT=str(WAIT_TIMEOUT_S),
     )
     owner_env = kernel_env(
-        FEDIMG_NOTEBOOK_CONFIG=str(federation_toml), FEDIMG_NOTEBOOK_REVIEW_TIMEOUT=str(WAIT_TIMEOUT_S)
+        FEDIMG_NOTEBOOK_CONFIG=str(federation_toml),
+        FEDIMG_NOTEBOOK_REVIEW_TIMEOUT=str(WAIT_TIMEOUT_S),
+        FEDIMG_NOTEBOOK_APPROVE="passing",  # the notebook approves nothing by itself: this stands in for a person
     )
 
     outcome: dict = {}

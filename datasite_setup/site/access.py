@@ -21,10 +21,12 @@ A refusal is a message naming the site, the rule and, for a limit, the policy ke
 from __future__ import annotations
 
 import collections
+import contextlib
+import contextvars
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from policies import LimitSettings
@@ -46,7 +48,6 @@ RESEARCHER_PATHS = frozenset(
         "notifications.resolve_object",
         # the datasets, their descriptions and mocks (Federation, FedAvgJob.dry_run)
         "dataset.get_all",
-        "dataset.get_by_id",
         "action.get_mock",
         # submitting and following the job's request (FedAvgJob.submit, status, wait_for_approval)
         "code.request_code_execution",
@@ -65,7 +66,59 @@ RESEARCHER_PATHS = frozenset(
         "blob_storage.read",
     }
 )
-UPLOAD_PATHS = frozenset({"action.set", "blob_storage.write_to_disk"})
+UPLOAD_PATHS = frozenset({"action.set"})  # blob storage is charged at allocate, at its declared size
+UNPACK_FACTOR = 4  # a call's arrays may unpack to 4 x [limits] max_request_mb (weights hardly compress)
+MAX_EXTENSION_CHARS = 16
+ACCOUNT_TYPES = frozenset({"User", "UserPrivateKey", "UserView", "UserCreate", "UserUpdate"})
+_unpack_budget: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
+    "unpack_budget", default=None
+)
+
+
+class UnpackTooLarge(Exception):
+    """A call's compressed arrays would unpack to more than the site allows."""
+
+
+@contextlib.contextmanager
+def bounded_unpacking(limit: int) -> Iterator[None]:
+    """While inside, arrays unpacked from a call (``charge_unpacking``) may total at most ``limit`` bytes.
+
+    Examples
+    --------
+    >>> with bounded_unpacking(10):
+    ...     charge_unpacking(8)
+    ...     charge_unpacking(8)
+    Traceback (most recent call last):
+    ...
+    datasite_setup.site.access.UnpackTooLarge: the call's arrays unpack to more than 0 MB, ...
+    >>> charge_unpacking(10**12)  # outside: the site's own loads are not bounded
+    """
+    token = _unpack_budget.set([limit, limit])
+    try:
+        yield
+    finally:
+        _unpack_budget.reset(token)
+
+
+def charge_unpacking(size: int) -> None:
+    """Count ``size`` bytes about to be unpacked (``syft_patches`` calls it from PySyft's array decoder).
+
+    Raises
+    ------
+    UnpackTooLarge
+        Inside ``bounded_unpacking`` when the call's arrays would pass its limit.
+    """
+    budget = _unpack_budget.get()
+    if budget is None:
+        return
+    budget[0] -= int(size)
+    if budget[0] < 0:
+        raise UnpackTooLarge(
+            f"the call's arrays unpack to more than {budget[1] / MB:.0f} MB, {UNPACK_FACTOR} x the site's "
+            "[limits] max_request_mb: send less, or ask the data owner to raise it"
+        )
+
+
 REQUEST_PATHS = frozenset({"code.request_code_execution"})
 
 
@@ -100,6 +153,8 @@ class ApiGate:
             collections.deque
         )
         self._lock = threading.Lock()
+        self._in_flight: collections.Counter[str] = collections.Counter()  # requests being stored
+        self._held = threading.local()  # the slot this thread reserved
 
     def refusal(self, server: Any, api_call: Any, body_bytes: int | None) -> str | None:
         """Why ``api_call`` must not reach PySyft at ``server``; None when it may.
@@ -120,16 +175,22 @@ class ApiGate:
         """
         from syft.service.user.user_roles import ServiceRole
 
-        message = getattr(api_call, "message", api_call)
-        if getattr(api_call, "signature", None) is not None and not api_call.is_valid:
+        if getattr(api_call, "signature", None) is None:
+            return f"site {self.site}: only signed calls are served"
+        if not api_call.is_valid:  # checked over the bytes: nothing is unpacked yet
             return None  # PySyft refuses it ("signature is invalid"); nothing is charged for it
-        path = message.path
         role = server.get_role_for_credentials(credentials=api_call.credentials)
+        if (
+            role == ServiceRole.GUEST
+        ):  # refused before its message is unpacked: a stranger's zstd bomb never is
+            return f"site {self.site}: this site serves nothing without a login"
+        try:  # a signed call unpacks its arrays (zstd) to at most a few times the body cap
+            with bounded_unpacking(UNPACK_FACTOR * self.limits.max_request_bytes):
+                message = api_call.message
+        except UnpackTooLarge as exc:
+            return f"site {self.site}: {exc}"
+        path = message.path
         log.debug("api call %s by %s (blocking %s, %s bytes)", path, role.name, message.blocking, body_bytes)
-        if role == ServiceRole.GUEST:
-            return (
-                None if path == "metadata" else f"site {self.site}: this site serves nothing without a login"
-            )
         if not message.blocking and role != ServiceRole.ADMIN:  # no fedimg path queues calls
             return f"site {self.site}: only blocking calls are served (got a queued {path})"
         if role.value >= ServiceRole.DATA_OWNER.value:
@@ -142,14 +203,40 @@ class ApiGate:
                 "(only the calls a fedimg job needs are served)"
             )
         researcher = str(api_call.credentials)
-        if path == "blob_storage.allocate":
-            return self.room_for(researcher, _declared_size(message))
+        if path == "migration._get_object" and _object_type_name(message) in ACCOUNT_TYPES:
+            return f"site {self.site}: account records are not served to researchers"
+        if path == "blob_storage.allocate":  # charged at the size it declares; its writes must fit it
+            if len("".join(map(str, _argument(message, "extensions", 1) or []))) > MAX_EXTENSION_CHARS:
+                return (
+                    f"site {self.site}: a blob's file extension is at most {MAX_EXTENSION_CHARS} characters"
+                )
+            return self.charge(researcher, _declared_size(message))
+        if path == "blob_storage.write_to_disk":
+            return self._not_own_blob(server, api_call.credentials, message)
         if path in UPLOAD_PATHS and body_bytes is not None:
             return self.charge(researcher, body_bytes)
-        if path in REQUEST_PATHS:
-            return self._pending_refusal(server, api_call.credentials)
+        if path in REQUEST_PATHS:  # a request's code is stored too: charged like an upload
+            return self._reserve_request(server, api_call.credentials) or (
+                self.charge(researcher, body_bytes) if body_bytes is not None else None
+            )
         if path == "output.get_by_user_code_id":  # PySyft reads it with the server's key: any code's outputs
             return self._not_own_code(server, api_call.credentials, message)
+        return None
+
+    def _not_own_blob(self, server: Any, researcher: Any, message: Any) -> str | None:
+        """Refuse a write to a blob entry the caller did not allocate, or larger than it declared.
+
+        PySyft checks only *read* permission, and every dataset mock's blob is readable by all:
+        without this a researcher could overwrite the mocks every other researcher reads.
+        """
+        refusal = f"site {self.site}: you can write only the blob storage you allocated, within its size"
+        uid, data = _argument(message, "uid", 0), _argument(message, "data", 1)
+        try:
+            entry = server.services.blob_storage.stash.get_by_uid(server.verify_key, uid).unwrap()
+        except Exception:  # noqa: BLE001 - an unknown or malformed id is refused like another's
+            return refusal
+        if entry.uploaded_by != researcher or len(data or b"") > int(entry.file_size or 0):
+            return refusal
         return None
 
     def _not_own_code(self, server: Any, researcher: Any, message: Any) -> str | None:
@@ -197,7 +284,29 @@ class ApiGate:
             "per 24 h ([limits] researcher_store_mb in the site's policy.toml; ask its data owner)"
         )
 
-    def _pending_refusal(self, server: Any, researcher: Any) -> str | None:
+    def _reserve_request(self, server: Any, researcher: Any) -> str | None:
+        """Refuse a request past ``max_pending_requests``, else hold a slot for it until ``release``.
+
+        The count and the reservation are one step under the lock: concurrent submissions
+        cannot all see room (39 of 40 concurrent ones were accepted without it).
+        """
+        key = str(researcher)
+        with self._lock:
+            refusal = self._pending_refusal(server, researcher, self._in_flight[key])
+            if refusal is None:
+                self._in_flight[key] += 1
+                self._held.key = key
+        return refusal
+
+    def release(self) -> None:
+        """Give back the request slot this thread reserved (its request is now stored, or failed)."""
+        key = getattr(self._held, "key", None)
+        if key is not None:
+            self._held.key = None
+            with self._lock:
+                self._in_flight[key] -= 1
+
+    def _pending_refusal(self, server: Any, researcher: Any, in_flight: int = 0) -> str | None:
         from syft.service.context import AuthedServiceContext
         from syft.service.request.request import RequestStatus
         from syft.service.user.user_roles import ServiceRole
@@ -205,7 +314,9 @@ class ApiGate:
         context = AuthedServiceContext(server=server, credentials=server.verify_key, role=ServiceRole.ADMIN)
         stash = server.services.request.stash
         mine = stash.get_all_for_verify_key(credentials=server.verify_key, verify_key=researcher).unwrap()
-        pending = sum(1 for request in mine if request.get_status(context) == RequestStatus.PENDING)
+        pending = in_flight + sum(
+            1 for request in mine if request.get_status(context) == RequestStatus.PENDING
+        )
         limit = self.limits.max_pending_requests
         if pending < limit:
             return None
@@ -214,6 +325,19 @@ class ApiGate:
             f"owner's decision, the site's limit is {limit} ([limits] max_pending_requests in the site's "
             "policy.toml); wait for decisions on them first"
         )
+
+
+def _argument(message: Any, name: str, position: int) -> Any:
+    """A call's argument by keyword, else by position (None when absent)."""
+    if name in message.kwargs:
+        return message.kwargs[name]
+    return message.args[position] if len(message.args) > position else None
+
+
+def _object_type_name(message: Any) -> str:
+    """The class name a ``migration._get_object`` call asks for."""
+    kind = _argument(message, "object_type", 1)
+    return str(getattr(kind, "__name__", kind))
 
 
 def _declared_size(message: Any) -> int:

@@ -187,7 +187,10 @@ def serve(worker: Datasite, *, host: str, port: int) -> None:
     """Serve ``worker`` over HTTP until SIGINT/SIGTERM."""
     import uvicorn
 
-    config = uvicorn.Config(make_app(worker), host=host, port=port, log_level="warning", access_log=False)
+    # proxy_headers off: uvicorn would otherwise take X-Forwarded-For from a local caller as its address
+    config = uvicorn.Config(
+        make_app(worker), host=host, port=port, log_level="warning", access_log=False, proxy_headers=False
+    )
     uvicorn.Server(config).run()
 
 

@@ -64,7 +64,13 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from datasite_setup.site import decisions
-from datasite_setup.site.access import ApiGate
+from datasite_setup.site.access import (
+    UNPACK_FACTOR,
+    ApiGate,
+    UnpackTooLarge,
+    bounded_unpacking,
+    charge_unpacking,
+)
 from datasite_setup.site.contained import ContainedCalls, unconfined_refusal
 from datasite_setup.site.http_guard import current_request
 from datasite_setup.site.login_throttle import Lockout, LoginThrottle, locked_message
@@ -111,6 +117,7 @@ def apply_syft_patches() -> None:
     >>> is_patched(UserCodeService.is_execution_allowed)
     True
     """
+    from syft.serde import arrow
     from syft.server.server import Server
     from syft.service.action import action_service
     from syft.service.code.user_code_service import UserCodeService
@@ -130,6 +137,7 @@ def apply_syft_patches() -> None:
         Server.handle_api_call_with_unsigned_result = _wrap_handle_api_call(
             Server.handle_api_call_with_unsigned_result
         )
+        arrow.arrow_deserialize = _wrap_arrow_deserialize(arrow.arrow_deserialize)
         decisions.install()
 
 
@@ -368,15 +376,30 @@ def _wrap_handle_api_call(original: Any) -> Any:
     ) -> Any:
         if job_id is None:  # a call from outside (a queued job's own calls were gated when queued)
             request = current_request()
-            refusal = _gate(self).refusal(self, api_call, request.body_bytes if request else None)
-            if refusal is not None:
-                access_log.info(
-                    "refused %s: %s", getattr(getattr(api_call, "message", None), "path", "?"), refusal
-                )
-                return SyftError(message=refusal)
+            gate = _gate(self)
+            try:
+                refusal = gate.refusal(self, api_call, request.body_bytes if request else None)
+                if refusal is not None:
+                    # the path is not logged: unpacking the call may be what was refused
+                    access_log.info("refused a call: %s", refusal)
+                    return SyftError(message=refusal)
+                return original(self, api_call, job_id=job_id, check_call_location=check_call_location)
+            finally:
+                gate.release()  # a request slot it reserved is now a pending request (or none)
         return original(self, api_call, job_id=job_id, check_call_location=check_call_location)
 
     return _mark(handle_api_call_with_unsigned_result)
+
+
+def _wrap_arrow_deserialize(original: Any) -> Any:
+    """PySyft's array decoder, charging each array's unpacked size to the call being gated (``access``)."""
+
+    @functools.wraps(original)
+    def arrow_deserialize(numpy_bytes: bytes, decompressed_size: int, dtype: str) -> Any:
+        charge_unpacking(decompressed_size)  # before zstd allocates it: a 11 KB body once unpacked to 256 MB
+        return original(numpy_bytes, decompressed_size, dtype)
+
+    return _mark(arrow_deserialize)
 
 
 # --- 3. the execution hook ---------------------------------------------------------------------
@@ -511,15 +534,22 @@ def _contained_inputs(
                 raise SyftException(public_message=f"input {name!r} is not met: {rule}")
             assets[name] = entry
             continue
-        item = retrieve_item_from_db(uid, context)
-        if isinstance(item, TwinObject):  # private data without a read-only map: never loaded here
-            raise SyftException(
-                public_message=f"input {name!r} is private data this site has no read-only map of; "
-                "contained code reads only the dataset's image and label assets"
-            )
-        if rule is not None and not override and not rule.is_met(context, item):
-            raise SyftException(public_message=f"input {name!r} is not met: {rule}")
-        values[name] = item.syft_action_data
+        # a researcher's stored object is unpacked within the same bound as a call (access.bounded_unpacking)
+        limit = UNPACK_FACTOR * site_limits(str(context.server.id)).max_request_bytes
+        try:
+            with bounded_unpacking(limit):
+                item = retrieve_item_from_db(uid, context)
+                if isinstance(item, TwinObject):  # private data without a read-only map: never loaded here
+                    raise SyftException(
+                        public_message=f"input {name!r} is private data this site has no read-only map of; "
+                        "contained code reads only the dataset's image and label assets"
+                    )
+                if rule is not None and not override and not rule.is_met(context, item):
+                    raise SyftException(public_message=f"input {name!r} is not met: {rule}")
+                data = item.syft_action_data
+        except UnpackTooLarge as exc:
+            raise SyftException(public_message=f"input {name!r}: {exc}") from None
+        values[name] = data
     return assets, values
 
 

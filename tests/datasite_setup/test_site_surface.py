@@ -11,8 +11,10 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import threading
 import time
 import urllib.parse
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,6 +213,86 @@ def test_a_researcher_may_call_only_what_a_job_needs(site, server_id) -> None:
     assert isinstance(answer, SyftError) and "only blocking calls are served" in answer.message
 
 
+def site_memory_mb(site, field: str) -> float:
+    status = Path(f"/proc/{site.process.pid}/status").read_text()
+    return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) / 1024
+
+
+def test_a_call_that_unpacks_to_more_than_the_cap_is_refused_unpacked(site, server_id) -> None:
+    import syft as sy
+    from syft.server.credentials import SyftSigningKey
+    from syft.service.action.action_object import ActionObject
+    from syft.service.response import SyftError
+
+    bomb = np.zeros(64 * 2**20, dtype=np.uint8)  # 64 MB of zeros: a few KB once zstd-compressed
+    Path(f"/proc/{site.process.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS from here on
+    before = site_memory_mb(site, "VmRSS")
+    stranger = api_call(site, server_id, SyftSigningKey.generate(), "metadata", bomb=bomb)
+    assert isinstance(stranger, SyftError) and "serves nothing without a login" in stranger.message
+    ada = sy.login(url=site.url, email=ADA, password=PASSWORD)
+    answer = api_call(site, server_id, ada.credentials, "action.set", ActionObject.from_obj(bomb))
+    assert isinstance(answer, SyftError) and "unpack to more than 16 MB" in answer.message, answer
+    assert site_memory_mb(site, "VmHWM") - before < 48  # neither 64 MB array was ever unpacked at the site
+
+
+def test_a_researcher_cannot_write_into_a_blob_they_did_not_allocate(site, server_id) -> None:
+    # PySyft lets anyone who may *read* a blob entry write it, and every dataset mock is readable by all
+    import syft as sy
+    from syft.service.response import SyftError
+    from syft.types.blob_storage import CreateBlobStorageEntry
+
+    ada = sy.login(url=site.url, email=ADA, password=PASSWORD)
+    bob = sy.login(url=site.url, email=BOB, password=PASSWORD)
+    data = b"0" * 1000
+    deposit = api_call(
+        site, server_id, ada.credentials, "blob_storage.allocate", CreateBlobStorageEntry.from_obj(data)
+    )
+    entry = getattr(deposit, "value", deposit).blob_storage_entry_id
+    for who, payload in ((bob, data), (ada, data * 2)):  # another's entry; more than it declared
+        answer = api_call(
+            site, server_id, who.credentials, "blob_storage.write_to_disk", uid=entry, data=payload
+        )
+        assert isinstance(answer, SyftError) and "only the blob storage you allocated" in answer.message
+    answer = api_call(site, server_id, ada.credentials, "blob_storage.write_to_disk", uid=entry, data=data)
+    assert not isinstance(answer, SyftError), answer
+
+
+def test_concurrent_requests_do_not_pass_the_pending_limit(site) -> None:
+    import syft as sy
+
+    carl_email = "carl@university.example"
+    ensure_researcher(login(site.url, site.admin), email=carl_email, name="Carl", password=PASSWORD)
+    carl = sy.login(url=site.url, email=carl_email, password=PASSWORD)
+    codes = [
+        sy.syft_function(input_policy=sy.ExactMatch(), output_policy=sy.SingleExecutionExactOutput())(
+            function
+        )
+        for function in (_pending_0, _pending_1, _pending_2, _concurrent_3, _concurrent_4, _concurrent_5)
+    ]
+    threads = [
+        threading.Thread(target=outcome, args=(lambda c=c: carl.code.request_code_execution(c),))
+        for c in codes
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    mine = [r for r in owner_requests(login(site.url, site.admin)) if r.requester == carl_email]
+    assert len(mine) == 2, [r.function_name for r in mine]  # [limits] max_pending_requests = 2
+
+
+def _concurrent_3() -> int:
+    return 3
+
+
+def _concurrent_4() -> int:
+    return 4
+
+
+def _concurrent_5() -> int:
+    return 5
+
+
 def test_a_researchers_uploads_stop_at_the_store_quota(site) -> None:
     import syft as sy
 
@@ -251,7 +333,7 @@ def test_a_researcher_has_a_bounded_number_of_pending_requests(site) -> None:
     assert all("max_pending_requests" not in answer for answer in answers[:2]), answers
     assert "[limits] max_pending_requests" in answers[2] and "2 request(s) waiting" in answers[2], answers
     admin = login(site.url, site.admin)
-    assert len(owner_requests(admin)) == 2
+    assert len([r for r in owner_requests(admin) if r.requester == ADA]) == 2
 
 
 def test_a_researcher_reads_the_outputs_of_their_own_code_only(site, server_id) -> None:

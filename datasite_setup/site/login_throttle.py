@@ -144,8 +144,9 @@ class LoginThrottle:
                             self.limits.login_backoff_max_seconds,
                         )
                     )
+                    if key.locked_until <= now:  # one record per lockout: not for attempts already in flight
+                        locks.append(Lockout(kind, value, key.failures, seconds))
                     key.locked_until = now + seconds
-                    locks.append(Lockout(kind, value, key.failures, seconds))
         return locks
 
     def succeeded(self, account: str, address: str | None) -> None:

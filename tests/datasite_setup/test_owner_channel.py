@@ -28,8 +28,8 @@ from datasite_setup.site.owner_channel.protocol import MAX_REQUEST_BYTES, socket
 from datasite_setup.site.owners import add_owner
 from datasite_setup.site.site_admin import ensure_researcher, login
 from policies import AUDIT_FILE, AuditLog, verify_audit_log
-from tests.researcher.http_sites import EMAIL, PASSWORD, connect, make_job
-from tests.support.datasites import REPO, RunningSite, convert_sample, free_port
+from tests.researcher.http_sites import EMAIL, PASSWORD, submit
+from tests.support.datasites import REPO, RunningSite, convert_sample, free_port, password_file
 
 OWNER, OWNER_NAME, OWNER_PASSWORD = "grace@hospital.example", "Grace Hopper", "owner-pass-98765"
 NOBODY = 65534
@@ -56,19 +56,6 @@ def no_http_login(monkeypatch: pytest.MonkeyPatch) -> None:
         raise AssertionError("the CLI logged in over HTTP although the site's owner channel answers")
 
     monkeypatch.setattr(site_admin, "login", refuse)
-
-
-def password_file(folder: Path, password: str) -> Path:
-    path = folder / f"password-{len(password)}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(password + "\n")
-    return path
-
-
-def submit(site: RunningSite, name: str) -> str:
-    federation = connect([site])
-    return make_job(federation, name, min_sites=1).submit(federation)[site.name]
 
 
 def records(site: RunningSite, event: str) -> list[dict]:

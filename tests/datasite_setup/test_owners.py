@@ -9,7 +9,6 @@ the shared admin, and ``fedimg review --owner`` as a named owner created with
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from datasite_setup.site import code_requests
 from datasite_setup.site.owners import add_owner
 from datasite_setup.site.site_admin import ensure_researcher, login
 from policies import AUDIT_FILE, AuditLog, verify_audit_log
-from tests.researcher.http_sites import EMAIL, PASSWORD, connect, make_job
-from tests.support.datasites import RunningSite, convert_sample, free_port
+from tests.researcher.http_sites import EMAIL, PASSWORD, submit
+from tests.support.datasites import RunningSite, convert_sample, free_port, password_file
 
 OWNER, OWNER_NAME, OWNER_PASSWORD = "grace@hospital.example", "Grace Hopper", "owner-pass-98765"
 
@@ -46,20 +45,6 @@ def federation_toml(site: RunningSite) -> Path:
         f'[[site]]\nname = "{site.name}"\nport = {site.port}\nstate_dir = "{site.state_dir}"\n'
     )
     return path
-
-
-def password_file(folder: Path, password: str) -> Path:
-    path = folder / f"password-{len(password)}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(password + "\n")
-    return path
-
-
-def submit(site: RunningSite, name: str) -> str:
-    """A researcher's job request at the site; its request id."""
-    federation = connect([site])
-    return make_job(federation, name, min_sites=1).submit(federation)[site.name]
 
 
 def decisions(site: RunningSite, request_id: str) -> list[dict]:

@@ -33,3 +33,9 @@ def decide(sites, decisions: dict[str, str | None]) -> None:
         for request in requests(admin):
             reason = decisions.get(site.name)
             approve(admin, request.id) if reason is None else deny(admin, request.id, reason)
+
+
+def submit(site, name: str) -> str:
+    """A researcher's job request (one site, ``min_sites=1``) at ``site``; its request id."""
+    federation = connect([site])
+    return make_job(federation, name, min_sites=1).submit(federation)[site.name]

@@ -206,3 +206,12 @@ def postgres_database(request: pytest.FixtureRequest) -> Iterator[str]:
     with admin.cursor() as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin.close()
+
+
+def password_file(folder: Path, password: str) -> Path:
+    """``password`` in an owner-only (0600) file in ``folder``, as ``--password-file`` wants it."""
+    path = folder / f"password-{len(password)}"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(password + "\n")
+    return path

@@ -370,7 +370,9 @@ def _add_audit(commands: _Commands) -> None:
     show.add_argument("--site", help="with federation.toml: only this site")
     show.add_argument("--researcher", help="a researcher's e-mail or verify key (or its start)")
     show.add_argument("--request", help="a request or code id (or its start)")
-    show.add_argument("--kind", help="an event: request, review, decision, owner, started, release, ...")
+    show.add_argument(
+        "--kind", help="an event: request, review, decision, account, owner, started, release, ..."
+    )
     show.add_argument("--since", help="30m, 2h, 7d (ago) or a local date/time like 2026-12-01T14:30")
     show.set_defaults(handler=_run_audit_show)
 
@@ -587,7 +589,6 @@ def _run_owner_add(args: argparse.Namespace) -> int:
     from datasite_setup.site.federation_config import load_federation_config
     from datasite_setup.site.owners import add_owner, read_password
     from datasite_setup.site.site_admin import login
-    from policies import AUDIT_FILE, AuditLog
 
     site = load_federation_config(args.config).site(args.site)
     password = read_password(args.password_file, confirm=True)
@@ -599,9 +600,7 @@ def _run_owner_add(args: argparse.Namespace) -> int:
     if not add_owner(admin, email=args.email, name=args.name, password=password):
         console.print(f"{escape(args.email)}: already an owner at {escape(site.name)}", highlight=False)
         return EXIT_OK
-    AuditLog(site.state_dir / AUDIT_FILE).append(
-        "owner", action="added", email=args.email, name=args.name, role="DATA_OWNER", by=admin_login.email
-    )
+    # no audit record here: the site records the new account itself, as it does any account change
     console.print(
         f"{escape(args.email)} ({escape(args.name)}): owner at {escape(site.name)}; "
         f"decide with 'fedimg review --site {escape(site.name)} --owner {escape(args.email)}'",

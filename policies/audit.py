@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 GENESIS = "0" * 64
 log = logging.getLogger("fedimg.audit")  # every record also in the site's log: approvals, runs, refusals
@@ -35,6 +36,7 @@ EVENTS = (
     "review",
     "decision",
     "owner",
+    "account",
     "started",
     "execution",
     "release",
@@ -98,7 +100,9 @@ class AuditLog:
         Parameters
         ----------
         event : str
-            One of ``EVENTS``: request, review, decision, owner (an owner account added),
+            One of ``EVENTS``: request, review, decision, owner (an owner's login refused on
+            the owner channel), account (an account created, changed or deleted: recorded by
+            the site, naming who did it),
             started (a run about to touch the data), execution (a failed run), release,
             refusal, aborted (a run the site did not finish), refund (an aborted run's count
             given back), login_lockout (failed logins locked an account or address out).
@@ -121,10 +125,13 @@ class AuditLog:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         with os.fdopen(fd, "r+", encoding="utf-8") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
-            prev, count = self._head()
+            prev, count = self._settled_head(handle)
             record = {"seq": count, "time": round(time.time(), 3), "event": event, **fields, "prev": prev}
             line_hash = _line_hash(record)
             record["hash"] = line_hash
+            # the head names the line about to be written: a crash before the head below is written
+            # leaves a line the next append (or verify) can tell from one appended by anyone else
+            self._write_head(prev, count, pending=line_hash)
             handle.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
@@ -139,19 +146,72 @@ class AuditLog:
         lines = self.path.read_text(encoding="utf-8").splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
-    def _head(self) -> tuple[str, int]:
+    def _settled_head(self, handle: Any) -> tuple[str, int]:
+        """The head, after a crash between writing a line and writing the head (called under the lock).
+
+        A site killed in that gap (its ``started`` record written and fsynced, the head not) left
+        the log one record ahead of its head. The head names that record as pending, so it is
+        adopted and the next record chains to it; a line appended by anyone else is not (``verify``
+        reports it). A pending line cut short by the crash (no newline) is removed.
+        """
+        prev, count, pending = self._read_head()
+        if pending is None:
+            return prev, count
+        size = handle.seek(0, os.SEEK_END)
+        tail = _tail(handle, size)
+        if tail and not tail.endswith(b"\n"):
+            cut = tail.rfind(b"\n") + 1  # where the torn line starts within the tail
+            handle.truncate(size - len(tail) + cut)
+            tail = tail[:cut]
+        if _is_pending(tail.rstrip(b"\n").rsplit(b"\n", 1)[-1], prev, count, pending):
+            prev, count = pending, count + 1
+        self._write_head(prev, count)
+        return prev, count
+
+    def _read_head(self) -> tuple[str, int, str | None]:
         try:
             head = json.loads(self.head_path.read_text())
-            return head["hash"], head["count"]
+            return head["hash"], head["count"], head.get("pending")
         except FileNotFoundError:
-            return GENESIS, 0
+            return GENESIS, 0, None
 
-    def _write_head(self, last_hash: str, count: int) -> None:
+    def _write_head(self, last_hash: str, count: int, pending: str | None = None) -> None:
         temporary = self.head_path.with_name(self.head_path.name + ".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        head: dict[str, object] = {"hash": last_hash, "count": count}
+        if pending is not None:
+            head["pending"] = pending
         with os.fdopen(fd, "w") as handle:
-            json.dump({"hash": last_hash, "count": count}, handle)
+            json.dump(head, handle)
         os.replace(temporary, self.head_path)
+
+
+def _tail(handle: Any, size: int, block: int = 65536) -> bytes:
+    """The end of the file, back to (and with) the newline before its last complete line."""
+    raw = handle.buffer
+    start = size
+    data = b""
+    while start > 0:
+        start = max(0, start - block)
+        raw.seek(start)
+        data = raw.read(size - start)
+        if data.rstrip(b"\n").count(b"\n") >= 1:
+            return data[data.rstrip(b"\n").rfind(b"\n") + 1 :]
+    return data
+
+
+def _is_pending(line: bytes, prev: str, count: int, pending: str) -> bool:
+    """Whether ``line`` is the record the head named as being written after ``prev``."""
+    try:
+        record = json.loads(line) if line else None
+    except ValueError:
+        return False
+    return (
+        isinstance(record, dict)
+        and record.get("seq") == count
+        and record.get("prev") == prev
+        and record.get("hash") == pending == _line_hash(record)
+    )
 
 
 def verify_audit_log(path: Path) -> list[AuditProblem]:
@@ -201,7 +261,7 @@ def verify_audit_log(path: Path) -> list[AuditProblem]:
             )
         prev = record.get("hash", "")
     try:
-        head_hash, head_count = log._head()
+        head_hash, head_count, pending = log._read_head()
     except (ValueError, KeyError, TypeError):
         problems.append(
             AuditProblem(
@@ -210,6 +270,8 @@ def verify_audit_log(path: Path) -> list[AuditProblem]:
             )
         )
         return problems
+    if pending is not None and len(lines) == head_count + 1 and prev == pending:
+        return problems  # the site stopped between writing its last record and the head: it was written
     if head_count != len(lines) or (lines and head_hash != prev):
         problems.append(
             AuditProblem(

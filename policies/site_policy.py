@@ -36,9 +36,14 @@ max_request_mb = 64                   # larger HTTP request bodies are refused (
                                       # raise it for models whose weights are larger (one call carries them)
 researcher_store_mb = 256             # what one researcher may upload to the store in any 24 hours
 max_pending_requests = 8              # code requests one researcher may have waiting for the owner
-login_failures = 5                    # failed logins (per account, per client address) before a backoff
+login_failures = 5                    # failed logins of an account from one address (4x per address): backoff
 login_backoff_seconds = 2.0           # first backoff; doubles with each further failure
 login_backoff_max_seconds = 300.0     # longest backoff
+# max_inflight_mb = 256               # body bytes being received, site-wide (default 4 x max_request_mb);
+                                      # a body that does not fit is answered 503 with Retry-After
+max_uploads_per_address = 8           # bodies being received at once from one client address (then 429)
+body_idle_seconds = 30.0              # a body with no new bytes for this long is answered 408, dropped
+body_total_seconds = 300.0            # a body not complete this long after its request began: the same
 ```
 """
 
@@ -73,6 +78,10 @@ _KEYS = {
         "login_failures",
         "login_backoff_seconds",
         "login_backoff_max_seconds",
+        "max_inflight_mb",
+        "max_uploads_per_address",
+        "body_idle_seconds",
+        "body_total_seconds",
     },
 }
 SANDBOX_MODES = ("on", "off")
@@ -212,6 +221,10 @@ _LIMIT_RANGES: dict[str, tuple[float, float, bool]] = {
     "login_failures": (1, 1000, True),
     "login_backoff_seconds": (0.1, 3600, False),
     "login_backoff_max_seconds": (0.1, 86400, False),
+    "max_inflight_mb": (1, 65536, False),
+    "max_uploads_per_address": (1, 10000, True),
+    "body_idle_seconds": (0.5, 3600, False),
+    "body_total_seconds": (1, 86400, False),
 }
 
 
@@ -231,11 +244,33 @@ class LimitSettings:
     max_pending_requests : int
         Code requests one researcher may have waiting for the owner's decision (1 to 10000).
     login_failures : int
-        Failed logins, per account and per client address, before the site backs off (1 to 1000).
+        Failed logins of one account from one client address before that address is refused on
+        that account (1 to 1000); a client address over all accounts gets 4x as many; the count
+        across addresses never refuses an address that has not failed, but past 10x it watches the
+        account (each address that then fails on it is refused on it).
     login_backoff_seconds : float
         The first backoff (0.1 to 3600); it doubles with each further failure.
     login_backoff_max_seconds : float
         The longest backoff (0.1 to 86400, at least ``login_backoff_seconds``).
+    max_inflight_mb : float or None
+        Request-body bytes the site holds while they are still arriving, all clients together
+        (1 to 65536, at least ``max_request_mb``; None, the default: 4 x ``max_request_mb``). A body
+        is charged its declared ``Content-Length`` before a byte is read (a chunked body: as its
+        bytes arrive) until it is complete; one that does not fit is answered 503 with
+        ``Retry-After`` at once. One client address may hold at most half of it (at least one
+        ``max_request_mb``); beyond that: 429. Clients that send part of a large body and stall
+        used to hold its memory for ever (300 of them took a site from 708 to 1,575 MB).
+    max_uploads_per_address : int
+        Request bodies being received at once from one client address (1 to 10000); the next is
+        answered 429 with ``Retry-After`` before it is read. A researcher's job sends one call at a
+        time to a site; raise it when many researchers share one address (a NAT).
+    body_idle_seconds : float
+        A body with no new bytes for this long is answered 408 and its connection closed
+        (0.5 to 3600).
+    body_total_seconds : float
+        A body not complete this long after its request began: the same (1 to 86400, at least
+        ``body_idle_seconds``). The slowest upload the site accepts is ``max_request_mb`` over this
+        (64 MB in 300 s: 0.2 MB/s); raise it with ``max_request_mb`` for large models on slow links.
 
     Raises
     ------
@@ -246,6 +281,8 @@ class LimitSettings:
     --------
     >>> LimitSettings().max_request_bytes
     67108864
+    >>> LimitSettings(max_request_mb=16).max_inflight_bytes // (1024 * 1024)
+    64
     >>> LimitSettings(max_pending_requests=0)
     Traceback (most recent call last):
     ...
@@ -258,10 +295,16 @@ class LimitSettings:
     login_failures: int = 5
     login_backoff_seconds: float = 2.0
     login_backoff_max_seconds: float = 300.0
+    max_inflight_mb: float | None = None
+    max_uploads_per_address: int = 8
+    body_idle_seconds: float = 30.0
+    body_total_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         for key, (lowest, highest, integer) in _LIMIT_RANGES.items():
             value = getattr(self, key)
+            if key == "max_inflight_mb" and value is None:
+                continue  # 4 x max_request_mb
             fits = isinstance(value, int) if integer else _is_finite_number(value)
             if not fits or isinstance(value, bool) or not lowest <= value <= highest:
                 kind = "an integer" if integer else "a number"
@@ -273,11 +316,28 @@ class LimitSettings:
                 "[limits] login_backoff_max_seconds must be >= login_backoff_seconds "
                 f"(got {self.login_backoff_max_seconds!r} < {self.login_backoff_seconds!r})"
             )
+        if self.max_inflight_mb is not None and self.max_inflight_mb < self.max_request_mb:
+            raise PolicyError(
+                "[limits] max_inflight_mb must be >= max_request_mb, or a body of the largest size "
+                f"allowed could never be received (got {self.max_inflight_mb!r} < {self.max_request_mb!r})"
+            )
+        if self.body_total_seconds < self.body_idle_seconds:
+            raise PolicyError(
+                "[limits] body_total_seconds must be >= body_idle_seconds "
+                f"(got {self.body_total_seconds!r} < {self.body_idle_seconds!r})"
+            )
 
     @property
     def max_request_bytes(self) -> int:
         """``max_request_mb`` in bytes."""
         return int(self.max_request_mb * 1024 * 1024)
+
+    @property
+    def max_inflight_bytes(self) -> int:
+        """``max_inflight_mb`` in bytes (4 x ``max_request_mb`` when it is not set)."""
+        if self.max_inflight_mb is None:
+            return 4 * self.max_request_bytes
+        return int(self.max_inflight_mb * 1024 * 1024)
 
     @property
     def researcher_store_bytes(self) -> int:

@@ -712,8 +712,10 @@ def _count_calls(calls: dict[str, int], outcomes: dict[str, dict], failed: dict[
 def site_runs(client: Any, function_name: str) -> int | None:
     """How many runs of the researcher's code ``function_name`` released a result at a site.
 
-    Read from PySyft's output history of that code (what the site stored for each
-    released run; a researcher may read the history of their own code). A run the
+    Read from PySyft's output history of the code a call of ``function_name`` runs
+    (what the site stored for each released run; a researcher may read the history
+    of their own code). Only that code counts: an earlier request of the same name
+    (another job's, or one made outside fedimg) has runs of its own. A run the
     site's crash cut short released nothing and is refunded by the site when it starts again.
 
     Parameters
@@ -735,9 +737,9 @@ def site_runs(client: Any, function_name: str) -> int | None:
     """
     try:
         with _quiet_output():
-            codes = [code for code in client.code.get_all() if code.service_func_name == function_name]
-            outputs = client.api.services.output
-            return sum(len(outputs.get_by_user_code_id(code.id)) for code in codes)
+            # the code PySyft calls by this name (the newest of that name), as _call_sites calls it
+            code_id = getattr(client.code, function_name).user_code_id
+            return len(client.api.services.output.get_by_user_code_id(code_id))
     except Exception:  # noqa: BLE001 - a site that cannot say keeps the checkpoint's own count
         return None
 

@@ -9,9 +9,11 @@ given as source text is loaded here too (``load_model_class``).
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import importlib.util
 import inspect
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -123,7 +125,11 @@ def build_site_function(
     # source-text models carry their source: inspect cannot find it
     class_source = getattr(model_class, "__fedimg_source__", None) or model_source(model_class)
     source = render_site_source(function_name, class_source, model_class.__name__, config)
-    folder = Path(folder or tempfile.mkdtemp(prefix="fedimg-job-"))
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="fedimg-job-"))
+        # read by inspect while this process lives (PySyft takes the function's source): gone with it
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     module_name = f"fedimg_site_{hashlib.sha256(source.encode()).hexdigest()[:16]}"
     path = folder / f"{module_name}.py"

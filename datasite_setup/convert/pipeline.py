@@ -200,7 +200,8 @@ def convert(options: ConvertOptions) -> ConvertResult:
     ------
     FedimgError
         Before anything is written, when the request is wrong (the CLI's exit 2);
-        ``PartitionError`` when the partition cannot be made.
+        ``PartitionError`` when the partition cannot be made; when a decoding worker
+        dies (the out-of-memory killer), leaving nothing written.
 
     Examples
     --------
@@ -224,15 +225,21 @@ def convert(options: ConvertOptions) -> ConvertResult:
     partitioner = _partitioner(options, clients)
     _check_enough_groups(scan.records, clients)
     pseudonyms = Pseudonymiser(load_secret(options.secret_file))
-    with atomic_output_dir(options.out, overwrite=options.overwrite) as partial:
+    # Interrupts take effect only at the checks below (see _interrupts_deferred).
+    with (
+        _interrupts_deferred() as interrupts,
+        atomic_output_dir(options.out, overwrite=options.overwrite) as partial,
+    ):
         staging = partial / "_staging"
         staging.mkdir()
-        processed, rejected = _standardise_all(options, scan.records, staging)
+        processed, rejected = _standardise_all(options, scan.records, staging, interrupts)
+        interrupts.check()
         kept, duplicates = resolve_duplicates(processed)
         quarantined = scan.rejected + rejected + duplicates
         federation = _write_federation(
-            partial, staging, kept, clients, partitioner, pseudonyms, options, scan, quarantined
+            partial, staging, kept, clients, partitioner, pseudonyms, options, scan, quarantined, interrupts
         )
+        interrupts.check()  # the last chance to leave nothing: next, the output appears
     warnings = [*scan.warnings, *reassignment_notes(federation), *small_client_warnings(federation)]
     return ConvertResult(options.out, federation, quarantined, scan.skipped, warnings)
 
@@ -390,6 +397,56 @@ def _check_enough_groups(records: Sequence[SourceRecord], clients: list[str]) ->
         )
 
 
+# --- interrupts ----------------------------------------------------------------------------
+
+_INTERRUPTS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM as recorded by ``_interrupts_deferred``, acted on by ``check``."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+
+    def record(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+
+    def check(self) -> None:
+        """Raise ``KeyboardInterrupt`` here if an interrupt came since the block began."""
+        if self.received:
+            raise KeyboardInterrupt
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[_Interrupts]:
+    """For the block, SIGINT and SIGTERM are only recorded; the pipeline raises at its ``check`` calls.
+
+    A ``KeyboardInterrupt`` raised by a handler lands at whatever instruction the main thread
+    is at: inside ``multiprocessing.Pool`` (a lock just taken, ``terminate`` half done) it left
+    the run hung, inside an import it came out as ``ImportError`` or ``RuntimeError`` (exit 1
+    with a traceback). Checked between images and between steps, an interrupt takes effect
+    within about a second. When the block ends, the handlers are restored and a recorded
+    signal is delivered as they would have handled it (``KeyboardInterrupt`` for the CLI,
+    termination for a default ``SIGTERM``). Outside the main thread, where no handler runs,
+    nothing is swapped.
+    """
+    interrupts = _Interrupts()
+    previous: dict[int, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in sorted(_INTERRUPTS):
+            handler = signal.getsignal(signum)
+            if handler is not signal.SIG_IGN and handler is not None:  # None: not set from Python
+                previous[signum] = signal.signal(signum, interrupts.record)
+    try:
+        yield interrupts
+    finally:
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)
+        if interrupts.received:
+            first = interrupts.received[0]
+            redeliver(first, previous.get(first, signal.SIG_DFL))
+
+
 # --- decoding on all cores ---------------------------------------------------------------
 
 # A task is (index into the scanned records, relative path).
@@ -418,12 +475,21 @@ class _Refused:
 _Outcome = _Accepted | _Refused
 _RunTasks = Callable[[list[_Task]], Iterable[_Outcome]]
 
+# Tasks per message to a worker: fewer round trips than one by one.
+_CHUNK = 16
+# How often the main process looks for an interrupt while it waits for the workers.
+_POLL_SECONDS = 0.05
+# Pool.terminate normally takes well under a second; past this its workers are killed.
+_POOL_STOP_SECONDS = 10.0
+
 _worker_state: dict[str, Any] = {}
 
 
 def _init_worker(root: Path, staging: Path, spec: ImageSpec) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool stops workers with SIGTERM
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    # Born blocked (see _start_pool): a SIGTERM the pool sent before this line is delivered now.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _INTERRUPTS)
     _worker_state.update(root=root, staging=staging, spec=spec)
 
 
@@ -443,72 +509,122 @@ def _process(task: _Task) -> _Outcome:
 
 
 @contextmanager
-def _standardiser(options: ConvertOptions, staging: Path, num_tasks: int) -> Iterator[_RunTasks]:
+def _standardiser(
+    options: ConvertOptions, staging: Path, num_tasks: int, interrupts: _Interrupts
+) -> Iterator[_RunTasks]:
     """Yield a function mapping tasks to outcomes (unordered), on all cores when worth it.
 
-    The pool is forked before any progress thread starts, so no lock is copied held.
+    Either way ``interrupts`` is checked before each outcome. The pool is forked before
+    any progress thread starts, so no lock is copied held.
     """
     workers = options.workers or os.cpu_count() or 1
     if workers == 1 or num_tasks < 64:
         _worker_state.update(root=options.source, staging=staging, spec=options.spec)
 
         def run_here(tasks: list[_Task]) -> Iterable[_Outcome]:
-            return map(_process, tasks)
+            for task in tasks:
+                interrupts.check()
+                yield _process(task)
 
         yield run_here
         return
-    with _start_pool(workers, (options.source, staging, options.spec)) as pool:
+    others = set(multiprocessing.active_children())
+    pool = _start_pool(workers, (options.source, staging, options.spec))
+    pool_workers = [child for child in multiprocessing.active_children() if child not in others]
+    try:
 
         def run_on_pool(tasks: list[_Task]) -> Iterable[_Outcome]:
-            return pool.imap_unordered(_process, tasks, chunksize=16)
+            chunks = [tasks[i : i + _CHUNK] for i in range(0, len(tasks), _CHUNK)]
+            return _results(pool.imap_unordered(_process_chunk, chunks), interrupts, pool_workers)
 
         yield run_on_pool
+    finally:
+        _stop_pool(pool, pool_workers)
+
+
+def _process_chunk(tasks: list[_Task]) -> list[_Outcome]:
+    return [_process(task) for task in tasks]
+
+
+def _results(
+    chunks: multiprocessing.pool.IMapIterator[list[_Outcome]],
+    interrupts: _Interrupts,
+    workers: list[multiprocessing.process.BaseProcess],
+) -> Iterator[_Outcome]:
+    """The pool's outcomes, waited for in short slices: an interrupt or a dead worker is seen meanwhile."""
+    while True:
+        interrupts.check()
+        try:
+            # Pool.imap_unordered with a chunksize returns a plain generator, which cannot wait
+            # with a timeout: the chunks are made here instead.
+            chunk = chunks.next(timeout=_POLL_SECONDS)
+        except multiprocessing.TimeoutError:
+            _check_alive(workers)
+            continue
+        except StopIteration:
+            return
+        yield from chunk
+
+
+def _check_alive(workers: list[multiprocessing.process.BaseProcess]) -> None:
+    # The pool replaces a dead worker silently, but the images it held never come back: without
+    # this check the run would wait for them forever.
+    for worker in workers:
+        if worker.exitcode is not None:
+            killed = worker.exitcode == -signal.SIGKILL
+            how = (
+                "was killed (SIGKILL: the out-of-memory killer?)" if killed else f"exited ({worker.exitcode})"
+            )
+            raise FedimgError(
+                f"an image-decoding worker {how}; nothing was written. Retry with fewer --workers "
+                "(less memory at once), or look for an oversized image in the source"
+            )
 
 
 def _start_pool(workers: int, initargs: tuple[Path, Path, ImageSpec]) -> multiprocessing.pool.Pool:
-    """A fork pool started with SIGINT/SIGTERM held until it is complete.
+    """A fork pool whose workers start with SIGINT and SIGTERM blocked.
 
-    Interrupted inside ``Pool.__init__`` (after its worker-handler thread starts but
-    before its finaliser exists), the pool is never terminated: at exit the handler
-    thread re-forks the workers that interpreter shutdown kills, and those orphans
-    wait forever on the task queue, holding the caller's stdout/stderr open.
+    A forked worker runs with its parent's Python handlers until ``_init_worker`` resets
+    them. A SIGTERM from ``Pool.terminate`` landing in that gap (the pool stopped right
+    after it started, the worker not yet scheduled) went to the inherited handler, which
+    swallowed it: the worker then waited on the task queue, whose lock ``terminate`` holds,
+    while ``terminate`` waited for the worker — the CI hang. Blocked, the SIGTERM stays
+    pending until ``_init_worker`` has restored the default and unblocks it. The pool's
+    own threads, started here too, keep the block: signals go to the main thread.
     """
     context = multiprocessing.get_context("fork")
     # Objects alive now (the scanned records) move to a permanent generation: the workers'
     # garbage collector then never writes to them, so the forked pages stay shared.
     gc.freeze()
-
-    def start() -> multiprocessing.pool.Pool:
-        return context.Pool(workers, initializer=_init_worker, initargs=initargs)
-
-    if threading.current_thread() is not threading.main_thread():
-        return start()  # signal handlers can only be swapped in the main thread
-    held: list[int] = []
-
-    def hold(signum: int, frame: FrameType | None) -> None:
-        held.append(signum)
-
-    previous: dict[int, Any] = {
-        signum: signal.signal(signum, hold) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, _INTERRUPTS)
     try:
-        pool = start()
+        return context.Pool(workers, initializer=_init_worker, initargs=initargs)
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if held:
-        pool.terminate()
-        redeliver(held[0], previous[held[0]])  # now handled as it would have been
-    return pool
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _stop_pool(pool: multiprocessing.pool.Pool, workers: list[multiprocessing.process.BaseProcess]) -> None:
+    """``pool.terminate()``, waited for at most ``_POOL_STOP_SECONDS``; then ``workers`` are killed.
+
+    ``terminate`` can wait forever on a queue lock that a worker killed from outside (the
+    kernel's OOM killer) still holds; the run must end all the same.
+    """
+    stopper = threading.Thread(target=pool.terminate, name="fedimg-pool-stop", daemon=True)
+    stopper.start()
+    stopper.join(_POOL_STOP_SECONDS)
+    if stopper.is_alive():
+        for worker in workers:
+            worker.kill()
+            worker.join(1)
 
 
 def _standardise_all(
-    options: ConvertOptions, records: Sequence[SourceRecord], staging: Path
+    options: ConvertOptions, records: Sequence[SourceRecord], staging: Path, interrupts: _Interrupts
 ) -> tuple[list[_Processed], list[QuarantineEntry]]:
     tasks = [(index, record.rel_path) for index, record in enumerate(records)]
     processed: list[_Processed] = []
     rejected: list[QuarantineEntry] = []
-    with _standardiser(options, staging, len(tasks)) as run:
+    with _standardiser(options, staging, len(tasks), interrupts) as run:
         outcomes = progress_bar(
             run(tasks), total=len(tasks), description="Standardising images", enabled=options.show_progress
         )
@@ -571,15 +687,16 @@ def _write_federation(
     options: ConvertOptions,
     scan: ScanResult,
     quarantined: list[QuarantineEntry],
+    interrupts: _Interrupts,
 ) -> dict[str, Any]:
     # Content order, not path order: the partition depends on neither file names nor the secret.
     kept.sort(key=lambda sample: sample.source_sha256)
     label_names = sorted({check_label_name(sample.label) for sample in kept})
     assignment = _assign(kept, label_names, partitioner, options)
-    summaries = {
-        name: _write_client(partial, staging, name, kept, splits, pseudonyms, label_names)
-        for name, splits in zip(clients, assignment, strict=True)
-    }
+    summaries = {}
+    for name, splits in zip(clients, assignment, strict=True):
+        interrupts.check()
+        summaries[name] = _write_client(partial, staging, name, kept, splits, pseudonyms, label_names)
     shutil.rmtree(staging)
     quarantine = quarantine_jsonl(quarantined)
     write_bytes(partial / QUARANTINE_FILE, quarantine)
@@ -598,6 +715,7 @@ def _write_federation(
         quarantine_sha256=sha256_bytes(quarantine),
     )
     write_bytes(partial / FEDERATION_FILE, canonical_json(federation))
+    interrupts.check()
     federation_report.write_report_files(partial, federation)
     return federation
 

@@ -15,7 +15,17 @@ answers, before PySyft sees a call:
   at most ``[limits] researcher_store_mb`` to the store in any 24 hours, and may
   have at most ``[limits] max_pending_requests`` requests waiting for the owner.
 
-A refusal is a message naming the site, the rule and, for a limit, the policy key.
+A refusal (``Refusal``) is a message naming the site, the rule and, for a limit,
+the policy key. Each is also an audit record (``refusal``, with the rule and the
+call's path), written by ``syft_patches`` through the site's audit log; an
+attacker must not be able to grow the log at will, so ``RefusalRecords`` lets
+through at most one record per (caller, path, rule) per ``REFUSAL_WINDOW_S`` and
+at most ``REFUSAL_RECORDS_PER_WINDOW`` records per window for the whole site. The
+refusals it holds back are counted: the key's next record carries ``suppressed``
+(how many identical refusals were not recorded one by one), and a key that went
+quiet gets a closing record with its count at the next refusal the site records.
+A caller without an account is keyed by its client address (a guest can make a
+new key for every call), an account by its verify key.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from policies import LimitSettings
@@ -120,6 +131,189 @@ def charge_unpacking(size: int) -> None:
 
 
 REQUEST_PATHS = frozenset({"code.request_code_execution"})
+MAX_PATH_CHARS = 80  # a refused path is the caller's text: kept short in answers and records
+REFUSAL_WINDOW_S = 60.0
+REFUSAL_RECORDS_PER_WINDOW = 60  # for the whole site: ~30 KB of audit per minute at most
+REFUSAL_KEYS = 10_000  # (caller, path, rule) keys held at once; past it, new ones share one key
+ANONYMOUS_RULES = frozenset({"unsigned", "no_login"})  # refused before the caller or path is known
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A call the gate refuses: what the caller reads, and what the audit log records.
+
+    Parameters
+    ----------
+    rule : str
+        The rule broken, short: ``unsigned``, ``no_login`` (a key without an account),
+        ``unpack_too_large``, ``queued``, ``other_server``, ``path`` (not served to
+        researchers), ``account_record``, ``blob_extension``, ``store_quota``,
+        ``blob_not_own``, ``pending_requests``, ``output_not_own``.
+    message : str
+        The caller's answer: the site, the rule and, for a limit, the policy key.
+    path : str or None
+        The API path called (at most ``MAX_PATH_CHARS``); None when the call was refused
+        before it was unpacked (a stranger's call, or one whose arrays unpack too large).
+
+    Examples
+    --------
+    >>> Refusal.of("store_quota", None, "action.set") is None
+    True
+    >>> Refusal.of("store_quota", "over the quota", "action.set").rule
+    'store_quota'
+    """
+
+    rule: str
+    message: str
+    path: str | None = None
+
+    @classmethod
+    def of(cls, rule: str, message: str | None, path: str | None) -> Refusal | None:
+        """A refusal for ``message``, or None when there is none."""
+        return None if message is None else cls(rule, message, path)
+
+
+@dataclass(frozen=True)
+class RefusalRecord:
+    """One audit record ``RefusalRecords`` lets through.
+
+    Parameters
+    ----------
+    caller : str
+        The key it counts by: a verify key, or ``address <client address>`` for a caller
+        without an account.
+    path : str or None
+        The API path refused.
+    rule : str
+        The rule broken.
+    suppressed : int
+        Identical refusals before this record that were not recorded one by one.
+    details : dict
+        What the first record of the key named (e-mail, role, address...): a closing
+        record repeats it.
+    closing : bool
+        True for the count of a key that went quiet (no refusal of its own).
+    """
+
+    caller: str
+    path: str | None
+    rule: str
+    suppressed: int
+    details: dict
+    closing: bool = False
+
+
+@dataclass
+class _Window:
+    opened: float
+    details: dict
+    suppressed: int = 0
+
+
+class RefusalRecords:
+    """Which gate refusals become audit records: an attacker cannot grow the log at will (thread-safe).
+
+    Parameters
+    ----------
+    window_s : float
+        At most one record per (caller, path, rule) per window.
+    per_window : int
+        At most this many records per window for the whole site; the rest are counted.
+    clock : callable
+        Seconds, monotonic (a test's own clock).
+
+    Examples
+    --------
+    >>> now = [0.0]
+    >>> records = RefusalRecords(window_s=60.0, clock=lambda: now[0])
+    >>> [r.suppressed for r in records.note("ada-key", "user.get_all", "path", lambda: {})]
+    [0]
+    >>> [records.note("ada-key", "user.get_all", "path", lambda: {}) for _ in range(5)]  # held back
+    [[], [], [], [], []]
+    >>> now[0] = 61.0  # the next one after the window carries the count
+    >>> [(r.path, r.suppressed) for r in records.note("ada-key", "user.get_all", "path", lambda: {})]
+    [('user.get_all', 5)]
+    """
+
+    def __init__(
+        self,
+        window_s: float = REFUSAL_WINDOW_S,
+        per_window: int = REFUSAL_RECORDS_PER_WINDOW,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window_s = window_s
+        self.per_window = per_window
+        self._clock = clock
+        self._keys: dict[tuple[str, str | None, str], _Window] = {}
+        self._site_window = (-float("inf"), 0)  # (opened, records written in it)
+        self._lock = threading.Lock()
+
+    def note(
+        self, caller: str, path: str | None, rule: str, describe: Callable[[], dict]
+    ) -> list[RefusalRecord]:
+        """Count one refusal; the records to write now (none while it is held back).
+
+        Parameters
+        ----------
+        caller : str
+            Who is refused (a verify key, or ``address ...`` for a caller without an account).
+        path : str or None
+            The API path.
+        rule : str
+            The rule broken.
+        describe : callable
+            The record's fields (e-mail, role, address...); called only when a record is
+            written (it may read the site's store).
+
+        Returns
+        -------
+        list of RefusalRecord
+            This refusal's record when its key's window is open to one, and closing
+            records of keys that went quiet with refusals held back.
+        """
+        now = self._clock()
+        key = (caller, path, rule)
+        with self._lock:
+            written: list[RefusalRecord] = []
+            if now >= self._site_window[0] + self.window_s:
+                self._site_window = (now, 0)
+                written += self._close_quiet(now, keep=key)
+            window = self._keys.get(key)
+            if window is not None and now < window.opened + self.window_s:
+                window.suppressed += 1
+                return written
+            if self._site_window[1] >= self.per_window:  # the site's budget is spent: counted only
+                if window is None:
+                    key = self._held_key(key)
+                    window = self._keys.setdefault(key, _Window(now, {}))
+                window.suppressed += 1
+                return written
+            details = describe()
+            suppressed = window.suppressed if window is not None else 0
+            self._keys[key] = _Window(now, details)
+            written.append(RefusalRecord(caller, path, rule, suppressed, details))
+            self._site_window = (self._site_window[0], self._site_window[1] + 1)
+            return written
+
+    def _close_quiet(self, now: float, *, keep: tuple[str, str | None, str]) -> list[RefusalRecord]:
+        """Closing records of the keys whose window is over (a new site window has just begun)."""
+        closing: list[RefusalRecord] = []
+        for key, window in list(self._keys.items()):
+            if key == keep or now < window.opened + self.window_s:
+                continue
+            del self._keys[key]
+            if window.suppressed and len(closing) < self.per_window // 2:
+                closing.append(RefusalRecord(*key, window.suppressed, window.details, closing=True))
+            elif window.suppressed:  # over the budget: carried on one shared key
+                self._keys.setdefault(
+                    ("*", None, "held_back"), _Window(now, {})
+                ).suppressed += window.suppressed
+        self._site_window = (now, len(closing))
+        return closing
+
+    def _held_key(self, key: tuple[str, str | None, str]) -> tuple[str, str | None, str]:
+        """``key``, or one shared key once too many are held (their count is kept, not their names)."""
+        return key if len(self._keys) < REFUSAL_KEYS else ("*", None, "held_back")
 
 
 class ApiGate:
@@ -155,8 +349,9 @@ class ApiGate:
         self._lock = threading.Lock()
         self._in_flight: collections.Counter[str] = collections.Counter()  # requests being stored
         self._held = threading.local()  # the slot this thread reserved
+        self.records = RefusalRecords(clock=clock)  # which of its refusals reach the audit log
 
-    def refusal(self, server: Any, api_call: Any, body_bytes: int | None) -> str | None:
+    def refusal(self, server: Any, api_call: Any, body_bytes: int | None) -> Refusal | None:
         """Why ``api_call`` must not reach PySyft at ``server``; None when it may.
 
         Parameters
@@ -170,57 +365,74 @@ class ApiGate:
 
         Returns
         -------
-        str or None
-            The refusal the caller reads.
+        Refusal or None
+            What the caller reads (``message``) and the rule it broke.
         """
         from syft.service.user.user_roles import ServiceRole
 
         if getattr(api_call, "signature", None) is None:
-            return f"site {self.site}: only signed calls are served"
+            return Refusal("unsigned", f"site {self.site}: only signed calls are served")
         if not api_call.is_valid:  # checked over the bytes: nothing is unpacked yet
             return None  # PySyft refuses it ("signature is invalid"); nothing is charged for it
         role = server.get_role_for_credentials(credentials=api_call.credentials)
         if (
             role == ServiceRole.GUEST
         ):  # refused before its message is unpacked: a stranger's zstd bomb never is
-            return f"site {self.site}: this site serves nothing without a login"
+            return Refusal("no_login", f"site {self.site}: this site serves nothing without a login")
         try:  # a signed call unpacks its arrays (zstd) to at most a few times the body cap
             with bounded_unpacking(UNPACK_FACTOR * self.limits.max_request_bytes):
                 message = api_call.message
         except UnpackTooLarge as exc:
-            return f"site {self.site}: {exc}"
-        path = message.path
+            return Refusal("unpack_too_large", f"site {self.site}: {exc}")
+        path = str(message.path)[:MAX_PATH_CHARS]
         log.debug("api call %s by %s (blocking %s, %s bytes)", path, role.name, message.blocking, body_bytes)
         if not message.blocking and role != ServiceRole.ADMIN:  # no fedimg path queues calls
-            return f"site {self.site}: only blocking calls are served (got a queued {path})"
+            return Refusal(
+                "queued", f"site {self.site}: only blocking calls are served (got a queued {path})", path
+            )
         if role.value >= ServiceRole.DATA_OWNER.value:
             return None
         if message.server_uid != server.id:
-            return f"site {self.site}: calls to other servers through this site are not served"
+            return Refusal(
+                "other_server",
+                f"site {self.site}: calls to other servers through this site are not served",
+                path,
+            )
         if path not in RESEARCHER_PATHS:
-            return (
+            return Refusal(
+                "path",
                 f"site {self.site}: {path} is not available to researchers here "
-                "(only the calls a fedimg job needs are served)"
+                "(only the calls a fedimg job needs are served)",
+                path,
             )
         researcher = str(api_call.credentials)
         if path == "migration._get_object" and _object_type_name(message) in ACCOUNT_TYPES:
-            return f"site {self.site}: account records are not served to researchers"
+            return Refusal(
+                "account_record", f"site {self.site}: account records are not served to researchers", path
+            )
         if path == "blob_storage.allocate":  # charged at the size it declares; its writes must fit it
             if len("".join(map(str, _argument(message, "extensions", 1) or []))) > MAX_EXTENSION_CHARS:
-                return (
-                    f"site {self.site}: a blob's file extension is at most {MAX_EXTENSION_CHARS} characters"
+                return Refusal(
+                    "blob_extension",
+                    f"site {self.site}: a blob's file extension is at most {MAX_EXTENSION_CHARS} characters",
+                    path,
                 )
-            return self.charge(researcher, _declared_size(message))
+            return Refusal.of("store_quota", self.charge(researcher, _declared_size(message)), path)
         if path == "blob_storage.write_to_disk":
-            return self._not_own_blob(server, api_call.credentials, message)
+            return Refusal.of("blob_not_own", self._not_own_blob(server, api_call.credentials, message), path)
         if path in UPLOAD_PATHS and body_bytes is not None:
-            return self.charge(researcher, body_bytes)
+            return Refusal.of("store_quota", self.charge(researcher, body_bytes), path)
         if path in REQUEST_PATHS:  # a request's code is stored too: charged like an upload
-            return self._reserve_request(server, api_call.credentials) or (
-                self.charge(researcher, body_bytes) if body_bytes is not None else None
-            )
+            pending = self._reserve_request(server, api_call.credentials)
+            if pending is not None:
+                return Refusal("pending_requests", pending, path)
+            if body_bytes is None:
+                return None
+            return Refusal.of("store_quota", self.charge(researcher, body_bytes), path)
         if path == "output.get_by_user_code_id":  # PySyft reads it with the server's key: any code's outputs
-            return self._not_own_code(server, api_call.credentials, message)
+            return Refusal.of(
+                "output_not_own", self._not_own_code(server, api_call.credentials, message), path
+            )
         return None
 
     def _not_own_blob(self, server: Any, researcher: Any, message: Any) -> str | None:

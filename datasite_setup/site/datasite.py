@@ -16,7 +16,8 @@ What the site serves over HTTP, and to whom (issue 11): guest sessions and
 sign-up are off in the server's settings (``open_datasite``), the API-call gate
 (``access``, installed by ``syft_patches``) refuses every call from an
 unregistered key and limits researchers, and ``make_app`` puts ``HttpGuard``
-(request-size cap, closed routes, password reset off) in front of PySyft's
+(request-size cap, a budget and timeouts for bodies still arriving, closed
+routes, password reset off) in front of PySyft's
 routes and serves no OpenAPI documentation.
 """
 
@@ -43,6 +44,8 @@ SYFT_IMPORT_TIME_ENV = ("SERVER_PRIVATE_KEY", "SERVER_UID", "ENABLE_SIGNUP", "DE
 KEY_FILE = "signing_key"
 ID_FILE = "server_id"
 API_PREFIX = "/api/v2"
+MAX_HEADER_BYTES = 64 * 1024  # a request's line and headers (PySyft's are under 1 KB)
+KEEP_ALIVE_SECONDS = 5  # an idle connection between requests is closed after this
 log = logging.getLogger("fedimg.datasite")
 
 
@@ -187,9 +190,22 @@ def serve(worker: Datasite, *, host: str, port: int) -> None:
     """Serve ``worker`` over HTTP until SIGINT/SIGTERM."""
     import uvicorn
 
-    # proxy_headers off: uvicorn would otherwise take X-Forwarded-For from a local caller as its address
+    # proxy_headers off: uvicorn would otherwise take X-Forwarded-For from a local caller as its address.
+    # h11, not httptools (uvicorn's pick when installed): httptools buffers request headers without a
+    # bound (20 connections x 3 MB of headers: +60 MB), h11 refuses headers over MAX_HEADER_BYTES.
+    # limit_concurrency stays off: it counts idle and half-sent connections too, so a flood of them
+    # would turn every researcher's request into a 503; HttpGuard bounds what costs memory instead.
     config = uvicorn.Config(
-        make_app(worker), host=host, port=port, log_level="warning", access_log=False, proxy_headers=False
+        make_app(worker),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        http="h11",
+        h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+        limit_concurrency=None,
     )
     uvicorn.Server(config).run()
 

@@ -1,16 +1,16 @@
-"""Owners' decisions on requests, recorded by the site itself whatever path they took (issue 11).
+"""Owners' decisions on requests and accounts, recorded by the site itself whatever path they took (issue 11).
 
 ``install()`` is called by ``syft_patches.apply_syft_patches`` once per process.
 
-In PySyft 0.9.5 every decision on a code request ends as one write: the code's
-status (``UserCodeStatusCollection``) is updated through ``StatusStash.update``.
+Requests. In PySyft 0.9.5 every decision on a code request ends as one write: the
+code's status (``UserCodeStatusCollection``) is updated through ``StatusStash.update``.
 ``request.approve()`` (``RequestService.apply``), ``request.deny(reason)``
 (``RequestService.undo``), an admin changing the status directly
 (``code_status.update``) and a status synced in all go through it, whether the
 caller was ``fedimg review``, ``datasite_setup`` Python helpers, a notebook or a
 plain PySyft admin client. So the site records its decisions there: when this
 site's entry of the status changes (approved, denied, or a new reason), one
-``decision`` record goes to ``<state_dir>/audit.jsonl``, naming
+``decision`` record goes to the site's audit log, naming
 
 - the request and code (id, function, sha256 of the code), the decision and its reason;
 - the deciding account: its e-mail, name and role, and ``shared_admin: true`` when it
@@ -21,9 +21,28 @@ site's entry of the status changes (approved, denied, or a new reason), one
   hands to the server as the call's extra arguments.
 
 A write that leaves the decision unchanged records nothing, so a decision is
-recorded once however many layers saw it. The state dir is where ``open_datasite``
-put the site's blob storage (``<state_dir>/blob``); a PySyft server that is not a
-fedimg datasite records nothing.
+recorded once however many layers saw it.
+
+Accounts. Every way a client changes who may log in and with what role is one of
+``UserService``'s ``create``, ``update`` (role, e-mail, name, password of any account
+an owner manages), ``delete`` and ``request_password_reset`` (a reset token for
+another account); ``fedimg owner add``, ``ensure_researcher`` and a plain PySyft
+admin client (``client.users.create``, ``client.api.services.user.update/delete``)
+all call them. (``/register``, ``/forgot_password`` and ``/reset_password`` are
+refused to every caller by ``http_guard``.) Each call is wrapped: the accounts are
+read before and after it, and each account it created, changed or deleted gets one
+``account`` record (``ACCOUNT_EVENT``) with ``action`` created, updated or deleted (or
+``reset token issued``), the target's e-mail, name and role, for an update the
+fields that ``changed`` and their ``previous_*`` values, and the acting account as
+for a decision (``by``, ``by_name``, ``by_role``, ``shared_admin``). A password,
+its hash or a reset token is never written: only that it changed. A call that
+changes nothing, or fails, records nothing.
+
+The audit log is the one ``syft_patches.register_enforcer`` registered for the
+server in ``site_registry``; a datasite opened but not served by ``fedimg datasite
+serve`` (no enforcer yet) falls back to ``<state_dir>/audit.jsonl`` beside the blob
+storage ``open_datasite`` set up; a PySyft server that is not a fedimg datasite
+records nothing (a warning in its log).
 """
 
 from __future__ import annotations
@@ -35,34 +54,46 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from datasite_setup.site.site_registry import site_audit
 from policies import AUDIT_FILE, AuditLog
 
+ACCOUNT_EVENT = "account"
+"""The audit event of an account created, changed or deleted (``policies``' event for owner accounts)."""
 CLIENT_NOTE = "fedimg"
 """The extra argument of ``request.apply`` a client may describe its decision in (``forced``, ``via``)."""
 _MARK = "_fedimg_decisions"
 _deciding = threading.local()  # the request being decided on in this thread (request.apply / undo)
+_ACCOUNT_CALLS = ("create", "update", "delete", "request_password_reset")  # UserService: who logs in, how
+_SHOWN = ("email", "name", "role", "mock_execution_permission")  # recorded with their values
+_SECRET = {"hashed_password": "password", "reset_token": "reset token"}  # recorded only as changed
+# one account call at a time, so each diff holds only its own change (re-entrant: never a deadlock)
+_accounts_lock = threading.RLock()
 log = logging.getLogger("fedimg.audit")
 
 
 def install() -> None:
-    """Patch PySyft so that every decision on a request reaches the site's audit log; idempotent.
+    """Patch PySyft so every decision on a request or an account reaches the site's audit log; idempotent.
 
     Examples
     --------
     >>> install()
     >>> install()  # a second call changes nothing
     >>> from syft.service.code.status_service import StatusStash
-    >>> getattr(StatusStash.update, "_fedimg_decisions", False)
-    True
+    >>> from syft.service.user.user_service import UserService
+    >>> getattr(StatusStash.update, "_fedimg_decisions"), getattr(UserService.update, "_fedimg_decisions")
+    (True, True)
     """
     from syft.service.code.status_service import StatusStash
     from syft.service.request.request_service import RequestService
+    from syft.service.user.user_service import UserService
 
     if getattr(StatusStash.update, _MARK, False):
         return
     StatusStash.update = _mark(_wrap_status_update(StatusStash.update))
     RequestService.apply = _mark(_wrap_request_call(RequestService.apply, "apply"))
     RequestService.undo = _mark(_wrap_request_call(RequestService.undo, "undo"))
+    for name in _ACCOUNT_CALLS:
+        setattr(UserService, name, _mark(_wrap_account_call(getattr(UserService, name))))
 
 
 def _mark(wrapper: Any) -> Any:
@@ -133,8 +164,11 @@ def _record(stash: Any, credentials: Any, status: Any, decision: tuple[str, str]
 
 
 def _audit_of(server: Any) -> AuditLog | None:
-    """The site's audit log: its state dir holds the blob storage ``open_datasite`` set up."""
-    try:
+    """The site's audit log: registered when it started serving, else beside its blob storage."""
+    registered = site_audit(str(server.id))
+    if registered is not None:
+        return registered
+    try:  # opened by open_datasite, not served yet: its state dir holds the blob storage
         blob = Path(server.blob_store_config.client_config.base_directory)
     except AttributeError:
         return None
@@ -145,7 +179,6 @@ def _describe(server: Any, stash: Any, credentials: Any, status: Any, decision: 
     root = stash.root_verify_key
     code_id = status.user_code_link.object_uid
     code = _quietly(lambda: server.services.user_code.stash.get_by_uid(root, code_id).unwrap())
-    decider = _user(server, root, credentials)
     researcher = _user(server, root, status.user_verify_key)
     deciding = getattr(_deciding, "request", None) or {}
     request_id = deciding.get("request_id") or _request_of(server, root, code_id)
@@ -156,10 +189,7 @@ def _describe(server: Any, stash: Any, credentials: Any, status: Any, decision: 
         "function": getattr(code, "service_func_name", None),
         "decision": verdict,
         "reason": reason,
-        "by": getattr(decider, "email", None) or str(credentials),
-        "by_name": getattr(decider, "name", None),
-        "by_role": getattr(getattr(decider, "role", None), "name", None),
-        "shared_admin": str(credentials) == str(root),
+        **_actor(server, root, credentials),
         "researcher": str(status.user_verify_key),
         "researcher_email": getattr(researcher, "email", None),
         "researcher_name": getattr(researcher, "name", None),
@@ -172,6 +202,17 @@ def _describe(server: Any, stash: Any, credentials: Any, status: Any, decision: 
     if "via" in note:
         fields["via"] = str(note["via"])[:80]
     return fields
+
+
+def _actor(server: Any, root: Any, credentials: Any) -> dict[str, Any]:
+    """The account that made a decision: e-mail, name, role, and whether it is the shared admin."""
+    account = _user(server, root, credentials)
+    return {
+        "by": getattr(account, "email", None) or str(credentials),
+        "by_name": getattr(account, "name", None),
+        "by_role": getattr(getattr(account, "role", None), "name", None),
+        "shared_admin": str(credentials) == str(root),
+    }
 
 
 def _user(server: Any, root: Any, verify_key: Any) -> Any:
@@ -191,3 +232,107 @@ def _quietly(read: Any) -> Any:
     except Exception:  # noqa: BLE001
         log.warning("decision record: a lookup failed", exc_info=True)
         return None
+
+
+def _wrap_account_call(original: Any) -> Any:
+    """A ``UserService`` call: accounts read before and after it, one record per account it changed."""
+
+    @functools.wraps(original)  # syft finds service methods by their qualified name
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        context = kwargs["context"] if "context" in kwargs else args[0]
+        with _accounts_lock:
+            before = _accounts(self)
+            # a refused call raises here: nothing changed, nothing to record
+            result = original(self, *args, **kwargs)
+            after = _accounts(self)
+        if before is None or after is None:
+            log.error(
+                "site %s: an account call (%s) could not be audited", context.server.name, original.__name__
+            )
+        else:
+            _record_accounts(context, self.root_verify_key, before, after)
+        return result
+
+    return call
+
+
+def _accounts(service: Any) -> dict[str, dict[str, Any]] | None:
+    """Every account's recorded fields (secrets kept in memory only, to tell a change), by user id."""
+    try:
+        users = service.stash.get_all(service.root_verify_key).unwrap()
+    except Exception:  # noqa: BLE001 - the call itself goes on; the missing record is logged as an error
+        log.warning("account record: the accounts could not be read", exc_info=True)
+        return None
+    return {str(user.id): _account(user) for user in users}
+
+
+def _account(user: Any) -> dict[str, Any]:
+    fields = {name: getattr(user, name, None) for name in (*_SHOWN, "verify_key", *_SECRET)}
+    fields["role"] = getattr(fields["role"], "name", None)
+    fields["verify_key"] = str(fields["verify_key"])
+    return fields
+
+
+def _record_accounts(
+    context: Any, root: Any, before: dict[str, dict[str, Any]], after: dict[str, dict[str, Any]]
+) -> None:
+    server = context.server
+    changes = [
+        _account_change(before.get(uid), after.get(uid))
+        for uid in sorted(before.keys() | after.keys())
+        if before.get(uid) != after.get(uid)
+    ]
+    if not changes:
+        return
+    audit = _audit_of(server)
+    if audit is None:
+        log.warning("account change at %s not audited: not a fedimg datasite", server.name)
+        return
+    actor = _actor(server, root, context.credentials)
+    for change in changes:
+        try:
+            audit.append(ACCOUNT_EVENT, **change, **actor)
+        except Exception:  # the account is changed: failing the call now would hide a change in force
+            log.exception(
+                "site %s: the change of account %s could not be audited", server.name, change["email"]
+            )
+
+
+def _account_change(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any]:
+    """One account's change as record fields: never a password, its hash or a reset token.
+
+    Examples
+    --------
+    >>> old = {"email": "a@h.example", "name": "A", "role": "DATA_SCIENTIST", "verify_key": "k",
+    ...        "mock_execution_permission": False, "hashed_password": "h1", "reset_token": None}
+    >>> raised = _account_change(old, {**old, "role": "DATA_OWNER", "hashed_password": "h2"})
+    >>> raised["action"], raised["role"], raised["previous_role"], raised["changed"]
+    ('updated', 'DATA_OWNER', 'DATA_SCIENTIST', ['password', 'role'])
+    >>> "h2" in str(raised)  # that the password changed, never its hash
+    False
+    >>> _account_change(old, None)["action"], _account_change(None, old)["action"]
+    ('deleted', 'created')
+    >>> _account_change(old, {**old, "reset_token": "t0k3n"})["action"]
+    'reset token issued'
+    """
+    state = after if after is not None else before
+    assert state is not None  # one of the two exists: the account was in one of the reads
+    fields: dict[str, Any] = {
+        "action": "",
+        "email": state["email"],
+        "name": state["name"],
+        "role": state["role"],
+    }
+    if before is None or after is None:
+        fields["action"] = "created" if before is None else "deleted"
+        return fields
+    changed = sorted(
+        [name for name in (*_SHOWN, "verify_key") if before[name] != after[name]]
+        + [shown for name, shown in _SECRET.items() if before[name] != after[name]]
+    )
+    fields["changed"] = changed
+    fields["action"] = (
+        "reset token issued" if changed == ["reset token"] and after["reset_token"] else "updated"
+    )
+    fields.update({f"previous_{name}": before[name] for name in _SHOWN if before[name] != after[name]})
+    return fields

@@ -3,7 +3,10 @@
 A site starts with one shared admin account (its credentials in the state dir).
 ``fedimg owner add`` creates a DATA_OWNER account for a named person at a running
 site; PySyft lets a data owner read, approve and deny requests, and the site's
-audit log names the person behind every decision (``decisions``). Passwords come
+audit log names the person behind every decision (``decisions``). The site itself
+records the new account (an ``owner`` record, ``action: created``, naming the admin
+who made it), as it records any account created, changed or deleted by any client:
+nothing here writes to the audit log, so the account is recorded once. Passwords come
 from a 0600 file or are typed (twice when an account is created): never from the
 command line or the environment, where other users and child processes see them.
 """

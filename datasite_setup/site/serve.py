@@ -9,7 +9,7 @@ from pathlib import Path
 
 from datasite_setup.errors import FedimgError
 from datasite_setup.site.contained import ContainedCalls, Probe, default_threads
-from datasite_setup.site.credentials import admin_credentials
+from datasite_setup.site.credentials import ADMIN_PASSWORD_ENV, admin_credentials
 from datasite_setup.site.datasite import clear_syft_import_environment, redact_url
 from datasite_setup.site.owner_channel.handlers import SiteAnswers
 from datasite_setup.site.owner_channel.server import ChannelUnavailable, OwnerChannel
@@ -145,6 +145,9 @@ def _start_and_serve(
     db_url = db_url or os.environ.get(DB_URL_ENV) or None
     database = redact_url(db_url) if db_url else "SQLite"
     admin = admin_credentials(state_dir, name)
+    # read once: no code running in this process and nothing it starts finds them in its environment
+    for secret in (DB_URL_ENV, ADMIN_PASSWORD_ENV):
+        os.environ.pop(secret, None)
     reporter.phase("starting", "importing PySyft, opening the database")
     from datasite_setup.site.datasite import open_datasite, serve
     from datasite_setup.site.heap import use_serving_thresholds

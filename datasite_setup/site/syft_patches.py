@@ -45,10 +45,16 @@ this order; each wraps PySyft's own method once, and a second call does nothing:
    a call from an unregistered key (a guest), blocking or not, a researcher's call
    outside the paths a fedimg job needs, an upload past the researcher's store
    quota or a request past their pending-request limit is answered with a
-   ``SyftError`` naming the rule before PySyft sees it.
+   ``SyftError`` naming the rule before PySyft sees it. At a site with an enforcer
+   each refusal is also a ``refusal`` audit record (the rule, the path, the caller's
+   e-mail or, without an account, its key's start and address), at most one per
+   (caller, path, rule) per minute with a count of the ones held back
+   (``access.RefusalRecords``).
 
-5. ``exchange_credentials`` (2) also goes through the site's ``LoginThrottle``: a
-   locked account or client address is refused before any bcrypt work; each
+5. ``exchange_credentials`` (2) also goes through the site's ``LoginThrottle``: an
+   attempt is admitted and reserved in one step (``begin``), so a burst of wrong
+   passwords costs at most ``login_failures`` bcrypt checks per account and address;
+   a locked account-and-address or address is refused before any bcrypt work; each
    lockout is an audit event (``login_lockout``).
 
 ``register_enforcer`` names the ``SiteEnforcer`` (and, with the sandbox on, the
@@ -65,8 +71,10 @@ from typing import TYPE_CHECKING, Any
 
 from datasite_setup.site import decisions
 from datasite_setup.site.access import (
+    ANONYMOUS_RULES,
     UNPACK_FACTOR,
     ApiGate,
+    Refusal,
     UnpackTooLarge,
     bounded_unpacking,
     charge_unpacking,
@@ -75,6 +83,7 @@ from datasite_setup.site.contained import ContainedCalls, unconfined_refusal
 from datasite_setup.site.http_guard import current_request
 from datasite_setup.site.login_throttle import Lockout, LoginThrottle, locked_message
 from datasite_setup.site.sandbox.runner import CodeFailed, SandboxUnavailable
+from datasite_setup.site.site_registry import register_site_audit
 from policies import (
     MOCK_RESULT,
     UNCONFINED_WARNING,
@@ -165,6 +174,7 @@ def register_enforcer(
         raise ValueError(f"site {enforcer.site}: the sandbox is on but no sandbox workers were given")
     apply_syft_patches()  # a no-op after open_datasite; never enforce through unpatched methods
     _enforcers[str(worker.id)] = enforcer
+    register_site_audit(str(worker.id), enforcer.audit)
     if contained is not None:
         _contained[str(worker.id)] = contained
     with _lock:  # made again with the policy's [limits] on their next use
@@ -319,19 +329,22 @@ def _wrap_exchange_credentials(original: Any) -> Any:
         if context.login_credentials is None:
             return uniform(self, context)
         throttle = _throttle(context.server)
-        account = str(context.login_credentials.email)
         request = current_request()
         address = request.client if request is not None else None
-        wait = throttle.wait_seconds(account, address)
-        if wait > 0:  # refused before any bcrypt work, the same answer for every account
-            raise SyftException(public_message=locked_message(wait))
+        # admitted and reserved in one step: a burst cannot all pass before the first failure counts
+        attempt = throttle.begin(str(context.login_credentials.email), address)
+        if not attempt.admitted:  # refused before any bcrypt work, the same answer for every account
+            raise SyftException(public_message=locked_message(attempt.wait))
+        ok: bool | None = None
         try:
             result = uniform(self, context)
+            ok = True
         except SyftException:
-            for lockout in throttle.failed(account, address):
-                _record_lockout(context.server, lockout)
+            ok = False
             raise
-        throttle.succeeded(account, address)
+        finally:
+            for lockout in throttle.finish(attempt, ok):
+                _record_lockout(context.server, lockout)
         private_key = getattr(getattr(result, "value", result), "signing_key", None)
         if private_key is not None:  # this client may now fetch its API description (GET /api)
             with _lock:
@@ -345,20 +358,24 @@ def _wrap_exchange_credentials(original: Any) -> Any:
 
 def _record_lockout(server: Any, lockout: Lockout) -> None:
     """One audit event per lockout (not per attempt); only a log line at a site without an enforcer."""
+    where = f" from {lockout.address}" if lockout.address else ""
     access_log.warning(
-        "site %s: failed logins: %s %s locked for %.0f s after %d failures",
+        "site %s: failed logins: %s %s%s locked for %.0f s after %d failures",
         server.name,
         lockout.kind,
         lockout.value,
+        where,
         lockout.seconds,
         lockout.failures,
     )
     enforcer = _enforcers.get(str(server.id))
     if enforcer is not None:
+        address = {"address": lockout.address} if lockout.address else {}
         enforcer.audit.append(
             "login_lockout",
             kind=lockout.kind,
             value=lockout.value,
+            **address,
             failures=lockout.failures,
             seconds=round(lockout.seconds, 1),
         )
@@ -380,15 +397,63 @@ def _wrap_handle_api_call(original: Any) -> Any:
             try:
                 refusal = gate.refusal(self, api_call, request.body_bytes if request else None)
                 if refusal is not None:
-                    # the path is not logged: unpacking the call may be what was refused
-                    access_log.info("refused a call: %s", refusal)
-                    return SyftError(message=refusal)
+                    _record_refusal(self, gate, api_call, refusal, request.client if request else None)
+                    return SyftError(message=refusal.message)
                 return original(self, api_call, job_id=job_id, check_call_location=check_call_location)
             finally:
                 gate.release()  # a request slot it reserved is now a pending request (or none)
         return original(self, api_call, job_id=job_id, check_call_location=check_call_location)
 
     return _mark(handle_api_call_with_unsigned_result)
+
+
+def _record_refusal(server: Any, gate: ApiGate, api_call: Any, refusal: Refusal, address: str | None) -> None:
+    """A gate refusal as a ``refusal`` audit record, within ``RefusalRecords``' bounds (a log line otherwise).
+
+    A caller with an account is named by its e-mail and verify key; a caller without one
+    (a fresh key for every call costs nothing) is counted by its client address and named
+    by the start of the key it used. A record that cannot be written is logged: the call is
+    refused all the same.
+    """
+    access_log.debug("refused a call from %s: %s", address, refusal.message)
+    enforcer = _enforcers.get(str(server.id))
+    if enforcer is None:
+        access_log.info("refused a call: %s", refusal.message)
+        return
+    key = str(getattr(api_call, "credentials", None) or "")
+    anonymous = refusal.rule in ANONYMOUS_RULES
+    caller = f"address {address}" if anonymous else key
+
+    def describe() -> dict:
+        if anonymous:
+            return {"key": key[:12] or None, "address": address}
+        user = _account(server, api_call.credentials)
+        role = getattr(getattr(user, "role", None), "name", None)
+        return {
+            "researcher": key,
+            "researcher_email": getattr(user, "email", None),
+            "role": role,
+            "address": address,
+        }
+
+    try:
+        for record in gate.records.note(caller, refusal.path, refusal.rule, describe):
+            fields = {"call": record.path, "rule": record.rule, **record.details}
+            if not record.closing:
+                fields["reason"] = refusal.message[:300]
+            if record.suppressed:
+                fields["suppressed"] = record.suppressed
+            enforcer.audit.append("refusal", **{k: v for k, v in fields.items() if v is not None})
+    except Exception:  # the call is refused all the same; the site log keeps what the audit missed
+        access_log.exception("site %s: a refused call could not be audited: %s", server.name, refusal.message)
+
+
+def _account(server: Any, verify_key: Any) -> Any:
+    """The account of ``verify_key`` (None when it has none, or the lookup fails)."""
+    try:
+        return server.services.user.stash.get_by_verify_key(server.verify_key, verify_key).unwrap()
+    except Exception:  # noqa: BLE001 - the record names the verify key instead
+        return None
 
 
 def _wrap_arrow_deserialize(original: Any) -> Any:

@@ -1,7 +1,7 @@
 """``fedimg convert`` end to end: input layouts, every scheme, bad inputs, up-front errors, atomicity.
 
 Most tests call ``convert`` (or ``cli.main``) in-process on a few dozen tiny
-synthetic images; the interruption test runs the CLI in a subprocess and signals it.
+synthetic images; the interruption tests run the CLI in a subprocess and signal it.
 The helpers at the top are shared with the other ``test_*`` files of this folder.
 """
 
@@ -217,7 +217,7 @@ def csv_dataset(tmp_path_factory: pytest.TempPathFactory) -> CsvDataset:
 def scheme_outputs(csv_dataset: CsvDataset, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """The module's dataset converted once with every scheme (3 clients, patient groups)."""
     base = tmp_path_factory.mktemp("schemes")
-    extra = {
+    extra: dict[str, dict[str, float]] = {
         "iid": {},
         "stratified": {},
         "dirichlet": {"alpha": 1.0, "min_partition_size": 5},
@@ -884,6 +884,120 @@ def test_an_interrupted_run_leaves_neither_output_nor_partial_dir(
     assert not out.exists()
     assert siblings_left(out) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def _convert_argv(source: Path, out: Path) -> list[str]:
+    return ["convert", str(source), str(out), "--clients", "2", "--scheme", "iid", "--size", "16", "--quiet"]
+
+
+# The race CI once lost, made certain: SIGTERM comes while the pool starts, and a worker has not
+# run yet (the scheduler's choice under load) when the pool is stopped. The worker used to inherit
+# the main process's Python handler, which swallowed the pool's SIGTERM: the worker then waited on
+# the task queue's lock, held by Pool.terminate, which waited for the worker.
+_LATE_WORKER_HARNESS = """
+import multiprocessing.pool, os, signal, sys, time
+from datasite_setup import cli
+from datasite_setup.convert import pipeline
+
+start_pool = multiprocessing.pool.Pool.__init__
+def start_then_interrupt(self, *args, **kwargs):
+    start_pool(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+multiprocessing.pool.Pool.__init__ = start_then_interrupt
+
+init_worker = pipeline._init_worker
+def late_init_worker(*args):
+    time.sleep(1.0)
+    init_worker(*args)
+pipeline._init_worker = late_init_worker
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _run_harness(harness: str, source: Path, out: Path, hang: str) -> tuple[int, str]:
+    """Run ``harness`` (a patched ``fedimg``) on two workers as a terminal would; its exit code and stderr."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", harness, *_convert_argv(source, out), "--workers", "2"],
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_default_signals,
+    )
+    try:
+        _, stderr = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(hang)
+    return process.returncode, stderr.decode()
+
+
+def test_a_run_interrupted_before_its_workers_have_started_exits(many_images: Path, tmp_path: Path) -> None:
+    code, stderr = _run_harness(
+        _LATE_WORKER_HARNESS,
+        many_images,
+        tmp_path / "out",
+        "the run hung: a worker survived the pool's SIGTERM",
+    )
+    assert code == 130, stderr
+    assert "interrupted: nothing was written" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+_DYING_WORKER_HARNESS = """
+import os, signal, sys
+from datasite_setup import cli
+from datasite_setup.convert import pipeline
+
+process = pipeline._process
+def killed_on_image_10(task):
+    if task[0] == 10:
+        os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer would
+    return process(task)
+pipeline._process = killed_on_image_10
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_a_worker_killed_mid_run_ends_the_run_with_nothing_written(many_images: Path, tmp_path: Path) -> None:
+    # multiprocessing.Pool replaces a dead worker but never returns its images: the run waited forever.
+    code, stderr = _run_harness(
+        _DYING_WORKER_HARNESS,
+        many_images,
+        tmp_path / "out",
+        "the run waited forever for a dead worker's images",
+    )
+    assert code == 2, stderr
+    assert "worker was killed" in stderr and "nothing was written" in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_an_interrupt_during_the_report_takes_effect_after_it(
+    csv_dataset: CsvDataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A KeyboardInterrupt raised inside matplotlib's import came out as ImportError or RuntimeError:
+    # exit 1 with a traceback instead of 130. The interrupt now waits for the step to end.
+    from datasite_setup.convert import federation_report
+
+    steps: list[str] = []
+    write_report_files = federation_report.write_report_files
+
+    def interrupted_while_writing(*args, **kwargs):
+        steps.append("started")
+        os.kill(os.getpid(), signal.SIGTERM)
+        write_report_files(*args, **kwargs)
+        steps.append("finished")
+
+    monkeypatch.setattr(federation_report, "write_report_files", interrupted_while_writing)
+    previous = signal.getsignal(signal.SIGTERM)
+    code, _, err = run_cli(
+        [*_convert_argv(csv_dataset.root, tmp_path / "out"), "--labels", csv_dataset.labels_csv]
+    )
+    assert (code, steps) == (130, ["started", "finished"]), err
+    assert "interrupted: nothing was written" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGTERM) is previous
 
 
 def test_a_failure_in_a_late_step_leaves_nothing(

@@ -137,6 +137,7 @@ def test_malformed_and_oversized_requests_get_an_error_and_the_site_keeps_servin
     )
     oversized = raw(path, b'{"action": "ping", "pad": "' + b"x" * (4 * MAX_REQUEST_BYTES) + b'"}\n')
     assert f"larger than {MAX_REQUEST_BYTES} bytes".encode() in oversized
+    assert b"nested too deeply" in raw(path, b"[" * 30_000 + b"]" * 30_000 + b"\n")  # was a RecursionError
     assert b"pickle" not in raw(path, b"\x80\x04\x95\n")  # a pickle is just bytes that are not JSON
     assert owner_channel.ask(site.state_dir, {"action": "ping"})["ok"] is True
     assert site_admin.is_answering(site.url)  # and its HTTP side too

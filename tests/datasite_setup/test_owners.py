@@ -4,7 +4,10 @@ One running site serves every test here (module scope): a researcher submits sma
 jobs, and each test decides on one through another path — a plain PySyft admin
 client, the code status changed directly, the Python helpers, ``fedimg review`` as
 the shared admin, and ``fedimg review --owner`` as a named owner created with
-``fedimg owner add``.
+``fedimg owner add``. Decisions on accounts likewise: an account created, its role
+raised, its password reset or the account deleted — through ``fedimg owner add``, a
+plain PySyft admin client or a named owner's client — is one ``owner`` record
+written by the site, naming the acting account and the target, never a password.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ import pytest
 from datasite_setup.cli import main
 from datasite_setup.convert.federated_format import CLIENTS_DIR
 from datasite_setup.site import code_requests
+from datasite_setup.site.credentials import Credentials
+from datasite_setup.site.decisions import ACCOUNT_EVENT
 from datasite_setup.site.owners import add_owner
 from datasite_setup.site.site_admin import ensure_researcher, login
 from policies import AUDIT_FILE, AuditLog, verify_audit_log
@@ -50,6 +55,16 @@ def federation_toml(site: RunningSite) -> Path:
 def decisions(site: RunningSite, request_id: str) -> list[dict]:
     records = AuditLog(site.state_dir / AUDIT_FILE).records()
     return [r for r in records if r["event"] == "decision" and r["request_id"] == request_id]
+
+
+def account_records(site: RunningSite, email: str) -> list[dict]:
+    records = AuditLog(site.state_dir / AUDIT_FILE).records()
+    return [r for r in records if r["event"] == ACCOUNT_EVENT and r.get("email") == email]
+
+
+def user_id(client, email: str):
+    (found,) = [user.id for user in client.users.get_all() if user.email == email]
+    return found
 
 
 def admin_request(site: RunningSite, request_id: str):
@@ -125,8 +140,9 @@ def test_a_named_owner_decides_as_themself(site: RunningSite, federation_toml: P
     ]
     assert main([*added, "--password-file", str(secret)]) == 0
     assert main([*added, "--password-file", str(secret)]) == 0  # already there: unchanged
-    owners = [r for r in AuditLog(site.state_dir / AUDIT_FILE).records() if r["event"] == "owner"]
-    assert [(r["email"], r["name"]) for r in owners] == [(OWNER, OWNER_NAME)]
+    (created,) = account_records(site, OWNER)  # recorded once, by the site, though the CLI ran twice
+    assert (created["action"], created["name"], created["role"]) == ("created", OWNER_NAME, "DATA_OWNER")
+    assert created["by"] == site.admin.email and created["shared_admin"] is True
     request_id = submit(site, "review_owner")
     review = ["review", "--site", site.name, "--config", str(federation_toml), "--owner", OWNER]
     assert (
@@ -155,3 +171,73 @@ def test_a_password_file_others_can_read_is_refused(
     secret.chmod(0o644)
     arguments = ["owner", "add", str(federation_toml), "--site", site.name, "--email", "x@hospital.example"]
     assert main([*arguments, "--name", "X", "--password-file", str(secret)]) == 2
+
+
+def test_account_changes_through_a_plain_pysyft_admin_client_are_recorded_once_each(
+    site: RunningSite,
+) -> None:
+    from syft.service.user.user_roles import ServiceRole
+
+    admin = login(site.url, site.admin)
+    owner, owner_password = "eve@hospital.example", "created-by-client-24680"
+    admin.users.create(
+        name="Eve Admin-Made",
+        email=owner,
+        password=owner_password,
+        password_verify=owner_password,
+        role=ServiceRole.DATA_OWNER,
+        institution="",
+    )
+    (created,) = account_records(site, owner)
+    assert (created["action"], created["role"], created["name"]) == (
+        "created",
+        "DATA_OWNER",
+        "Eve Admin-Made",
+    )
+    assert (created["by"], created["by_role"], created["shared_admin"]) == (site.admin.email, "ADMIN", True)
+
+    researcher, new_password = "mallory@university.example", "reset-by-admin-13579"
+    ensure_researcher(admin, email=researcher, name="Mallory", password="researcher-pass-1357")
+    uid = user_id(admin, researcher)
+    admin.api.services.user.update(uid=uid, role=ServiceRole.DATA_OWNER)
+    admin.api.services.user.update(uid=uid, role=ServiceRole.DATA_OWNER)  # the same role again: no change
+    admin.api.services.user.update(uid=uid, password=new_password)
+    admin.api.services.user.delete(uid=uid)
+    made, raised, reset, deleted = account_records(site, researcher)
+    assert (made["action"], made["role"]) == ("created", "DATA_SCIENTIST")
+    assert (raised["action"], raised["changed"], raised["role"], raised["previous_role"]) == (
+        "updated",
+        ["role"],
+        "DATA_OWNER",
+        "DATA_SCIENTIST",
+    )
+    assert (reset["action"], reset["changed"]) == ("updated", ["password"])
+    assert (deleted["action"], deleted["role"]) == ("deleted", "DATA_OWNER")
+    assert {r["by"] for r in (made, raised, reset, deleted)} == {site.admin.email}
+    text = (site.state_dir / AUDIT_FILE).read_text()
+    for secret in (owner_password, new_password, "researcher-pass-1357", "$2b$", "hashed_password", "salt"):
+        assert secret not in text
+    assert verify_audit_log(site.state_dir / AUDIT_FILE) == []
+
+
+def test_a_named_owner_changing_accounts_is_recorded_as_themself(site: RunningSite) -> None:
+    from syft.service.user.user_roles import ServiceRole
+
+    admin = login(site.url, site.admin)
+    owner = Credentials("linus@hospital.example", "named-owner-pass-8642")
+    add_owner(admin, email=owner.email, name="Linus Owner", password=owner.password)
+    researcher = "trent@university.example"
+    ensure_researcher(admin, email=researcher, name="Trent", password="researcher-pass-2468")
+    as_owner = login(site.url, owner)
+    uid = user_id(as_owner, researcher)
+    with pytest.raises(Exception, match="tried to update user"):  # an owner cannot make another owner
+        as_owner.api.services.user.update(uid=uid, role=ServiceRole.DATA_OWNER)
+    as_owner.api.services.user.delete(uid=uid)
+    made, deleted = account_records(site, researcher)  # the refused update recorded nothing
+    assert made["by"] == site.admin.email and deleted["action"] == "deleted"
+    assert (deleted["by"], deleted["by_name"], deleted["by_role"]) == (
+        owner.email,
+        "Linus Owner",
+        "DATA_OWNER",
+    )
+    assert deleted["shared_admin"] is False

@@ -2,8 +2,9 @@
 
 One site for the module, with small ``[limits]`` so that each limit is reached
 quickly. Each test stands alone (pytest-xdist may give a module's tests to two
-workers, each with its own site): the per-address lockout is sprayed from
-127.0.0.3, so it never locks the other tests' address, 127.0.0.1.
+workers, each with its own site): failed logins are sprayed from other loopback
+addresses (127.0.0.3 to .6), so they never lock the other tests' address,
+127.0.0.1.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ import numpy as np
 import pytest
 import requests
 
-from datasite_setup.convert.federated_format import CLIENTS_DIR
 from datasite_setup.site.code_requests import requests as owner_requests
 from datasite_setup.site.site_admin import ensure_researcher, login
-from tests.support.datasites import RunningSite, free_port
+from tests.support.datasites import start_site_with_policy
 
 ADA, BOB = "ada@university.example", "bob@university.example"
 PASSWORD = "researcher-pass-1234"
@@ -39,11 +39,7 @@ login_backoff_max_seconds = 10
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory, sample_federation):
-    state = tmp_path_factory.mktemp("surface") / "state-client_0"
-    state.mkdir()
-    (state / "policy.toml").write_text(LIMITS)
-    running = RunningSite("client_0", sample_federation / CLIENTS_DIR / "client_0", state, free_port())
-    running.start()
+    running = start_site_with_policy(tmp_path_factory.mktemp("surface"), sample_federation, LIMITS)
     admin = login(running.url, running.admin)
     for email, name in ((ADA, "Ada"), (BOB, "Bob")):
         ensure_researcher(admin, email=email, name=name, password=PASSWORD)
@@ -90,10 +86,14 @@ def outcome(call) -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
-def lockouts(site) -> list[dict]:
+def audit_records(site, event: str) -> list[dict]:
     path = site.state_dir / "audit.jsonl"
     records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return [record for record in records if record["event"] == "login_lockout"]
+    return [record for record in records if record["event"] == event]
+
+
+def lockouts(site) -> list[dict]:
+    return audit_records(site, "login_lockout")
 
 
 # --- 1. no anonymous access -------------------------------------------------------------------
@@ -133,7 +133,7 @@ def test_a_guest_gets_nothing_but_the_login(site, server_id) -> None:
     assert response.status_code == 403
 
 
-def _from(address: str, method: str, url: str, body: dict | None = None) -> tuple[int, bytes]:
+def _from(address: str, method: str, url: str, body: dict | bytes | None = None) -> tuple[int, bytes]:
     """``method url`` sent from the loopback ``address`` (the site sees another client): status and body."""
     parsed = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection(
@@ -141,7 +141,7 @@ def _from(address: str, method: str, url: str, body: dict | None = None) -> tupl
     )
     try:
         target = parsed.path + (f"?{parsed.query}" if parsed.query else "")
-        payload = json.dumps(body).encode() if body is not None else None
+        payload = json.dumps(body).encode() if isinstance(body, dict) else body
         connection.request(method, target, body=payload, headers={"Content-Type": "application/json"})
         response = connection.getresponse()
         return response.status, response.read()
@@ -215,7 +215,9 @@ def test_a_researcher_may_call_only_what_a_job_needs(site, server_id) -> None:
 
 def site_memory_mb(site, field: str) -> float:
     status = Path(f"/proc/{site.process.pid}/status").read_text()
-    return int(re.search(rf"{field}:\s+(\d+) kB", status).group(1)) / 1024
+    found = re.search(rf"{field}:\s+(\d+) kB", status)
+    assert found is not None, status
+    return int(found.group(1)) / 1024
 
 
 def test_a_call_that_unpacks_to_more_than_the_cap_is_refused_unpacked(site, server_id) -> None:
@@ -433,3 +435,85 @@ def test_failed_logins_from_one_address_back_off_that_address(site) -> None:
     assert isinstance(elsewhere, UserPrivateKey)
     sprayed = [e for e in lockouts(site) if (e["kind"], e["value"]) == ("address", "127.0.0.3")]
     assert len(sprayed) == 1  # one event per lockout, not one per attempt
+
+
+def _burst(address: str, site, attempts: list[tuple[str, str]]) -> list[str]:
+    """``attempts`` (e-mail, password) sent at once from ``address``: each answer's message."""
+    from syft.service.response import SyftError
+
+    start = threading.Barrier(len(attempts))
+    answers: list[str] = []
+
+    def attempt(email: str, password: str) -> None:
+        start.wait()
+        answer, _ = _login_from(address, site, email, password)
+        answers.append(answer.message if isinstance(answer, SyftError) else type(answer).__name__)
+
+    threads = [threading.Thread(target=attempt, args=pair) for pair in attempts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return answers
+
+
+def test_a_burst_of_wrong_passwords_costs_at_most_the_threshold_in_checks(site) -> None:
+    # each "Invalid credentials" is one bcrypt check; "Too many failed logins" costs none
+    one_account = _burst("127.0.0.4", site, [("burst@nowhere.example", "wrong password")] * 40)
+    checked = sum("Invalid credentials" in answer for answer in one_account)
+    assert 1 <= checked <= 3, one_account  # [limits] login_failures = 3
+    assert checked + sum("Too many failed logins" in answer for answer in one_account) == 40
+    sprayed = _burst("127.0.0.5", site, [(f"burst{n}@nowhere.example", "wrong password") for n in range(40)])
+    assert 1 <= sum("Invalid credentials" in answer for answer in sprayed) <= 12, (
+        sprayed
+    )  # 4 x login_failures
+    locks = [(e["kind"], e["value"], e.get("address")) for e in lockouts(site)]
+    assert locks.count(("account", "burst@nowhere.example", "127.0.0.4")) == 1
+    assert locks.count(("address", "127.0.0.5", None)) == 1
+
+
+def test_an_attacker_elsewhere_cannot_lock_a_user_out(site) -> None:
+    from syft.service.response import SyftError
+    from syft.service.user.user import UserPrivateKey
+
+    dora = "dora@university.example"
+    ensure_researcher(login(site.url, site.admin), email=dora, name="Dora", password=PASSWORD)
+    flood = _burst("127.0.0.6", site, [(dora, "wrong password")] * 40)
+    user, _ = _login_from("127.0.0.1", site, dora, PASSWORD)  # her own address never failed: she gets in
+    assert isinstance(user, UserPrivateKey), user
+    attacker, _ = _login_from("127.0.0.6", site, dora, PASSWORD)  # locked where the guesses came from
+    assert isinstance(attacker, SyftError) and "Too many failed logins" in attacker.message
+    assert sum("Invalid credentials" in answer for answer in flood) <= 3, flood
+    locks = [(e["kind"], e["value"], e.get("address")) for e in lockouts(site) if e["value"] == dora]
+    assert locks == [("account", dora, "127.0.0.6")]  # one record for the lockout
+
+
+def test_gate_refusals_are_audited_at_most_once_a_minute_per_caller_and_call(site, server_id) -> None:
+    import syft as sy
+    from syft.client.api import SyftAPICall
+    from syft.serde.deserialize import _deserialize
+    from syft.serde.serialize import _serialize
+    from syft.server.credentials import SyftSigningKey
+    from syft.service.response import SyftError
+
+    from policies import verify_audit_log
+
+    for _ in range(5):  # strangers from one address, a new key each time
+        call = SyftAPICall(server_uid=server_id, path="dataset.get_all", args=[], kwargs={}, blocking=True)
+        body = _serialize(call.sign(SyftSigningKey.generate()), to_bytes=True)
+        status, answer = _from("127.0.0.7", "POST", f"{site.url}/api/v2/api_call", body)
+        refusal = _deserialize(answer, from_bytes=True).message.data
+        assert status == 200 and isinstance(refusal, SyftError) and "without a login" in refusal.message
+    ada = sy.login(url=site.url, email=ADA, password=PASSWORD)
+    for _ in range(10):
+        answer = api_call(site, server_id, ada.credentials, "settings.update")
+        assert isinstance(answer, SyftError) and "not available to researchers" in answer.message
+    refusals = audit_records(site, "refusal")
+    strangers = [r for r in refusals if r.get("address") == "127.0.0.7"]
+    assert len(strangers) == 1, strangers
+    assert strangers[0]["rule"] == "no_login" and len(strangers[0]["key"]) == 12
+    ada_refused = [r for r in refusals if r.get("call") == "settings.update"]
+    assert len(ada_refused) == 1, ada_refused
+    assert ada_refused[0]["researcher_email"] == ADA and ada_refused[0]["rule"] == "path"
+    assert ada_refused[0]["address"] == "127.0.0.1" and "not available" in ada_refused[0]["reason"]
+    assert verify_audit_log(site.state_dir / "audit.jsonl") == []

@@ -215,3 +215,48 @@ def test_deleted_head_file_is_reported(tmp_path: Path) -> None:
     log.head_path.unlink()
     problems = verify_audit_log(log.path)
     assert problems and "3 lines, 0 were written" in problems[-1].message
+
+
+class _KilledBeforeTheHead(AuditLog):
+    """A writer killed after its line is written and before the head is (the test_crash_resume race)."""
+
+    def _write_head(self, last_hash: str, count: int, pending: str | None = None) -> None:
+        if pending is None:
+            raise KeyboardInterrupt("killed")
+        super()._write_head(last_hash, count, pending)
+
+
+def test_a_record_written_just_before_a_crash_is_adopted_not_a_broken_chain(tmp_path: Path) -> None:
+    log = _log(tmp_path, 3)
+    with pytest.raises(KeyboardInterrupt):
+        _KilledBeforeTheHead(log.path).append("started", run_id="r")
+    assert len(_lines(log)) == 4
+    assert verify_audit_log(log.path) == []  # the head named it as being written
+    log.append("aborted", run_id="r")  # the site, started again
+    assert [r["event"] for r in log.records()][-2:] == ["started", "aborted"]
+    assert verify_audit_log(log.path) == []
+
+
+def test_a_line_torn_by_a_crash_is_removed_by_the_next_append(tmp_path: Path) -> None:
+    log = _log(tmp_path, 3)
+    with pytest.raises(KeyboardInterrupt):
+        _KilledBeforeTheHead(log.path).append("started", run_id="r")
+    lines = _lines(log)
+    log.path.write_text("".join(line + "\n" for line in lines[:3]) + lines[3][:40], encoding="utf-8")
+    assert verify_audit_log(log.path) != []  # torn: reported until the site writes again
+    log.append("aborted", run_id="r")
+    assert [r["event"] for r in log.records()] == ["request"] * 3 + ["aborted"]
+    assert verify_audit_log(log.path) == []
+
+
+def test_a_line_appended_by_someone_else_after_a_crash_is_still_reported(tmp_path: Path) -> None:
+    log = _log(tmp_path, 3)
+    with pytest.raises(KeyboardInterrupt):
+        _KilledBeforeTheHead(log.path).append("started", run_id="r")
+    lines = _lines(log)
+    forged = {"seq": 3, "time": 0, "event": "release", "code_id": "x", "prev": log.records()[2]["hash"]}
+    forged["hash"] = policies.audit._line_hash(forged)
+    _write(log, [*lines[:3], json.dumps(forged, sort_keys=True)])
+    assert verify_audit_log(log.path) != []
+    log.append("aborted", run_id="r")  # not adopted: it is not the line the head named
+    assert verify_audit_log(log.path) != []

@@ -25,6 +25,24 @@ def test_limits_are_read(tmp_path) -> None:
     )
 
 
+def test_body_limits_default_and_are_read(tmp_path) -> None:
+    limits = LimitSettings(max_request_mb=16)
+    assert limits.max_inflight_bytes == 64 * 1024 * 1024  # 4 x max_request_mb when not set
+    assert (limits.max_uploads_per_address, limits.body_idle_seconds, limits.body_total_seconds) == (
+        8,
+        30,
+        300,
+    )
+    path = tmp_path / "policy.toml"
+    path.write_text(
+        "[limits]\nmax_inflight_mb = 100\nmax_uploads_per_address = 2\n"
+        "body_idle_seconds = 5\nbody_total_seconds = 60\n"
+    )
+    limits = load_site_policy(path).limits
+    assert (limits.max_inflight_bytes, limits.max_uploads_per_address) == (100 * 1024 * 1024, 2)
+    assert (limits.body_idle_seconds, limits.body_total_seconds) == (5, 60)
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -38,6 +56,13 @@ def test_limits_are_read(tmp_path) -> None:
             r"login_backoff_max_seconds must be >=",
         ),
         ("max_requests = 3", r"unknown key\(s\) \['max_requests'\] in \[limits\]"),
+        ("max_inflight_mb = 32", r"max_inflight_mb must be >= max_request_mb"),
+        ("max_uploads_per_address = 0", r"max_uploads_per_address must be an integer from 1 to 10000"),
+        ("body_idle_seconds = 0", r"body_idle_seconds must be a number from 0.5 to 3600"),
+        (
+            "body_idle_seconds = 60\nbody_total_seconds = 30",
+            r"body_total_seconds must be >= body_idle_seconds",
+        ),
     ],
 )
 def test_a_wrong_limit_names_the_file_the_key_and_the_range(tmp_path, text, message) -> None:

@@ -456,7 +456,7 @@ def test_images_in_right_shaped_weights_are_stopped_by_review_only(team, job_par
     assert [
         r
         for r in team.audit_records()
-        if r["event"] == "refusal" and r["function"] == "rt_images_in_right_shaped_weights"
+        if r["event"] == "refusal" and r.get("function") == "rt_images_in_right_shaped_weights"
     ]
 
 
@@ -514,7 +514,9 @@ def test_write_files_with_numpy(team) -> None:
     # the denied code cannot be run; the attempt is refused before it starts, and logged
     with pytest.raises(Exception, match="(?i)denied|not approved|approval"):
         team.run("rt_write_files", rnd=0)
-    assert [r for r in team.audit_records() if r["event"] == "refusal" and r["function"] == "rt_write_files"]
+    assert [
+        r for r in team.audit_records() if r["event"] == "refusal" and r.get("function") == "rt_write_files"
+    ]
     assert not Path("/tmp/fedimg-redteam-never-written.npy").exists()
 
 

@@ -79,3 +79,12 @@ def test_a_run_cut_short_by_a_site_crash_is_refunded_and_the_job_completes(
     counts = json.loads((site.state_dir / COUNTS_FILE).read_text())
     assert list(counts.values()) == [ROUNDS + 1]  # every approved run used once, the refunded one again
     assert open_runs(records) == [] and verify_audit_log(log.path) == []
+
+    # Another job of the same name with another configuration is another request with its own count: the
+    # runs above never count against it (a site's count is that of the code a call runs).
+    other = make_job(federation, "crash", rounds=ROUNDS, local_epochs=5, min_sites=1)
+    other.submit(federation)
+    federation = connect([site])
+    client = federation.sites[site.name].client
+    assert site_runs(client, other.site_function(federation).name) == 0
+    assert site_runs(client, job.site_function(federation).name) == ROUNDS + 1

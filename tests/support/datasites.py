@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from datasite_setup.convert.federated_format import CLIENTS_DIR
 from datasite_setup.convert.imaging import ImageSpec
 from datasite_setup.convert.pipeline import ConvertOptions, convert
 from datasite_setup.convert.sample_data import write_digits
@@ -155,6 +156,16 @@ class RunningSite:
 def sample_federation(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The digits sample as a 2-client federation (16 px grayscale)."""
     return convert_sample(tmp_path_factory.mktemp("federation") / "out")
+
+
+def start_site_with_policy(
+    folder: Path, federation: Path, policy: str, name: str = "client_0"
+) -> RunningSite:
+    """Start site ``name`` of ``federation`` with ``policy`` as its ``policy.toml`` (a module's own limits)."""
+    state = folder / f"state-{name}"
+    state.mkdir(parents=True)
+    (state / "policy.toml").write_text(policy)
+    return RunningSite(name, federation / CLIENTS_DIR / name, state, free_port()).start()
 
 
 @pytest.fixture

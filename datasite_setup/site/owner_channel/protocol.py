@@ -94,6 +94,10 @@ def decode(line: bytes, *, what: str = "request") -> dict[str, Any]:
     --------
     >>> decode(b'{"action": "ping"}\\n')
     {'action': 'ping'}
+    >>> decode(b"[" * 100_000)
+    Traceback (most recent call last):
+    ...
+    datasite_setup.site.owner_channel.protocol.ProtocolError: request: nested too deeply
     >>> decode(b"\\x80(")
     Traceback (most recent call last):
     ...
@@ -103,6 +107,8 @@ def decode(line: bytes, *, what: str = "request") -> dict[str, Any]:
         message = json.loads(line.decode())
     except (UnicodeDecodeError, ValueError):
         raise ProtocolError(f"{what}: not UTF-8 JSON (one object per line)") from None
+    except RecursionError:  # a 30,000-deep nesting of [ must be refused, not end in a traceback
+        raise ProtocolError(f"{what}: nested too deeply") from None
     if not isinstance(message, dict):
         raise ProtocolError(f"{what}: a JSON object is expected, not {type(message).__name__}")
     return message

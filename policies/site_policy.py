@@ -39,9 +39,9 @@ max_pending_requests = 8              # code requests one researcher may have wa
 login_failures = 5                    # failed logins of an account from one address (4x per address): backoff
 login_backoff_seconds = 2.0           # first backoff; doubles with each further failure
 login_backoff_max_seconds = 300.0     # longest backoff
-# max_inflight_mb = 256               # body bytes being received, site-wide (default 4 x max_request_mb);
-                                      # a body that does not fit is answered 503 with Retry-After
-max_uploads_per_address = 8           # bodies being received at once from one client address (then 429)
+# max_inflight_mb = 256               # body bytes arrived and held, site-wide (default 4 x max_request_mb);
+                                      # a large body that does not fit is answered 503 with Retry-After
+max_uploads_per_address = 8           # large bodies being received at once from one address (then 429)
 body_idle_seconds = 30.0              # a body with no new bytes for this long is answered 408, dropped
 body_total_seconds = 300.0            # a body not complete this long after its request began: the same
 ```
@@ -255,15 +255,17 @@ class LimitSettings:
     max_inflight_mb : float or None
         Request-body bytes the site holds while they are still arriving, all clients together
         (1 to 65536, at least ``max_request_mb``; None, the default: 4 x ``max_request_mb``). A body
-        is charged its declared ``Content-Length`` before a byte is read (a chunked body: as its
-        bytes arrive) until it is complete; one that does not fit is answered 503 with
-        ``Retry-After`` at once. One client address may hold at most half of it (at least one
-        ``max_request_mb``); beyond that: 429. Clients that send part of a large body and stall
-        used to hold its memory for ever (300 of them took a site from 708 to 1,575 MB).
+        is charged the bytes that arrived, not the size it declares, until it is complete. A large
+        body (over 64 KB) whose declared size would not fit beside the bytes held is answered 503
+        with ``Retry-After`` at once, and so is one whose arriving bytes pass it; one client address
+        may hold at most 1/8 of it (at least one ``max_request_mb``), beyond that: 429. Small bodies
+        (a login, most calls) are never refused for it. Clients that send part of a large body and
+        stall used to hold its memory for ever (300 of them took a site from 708 to 1,575 MB).
     max_uploads_per_address : int
-        Request bodies being received at once from one client address (1 to 10000); the next is
-        answered 429 with ``Retry-After`` before it is read. A researcher's job sends one call at a
-        time to a site; raise it when many researchers share one address (a NAT).
+        Large request bodies (over 64 KB) being received at once from one client address (1 to
+        10000); the next is answered 429 with ``Retry-After`` before it is read (small bodies: 32
+        at once per address). A researcher's job sends one call at a time to a site; raise it when
+        many researchers share one address (a NAT).
     body_idle_seconds : float
         A body with no new bytes for this long is answered 408 and its connection closed
         (0.5 to 3600).

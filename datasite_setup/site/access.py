@@ -15,17 +15,19 @@ answers, before PySyft sees a call:
   at most ``[limits] researcher_store_mb`` to the store in any 24 hours, and may
   have at most ``[limits] max_pending_requests`` requests waiting for the owner.
 
+Some paths are refused to every caller, the admin included (``closed_path``): the
+migration service's writes, ``sync.sync_items`` and custom API endpoints write any
+stored object (a User too) past the account calls the audit records.
+
 A refusal (``Refusal``) is a message naming the site, the rule and, for a limit,
 the policy key. Each is also an audit record (``refusal``, with the rule and the
-call's path), written by ``syft_patches`` through the site's audit log; an
-attacker must not be able to grow the log at will, so ``RefusalRecords`` lets
-through at most one record per (caller, path, rule) per ``REFUSAL_WINDOW_S`` and
-at most ``REFUSAL_RECORDS_PER_WINDOW`` records per window for the whole site. The
-refusals it holds back are counted: the key's next record carries ``suppressed``
-(how many identical refusals were not recorded one by one), and a key that went
-quiet gets a closing record with its count at the next refusal the site records.
-A caller without an account is keyed by its client address (a guest can make a
-new key for every call), an account by its verify key.
+call's path), written by ``syft_patches`` through the site's audit log. An attacker
+must neither grow the log at will nor hide another caller's refusals by flooding
+it, so ``RefusalRecords`` gives each caller a share of the site's records per
+minute, always records a caller's first refusal (at once, or first thing the next
+minute when the site's budget is spent) and writes what it held back as one count
+per caller. A caller without an account is keyed by its client address (a guest
+can make a new key for every call), an account by its verify key.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from policies import LimitSettings
@@ -132,10 +134,47 @@ def charge_unpacking(size: int) -> None:
 
 REQUEST_PATHS = frozenset({"code.request_code_execution"})
 MAX_PATH_CHARS = 80  # a refused path is the caller's text: kept short in answers and records
+# Paths refused to every caller, the site's admin included: each writes stored objects (User accounts
+# among them: a role raised to ADMIN, a new ADMIN that can log in) straight into PySyft's stores, past
+# the UserService methods whose calls the audit records (decisions.py). No fedimg path calls them.
+# Of the migration service only its reads stay open (the client reads objects through _get_object).
+MIGRATION_READ_PATHS = frozenset(
+    {
+        "migration",  # get_version
+        "migration._get_object",
+        "migration.get_all_store_metadata",
+        "migration.get_migration_actionobjects",
+        "migration.get_migration_data",
+    }
+)
+CLOSED_PATHS = frozenset(
+    {
+        "sync.sync_items",  # sets or updates any stored object, a User too (SyncService.set_object)
+        "api.add",  # custom API endpoints: admin-written code run in the site's process, with its store
+        "api.update",
+    }
+)
 REFUSAL_WINDOW_S = 60.0
 REFUSAL_RECORDS_PER_WINDOW = 60  # for the whole site: ~30 KB of audit per minute at most
-REFUSAL_KEYS = 10_000  # (caller, path, rule) keys held at once; past it, new ones share one key
+REFUSALS_PER_CALLER = 10  # one caller's share of a window's records; the rest is counted on its key
+FIRST_REFUSAL_RESERVE = 20  # records of each window that only callers' first refusals may use
+REFUSAL_CALLERS = 10_000  # callers held at once; past it, new callers' refusals share one count
 ANONYMOUS_RULES = frozenset({"unsigned", "no_login"})  # refused before the caller or path is known
+
+
+def closed_path(path: str) -> bool:
+    """Whether ``path`` is refused to every caller, the admin included (``CLOSED_PATHS``, migration writes).
+
+    Examples
+    --------
+    >>> closed_path("migration._update_object"), closed_path("migration.create_migrated_objects")
+    (True, True)
+    >>> closed_path("migration._get_object"), closed_path("sync.sync_items"), closed_path("user.update")
+    (False, True, False)
+    """
+    if path == "migration" or path.startswith("migration."):  # fail closed: a write PySyft may add too
+        return path not in MIGRATION_READ_PATHS
+    return path in CLOSED_PATHS
 
 
 @dataclass(frozen=True)
@@ -146,9 +185,10 @@ class Refusal:
     ----------
     rule : str
         The rule broken, short: ``unsigned``, ``no_login`` (a key without an account),
-        ``unpack_too_large``, ``queued``, ``other_server``, ``path`` (not served to
-        researchers), ``account_record``, ``blob_extension``, ``store_quota``,
-        ``blob_not_own``, ``pending_requests``, ``output_not_own``.
+        ``unpack_too_large``, ``closed_path`` (refused to everyone, the admin included),
+        ``queued``, ``other_server``, ``path`` (not served to researchers),
+        ``account_record``, ``blob_extension``, ``store_quota``, ``blob_not_own``,
+        ``pending_requests``, ``output_not_own``.
     message : str
         The caller's answer: the site, the rule and, for a limit, the policy key.
     path : str or None
@@ -180,19 +220,23 @@ class RefusalRecord:
     Parameters
     ----------
     caller : str
-        The key it counts by: a verify key, or ``address <client address>`` for a caller
-        without an account.
+        The key it counts by: a verify key, ``address <client address>`` for a caller
+        without an account, or ``*`` for the shared count past ``REFUSAL_CALLERS``.
     path : str or None
-        The API path refused.
+        The API path refused (None for a closing record).
     rule : str
-        The rule broken.
+        The rule broken (``held_back`` for a closing record).
     suppressed : int
-        Identical refusals before this record that were not recorded one by one.
+        For a closing record: the caller's refusals in its window not recorded one by one.
     details : dict
-        What the first record of the key named (e-mail, role, address...): a closing
-        record repeats it.
+        What the caller's first record named (e-mail, role, address...): a closing record
+        repeats it.
+    reason : str or None
+        The caller's answer (None for a closing record).
     closing : bool
-        True for the count of a key that went quiet (no refusal of its own).
+        True for the count of refusals held back in a caller's window, written once it is over.
+    rules : dict
+        For a closing record: the held-back refusals by rule.
     """
 
     caller: str
@@ -200,25 +244,51 @@ class RefusalRecord:
     rule: str
     suppressed: int
     details: dict
+    reason: str | None = None
     closing: bool = False
+    rules: dict = field(default_factory=dict)
 
 
 @dataclass
-class _Window:
-    opened: float
+class _Caller:
+    opened: float  # its window: REFUSAL_WINDOW_S from its first refusal
     details: dict
-    suppressed: int = 0
+    written: set[tuple[str | None, str]] = field(default_factory=set)  # (path, rule) recorded this window
+    held: collections.Counter[str] = field(default_factory=collections.Counter)  # by rule, not recorded
+    pending: tuple[str | None, str, str | None] | None = None  # its first refusal, waiting for room
 
 
 class RefusalRecords:
-    """Which gate refusals become audit records: an attacker cannot grow the log at will (thread-safe).
+    """Which gate refusals become audit records: every refused caller is named, none can flood (thread-safe).
+
+    Each caller (a verify key, or a client address without an account) has a window of
+    ``window_s`` from its first refusal. In it the caller gets at most one record per
+    (path, rule) and at most ``per_caller`` records; its first refusal is always
+    recorded: at once while the site's window has room, else at the start of the next
+    site window, before any other record. Everything else it is refused is counted on
+    the caller and written as one closing record (``suppressed``, by rule) once its
+    window is over, at the next ``note`` or ``flush`` (``syft_patches`` flushes every
+    few seconds). The whole site writes at most ``per_window`` records per window, of
+    which the last ``first_reserve`` go only to callers' first refusals. Past
+    ``max_callers`` callers at once, new callers' refusals share one count (``*``),
+    written as one record when the site's window has room.
+
+    Bounds: at most ``per_window`` records (~30 KB) per ``window_s``; at most
+    ``max_callers`` callers held, each with at most ``per_caller`` (path, rule) keys and
+    a count per rule (~1 KB with its details: ~11 MB at the bound, measured); ~15 us a refusal.
 
     Parameters
     ----------
     window_s : float
-        At most one record per (caller, path, rule) per window.
+        A caller's window, and the site's.
     per_window : int
-        At most this many records per window for the whole site; the rest are counted.
+        Records per site window.
+    per_caller : int
+        Records per caller window.
+    first_reserve : int
+        Records of a site window kept for callers' first refusals.
+    max_callers : int
+        Callers held at once.
     clock : callable
         Seconds, monotonic (a test's own clock).
 
@@ -226,32 +296,47 @@ class RefusalRecords:
     --------
     >>> now = [0.0]
     >>> records = RefusalRecords(window_s=60.0, clock=lambda: now[0])
-    >>> [r.suppressed for r in records.note("ada-key", "user.get_all", "path", lambda: {})]
-    [0]
+    >>> [r.path for r in records.note("ada-key", "user.get_all", "path", lambda: {})]
+    ['user.get_all']
     >>> [records.note("ada-key", "user.get_all", "path", lambda: {}) for _ in range(5)]  # held back
     [[], [], [], [], []]
-    >>> now[0] = 61.0  # the next one after the window carries the count
-    >>> [(r.path, r.suppressed) for r in records.note("ada-key", "user.get_all", "path", lambda: {})]
-    [('user.get_all', 5)]
+    >>> now[0] = 61.0  # ada's window is over: one record with its count
+    >>> [(r.rule, r.suppressed, r.rules) for r in records.flush()]
+    [('held_back', 5, {'path': 5})]
     """
 
     def __init__(
         self,
         window_s: float = REFUSAL_WINDOW_S,
         per_window: int = REFUSAL_RECORDS_PER_WINDOW,
+        per_caller: int = REFUSALS_PER_CALLER,
+        first_reserve: int = FIRST_REFUSAL_RESERVE,
+        max_callers: int = REFUSAL_CALLERS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.window_s = window_s
         self.per_window = per_window
+        self.per_caller = per_caller
+        self.first_reserve = min(first_reserve, per_window // 2)  # repeats and counts keep room too
+        self.max_callers = max_callers
         self._clock = clock
-        self._keys: dict[tuple[str, str | None, str], _Window] = {}
-        self._site_window = (-float("inf"), 0)  # (opened, records written in it)
+        self._callers: dict[str, _Caller] = {}  # in the order their windows opened (oldest first)
+        self._pending: dict[str, None] = {}  # callers whose first refusal waits for room, oldest first
+        self._overflow: collections.Counter[str] = collections.Counter()  # past max_callers, by rule
+        self._overflow_at = -float("inf")  # the site window its count was last written in
+        self._site_opened = -float("inf")
+        self._site_written = 0
         self._lock = threading.Lock()
 
     def note(
-        self, caller: str, path: str | None, rule: str, describe: Callable[[], dict]
+        self,
+        caller: str,
+        path: str | None,
+        rule: str,
+        describe: Callable[[], dict],
+        reason: str | None = None,
     ) -> list[RefusalRecord]:
-        """Count one refusal; the records to write now (none while it is held back).
+        """Count one refusal; the records to write now (this one's, and any that came due).
 
         Parameters
         ----------
@@ -262,58 +347,93 @@ class RefusalRecords:
         rule : str
             The rule broken.
         describe : callable
-            The record's fields (e-mail, role, address...); called only when a record is
-            written (it may read the site's store).
+            The caller's fields (e-mail, role, address...); called once per caller window
+            (it may read the site's store).
+        reason : str or None
+            The caller's answer, kept in its record.
 
         Returns
         -------
         list of RefusalRecord
-            This refusal's record when its key's window is open to one, and closing
-            records of keys that went quiet with refusals held back.
+            Records that came due (first refusals that waited for room, closing counts,
+            the shared count), then this refusal's own when it is recorded one by one.
         """
         now = self._clock()
-        key = (caller, path, rule)
         with self._lock:
-            written: list[RefusalRecord] = []
-            if now >= self._site_window[0] + self.window_s:
-                self._site_window = (now, 0)
-                written += self._close_quiet(now, keep=key)
-            window = self._keys.get(key)
-            if window is not None and now < window.opened + self.window_s:
-                window.suppressed += 1
+            written = self._due(now)
+            state = self._callers.get(caller)
+            if state is None:
+                if len(self._callers) >= self.max_callers:  # counted, not named: the count is written
+                    self._overflow[rule] += 1
+                    return written
+                state = self._callers[caller] = _Caller(now, describe())
+            if not state.written and state.pending is None:  # its first refusal in this window
+                if self._site_written < self.per_window:
+                    written.append(self._write(caller, state, path, rule, reason))
+                else:  # the site's window is full: the next one starts with it
+                    state.pending = (path, rule, reason)
+                    self._pending[caller] = None
                 return written
-            if self._site_window[1] >= self.per_window:  # the site's budget is spent: counted only
-                if window is None:
-                    key = self._held_key(key)
-                    window = self._keys.setdefault(key, _Window(now, {}))
-                window.suppressed += 1
+            if (
+                state.pending is not None
+                or (path, rule) in state.written
+                or len(state.written) >= self.per_caller
+                or self._site_written >= self.per_window - self.first_reserve
+            ):
+                state.held[rule] += 1
                 return written
-            details = describe()
-            suppressed = window.suppressed if window is not None else 0
-            self._keys[key] = _Window(now, details)
-            written.append(RefusalRecord(caller, path, rule, suppressed, details))
-            self._site_window = (self._site_window[0], self._site_window[1] + 1)
+            written.append(self._write(caller, state, path, rule, reason))
             return written
 
-    def _close_quiet(self, now: float, *, keep: tuple[str, str | None, str]) -> list[RefusalRecord]:
-        """Closing records of the keys whose window is over (a new site window has just begun)."""
-        closing: list[RefusalRecord] = []
-        for key, window in list(self._keys.items()):
-            if key == keep or now < window.opened + self.window_s:
-                continue
-            del self._keys[key]
-            if window.suppressed and len(closing) < self.per_window // 2:
-                closing.append(RefusalRecord(*key, window.suppressed, window.details, closing=True))
-            elif window.suppressed:  # over the budget: carried on one shared key
-                self._keys.setdefault(
-                    ("*", None, "held_back"), _Window(now, {})
-                ).suppressed += window.suppressed
-        self._site_window = (now, len(closing))
-        return closing
+    def flush(self) -> list[RefusalRecord]:
+        """The records that came due without a refusal: waiting first refusals, closing counts.
 
-    def _held_key(self, key: tuple[str, str | None, str]) -> tuple[str, str | None, str]:
-        """``key``, or one shared key once too many are held (their count is kept, not their names)."""
-        return key if len(self._keys) < REFUSAL_KEYS else ("*", None, "held_back")
+        ``syft_patches`` calls it every few seconds, so a caller that went quiet is
+        counted in the log within about one window of its last refusal.
+        """
+        with self._lock:
+            return self._due(self._clock())
+
+    def _write(
+        self, caller: str, state: _Caller, path: str | None, rule: str, reason: str | None
+    ) -> RefusalRecord:
+        state.written.add((path, rule))
+        self._site_written += 1
+        return RefusalRecord(caller, path, rule, 0, state.details, reason)
+
+    def _due(self, now: float) -> list[RefusalRecord]:
+        """Open a new site window when the last is over; the records now due, in priority order."""
+        if now >= self._site_opened + self.window_s:
+            self._site_opened, self._site_written = now, 0
+        due: list[RefusalRecord] = []
+        if self._overflow and self._site_written < self.per_window and self._overflow_at != self._site_opened:
+            due.append(self._closing("*", {}, self._overflow))  # first, and once a site window at most
+            self._overflow, self._overflow_at = collections.Counter(), self._site_opened
+        while self._pending and self._site_written < self.per_window:  # first refusals before anything
+            caller = next(iter(self._pending))
+            del self._pending[caller]
+            state = self._callers[caller]
+            pending, state.pending = state.pending, None
+            if pending is not None:
+                due.append(self._write(caller, state, *pending))
+        room = self.per_window - self.first_reserve
+        while self._callers:  # oldest window first: stop at one still open (O(1) when none is due)
+            caller = next(iter(self._callers))
+            state = self._callers[caller]
+            if now < state.opened + self.window_s or state.pending is not None:
+                break
+            if state.held:
+                if self._site_written >= room:  # counted on: written when a site window has room
+                    break
+                due.append(self._closing(caller, state.details, state.held))
+            del self._callers[caller]
+        return due
+
+    def _closing(self, caller: str, details: dict, held: collections.Counter[str]) -> RefusalRecord:
+        self._site_written += 1
+        return RefusalRecord(
+            caller, None, "held_back", sum(held.values()), details, closing=True, rules=dict(held)
+        )
 
 
 class ApiGate:
@@ -386,6 +506,13 @@ class ApiGate:
             return Refusal("unpack_too_large", f"site {self.site}: {exc}")
         path = str(message.path)[:MAX_PATH_CHARS]
         log.debug("api call %s by %s (blocking %s, %s bytes)", path, role.name, message.blocking, body_bytes)
+        if closed_path(str(message.path)):  # before the owners' pass and the queue: the admin's calls too
+            return Refusal(
+                "closed_path",
+                f"site {self.site}: {path} writes the site's records past its audit log and is not served "
+                "to anyone here, its admin included (fedimg never uses it)",
+                path,
+            )
         if not message.blocking and role != ServiceRole.ADMIN:  # no fedimg path queues calls
             return Refusal(
                 "queued", f"site {self.site}: only blocking calls are served (got a queued {path})", path

@@ -6,15 +6,24 @@
   is read: at once from its ``Content-Length``, else (chunked) as soon as the
   bytes streamed past the cap; PySyft reads whole bodies into memory, so three
   300 MB bodies used to take a site to 2.3 GB;
-- bodies still arriving are bounded (``BodyBudget``): site-wide to ``[limits]
-  max_inflight_mb`` (a body is charged its declared length before a byte is read,
-  a chunked one as it arrives; one that does not fit: 503 with ``Retry-After``),
-  per client address to half of that and to ``max_uploads_per_address`` bodies
-  (then 429), and in time: no new bytes for ``body_idle_seconds``, or not complete
-  ``body_total_seconds`` after the request began, is answered 408. These answers
-  close the connection (``Connection: close``): the rest of the body is never
-  read. 300 clients that each sent 3 MB of a larger body and stalled took a site
-  from 708 to 1,575 MB, for ever;
+- bodies still arriving are bounded (``BodyBudget``) by the memory they actually
+  hold: a body is charged its bytes as they arrive (PySyft buffers what arrived,
+  nothing more), so declaring a large ``Content-Length`` costs nothing by itself.
+  A large body (declared over ``SMALL_BODY_BYTES``, or chunked) is refused at once
+  when its declared size would not fit beside what is already held, or once its
+  arriving bytes pass: site-wide ``[limits] max_inflight_mb`` (503 with
+  ``Retry-After``), one client address's share of it, 1/8 and at least one
+  ``max_request_mb`` body (429), and ``max_uploads_per_address`` large bodies
+  (429). A small body (a login, most API calls) is never refused for the byte
+  budget, only past ``SMALL_BODIES_PER_ADDRESS`` of them from one address (429):
+  four bodies that each declared ``max_request_mb`` and trickled a byte every
+  10 s used to fill a 16 MB budget with reservations and refuse every login 503;
+- bodies must arrive in time: no new bytes for ``body_idle_seconds``, not complete
+  ``body_total_seconds`` after the request began, or (a large body) under
+  ``MIN_BODY_RATE`` on average over its life once ``RATE_GRACE_SECONDS`` have
+  passed is answered 408. These answers close the connection (``Connection:
+  close``): the rest of the body is never read. 300 clients that each sent 3 MB of
+  a larger body and stalled took a site from 708 to 1,575 MB, for ever;
 - routes nobody needs at a fedimg site are closed: the peer proxy ``/stream/*``
   (404); ``/register`` (owners create accounts), ``/forgot_password`` and
   ``/reset_password`` answer every caller with the same refusal and notify
@@ -99,6 +108,17 @@ def current_request() -> RequestInfo | None:
     return _REQUEST.get()
 
 
+# bodies up to this declared size (a login, most API calls) are never refused for the byte budget
+SMALL_BODY_BYTES = 64 * 1024
+# ... but one client address may send only this many of them at once (each holds at most 64 KB)
+SMALL_BODIES_PER_ADDRESS = 32
+# a large body slower than this on average over its life is dropped: trickling a byte now and then
+# would otherwise hold its connection and its bytes until body_total_seconds
+MIN_BODY_RATE = 16 * 1024  # bytes a second
+RATE_GRACE_SECONDS = 5.0  # ... once this long has passed (a connection's slow start)
+ADDRESS_SHARE = 8  # one client address may hold 1/8 of the site's budget (at least one largest body)
+
+
 class _Refused(Exception):
     """The request was refused while its body arrived (the answer is already sent, if it could be)."""
 
@@ -119,79 +139,151 @@ class Refusal:
     detail: str
 
 
-class BodyBudget:
-    """Request-body bytes still arriving, and bodies being received, site-wide and per client address.
+@dataclass
+class Body:
+    """A request body being received: from whom, whether it is small, and the bytes it holds.
 
-    Only the event loop's thread touches it (ASGI middleware runs there): no lock. A body is charged
-    from the moment it is admitted until it is complete or its request ends (``release``).
+    Parameters
+    ----------
+    address : str or None
+        The client's address.
+    small : bool
+        Declared at most ``SMALL_BODY_BYTES``: counted per address, never refused for bytes.
+    held : int
+        Its bytes that arrived so far (charged to the budget until it is released).
+    released : bool
+        Complete, or its request over: nothing charged any more.
+    """
+
+    address: str | None
+    small: bool
+    held: int = 0
+    released: bool = False
+
+
+class BodyBudget:
+    """Request-body bytes being held while bodies arrive, site-wide and per client address.
+
+    Only the event loop's thread touches it (ASGI middleware runs there): no lock. A body is
+    charged its bytes as they arrive (``charge``), not what it declares: a declared size that
+    never arrives holds no memory, and must hold no room either. ``admit`` still refuses a large
+    body at once when its declared size would not fit beside what is held now, rather than
+    after it was half sent.
 
     Examples
     --------
     >>> limits = LimitSettings(max_request_mb=1, max_inflight_mb=2, max_uploads_per_address=2)
     >>> budget, mb = BodyBudget(), 1024 * 1024
-    >>> budget.admit("10.0.0.9", mb, limits) is None  # charged 1 MB: this address's share (half)
-    True
-    >>> budget.admit("10.0.0.9", 1, limits).status  # the address's share is taken
+    >>> a = budget.admit("10.0.0.9", mb, limits)  # declaring 1 MB holds nothing yet
+    >>> a2 = budget.admit("10.0.0.9", mb, limits)
+    >>> isinstance(a2, Body), budget.in_flight
+    (True, 0)
+    >>> budget.admit("10.0.0.9", mb, limits).status  # a third large body from one address
     429
-    >>> budget.admit("10.0.0.7", mb, limits) is None, budget.admit("10.0.0.5", 1, limits).status
-    (True, 503)
-    >>> budget.release("10.0.0.9", mb); budget.admit("10.0.0.5", 1, limits) is None
-    True
+    >>> budget.charge(a, mb, limits), budget.in_flight  # its megabyte arrived
+    (None, 1048576)
+    >>> budget.charge(a2, 1, limits).status  # past this address's share (1 MB here)
+    429
+    >>> b = budget.admit("10.0.0.7", mb, limits)
+    >>> budget.charge(b, mb // 2, limits), budget.admit("10.0.0.5", mb, limits).status  # 2.5 MB > 2
+    (None, 503)
+    >>> login = budget.admit("10.0.0.5", 300, limits)  # a small body is never refused for bytes
+    >>> budget.charge(login, 300, limits), budget.in_flight
+    (None, 1573164)
+    >>> for body in (a, a2, b, login):
+    ...     budget.release(body)
     >>> budget.in_flight, budget.uploads("10.0.0.9")
-    (1048577, 0)
+    (0, 0)
     """
 
     def __init__(self) -> None:
         self.in_flight = 0
         self._bytes: Counter[str | None] = Counter()
-        self._uploads: Counter[str | None] = Counter()
+        self._large: Counter[str | None] = Counter()
+        self._small: Counter[str | None] = Counter()
 
     def uploads(self, address: str | None) -> int:
-        """Bodies being received from ``address``."""
-        return self._uploads[address]
+        """Bodies being received from ``address``, large and small."""
+        return self._large[address] + self._small[address]
 
-    def admit(self, address: str | None, declared: int, limits: LimitSettings) -> Refusal | None:
-        """Start receiving a body of ``declared`` bytes (0 when chunked) from ``address``.
+    def admit(self, address: str | None, declared: int | None, limits: LimitSettings) -> Body | Refusal:
+        """Start receiving a body that declared ``declared`` bytes (None: chunked) from ``address``.
 
         Parameters
         ----------
         address : str or None
             The client's address.
-        declared : int
-            The body's ``Content-Length`` (charged at once), 0 for a chunked body.
+        declared : int or None
+            The body's ``Content-Length`` (nothing is charged for it), None for a chunked body.
         limits : LimitSettings
             The site's ``[limits]``.
 
         Returns
         -------
-        Refusal or None
-            None when the body may be received (it is then charged: ``release`` it); else why not.
+        Body or Refusal
+            The body to ``charge`` as its bytes arrive and to ``release``; else why it may not start.
         """
-        if self._uploads[address] >= limits.max_uploads_per_address:
+        if declared is not None and declared <= SMALL_BODY_BYTES:
+            if self._small[address] >= SMALL_BODIES_PER_ADDRESS:
+                return Refusal(
+                    429,
+                    f"Too many small request bodies from your address at once (over "
+                    f"{SMALL_BODIES_PER_ADDRESS}, each up to {SMALL_BODY_BYTES // 1024} KB); retry when "
+                    "one is done.",
+                )
+            self._small[address] += 1
+            return Body(address, small=True)
+        if self._large[address] >= limits.max_uploads_per_address:
             return Refusal(
                 429,
                 f"Too many request bodies from your address at once (over {limits.max_uploads_per_address}: "
                 "[limits] max_uploads_per_address in the site's policy.toml); retry when one is done.",
             )
-        refusal = self.charge(address, declared, limits)
-        if refusal is None:
-            self._uploads[address] += 1
-        return refusal
+        refusal = self._room(address, declared or 0, limits)
+        if refusal is not None:
+            return refusal
+        self._large[address] += 1
+        return Body(address, small=False)
 
-    def charge(self, address: str | None, more: int, limits: LimitSettings) -> Refusal | None:
-        """Charge ``more`` bytes of an admitted body (a chunked body's bytes as they arrive).
+    def charge(self, body: Body, more: int, limits: LimitSettings) -> Refusal | None:
+        """Charge ``more`` bytes of ``body`` that just arrived.
 
         Returns
         -------
         Refusal or None
-            None when they fit (then charged); else why not, and nothing is charged.
+            None when they fit (then charged; a small body's always do); else why not, and nothing
+            is charged.
         """
-        if self._bytes[address] + more > _address_share(limits):
+        if not body.small:
+            refusal = self._room(body.address, more, limits)
+            if refusal is not None:
+                return refusal
+        body.held += more
+        self._bytes[body.address] += more
+        self.in_flight += more
+        return None
+
+    def release(self, body: Body) -> None:
+        """``body`` is complete (or its request over): its bytes and its place are free again."""
+        if body.released:
+            return
+        body.released = True
+        self.in_flight -= body.held
+        self._bytes[body.address] -= body.held
+        (self._small if body.small else self._large)[body.address] -= 1
+        if self.uploads(body.address) <= 0:  # no entry per address that ever sent a body
+            for counter in (self._small, self._large, self._bytes):
+                counter.pop(body.address, None)
+
+    def _room(self, address: str | None, more: int, limits: LimitSettings) -> Refusal | None:
+        """Why ``more`` bytes of a large body from ``address`` do not fit beside those held (None: fit)."""
+        share = address_share(limits)
+        if self._bytes[address] + more > share:
             return Refusal(
                 429,
                 f"Your address has {_mb(self._bytes[address])} of request bodies arriving; this one would "
-                f"pass its share of {_mb(_address_share(limits))} (half of [limits] max_inflight_mb in the "
-                "site's policy.toml); retry when they are done.",
+                f"pass its share of {_mb(share)} (1/{ADDRESS_SHARE} of [limits] max_inflight_mb in the "
+                "site's policy.toml, at least max_request_mb); retry when they are done.",
             )
         if self.in_flight + more > limits.max_inflight_bytes:
             return Refusal(
@@ -200,23 +292,33 @@ class BodyBudget:
                 f"limit of {_mb(limits.max_inflight_bytes)} ([limits] max_inflight_mb in the site's "
                 "policy.toml); retry shortly.",
             )
-        self._bytes[address] += more
-        self.in_flight += more
         return None
 
-    def release(self, address: str | None, charged: int) -> None:
-        """The body from ``address``, charged ``charged`` bytes in all, is complete (or its request over)."""
-        self.in_flight -= charged
-        self._bytes[address] -= charged
-        self._uploads[address] -= 1
-        if self._uploads[address] <= 0:  # no entry per address that ever sent a body
-            del self._uploads[address]
-            del self._bytes[address]
 
+def address_share(limits: LimitSettings) -> int:
+    """The bytes of large bodies one client address may hold while they arrive.
 
-def _address_share(limits: LimitSettings) -> int:
-    """What one client address may have arriving: half the site's budget, at least one largest body."""
-    return max(limits.max_inflight_bytes // 2, min(limits.max_request_bytes, limits.max_inflight_bytes))
+    1/8 of the site's budget, but never less than one body of the largest size allowed.
+
+    Parameters
+    ----------
+    limits : LimitSettings
+        The site's ``[limits]``.
+
+    Returns
+    -------
+    int
+        Bytes.
+
+    Examples
+    --------
+    >>> address_share(LimitSettings()) // (1024 * 1024)  # 256 MB budget, 64 MB bodies
+    64
+    >>> address_share(LimitSettings(max_request_mb=16, max_inflight_mb=1024)) // (1024 * 1024)
+    128
+    """
+    largest = min(limits.max_request_bytes, limits.max_inflight_bytes)
+    return max(limits.max_inflight_bytes // ADDRESS_SHARE, largest)
 
 
 def _mb(size: int) -> str:
@@ -225,13 +327,11 @@ def _mb(size: int) -> str:
 
 @dataclass
 class _Upload:
-    """One request's body while it arrives: what it was charged and when it must be complete."""
+    """One request's body while it arrives: its budget entry and when it must be complete."""
 
-    address: str | None
-    charged: int
-    deadline: float  # the loop's clock
-    received: int = 0
-    done: bool = False
+    body: Body
+    started: float  # the loop's clock
+    deadline: float
 
 
 class HttpGuard:
@@ -313,13 +413,13 @@ class HttpGuard:
             return
         upload: _Upload | None = None
         if close:  # a body to receive: within the site's budget, this address's share, and in time
-            refusal = self.budget.admit(info.client, declared or 0, limits)
-            if refusal is not None:
-                log.warning("refused a body to %s from %s: %s", info.path, info.client, refusal.detail)
-                await _answer(send, refusal.status, {"detail": refusal.detail}, close=True, retry=limits)
+            admitted = self.budget.admit(info.client, declared, limits)
+            if isinstance(admitted, Refusal):
+                log.warning("refused a body to %s from %s: %s", info.path, info.client, admitted.detail)
+                await _answer(send, admitted.status, {"detail": admitted.detail}, close=True, retry=limits)
                 return
-            deadline = asyncio.get_running_loop().time() + limits.body_total_seconds
-            upload = _Upload(info.client, declared or 0, deadline)
+            now = asyncio.get_running_loop().time()
+            upload = _Upload(admitted, now, now + limits.body_total_seconds)
         started = False
         refused = False
         gone = False
@@ -334,30 +434,27 @@ class HttpGuard:
 
         async def guarded_receive() -> Message:
             nonlocal gone
-            message = await (
-                receive() if upload is None or upload.done else _in_time(receive, upload, limits)
-            )
-            if message is _TIMED_OUT:
-                await refuse(408, _timed_out(limits), "its body did not arrive in time")
+            if upload is not None and not upload.body.released:
+                message = await _in_time(receive, upload, limits)
+            else:
+                message = await receive()  # no body, or all of it: the wait for a disconnect is not timed
+            if message["type"] == _TIMED_OUT:
+                await refuse(408, message["detail"], message["detail"])
             if message["type"] == "http.request":
                 size = len(message.get("body", b""))
                 info.body_bytes += size
                 if info.body_bytes > cap:
                     await refuse(413, _too_large(cap)["detail"], f"a body over {cap} bytes")
-                if upload is not None and not upload.done:
-                    upload.received += size
-                    if upload.received > upload.charged:  # a chunked body: charged as it arrives
-                        more = upload.received - upload.charged
-                        refusal = self.budget.charge(upload.address, more, limits)
-                        if refusal is not None:
-                            await refuse(refusal.status, refusal.detail, refusal.detail)
-                        upload.charged += more
+                if upload is not None and not upload.body.released:
+                    refusal = self.budget.charge(upload.body, size, limits)  # what is held: what arrived
+                    if refusal is not None:
+                        await refuse(refusal.status, refusal.detail, refusal.detail)
                     if not message.get("more_body", False):
-                        self._finish(upload)
+                        self.budget.release(upload.body)
             elif message["type"] == "http.disconnect":
                 gone = True
                 if upload is not None:
-                    self._finish(upload)
+                    self.budget.release(upload.body)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -389,13 +486,7 @@ class HttpGuard:
             await _answer(send, 400, {"detail": f"Malformed request ({type(exc).__name__})."})
         finally:
             if upload is not None:
-                self._finish(upload)
-
-    def _finish(self, upload: _Upload) -> None:
-        """The body is complete, or its request over: its bytes and its place are free again."""
-        if not upload.done:
-            upload.done = True
-            self.budget.release(upload.address, upload.charged)
+                self.budget.release(upload.body)
 
     def _registered_caller(self, scope: Scope) -> bool:
         keys = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("verify_key", [])
@@ -418,30 +509,49 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
-_TIMED_OUT: Message = {"type": "fedimg.timed_out"}
+_TIMED_OUT = "fedimg.timed_out"  # a message type of our own: the body did not arrive in time
 
 
 async def _in_time(receive: Receive, upload: _Upload, limits: LimitSettings) -> Message:
-    """The body's next message, or ``_TIMED_OUT`` past the idle or the overall limit.
+    """The body's next message, or a ``_TIMED_OUT`` message (with the answer's text) past a time limit.
 
-    Only the wait for the client is timed: the app asks for the next chunk as soon as it has
-    the last one.
+    Only the wait for the client is timed: the app asks for the next chunk as soon as it has the
+    last one. The limits: no new bytes for ``body_idle_seconds``; not complete ``body_total_seconds``
+    after the request began; a large body: under ``MIN_BODY_RATE`` on average since it began, once
+    ``RATE_GRACE_SECONDS`` have passed (with no more bytes, that is when its average falls below).
     """
-    remaining = min(limits.body_idle_seconds, upload.deadline - asyncio.get_running_loop().time())
-    if remaining <= 0:
-        return _TIMED_OUT
-    try:
-        async with asyncio.timeout(remaining):
-            return await receive()
-    except TimeoutError:
-        return _TIMED_OUT
+    now = asyncio.get_running_loop().time()
+    limits_at = [
+        (now + limits.body_idle_seconds, "idle"),
+        (upload.deadline, "total"),
+    ]
+    if not upload.body.small:
+        limits_at.append((upload.started + max(RATE_GRACE_SECONDS, upload.body.held / MIN_BODY_RATE), "rate"))
+    until, why = min(limits_at)
+    if until > now:
+        try:
+            async with asyncio.timeout(until - now):
+                return await receive()
+        except TimeoutError:
+            pass
+    return {"type": _TIMED_OUT, "detail": _timed_out(why, limits)}
 
 
-def _timed_out(limits: LimitSettings) -> str:
+def _timed_out(why: str, limits: LimitSettings) -> str:
+    """The 408's text for the limit ``why`` ("idle", "total" or "rate")."""
+    if why == "rate":
+        return (
+            f"Request body arriving too slowly: under {MIN_BODY_RATE // 1024} KB/s on average after its "
+            f"first {RATE_GRACE_SECONDS:g} s (a body over {SMALL_BODY_BYTES // 1024} KB); send it faster."
+        )
+    if why == "idle":
+        return (
+            f"Request body not received in time: no new bytes for {limits.body_idle_seconds:g} s "
+            "([limits] body_idle_seconds in the site's policy.toml)."
+        )
     return (
-        f"Request body not received in time: no new bytes for {limits.body_idle_seconds:g} s, or not "
-        f"complete {limits.body_total_seconds:g} s after the request began ([limits] body_idle_seconds, "
-        "body_total_seconds in the site's policy.toml)."
+        f"Request body not received in time: not complete {limits.body_total_seconds:g} s after the "
+        "request began ([limits] body_total_seconds in the site's policy.toml)."
     )
 
 

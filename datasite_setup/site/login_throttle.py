@@ -9,32 +9,56 @@ policy, with ``n = [limits] login_failures``:
   doubling with each further failure up to ``login_backoff_max_seconds``;
 - **an address** (any accounts; it may hold several users, a hospital's NAT):
   likewise after ``ADDRESS_FACTOR × n`` failures;
-- **an account across all addresses** (a distributed guess): past
-  ``ACCOUNT_FACTOR × n`` failures the account is *watched* for a backoff of its own
-  (doubling likewise): while watched, an address that fails on it once is refused on
-  it until the watch ends, so each guessing address gets one guess per watch instead
-  of ``n`` per backoff. The account-wide count never refuses an address that has not
-  failed: an attacker who knows an e-mail cannot lock its owner out — the right
-  password from the owner's own address still gets in.
+- **an account across all addresses** (a distributed guess): from addresses it
+  does not know, its failures plus its checks under way stay under
+  ``ACCOUNT_FACTOR × n``; past that many failures the account is
+  *watched*, until ``login_backoff_max_seconds`` pass without a failure after its
+  current backoff. While watched, the addresses it does not know **share one
+  password check per backoff period** (``login_backoff_seconds`` after the watch
+  begins, doubling with each further failure up to ``login_backoff_max_seconds``),
+  one at a time, and an address that fails on it then is refused on it until the
+  watch, as it stood, could end. Rotating client addresses buys an attacker
+  ``ACCOUNT_FACTOR × n`` guesses before the watch and one per backoff period in it:
+  30 new addresses at once get one check, not 30 (39 addresses in turn for 75 s at
+  the default ``[limits]``: 55 checks and one audit record, before 95 and 46).
+
+An address *counts* as what one host can hold: an IPv6 address by its /64 prefix (one
+host is routinely given a whole /64), an IPv4-mapped IPv6 address as its IPv4 address
+(``address_key``); the audit records name the address so.
+
+**Known-good addresses.** An address that logged into an account successfully is
+remembered for it (the ``KNOWN_GOOD_PER_ACCOUNT`` most recent): the account-wide rule
+never refuses it and a watch does not cut its own ``n`` failures to one, so an
+attacker who knows an e-mail cannot lock its owner out — the right password from an
+address the owner used before still gets in. The trade-off: a real user's *new*
+address (a new laptop, a phone on another network) during a watch is one of the
+addresses the account does not know, so it waits for the shared check like the
+attacker's, and may lose the race for it; the owner can log in from an address used
+before (or wait for the watch to end) and the rule bounds the attacker to one guess
+per backoff period either way.
 
 Checking and reserving are one step (``begin``): an attempt is admitted only while
 the failures so far plus the attempts still being checked (in flight) stay under
 each threshold, so a burst of concurrent wrong passwords costs at most ``n`` bcrypt
-checks for one account from one address (``ADDRESS_FACTOR × n`` for one address);
-once a key's lock is over, one attempt at a time is admitted until one succeeds.
-``finish`` settles the attempt. A refused attempt costs no bcrypt work and gets an
-answer that is the same whether the account exists or not. A success clears the
-failures of that account from that address only (the account-wide and the address's
-counts stay: an attacker's own account must not wipe its failures on others); a key
-left alone for ``login_backoff_max_seconds`` after its last failure or lock starts
-afresh. Each lock is one ``Lockout``: the caller writes one ``login_lockout`` audit
-record per lockout, not per attempt.
+checks for one account from one address (``ADDRESS_FACTOR × n`` for one address,
+``ACCOUNT_FACTOR × n`` for one account from addresses it does not know); once a
+key's lock is over, one attempt at a time is admitted until one succeeds. ``finish``
+settles the attempt. A refused attempt costs no bcrypt work and gets an answer that
+is the same whether the account exists or not. A success clears the failures of that
+account from that address only (the account-wide and the address's counts stay: an
+attacker's own account must not wipe its failures on others); a key left alone for
+``login_backoff_max_seconds`` after its last failure or lock starts afresh. Each lock
+is one ``Lockout``: the caller writes one ``login_lockout`` audit record per lockout,
+not per attempt — and one per watch of an account (``account_wide``), not one per
+address refused during it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,7 +66,10 @@ from policies import LimitSettings
 
 ADDRESS_FACTOR = 4  # one address may hold several users (a hospital's NAT): it gets more failures
 ACCOUNT_FACTOR = 10  # failures of one account over all addresses before it is watched
+KNOWN_GOOD_PER_ACCOUNT = 8  # addresses remembered per account: a user's few machines and networks
 MAX_KEYS = 10_000  # past this, keys whose lock and quiet time are over are dropped
+MAX_KNOWN_ACCOUNTS = 10_000  # accounts whose known-good addresses are kept (least recent dropped first)
+IPV6_PREFIX = 64  # the block one IPv6 host is routinely given
 KINDS = ("account", "address", "account_wide")
 """What a ``Lockout`` locks: an account from one address, an address, an account everywhere (watched)."""
 
@@ -51,7 +78,7 @@ KINDS = ("account", "address", "account_wide")
 class _Key:
     failures: int = 0
     in_flight: int = 0  # admitted attempts still being checked
-    locked_until: float = 0.0
+    locked_until: float = 0.0  # for a watched account: when the shared check is next free
     last: float = 0.0  # the last failure
 
     def quiet_since(self) -> float:
@@ -70,15 +97,19 @@ class Attempt:
     account : str
         The e-mail as typed, normalised (stripped, lower case).
     address : str or None
-        The client's address.
+        The client's address as counted (``address_key``: an IPv6 address by its /64).
     wait : float
         0 when the attempt was admitted (and reserved: settle it with ``finish``);
         otherwise the seconds to wait before the next attempt.
+    known_good : bool
+        Whether the address logged into the account before: the account-wide rule
+        does not apply to it.
     """
 
     account: str
     address: str | None
     wait: float
+    known_good: bool = False
 
     @property
     def admitted(self) -> bool:
@@ -94,15 +125,17 @@ class Lockout:
     ----------
     kind : {"account", "address", "account_wide"}
         What was locked: an account from one address, an address, or an account from
-        every address that fails on it (watched).
+        every address it does not know (watched: one shared check per backoff period).
     value : str
-        The e-mail as typed, or the client address.
+        The e-mail as typed, or the client address (an IPv6 one as its /64).
     address : str or None
         For ``account``: the address it is locked from.
     failures : int
         The failures of that key counted so far.
     seconds : float
-        How long the lock (or the watch) lasts.
+        How long the lock lasts; for ``account_wide``, the first period between
+        shared checks (the watch lasts until the account has been quiet for
+        ``login_backoff_max_seconds``).
     """
 
     kind: str
@@ -149,7 +182,12 @@ class LoginThrottle:
         self.limits = limits
         self._clock = clock
         self._keys: dict[tuple[str, ...], _Key] = {}
+        self._known: OrderedDict[str, OrderedDict[str, None]] = OrderedDict()  # account -> addresses
         self._lock = threading.Lock()
+
+    @property
+    def _account_threshold(self) -> int:
+        return ACCOUNT_FACTOR * self.limits.login_failures
 
     def begin(self, account: str, address: str | None) -> Attempt:
         """Admit and reserve an attempt in one step, or say how long to wait (nothing reserved then).
@@ -168,27 +206,27 @@ class LoginThrottle:
             left of the longest lock in its way.
         """
         now = self._clock()
-        account = _normalised(account)
+        account, address = _normalised(account), address_key(address)
         with self._lock:
             self._prune(now)
             pair, by_address, everywhere = self._entries(account, address)
             for key in (pair, by_address, everywhere):
                 if key is not None and key.in_flight == 0 and self._quiet(key, now):
                     key.failures, key.locked_until = 0, 0.0  # quiet long enough: start afresh
-            waits = [
-                self._wait(key, threshold, now)
-                for key, threshold in (
-                    (pair, 1 if everywhere.locked_until > now else self.limits.login_failures),
-                    (by_address, ADDRESS_FACTOR * self.limits.login_failures),
-                )
-                if key is not None
+            known_good = self._is_known_good(account, address)
+            watched = everywhere.failures >= self._account_threshold
+            limits: list[tuple[_Key | None, int]] = [
+                (pair, 1 if watched and not known_good else self.limits.login_failures),
+                (by_address, ADDRESS_FACTOR * self.limits.login_failures),
             ]
-            wait = max([0.0, *waits])
+            if not known_good:  # the account-wide rule: one shared check per backoff while watched
+                limits.append((everywhere, self._account_threshold))
+            wait = max([0.0, *(self._wait(key, threshold, now) for key, threshold in limits if key)])
             if wait <= 0:
-                for key in (pair, by_address, everywhere):
+                for key, _ in limits:
                     if key is not None:
                         key.in_flight += 1
-        return Attempt(account, address, wait)
+        return Attempt(account, address, wait, known_good)
 
     def finish(self, attempt: Attempt, ok: bool | None) -> list[Lockout]:
         """Settle an admitted attempt: its outcome counted, the keys it locks returned.
@@ -205,52 +243,65 @@ class LoginThrottle:
         -------
         list of Lockout
             One per key this failure locked (an empty list while under the thresholds, or
-            when the key was locked already): what the audit log records.
+            when the key was locked already, or for an address refused during a watch):
+            what the audit log records.
         """
         if not attempt.admitted:
             return []
         now = self._clock()
-        locks: list[Lockout] = []
         with self._lock:
             pair, by_address, everywhere = self._entries(attempt.account, attempt.address)
-            for key in (pair, by_address, everywhere):
+            reserved = (pair, by_address) if attempt.known_good else (pair, by_address, everywhere)
+            for key in reserved:
                 if key is not None:
                     key.in_flight = max(0, key.in_flight - 1)
+            locks: list[Lockout] = []
             if ok:
                 pair.failures, pair.locked_until = 0, 0.0
+                self._remember(attempt.account, attempt.address)
             elif ok is False:
-                watched_until = everywhere.locked_until if everywhere.locked_until > now else 0.0
-                counted = [
-                    ("account", attempt.account, pair, 1 if watched_until else self.limits.login_failures),
-                    (
-                        "address",
-                        attempt.address or "",
-                        by_address,
-                        ADDRESS_FACTOR * self.limits.login_failures,
-                    ),
-                    (
-                        "account_wide",
-                        attempt.account,
-                        everywhere,
-                        ACCOUNT_FACTOR * self.limits.login_failures,
-                    ),
-                ]
-                for kind, value, key, threshold in counted:
-                    if key is None:
-                        continue
-                    key.failures += 1
-                    key.last = now
-                    if key.failures < threshold:
-                        continue
-                    seconds = self._backoff(key.failures - threshold)
-                    if kind == "account":  # a watched account: refused from here until the watch ends
-                        seconds = max(seconds, watched_until - now)
-                    if key.locked_until <= now:  # one record per lockout: not for attempts already in flight
-                        address = attempt.address if kind == "account" else None
-                        locks.append(Lockout(kind, value, address, key.failures, seconds))
-                    key.locked_until = max(key.locked_until, now + seconds)
+                locks = self._count_failure(attempt, pair, by_address, everywhere, now)
             self._drop_idle(attempt.account, attempt.address, now)
         return locks
+
+    def _count_failure(
+        self, attempt: Attempt, pair: _Key, by_address: _Key | None, everywhere: _Key, now: float
+    ) -> list[Lockout]:
+        """Count a wrong password on the attempt's keys; the locks that begin with it."""
+        watched = everywhere.failures >= self._account_threshold and not attempt.known_good
+        # the account everywhere first: a watched account's pair lock lasts until the watch can end
+        watch = self._fail(everywhere, self._account_threshold, now)
+        if watch is not None and everywhere.failures > self._account_threshold:
+            watch = None  # the watch began earlier: its one record is written
+        pair_lock = self._fail(pair, 1 if watched else self.limits.login_failures, now)
+        if watched:  # refused from here until the watch ends; the watch's record covers it
+            end = everywhere.quiet_since() + self.limits.login_backoff_max_seconds
+            pair.locked_until = max(pair.locked_until, end)
+            pair_lock = None
+        address_lock = None
+        if by_address is not None:
+            address_lock = self._fail(by_address, ADDRESS_FACTOR * self.limits.login_failures, now)
+        locks = []
+        for kind, value, lock in (
+            ("account", attempt.account, pair_lock),
+            ("address", attempt.address or "", address_lock),
+            ("account_wide", attempt.account, watch),
+        ):
+            if lock is not None:
+                address = attempt.address if kind == "account" else None
+                locks.append(Lockout(kind, value, address, failures=lock[0], seconds=lock[1]))
+        return locks
+
+    def _fail(self, key: _Key, threshold: int, now: float) -> tuple[int, float] | None:
+        """Count one failure on ``key`` and lock it past ``threshold``: (failures, seconds) of a new lock."""
+        key.failures += 1
+        key.last = now
+        if key.failures < threshold:
+            return None
+        seconds = self._backoff(key.failures - threshold)
+        new = key.locked_until <= now  # one record per lockout: not for attempts already in flight
+        key.locked_until = max(key.locked_until, now + seconds)
+        return (key.failures, seconds) if new else None
 
     def _wait(self, key: _Key, threshold: int, now: float) -> float:
         """Seconds ``key`` must wait: its lock, or the backoff while its attempts in flight fill the room."""
@@ -266,6 +317,20 @@ class LoginThrottle:
 
     def _quiet(self, key: _Key, now: float) -> bool:
         return bool(key.failures) and now > key.quiet_since() + self.limits.login_backoff_max_seconds
+
+    def _is_known_good(self, account: str, address: str | None) -> bool:
+        return (address or "") in self._known.get(account, ())
+
+    def _remember(self, account: str, address: str | None) -> None:
+        """Remember ``address`` as known-good for ``account`` (the latest few, of the latest accounts)."""
+        addresses = self._known.setdefault(account, OrderedDict())
+        self._known.move_to_end(account)
+        addresses[address or ""] = None
+        addresses.move_to_end(address or "")
+        while len(addresses) > KNOWN_GOOD_PER_ACCOUNT:
+            addresses.popitem(last=False)
+        while len(self._known) > MAX_KNOWN_ACCOUNTS:
+            self._known.popitem(last=False)
 
     @staticmethod
     def _names(
@@ -298,6 +363,45 @@ class LoginThrottle:
         for name, key in list(self._keys.items()):
             if key.in_flight == 0 and now > key.quiet_since() + quiet:
                 del self._keys[name]
+
+
+def address_key(address: str | None) -> str | None:
+    """A client address as the throttle counts it: what one host can hold.
+
+    Parameters
+    ----------
+    address : str or None
+        The client's address as the server saw it.
+
+    Returns
+    -------
+    str or None
+        An IPv6 address as its /64 network (one host is routinely given a whole /64,
+        so each of its addresses would otherwise be a fresh client), an IPv4-mapped
+        IPv6 address as its IPv4 address, an IPv4 address as itself; anything else
+        (a test client's name) stripped; None stays None.
+
+    Examples
+    --------
+    >>> address_key("2001:db8:7:1:aaaa::1"), address_key("2001:db8:7:1:bbbb::2")
+    ('2001:db8:7:1::/64', '2001:db8:7:1::/64')
+    >>> address_key("::ffff:10.0.0.9"), address_key(" 10.0.0.9 "), address_key("testclient")
+    ('10.0.0.9', '10.0.0.9', 'testclient')
+    """
+    if address is None:
+        return None
+    text = address.strip()
+    try:
+        ip = ipaddress.ip_address(text.split("%", 1)[0])  # a zone (fe80::1%eth0) names no other host
+    except ValueError:
+        return text[:100]  # bounded: it is a key held in memory
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # a dual-stack socket's view of an IPv4 client
+            return str(ip.ipv4_mapped)
+        return str(
+            ipaddress.IPv6Network((int(ip) >> (128 - IPV6_PREFIX) << (128 - IPV6_PREFIX), IPV6_PREFIX))
+        )
+    return str(ip)
 
 
 def _normalised(account: str) -> str:

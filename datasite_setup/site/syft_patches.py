@@ -44,12 +44,17 @@ this order; each wraps PySyft's own method once, and a second call does nothing:
 4. ``Server.handle_api_call_with_unsigned_result``, the API-call gate (``access.ApiGate``):
    a call from an unregistered key (a guest), blocking or not, a researcher's call
    outside the paths a fedimg job needs, an upload past the researcher's store
-   quota or a request past their pending-request limit is answered with a
-   ``SyftError`` naming the rule before PySyft sees it. At a site with an enforcer
-   each refusal is also a ``refusal`` audit record (the rule, the path, the caller's
-   e-mail or, without an account, its key's start and address), at most one per
-   (caller, path, rule) per minute with a count of the ones held back
-   (``access.RefusalRecords``).
+   quota or a request past their pending-request limit, and a call of a path closed
+   to everyone (``access.closed_path``: the migration service's writes,
+   ``sync.sync_items``, custom API endpoints; the admin's calls, queued or not,
+   included) is answered with a ``SyftError`` naming the rule before PySyft sees it.
+   At a site with an enforcer each refusal is also a ``refusal`` audit record (the
+   rule, the path, the caller's e-mail or, without an account, its key's start and
+   address) within ``access.RefusalRecords``' bounds: every refused caller is named
+   (its first refusal always recorded), at most ``REFUSALS_PER_CALLER`` records per
+   caller and ``REFUSAL_RECORDS_PER_WINDOW`` per site a minute, the rest counted per
+   caller and written as one ``held_back`` record (``suppressed``, ``rules``) once the
+   caller's minute is over; a thread writes such records every ``REFUSAL_FLUSH_S``.
 
 5. ``exchange_credentials`` (2) also goes through the site's ``LoginThrottle``: an
    attempt is admitted and reserved in one step (``begin``), so a burst of wrong
@@ -67,6 +72,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from datasite_setup.site import decisions
@@ -75,6 +81,7 @@ from datasite_setup.site.access import (
     UNPACK_FACTOR,
     ApiGate,
     Refusal,
+    RefusalRecord,
     UnpackTooLarge,
     bounded_unpacking,
     charge_unpacking,
@@ -104,6 +111,8 @@ _enforcers: dict[str, SiteEnforcer] = {}  # by server id
 _contained: dict[str, ContainedCalls] = {}  # by server id: sites whose sandbox is on
 _gates: dict[str, ApiGate] = {}  # by server id, made on first use with the site's [limits]
 _throttles: dict[str, LoginThrottle] = {}  # by server id, likewise
+_flusher: list[threading.Thread] = []  # the thread that writes held-back refusal records (_gate starts it)
+REFUSAL_FLUSH_S = 5.0  # how often it looks: a record that came due waits at most this long
 _logged_in: dict[
     str, set[tuple[str, str | None]]
 ] = {}  # by server id: (verify key, client address) since start
@@ -225,6 +234,11 @@ def _gate(server: Any) -> ApiGate:
     with _lock:
         if key not in _gates:
             _gates[key] = ApiGate(server.name, site_limits(key))
+        if not _flusher:  # one thread per process writes the refusal records that come due
+            _flusher.append(
+                threading.Thread(target=_flush_refusals_forever, name="fedimg-refusals", daemon=True)
+            )
+            _flusher[0].start()
         return _gates[key]
 
 
@@ -437,15 +451,46 @@ def _record_refusal(server: Any, gate: ApiGate, api_call: Any, refusal: Refusal,
         }
 
     try:
-        for record in gate.records.note(caller, refusal.path, refusal.rule, describe):
-            fields = {"call": record.path, "rule": record.rule, **record.details}
-            if not record.closing:
-                fields["reason"] = refusal.message[:300]
-            if record.suppressed:
-                fields["suppressed"] = record.suppressed
-            enforcer.audit.append("refusal", **{k: v for k, v in fields.items() if v is not None})
+        records = gate.records.note(caller, refusal.path, refusal.rule, describe, refusal.message[:300])
     except Exception:  # the call is refused all the same; the site log keeps what the audit missed
-        access_log.exception("site %s: a refused call could not be audited: %s", server.name, refusal.message)
+        access_log.exception("site %s: a refused call could not be counted: %s", server.name, refusal.message)
+        return
+    _write_refusals(gate.site, enforcer, records)
+
+
+def _write_refusals(site: str, enforcer: SiteEnforcer, records: list[RefusalRecord]) -> None:
+    """``refusal`` audit records; one that cannot be written is logged (the call was refused all the same)."""
+    for record in records:
+        fields: dict[str, Any] = {"call": record.path, "rule": record.rule, **record.details}
+        if record.reason is not None:
+            fields["reason"] = record.reason
+        if record.closing:
+            fields.update(suppressed=record.suppressed, rules=record.rules)
+        try:
+            enforcer.audit.append("refusal", **{k: v for k, v in fields.items() if v is not None})
+        except Exception:  # noqa: BLE001 - the site log keeps what the audit missed
+            access_log.exception("site %s: a refusal record could not be written: %s", site, fields)
+
+
+def _flush_refusals_forever() -> None:
+    """Every ``REFUSAL_FLUSH_S``, write each served site's refusal records that came due without a call.
+
+    A caller that went quiet is thus counted in the log (``suppressed``) within about a
+    window of its last refusal, and a first refusal that waited for room is written
+    once the site's budget allows, whether or not anyone calls the site again.
+    """
+    while True:
+        time.sleep(REFUSAL_FLUSH_S)
+        with _lock:
+            gates = list(_gates.items())
+        for server_id, gate in gates:
+            enforcer = _enforcers.get(server_id)
+            if enforcer is None:
+                continue
+            try:
+                _write_refusals(gate.site, enforcer, gate.records.flush())
+            except Exception:  # noqa: BLE001 - the next round tries again; the thread must live on
+                access_log.exception("site %s: held-back refusals could not be flushed", gate.site)
 
 
 def _account(server: Any, verify_key: Any) -> Any:

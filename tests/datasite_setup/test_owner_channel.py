@@ -24,7 +24,8 @@ import datasite_setup.site.site_admin as site_admin
 from datasite_setup.cli import main
 from datasite_setup.convert.federated_format import CLIENTS_DIR
 from datasite_setup.site.owner_channel import client as owner_channel
-from datasite_setup.site.owner_channel.protocol import MAX_REQUEST_BYTES, socket_path
+from datasite_setup.site.owner_channel.protocol import MAX_REQUEST_BYTES, SUN_PATH_BYTES, socket_path
+from datasite_setup.site.owner_channel.server import OwnerChannel
 from datasite_setup.site.owners import add_owner
 from datasite_setup.site.site_admin import ensure_researcher, login
 from policies import AUDIT_FILE, AuditLog, verify_audit_log
@@ -242,3 +243,22 @@ def test_without_the_site_the_cli_falls_back_and_a_stale_socket_is_replaced(
     site.stop()  # a normal stop removes the socket
     assert not os.path.lexists(path)
     assert owner_channel.review(site.state_dir, site.name, "list") is None
+
+
+def test_a_state_dir_too_deep_for_a_socket_address_still_gets_its_channel(tmp_path: Path) -> None:
+    # CI's temp dirs made <state>/owner-channel/owner.sock longer than a socket address holds: the channel
+    # was off, `fedimg review` fell back to a 20 s login per call and the owner notebook missed its window.
+    state = tmp_path / ("deep-" * 20) / "state" / "client_0"
+    state.mkdir(parents=True)
+    assert len(str(socket_path(state))) > SUN_PATH_BYTES
+    channel = OwnerChannel(state, lambda request, peer: {"ok": True, "uid": peer.uid})
+    channel.start()
+    try:
+        assert owner_channel.ask(state, {"action": "ping"}) == {"ok": True, "uid": os.geteuid()}
+        assert stat.S_IMODE(socket_path(state).stat().st_mode) == 0o600
+    finally:
+        channel.close()
+    assert not socket_path(state).exists()
+    channel = OwnerChannel(state, lambda request, peer: {"ok": True})
+    channel.start()  # the same deep path again (no stale socket left in the way)
+    channel.close()

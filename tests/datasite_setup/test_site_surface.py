@@ -517,3 +517,154 @@ def test_gate_refusals_are_audited_at_most_once_a_minute_per_caller_and_call(sit
     assert ada_refused[0]["researcher_email"] == ADA and ada_refused[0]["rule"] == "path"
     assert ada_refused[0]["address"] == "127.0.0.1" and "not available" in ada_refused[0]["reason"]
     assert verify_audit_log(site.state_dir / "audit.jsonl") == []
+
+
+def test_a_flood_of_refusals_does_not_hide_another_callers_refusal(site, server_id) -> None:
+    # re-probe of issue 11: 120 refused calls by one researcher used the site's whole budget of records
+    # for the minute, and another researcher's refused call right after was in no record at all
+    import syft as sy
+    from syft.service.response import SyftError
+
+    admin = login(site.url, site.admin)
+    flood_email, other_email = "flood@university.example", "other@university.example"
+    for email, name in ((flood_email, "Flood"), (other_email, "Other")):
+        ensure_researcher(admin, email=email, name=name, password=PASSWORD)
+    flood = sy.login(url=site.url, email=flood_email, password=PASSWORD)
+    other = sy.login(url=site.url, email=other_email, password=PASSWORD)
+    before = len(audit_records(site, "refusal"))
+    for number in range(120):
+        answer = api_call(site, server_id, flood.credentials, f"user.spray_{number}")
+        assert isinstance(answer, SyftError) and "not available to researchers" in answer.message
+    answer = api_call(site, server_id, other.credentials, "user.get_all")
+    assert isinstance(answer, SyftError) and "not available to researchers" in answer.message
+    new = audit_records(site, "refusal")[before:]
+    named = [r for r in new if r.get("researcher_email") == other_email]
+    assert [(r["call"], r["rule"]) for r in named] == [("user.get_all", "path")], new[-3:]
+    flooded = [r for r in new if r.get("researcher_email") == flood_email]
+    assert 1 <= len(flooded) <= 10, len(flooded)  # its share of the minute's records; the rest is counted
+
+
+def test_no_one_writes_accounts_past_the_audit_the_admin_included(site, server_id) -> None:
+    # re-probe of issue 11: the shared admin raised an account to ADMIN through migration._update_object
+    # and created a new ADMIN that could log in through migration.create_migrated_objects: no record
+    import syft as sy
+    from syft.server.credentials import SyftSigningKey
+    from syft.service.response import SyftError
+    from syft.service.user.user import User
+    from syft.service.user.user_roles import ServiceRole
+    from syft.types.uid import UID
+
+    admin = login(site.url, site.admin)
+    target = "target@university.example"
+    ensure_researcher(admin, email=target, name="Target", password=PASSWORD)
+    (account,) = [u for u in admin.api.services.user.get_all() if u.email == target]
+    stored = api_call(
+        site, server_id, admin.credentials, "migration._get_object", uid=account.id, object_type=User
+    )
+    user = getattr(stored, "value", stored)
+    assert isinstance(user, User), stored  # reading stays open (the client reads objects through it)
+    user.role = ServiceRole.ADMIN
+    ghost = user.model_copy()
+    ghost.id, ghost.email = UID(), "ghost-admin@university.example"
+    ghost_key = SyftSigningKey.generate()
+    ghost.signing_key, ghost.verify_key = ghost_key, ghost_key.verify_key
+    before = len(audit_records(site, "refusal"))
+    attempts = [
+        ("migration._update_object", {"object": user}, True),
+        ("migration._update_object", {"object": user}, False),  # queued: the admin may queue calls
+        ("migration.create_migrated_objects", {"migrated_objects": {User: [ghost]}}, True),
+        ("sync.sync_items", {"items": [ghost], "permissions": {}, "storage_permissions": []}, True),
+    ] + [
+        (path, {}, True)
+        for path in (
+            "migration.apply_migration_data",
+            "migration.migrate_data",
+            "migration.reset_and_restore",
+            "api.add",
+        )
+    ]
+    for path, kwargs, blocking in attempts:
+        answer = api_call(site, server_id, admin.credentials, path, blocking=blocking, **kwargs)
+        assert isinstance(answer, SyftError) and "not served to anyone" in answer.message, (path, answer)
+    roles = {u.email: u.role for u in admin.api.services.user.get_all()}
+    assert roles[target] == ServiceRole.DATA_SCIENTIST and "ghost-admin@university.example" not in roles
+    with pytest.raises(Exception):  # noqa: B017,PT011 - no such account: the login fails
+        sy.login(url=site.url, email="ghost-admin@university.example", password=PASSWORD)
+    refused = [(r["call"], r["rule"], r.get("role")) for r in audit_records(site, "refusal")[before:]]
+    assert ("migration._update_object", "closed_path", "ADMIN") in refused, refused
+    assert ("migration.create_migrated_objects", "closed_path", "ADMIN") in refused, refused
+    from syft.service.service import ServiceConfigRegistry
+
+    from datasite_setup.site.access import CLOSED_PATHS, MIGRATION_READ_PATHS
+
+    served = ServiceConfigRegistry.get_registered_configs()
+    assert CLOSED_PATHS <= set(served) and MIGRATION_READ_PATHS <= set(served)  # the names are PySyft's
+
+
+# --- refusal records: the bounds and the guarantee, on a test clock -----------------------------
+
+
+def _records(**kwargs):
+    from datasite_setup.site.access import RefusalRecords
+
+    now = [0.0]
+    records = RefusalRecords(window_s=60.0, clock=lambda: now[0], **kwargs)
+
+    def note(caller: str, path: str = "user.get_all") -> list:
+        return records.note(caller, path, "path", lambda: {"by": caller}, "refused")
+
+    return now, records, note
+
+
+def test_refusal_records_name_every_caller_and_count_the_rest_per_caller() -> None:
+    now, records, note = _records()
+    flood = [r for n in range(120) for r in note("dora", f"user.spray_{n}")]
+    assert len(flood) == 10  # dora's share of the minute
+    assert [r.caller for r in note("bob")] == ["bob"]  # bob's first refusal: named at once
+    assert note("dora", "user.spray_0") == [] and note("bob") == []  # repeats are counted
+    now[0] = 59.0
+    assert records.flush() == []  # both windows still open
+    now[0] = 61.0  # without another refusal: a timer's flush writes one count per caller
+    closing = [(r.caller, r.rule, r.suppressed, r.rules, r.details) for r in records.flush()]
+    assert closing == [
+        ("dora", "held_back", 111, {"path": 111}, {"by": "dora"}),
+        ("bob", "held_back", 1, {"path": 1}, {"by": "bob"}),
+    ]
+    assert records.flush() == []  # written once
+
+
+def test_a_first_refusal_past_the_sites_budget_is_written_first_next_window() -> None:
+    now, records, note = _records(per_window=12, per_caller=5, first_reserve=4)
+    written = [r for caller in ("a", "b", "c", "d") for n in range(9) for r in note(caller, f"p{n}")]
+    assert len(written) <= 12 and {r.caller for r in written} == {"a", "b", "c", "d"}
+    firsts = [r.caller for n in range(10) for r in note(f"new-{n}")]
+    assert len(written) + len(firsts) == 12  # the site's budget: 8 for repeats, the last 4 for firsts too
+    now[0] = 61.0
+    due = note("a", "p0")  # the next window starts with the first refusals that waited
+    late = [f"new-{n}" for n in range(10) if f"new-{n}" not in firsts]
+    assert [r.caller for r in due[: len(late)]] == late and all(
+        r.path == "user.get_all" for r in due[: len(late)]
+    )
+    assert all(r.reason == "refused" and not r.closing for r in due[: len(late)])
+    assert len(due) <= 12
+
+
+def test_refusal_records_stay_bounded_under_many_callers() -> None:
+    now, records, note = _records(max_callers=100)
+    per_window: list[int] = []
+    written: list = []
+    for window in range(6):
+        now[0] = window * 61.0
+        these = (
+            [r for n in range(500) for r in note(f"guest-{window}-{n}")] if window < 4 else records.flush()
+        )
+        per_window.append(len(these))
+        written += these
+        assert len(records._callers) <= 100
+    assert max(per_window) <= 60, per_window
+    shared = [r for r in written if r.caller == "*"]
+    assert shared and all(
+        r.rule == "held_back" and r.suppressed > 0 for r in shared
+    )  # past the bound: counted
+    firsts = [r.caller for r in written if not r.closing]
+    assert len(firsts) == len(set(firsts))  # each named caller once, none lost while it was held

@@ -20,6 +20,7 @@ from datasite_setup.site.owner_channel.protocol import (
     ProtocolError,
     decode,
     encode,
+    socket_address,
     socket_path,
 )
 from datasite_setup.site.owner_channel.site_status import SiteStatus
@@ -64,7 +65,8 @@ def ask(
     connection.settimeout(CONNECT_TIMEOUT_S)
     try:
         try:
-            connection.connect(str(path))
+            with socket_address(path) as address:
+                connection.connect(address)
         except OSError:  # missing, refused (stale), not ours, or too slow: take the old path
             return None
         connection.settimeout(timeout)

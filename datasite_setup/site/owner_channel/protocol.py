@@ -7,6 +7,9 @@ Never pickle: a request is plain JSON (``json.loads`` builds no objects), capped
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ SOCKET_NAME = "owner.sock"
 MAX_REQUEST_BYTES = 64 * 1024  # a review request is a few hundred bytes; a password a few dozen
 MAX_ANSWER_BYTES = 64 * 2**20  # ``review show`` of every request prints their code
 ACTIONS = ("ping", "status", "review")
+SUN_PATH_BYTES = 107  # a Unix socket's address holds at most this many bytes (Linux: 108 with the NUL)
 REVIEW_ACTIONS = ("list", "show", "approve", "deny", "auto")
 
 
@@ -47,6 +51,45 @@ def socket_path(state_dir: Path) -> Path:
     'state/hospital_a/owner-channel/owner.sock'
     """
     return Path(state_dir) / CHANNEL_DIR / SOCKET_NAME
+
+
+@contextmanager
+def socket_address(path: Path) -> Iterator[str]:
+    """An address for ``bind``/``connect`` of the socket at ``path``, however long ``path`` is.
+
+    A state dir deep in a file system (a CI runner's temp dir, a hospital's mount) made the
+    path longer than a socket address can hold: the channel was off and every ``fedimg
+    review`` fell back to a 20 s PySyft login. A long path is reached through the folder's
+    open descriptor instead (``/proc/self/fd/N/owner.sock``: the kernel resolves it to the
+    same file), held open for the block.
+
+    Parameters
+    ----------
+    path : Path
+        The socket's path.
+
+    Yields
+    ------
+    str
+        ``path`` itself when it fits, else the short address through the open folder.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> deep = Path(tempfile.mkdtemp()) / ("x" * 120)
+    >>> deep.mkdir()
+    >>> with socket_address(deep / "owner.sock") as address:
+    ...     address.startswith("/proc/self/fd/") and address.endswith("/owner.sock")
+    True
+    """
+    if len(os.fsencode(str(path))) <= SUN_PATH_BYTES:
+        yield str(path)
+        return
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{folder}/{path.name}"
+    finally:
+        os.close(folder)
 
 
 def encode(message: dict[str, Any]) -> bytes:

@@ -29,6 +29,7 @@ from datasite_setup.site.owner_channel.protocol import (
     check_request,
     decode,
     encode,
+    socket_address,
     socket_path,
 )
 
@@ -118,7 +119,8 @@ class OwnerChannel:
         _remove_stale(self.path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            listener.bind(str(self.path))  # inside the 0700 folder: nobody else can reach it before the chmod
+            with socket_address(self.path) as address:
+                listener.bind(address)  # inside the 0700 folder: nobody else can reach it before the chmod
             os.chmod(self.path, 0o600)
             mode = os.lstat(self.path).st_mode
             if stat.S_IMODE(mode) != 0o600 or not stat.S_ISSOCK(mode):
@@ -228,7 +230,8 @@ def _remove_stale(path: Path) -> None:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     probe.settimeout(1.0)
     try:
-        probe.connect(str(path))
+        with socket_address(path) as address:
+            probe.connect(address)
     except OSError:  # nobody listens: stale
         path.unlink()
         return

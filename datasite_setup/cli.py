@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     -------
     argparse.ArgumentParser
         The parser of every command: convert, verify, report, sample, datasite,
-        up, status, down, owner, review and audit.
+        up, status, down, owner, review, audit and console.
 
     Examples
     --------
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_owner(commands)
     _add_review(commands)
     _add_audit(commands)
+    _add_console(commands)
     return parser
 
 
@@ -377,6 +378,31 @@ def _add_audit(commands: _Commands) -> None:
     show.set_defaults(handler=_run_audit_show)
 
 
+def _add_console(commands: _Commands) -> None:
+    console_command = commands.add_parser(
+        "console",
+        help="serve the owners' web console for the sites of federation.toml (loopback by default)",
+        description="A web console where a site's data owners read, approve and deny code requests, and see "
+        "jobs, researchers, the dataset, the audit log and the site's health. It reaches each running site "
+        "over its owner channel (this user only); owners sign in with their owner accounts "
+        "('fedimg owner add'). Stop it with Ctrl-C.",
+    )
+    console_command.add_argument("config", type=Path, metavar="federation.toml")
+    console_command.add_argument("--site", help="serve only this site (default: every site of the file)")
+    console_command.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1)"
+    )
+    console_command.add_argument(
+        "--port", type=int, default=8090, help="the port (default 8090; 0: a free one)"
+    )
+    console_command.add_argument(
+        "--allow-remote",
+        action="store_true",
+        help="allow a non-loopback --host (the console speaks plain HTTP: put a TLS proxy in front)",
+    )
+    console_command.set_defaults(handler=_run_console)
+
+
 def _comma_list(value: str) -> list[str]:
     items = [item.strip() for item in value.split(",") if item.strip()]
     if not items:
@@ -607,6 +633,24 @@ def _run_owner_add(args: argparse.Namespace) -> int:
         highlight=False,
     )
     return EXIT_OK
+
+
+def _run_console(args: argparse.Namespace) -> int:
+    from datasite_setup.site.console import ConsoleSite, check_host, serve
+    from datasite_setup.site.federation_config import load_federation_config
+
+    check_host(args.host, args.allow_remote)  # before reading anything: the refusal says why
+    config = load_federation_config(args.config)
+    chosen = [config.site(args.site)] if args.site else list(config.sites)
+    sites = [ConsoleSite(site.name, site.state_dir) for site in chosen]
+    serve(sites, args.host, args.port, allow_remote=args.allow_remote, echo=_print_flushed)
+    console.print("fedimg console: stopped", highlight=False)
+    return EXIT_OK
+
+
+def _print_flushed(text: str) -> None:
+    # a test or a supervisor reads the URL line from a pipe: it must not wait in a buffer
+    print(text, flush=True)
 
 
 def _run_audit_verify(args: argparse.Namespace) -> int:

@@ -7,7 +7,10 @@ shared contracts (``datasite_setup`` itself: errors, private files), and nothing
 of the site, the converter or the researcher's client.
 
 - review: ``review_code`` (static AST checks), ``match_template`` (the job
-  template, owned by the sites: ``policies.template``), ``review_request``;
+  template, owned by the sites: ``policies.template``), ``review_request``,
+  ``explain_check`` (each check in plain words), the purpose in a request's reason
+  text (``reason_with_purpose``, ``purpose_of_reason``) and ``summarize_request``
+  (what a request reads, runs and releases, in plain words: ``policies.request_summary``);
 - release: ``check_release`` and the enforcement chain run around every
   execution (``policies.enforcement``: ``release_chain`` of one-rule steps over an
   ``Execution`` at a ``SiteEnforcer``; no PySyft in it, the site's glue hands in
@@ -23,6 +26,7 @@ of the site, the converter or the researcher's client.
 """
 
 from policies.audit import (
+    EVENTS,
     AuditLog,
     AuditProblem,
     describe_record,
@@ -52,7 +56,17 @@ from policies.privacy import (
     privatize_update,
 )
 from policies.release import ReleaseRefused, check_release
-from policies.request_review import ASSET_INPUTS, RequestReview, review_request, summary_json
+from policies.request_review import (
+    ASSET_INPUTS,
+    PURPOSE_CHECK,
+    RequestReview,
+    explain_check,
+    purpose_of_reason,
+    reason_with_purpose,
+    review_request,
+    summary_json,
+)
+from policies.request_summary import RequestSummary, SiteFacts, summarize_request
 from policies.secure_aggregation import (
     context_bytes,
     load_or_create_site_key,
@@ -84,6 +98,7 @@ from policies.template import (
 __all__ = [
     "ASSET_INPUTS",
     "AUDIT_FILE",
+    "EVENTS",
     "AuditLog",
     "AuditProblem",
     "BudgetExceeded",
@@ -95,16 +110,19 @@ __all__ = [
     "PolicyError",
     "PrivacyLedger",
     "PrivacySettings",
+    "PURPOSE_CHECK",
     "ReleaseRefused",
     "RequestReview",
+    "RequestSummary",
     "ReviewPolicy",
     "ReviewReport",
-    "RunOutput",
     "Runner",
+    "RunOutput",
     "SandboxSettings",
     "SITE_FUNCTION_TEMPLATE",
-    "SiteEnforcer",
     "SiteDescent",
+    "SiteEnforcer",
+    "SiteFacts",
     "SitePolicy",
     "TEMPLATE_VERSION",
     "TemplateMatch",
@@ -115,6 +133,7 @@ __all__ = [
     "describe_record",
     "dp_sgd_noise_multiplier",
     "epsilon_of",
+    "explain_check",
     "load_or_create_site_key",
     "load_site_policy",
     "mask_weights",
@@ -124,13 +143,16 @@ __all__ = [
     "parse_since",
     "privatize_update",
     "public_key_hex",
+    "purpose_of_reason",
     "python_literal",
+    "reason_with_purpose",
     "release_chain",
     "render_site_source",
     "review_code",
     "review_request",
     "schedule",
     "select_records",
+    "summarize_request",
     "summary_json",
     "template_id",
     "train_private",

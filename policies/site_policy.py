@@ -4,6 +4,8 @@
 [review]
 extra_allowed_imports = []            # on top of torch, numpy, math
 auto_approve_templates = []           # template hashes (fedimg review shows them); empty: a person decides
+require_purpose = false               # true: a request whose researcher stated no purpose fails a check
+                                      # (FedAvgJob(..., purpose="...")); the purpose is shown either way
 
 [release]
 min_samples = 20                      # a site with fewer training samples releases nothing
@@ -59,7 +61,7 @@ from policies.static_review import DEFAULT_ALLOWED_IMPORTS, ReviewPolicy
 
 POLICY_FILE = "policy.toml"
 _KEYS = {
-    "review": {"extra_allowed_imports", "auto_approve_templates"},
+    "review": {"extra_allowed_imports", "auto_approve_templates", "require_purpose"},
     "release": {"min_samples", "max_output_mb"},
     "privacy": {
         "mechanism",
@@ -357,6 +359,9 @@ class SitePolicy:
         Modules code may import on top of torch, numpy and math.
     auto_approve_templates : tuple of str
         Template ids approved without a person when every check passes.
+    require_purpose : bool
+        True: ``review_request`` adds a check that fails when the researcher stated no purpose
+        (``FedAvgJob(..., purpose=...)``); False (the default): no such check.
     min_samples : int
         A site with fewer training (or validation) samples releases nothing.
     max_output_mb : float
@@ -385,6 +390,7 @@ class SitePolicy:
 
     extra_allowed_imports: tuple[str, ...] = ()
     auto_approve_templates: tuple[str, ...] = ()
+    require_purpose: bool = False
     min_samples: int = RELEASE_MIN_SAMPLES
     max_output_mb: float = 50.0
     privacy: PrivacySettings | None = None
@@ -457,6 +463,7 @@ def load_site_policy(path: Path | None) -> SitePolicy:
         secure_aggregation_peers=dict(peers),
         extra_allowed_imports=tuple(review.get("extra_allowed_imports", ())),
         auto_approve_templates=tuple(review.get("auto_approve_templates", ())),
+        require_purpose=review.get("require_purpose", False),
         min_samples=min_samples,
         max_output_mb=float(max_output_mb),
         privacy=privacy,
@@ -481,6 +488,9 @@ def _check_review(path: Path, review: dict) -> None:
         names = review.get(key, [])
         if not isinstance(names, list) or not all(isinstance(name, str) and name for name in names):
             raise PolicyError(f"{path}: [review] {key} must be a list of names (got {names!r})")
+    require = review.get("require_purpose", False)
+    if not isinstance(require, bool):
+        raise PolicyError(f"{path}: [review] require_purpose must be true or false (got {require!r})")
 
 
 def _read_privacy(path: Path, section: dict) -> PrivacySettings:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from policies import schedule, unmask_sum
+from policies import reason_with_purpose, schedule, unmask_sum
 from researcher.aggregation import ServerMomentum, fedavg
 from researcher.federation import ASSETS, Federation
 from researcher.progress import report_round
@@ -167,6 +167,10 @@ class FedAvgJob:
         The class ``model_source`` defines.
     name : str, default "fedavg"
         The job's name: part of the site function's name (a new job needs a new name).
+    purpose : str, default ""
+        Why you want the data, in words for the data owners: shown to them verbatim with the request
+        (any text, several lines included). A site whose policy has ``[review] require_purpose = true``
+        does not approve a request without one.
     **config
         ``FedAvgConfig`` settings (``rounds``, ``lr``, ``min_sites``...).
 
@@ -174,6 +178,8 @@ class FedAvgJob:
     ------
     ValueError
         When the model is given both or neither way, ``model_name`` is missing, or a setting is wrong.
+    TypeError
+        When ``purpose`` is not a string.
 
     Examples
     --------
@@ -186,9 +192,9 @@ class FedAvgJob:
     ...     "    def forward(self, x):\\n"
     ...     "        return self.fc(x.flatten(1))\\n"
     ... )
-    >>> job = FedAvgJob(model_source=source, model_name="Net", name="tiny", rounds=3)
-    >>> job.max_calls, sorted(job.initial_weights())
-    (4, ['fc.bias', 'fc.weight'])
+    >>> job = FedAvgJob(model_source=source, model_name="Net", name="tiny", rounds=3, purpose="a test")
+    >>> job.max_calls, sorted(job.initial_weights()), job.purpose
+    (4, ['fc.bias', 'fc.weight'], 'a test')
     """
 
     def __init__(
@@ -198,11 +204,15 @@ class FedAvgJob:
         model_source: str | None = None,
         model_name: str | None = None,
         name: str = "fedavg",
+        purpose: str = "",
         **config: Any,
     ) -> None:
+        if not isinstance(purpose, str):
+            raise TypeError(f"purpose must be text, shown to the data owners (got {type(purpose).__name__})")
         self.config = FedAvgConfig(**config)
         self.model_class = _model_class(model, model_source, model_name)
         self.name = name
+        self.purpose = purpose
         self._function: SiteFunction | None = None
         self._requests: dict[str, str] = {}
 
@@ -347,7 +357,8 @@ class FedAvgJob:
         federation : Federation
             The sites to ask.
         reason : str, optional
-            What the data owners read; the site code's sha256 is appended.
+            What the data owners read; the site code's sha256 is appended, then the job's ``purpose``
+            (``policies.reason_with_purpose``: the site reads it back exactly).
 
         Returns
         -------
@@ -379,9 +390,10 @@ class FedAvgJob:
                 continue
             with _quiet_output():
                 submission = decorator(site_function.function)
-                request = site.client.code.request_code_execution(
-                    submission, reason=f"{text}; site code sha256 {site_function.sha256}"
+                reason_text = reason_with_purpose(
+                    f"{text}; site code sha256 {site_function.sha256}", self.purpose
                 )
+                request = site.client.code.request_code_execution(submission, reason=reason_text)
             if not hasattr(request, "id"):
                 raise JobError(f"site {name}: the request was not accepted: {request}")
             self._requests[name] = str(request.id)

@@ -11,6 +11,8 @@ venv="${FEDIMG_VENV:-.venv}"
 if [ "$#" -eq 0 ]; then
   bash scripts/lint.sh
 fi
+# The console's browser tests need Debian's chromium + chromium-driver (installed when root).
+bash scripts/browser.sh
 # shellcheck source=scripts/test-postgres.sh
 source scripts/test-postgres.sh
 "$venv/bin/python" -m pytest -n "${FEDIMG_TEST_WORKERS:-2}" "$@"

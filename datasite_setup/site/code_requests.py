@@ -27,7 +27,7 @@ from typing import Any
 
 from datasite_setup.errors import FedimgError
 from datasite_setup.site.decisions import CLIENT_NOTE
-from policies import RequestReview, SitePolicy, review_request
+from policies import RequestReview, SitePolicy, purpose_of_reason, review_request
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,9 @@ class PendingRequest:
     bound_assets : dict of str to (str or None), optional
         Input name -> the ``"dataset/asset"`` it is matched to; None for a value
         that is not an asset of this site. Empty when no input is bound.
+    purpose : str, optional
+        Why the researcher wants the data, verbatim (``FedAvgJob(..., purpose=...)``, carried in the
+        request's reason text); "" when they stated none or the reason text could not be read.
 
     Examples
     --------
@@ -64,8 +67,8 @@ class PendingRequest:
     ...     code="def train(): ...", inputs={}, output_policy="OutputPolicyExecuteCount",
     ...     output_policy_kwargs={"limit": 4}, status="PENDING",
     ... )
-    >>> request.bound_assets
-    {}
+    >>> request.bound_assets, request.purpose
+    ({}, '')
     >>> request.code_sha256[:12]
     'a385d4f93e69'
     """
@@ -79,6 +82,7 @@ class PendingRequest:
     output_policy_kwargs: dict[str, Any]
     status: str
     bound_assets: dict[str, str | None] = field(default_factory=dict)
+    purpose: str = ""
 
     @property
     def code_sha256(self) -> str:
@@ -86,7 +90,9 @@ class PendingRequest:
         return hashlib.sha256(self.code.encode()).hexdigest()
 
 
-def describe(request: Any, assets: dict[str, str] | None = None) -> PendingRequest:
+def describe(
+    request: Any, assets: dict[str, str] | None = None, reasons: dict[str, str] | None = None
+) -> PendingRequest:
     """An owner's view of one PySyft code request.
 
     Parameters
@@ -96,11 +102,14 @@ def describe(request: Any, assets: dict[str, str] | None = None) -> PendingReque
     assets : dict of str to str, optional
         Asset action id -> ``"dataset/asset"`` (``site_assets``), to name what
         each input is bound to; without it no input is named.
+    reasons : dict of str to str, optional
+        Request id -> its reason text (``request_reasons``), to read the researcher's purpose
+        from; without it the purpose is "".
 
     Returns
     -------
     PendingRequest
-        The request's code, inputs, output policy, status and bound assets.
+        The request's code, inputs, output policy, status, bound assets and purpose.
 
     Examples
     --------
@@ -113,9 +122,12 @@ def describe(request: Any, assets: dict[str, str] | None = None) -> PendingReque
     ... )
     >>> request = Fake(id="0f0f", requesting_user_email="ada@university.example",
     ...                code=code, status=Fake(name="PENDING"))
-    >>> pending = describe(request, {"a1": "fedimg-a-1/train_images"})
+    >>> reasons = {"0f0f": 'digits CNN\\nfedimg purpose (JSON): "Screening\\\\nstudy"'}
+    >>> pending = describe(request, {"a1": "fedimg-a-1/train_images"}, reasons)
     >>> pending.inputs, pending.bound_assets, pending.output_policy_kwargs
     ({'images': 'Matches'}, {'images': 'fedimg-a-1/train_images'}, {'limit': 4})
+    >>> pending.purpose
+    'Screening\\nstudy'
     """
     code = request.code
     output_policy = getattr(code, "output_policy_type", None)
@@ -133,6 +145,7 @@ def describe(request: Any, assets: dict[str, str] | None = None) -> PendingReque
         output_policy_kwargs=policy_settings,
         status=request.status.name,
         bound_assets=_bound_assets(code, assets or {}),
+        purpose=purpose_of_reason((reasons or {}).get(str(request.id))),
     )
 
 
@@ -186,6 +199,62 @@ def site_assets(admin: Any) -> dict[str, str]:
     return names
 
 
+def request_reasons(admin: Any) -> dict[str, str]:
+    """The reason text of every code request on the site, by request id.
+
+    PySyft 0.9.5 keeps a request's reason (``request_code_execution(code, reason=...)``)
+    on neither the ``Request`` nor the ``UserCode``: only as the subject of the notification
+    it sends the site's root admin, linked to the request. In the site's own process
+    (the owner channel, the console) that inbox is read from the site's store whoever
+    the owner is; over HTTP only the shared admin (the root account) can read it, and a
+    named owner gets no reasons (purposes then show as "").
+
+    Parameters
+    ----------
+    admin : syft DatasiteClient
+        An owner's client.
+
+    Returns
+    -------
+    dict of str to str
+        Request id -> its reason; only notifications sent by the request's own researcher count.
+        Empty when the inbox cannot be read.
+
+    Examples
+    --------
+    >>> request_reasons(None)  # no client: no reasons
+    {}
+    """
+    try:
+        return _reasons(admin, list(admin.requests))
+    except Exception:  # noqa: BLE001 - a site that cannot say gives no purposes, never a failed review
+        return {}
+
+
+def _reasons(admin: Any, site_requests: list[Any]) -> dict[str, str]:
+    """``request_reasons`` for ``site_requests`` (already fetched); raises when the inbox cannot be read."""
+    inbox = _root_inbox(admin)
+    by_id = {str(request.id): request for request in site_requests}
+    reasons = {}
+    for notification in inbox:
+        linked = getattr(notification, "linked_obj", None)
+        request = by_id.get(str(getattr(linked, "object_uid", "")))
+        # the researcher's own submission, not a notification someone else linked to their request
+        if request is not None and notification.from_user_verify_key == request.requesting_user_verify_key:
+            reasons[str(request.id)] = str(notification.subject)
+    return reasons
+
+
+def _root_inbox(admin: Any) -> list[Any]:
+    """The notifications sent to the site's root admin (where PySyft puts a request's reason)."""
+    server = getattr(admin.connection, "server", None)
+    if server is not None:  # in the site's process: read the store as its root, whichever owner asks
+        root = server.services.user.root_verify_key  # the key PySyft sends a request's reason to
+        return list(server.services.notification.stash.get_all_inbox_for_verify_key(root, root).unwrap())
+    with contextlib.redirect_stdout(io.StringIO()):
+        return list(admin.api.services.notifications.get_all())  # the root's inbox; nobody else's
+
+
 def requests(admin: Any, *, status: str | None = "PENDING") -> list[PendingRequest]:
     """The site's code requests, oldest first.
 
@@ -199,11 +268,16 @@ def requests(admin: Any, *, status: str | None = "PENDING") -> list[PendingReque
     Returns
     -------
     list of PendingRequest
-        The requests that carry code (others are not the owner's to review).
+        The requests that carry code (others are not the owner's to review), with their purposes
+        (``request_reasons``).
     """
-    assets = site_assets(admin)
-    with_code = [request for request in admin.requests if getattr(request, "code", None) is not None]
-    found = [describe(request, assets) for request in with_code]
+    assets, site_requests = site_assets(admin), list(admin.requests)
+    try:
+        reasons = _reasons(admin, site_requests)
+    except Exception:  # noqa: BLE001 - as request_reasons: no purposes rather than no review
+        reasons = {}
+    with_code = [request for request in site_requests if getattr(request, "code", None) is not None]
+    found = [describe(request, assets, reasons) for request in with_code]
     return [request for request in found if status is None or request.status == status]
 
 

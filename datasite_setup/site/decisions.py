@@ -18,7 +18,10 @@ site's entry of the status changes (approved, denied, or a new reason), one
 - the researcher: the code's owner (verify key, e-mail, name);
 - what the client said about the decision when it said anything: ``fedimg review``
   passes ``fedimg={"forced": ..., "via": ...}`` to ``request.apply``, which PySyft
-  hands to the server as the call's extra arguments.
+  hands to the server as the call's extra arguments; an approval may carry the
+  owner's ``reason`` too (why a failing check was overridden). A decision the site's
+  own process makes for an owner (``fedimg console``, over the owner channel) is
+  described by the site itself (``site_note``), which takes precedence.
 
 A write that leaves the decision unchanged records nothing, so a decision is
 recorded once however many layers saw it.
@@ -47,10 +50,12 @@ records nothing (a warning in its log).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +68,8 @@ CLIENT_NOTE = "fedimg"
 """The extra argument of ``request.apply`` a client may describe its decision in (``forced``, ``via``)."""
 _MARK = "_fedimg_decisions"
 _deciding = threading.local()  # the request being decided on in this thread (request.apply / undo)
+_site_notes = threading.local()  # what the site's own process says of the decisions made in this thread
+MAX_NOTE_REASON_CHARS = 2000  # an override's reason is a sentence or two, not a document
 _ACCOUNT_CALLS = ("create", "update", "delete", "request_password_reset")  # UserService: who logs in, how
 _SHOWN = ("email", "name", "role", "mock_execution_permission")  # recorded with their values
 _SECRET = {"hashed_password": "password", "reset_token": "reset token"}  # recorded only as changed
@@ -96,6 +103,41 @@ def install() -> None:
         setattr(UserService, name, _mark(_wrap_account_call(getattr(UserService, name))))
 
 
+@contextlib.contextmanager
+def site_note(**note: Any) -> Iterator[None]:
+    """Describe the decisions this thread makes while the block runs (the site's own, trusted, word).
+
+    The owner channel runs an owner's decision in the site's process, on a client of its
+    own server: PySyft serves that call in the same thread, so what the site knows of the
+    decision (``via="fedimg console"``, and the ``reason`` an owner gave for overriding a
+    failing check) reaches the ``decision`` record without passing through the client.
+
+    Parameters
+    ----------
+    **note : object
+        ``via`` (str), ``forced`` (bool) and ``reason`` (str) are recorded; they take
+        precedence over what the client said.
+
+    Yields
+    ------
+    None
+
+    Examples
+    --------
+    >>> with site_note(via="fedimg console", reason="the template changed"):
+    ...     _site_notes.note
+    {'via': 'fedimg console', 'reason': 'the template changed'}
+    >>> getattr(_site_notes, "note", None) is None
+    True
+    """
+    previous = getattr(_site_notes, "note", None)
+    _site_notes.note = {**(previous or {}), **note}
+    try:
+        yield
+    finally:
+        _site_notes.note = previous
+
+
 def _mark(wrapper: Any) -> Any:
     setattr(wrapper, _MARK, True)
     return wrapper
@@ -107,7 +149,8 @@ def _wrap_request_call(original: Any, action: str) -> Any:
     @functools.wraps(original)  # syft finds service methods by their qualified name
     def call(self: Any, context: Any, uid: Any, *args: Any, **kwargs: Any) -> Any:
         note = kwargs.get(CLIENT_NOTE) if action == "apply" else None
-        _deciding.request = {"request_id": str(uid), "note": note if isinstance(note, dict) else {}}
+        note = {**(note if isinstance(note, dict) else {}), **(getattr(_site_notes, "note", None) or {})}
+        _deciding.request = {"request_id": str(uid), "note": note}
         try:
             return original(self, context, uid, *args, **kwargs)
         finally:
@@ -201,6 +244,8 @@ def _describe(server: Any, stash: Any, credentials: Any, status: Any, decision: 
         fields["forced"] = bool(note["forced"])
     if "via" in note:
         fields["via"] = str(note["via"])[:80]
+    if verdict == "approved" and not reason and str(note.get("reason") or "").strip():
+        fields["reason"] = str(note["reason"]).strip()[:MAX_NOTE_REASON_CHARS]  # why the owner overrode
     return fields
 
 

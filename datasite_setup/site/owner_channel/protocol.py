@@ -2,6 +2,10 @@
 
 Never pickle: a request is plain JSON (``json.loads`` builds no objects), capped at
 ``MAX_REQUEST_BYTES``; an answer is ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
+
+Actions: ``ping``, ``status`` and ``review`` (the owner's CLI); ``owner_login``,
+``owner_logout`` and ``console`` (``fedimg console``: an owner signs in once and gets a
+site token, then asks for one of ``CONSOLE_WHATS`` with it; ``console_answers``).
 """
 
 from __future__ import annotations
@@ -17,9 +21,35 @@ CHANNEL_DIR = "owner-channel"  # 0700, holding only the socket: its mode cannot 
 SOCKET_NAME = "owner.sock"
 MAX_REQUEST_BYTES = 64 * 1024  # a review request is a few hundred bytes; a password a few dozen
 MAX_ANSWER_BYTES = 64 * 2**20  # ``review show`` of every request prints their code
-ACTIONS = ("ping", "status", "review")
+ACTIONS = ("ping", "status", "review", "owner_login", "owner_logout", "console")
 SUN_PATH_BYTES = 107  # a Unix socket's address holds at most this many bytes (Linux: 108 with the NUL)
 REVIEW_ACTIONS = ("list", "show", "approve", "deny", "auto")
+CONSOLE_WHATS = (
+    "requests",
+    "decide",
+    "jobs",
+    "researchers",
+    "researcher_add",
+    "researcher_disable",
+    "dataset",
+    "audit",
+    "health",
+)
+"""What ``fedimg console`` may ask a site with ``{"action": "console", "what": ...}``."""
+STRING_FIELDS = (
+    "request_id",
+    "reason",
+    "policy_file",
+    "owner",
+    "password",
+    "address",
+    "token",
+    "decision",
+    "email",
+    "name",
+    "researcher",
+    "kind",
+)
 
 
 class ProtocolError(ValueError):
@@ -179,11 +209,18 @@ def check_request(message: dict[str, Any]) -> str:
     --------
     >>> check_request({"action": "review", "review": "list"})
     'review'
+    >>> check_request({"action": "console", "token": "ab" * 32, "what": "jobs"})
+    'console'
     >>> try:
     ...     check_request({"action": "reboot"})
     ... except ProtocolError as exc:
     ...     print(exc)
-    request: unknown action 'reboot'; one of ping, status, review
+    request: unknown action 'reboot'; one of ping, status, review, owner_login, owner_logout, console
+    >>> try:
+    ...     check_request({"action": "console", "what": "audit", "limit": "all"})
+    ... except ProtocolError as exc:
+    ...     print(exc)
+    request: limit must be a whole number from 0
     """
     action = message.get("action")
     if action not in ACTIONS:
@@ -192,9 +229,16 @@ def check_request(message: dict[str, Any]) -> str:
         raise ProtocolError(
             f"request: review {message.get('review')!r} is not one of {', '.join(REVIEW_ACTIONS)}"
         )
-    for field in ("request_id", "reason", "policy_file", "owner", "password"):
+    if action == "console" and message.get("what") not in CONSOLE_WHATS:
+        raise ProtocolError(
+            f"request: console what {message.get('what')!r} is not one of {', '.join(CONSOLE_WHATS)}"
+        )
+    for field in STRING_FIELDS:
         if message.get(field) is not None and not isinstance(message[field], str):
             raise ProtocolError(f"request: {field} must be a string")
     if not isinstance(message.get("force", False), bool):
         raise ProtocolError("request: force must be true or false")
+    limit = message.get("limit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ProtocolError("request: limit must be a whole number from 0")
     return str(action)

@@ -1,0 +1,1 @@
+"""Tests of the owner web console (issue 12)."""

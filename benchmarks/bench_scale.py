@@ -40,7 +40,7 @@ from benchmarks import harness
 from benchmarks.scale.in_process import check_same_result, run_in_process
 from benchmarks.scale.partition import label_count, scale_federation
 from benchmarks.scale.render import MIB, method_lines, reading_lines, sizes_table, skipped_lines
-from benchmarks.scale.site_job import SANDBOX_MODES, run_site_job
+from benchmarks.scale.site_job import SANDBOX_MODES, run_site_job, start_timeout
 from benchmarks.workloads.digits import software
 
 OVERHEAD_SLACK_SECONDS = 2.0  # overhead(big) ≤ 2 s + 2 × overhead(small)
@@ -125,6 +125,53 @@ def make_job(settings: Settings, size: int, classes: int) -> Any:
     )
 
 
+def pixel_bytes(client_dir: Any, size: int) -> int:
+    """The decoded bytes of a converted RGB partition: its images (one file each) × 3 × ``size``².
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> client = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("train/a/1.png", "train/b/2.png", "val/a/3.png"):
+    ...     (client / name).parent.mkdir(parents=True, exist_ok=True); _ = (client / name).write_bytes(b"")
+    >>> pixel_bytes(client, 64) == 3 * 3 * 64 * 64
+    True
+    """
+    from pathlib import Path
+
+    images = sum(1 for path in Path(client_dir).rglob("*.png"))
+    return images * 3 * size * size
+
+
+def growth_parts(site: dict) -> dict:
+    """What the RSS growth at the job's peak is made of: anonymous and file-backed, site and workers.
+
+    Parameters
+    ----------
+    site : dict
+        ``run_site_job``'s figures (``idle_parts`` and ``memory["peak_parts"]``).
+
+    Returns
+    -------
+    dict
+        ``{"site": {...}, "children": {...}}`` in bytes per ``RssAnon`` / ``RssFile`` / ``RssShmem``
+        (peak sample − idle); empty when either was not read.
+
+    Examples
+    --------
+    >>> idle = {"site": {"RssAnon": 10, "RssFile": 5}, "children": {"RssAnon": 3, "RssFile": 1}}
+    >>> peak = {"site": {"RssAnon": 11, "RssFile": 5}, "children": {"RssAnon": 9, "RssFile": 4}}
+    >>> growth_parts({"idle_parts": idle, "memory": {"peak_parts": peak}})["children"]
+    {'RssAnon': 6, 'RssFile': 3}
+    """
+    idle, peak = site.get("idle_parts") or {}, site.get("memory", {}).get("peak_parts") or {}
+    if not idle or not peak:
+        return {}
+    return {
+        group: {name: peak[group][name] - idle[group].get(name, 0) for name in peak[group]} for group in peak
+    }
+
+
 def job_description(job: Any, function: Any, classes: int) -> dict:
     """What the report says of the job: model, budget, classes, the site function's hash."""
     c = job.config
@@ -164,6 +211,7 @@ def summarise(entry: dict) -> dict:
         "growth_bytes": peak - site["idle_rss_bytes"],
         "growth_ratio": (peak - site["idle_rss_bytes"]) / part["bytes"],
         "site_val_accuracy": evaluation["val_accuracy"],
+        "growth_parts": growth_parts(site),
     }
 
 
@@ -194,6 +242,7 @@ def measure_size(settings: Settings, client_dir: Any, size: int, echo: Callable[
         threads=settings.site_threads,
         sandbox=settings.sandbox,
         echo=echo,
+        timeout=start_timeout(pixel_bytes(client_dir, size)),
     )
     final = http.pop("final_weights")
     function = job.site_function(SimpleNamespace(label_map=range(classes)))  # built for the submission

@@ -4,7 +4,10 @@ The site process and its children (the sandbox workers, once the site spawns the
 read from ``/proc/<pid>/status``: ``VmRSS`` (resident now) and ``VmHWM`` (the kernel's
 high-water mark of that process). The site process's high-water mark is reset (``echo 5
 > /proc/<pid>/clear_refs``) when the job starts, so it is the peak *during the job*, not
-the ingest's; a thread sums the tree's ``VmRSS`` every 50 ms meanwhile, per phase.
+the ingest's; a thread sums the tree's ``VmRSS`` every 50 ms meanwhile, per phase. What
+the resident set is made of (``RssAnon``: heap and tensors; ``RssFile``: pages of mapped
+files, i.e. the partition's read-only maps and the libraries' code) is read with it, for
+the site process and its children apart (``tree_parts``).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import threading
 import time
 
 INTERVAL = 0.05  # seconds between samples
+PART_FIELDS = ("RssAnon", "RssFile", "RssShmem")  # VmRSS is their sum
 
 
 def status_bytes(pid: int, field: str) -> int:
@@ -65,6 +69,54 @@ def tree_pids(pid: int) -> list[int]:
         return [pid, *(child.pid for child in root.children(recursive=True))]
     except psutil.NoSuchProcess:
         return []
+
+
+def status_fields(pid: int, fields: tuple[str, ...]) -> dict[str, int]:
+    """Several ``kB`` fields of ``/proc/PID/status`` in bytes, read at once (0 for any unavailable).
+
+    Examples
+    --------
+    >>> import os
+    >>> parts = status_fields(os.getpid(), ("VmRSS", *PART_FIELDS))
+    >>> parts["VmRSS"] > 0 and abs(parts["VmRSS"] - sum(parts[f] for f in PART_FIELDS)) < 2**20
+    True
+    >>> status_fields(-1, ("VmRSS",))
+    {'VmRSS': 0}
+    """
+    found = dict.fromkeys(fields, 0)
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            for line in handle:
+                name, _, value = line.partition(b":")
+                if name.decode() in found:
+                    found[name.decode()] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
+
+
+def tree_parts(pid: int) -> dict[str, dict[str, int]]:
+    """What a process tree's resident set is made of now: the root's and its descendants' apart.
+
+    Returns
+    -------
+    dict
+        ``{"site": {...}, "children": {...}}``, each ``{"RssAnon", "RssFile", "RssShmem"}`` in bytes
+        (``children``: the sum over every descendant, e.g. the sandbox workers).
+
+    Examples
+    --------
+    >>> import os
+    >>> parts = tree_parts(os.getpid())
+    >>> parts["site"]["RssAnon"] > 0 and parts["children"]["RssFile"] >= 0
+    True
+    """
+    parts = {"site": dict.fromkeys(PART_FIELDS, 0), "children": dict.fromkeys(PART_FIELDS, 0)}
+    for member in tree_pids(pid):
+        group = parts["site" if member == pid else "children"]
+        for name, value in status_fields(member, PART_FIELDS).items():
+            group[name] += value
+    return parts
 
 
 def tree_rss(pid: int) -> tuple[int, int]:
@@ -144,6 +196,8 @@ class TreeMemoryWatch(threading.Thread):
         self.current = "start"
         self.phases: dict[str, dict] = {}
         self.high_water: dict[int, int] = {}  # pid -> its largest VmHWM seen
+        self.peak_parts: dict[str, dict[str, int]] = {}  # what the tree's largest sample was made of
+        self._peak_total = 0
         self._stop_event = threading.Event()
         self._lock = threading.Lock()
 
@@ -159,9 +213,16 @@ class TreeMemoryWatch(threading.Thread):
             if not pids:
                 return
             total = 0
+            parts = {"site": dict.fromkeys(PART_FIELDS, 0), "children": dict.fromkeys(PART_FIELDS, 0)}
             for pid in pids:
-                total += status_bytes(pid, "VmRSS")
-                self.high_water[pid] = max(self.high_water.get(pid, 0), status_bytes(pid, "VmHWM"))
+                fields = status_fields(pid, ("VmRSS", "VmHWM", *PART_FIELDS))
+                total += fields["VmRSS"]
+                self.high_water[pid] = max(self.high_water.get(pid, 0), fields["VmHWM"])
+                group = parts["site" if pid == self.pid else "children"]
+                for name in PART_FIELDS:
+                    group[name] += fields[name]
+            if total > self._peak_total:
+                self._peak_total, self.peak_parts = total, parts
             with self._lock:
                 entry = self.phases.setdefault(self.current, {"peak_bytes": 0, "peak_processes": 0})
                 if total > entry["peak_bytes"]:
@@ -179,7 +240,8 @@ class TreeMemoryWatch(threading.Thread):
             ``peak_bytes`` and ``peak_processes`` over all phases, ``phases`` (each one's peak and
             process counts), ``samples``, the site process's ``site_high_water_bytes`` and the sum of
             every process's high-water mark (``tree_high_water_bytes``, an upper bound: the peaks
-            need not coincide).
+            need not coincide), and ``peak_parts``: the largest sample's make-up (``tree_parts``'s
+            form).
         """
         self._stop_event.set()
         self.join()
@@ -192,4 +254,5 @@ class TreeMemoryWatch(threading.Thread):
             "site_high_water_bytes": self.high_water.get(self.pid, 0),
             "tree_high_water_bytes": sum(self.high_water.values()),
             "processes_seen": len(self.high_water),
+            "peak_parts": self.peak_parts,
         }

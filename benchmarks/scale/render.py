@@ -58,7 +58,7 @@ def method_lines(settings: dict, job: dict) -> list[str]:
         "after the other, each on a fresh state dir (SQLite, on-disk blobs); it ingests its partition "
         "(generated shape images, four classes, converted by `fedimg convert --clients 1 --mode RGB`, "
         f"train/val 80/20), then serves. torch on {settings['site_threads']} thread(s) at the site "
-        "(`OMP_NUM_THREADS`) and in the baseline",
+        "(`OMP_NUM_THREADS`), in its sandbox workers (`fedimg datasite serve --threads`) and in the baseline",
         f"- **Job** (the same at every size; site function sha256 `{job['function_sha256'][:12]}`): "
         f"`FedAvgJob({job['model']})`, {job['rounds']} training round × {job['local_epochs']} local "
         f"epoch, batch {job['batch_size']}, {job['classes']} classes; submitted by a researcher, "
@@ -152,6 +152,11 @@ def sizes_table(entries: list[dict]) -> list[str]:
             lambda e: f"**{_mib(e['summary']['growth_bytes'])}** ({e['summary']['growth_ratio']:.2f}×)",
         ),
         line(
+            "growth at the peak by kind (MiB): workers anonymous + mapped files; site anonymous + mapped "
+            "files",
+            lambda e: _parts(e["summary"].get("growth_parts") or {}),
+        ),
+        line(
             "peak by phase (MiB)",
             lambda e: "; ".join(
                 f"{phase} {_mib(p['peak_bytes'])}" for phase, p in e["site"]["memory"]["phases"].items()
@@ -175,6 +180,23 @@ def sizes_table(entries: list[dict]) -> list[str]:
     ]
     header = ["", *(_label(e) for e in entries)]
     return table(header, "l" + "r" * len(entries), rows)
+
+
+def _parts(growth: dict) -> str:
+    """A peak's growth by kind, the workers' first (anonymous: heap and tensors; files: maps and code).
+
+    Examples
+    --------
+    >>> _parts({"children": {"RssAnon": 60 * MIB, "RssFile": 25 * MIB, "RssShmem": 0},
+    ...         "site": {"RssAnon": 2 * MIB, "RssFile": 0, "RssShmem": 0}})
+    '60 + 25; 2.00 + 0.00'
+    >>> _parts({})
+    '—'
+    """
+    if not growth:
+        return "—"
+    kinds = [growth[group] for group in ("children", "site")]
+    return "; ".join(f"{_mib(k['RssAnon'])} + {_mib(k['RssFile'] + k.get('RssShmem', 0))}" for k in kinds)
 
 
 def skipped_lines(skipped: list[dict]) -> list[str]:

@@ -18,13 +18,42 @@ from typing import Any
 
 from benchmarks.harness import BenchmarkError, cpu_snapshot, quiet
 from benchmarks.scale.cpu import tree_cpu
-from benchmarks.scale.memory import TreeMemoryWatch, reset_high_water, settled_rss, tree_rss
+from benchmarks.scale.memory import TreeMemoryWatch, reset_high_water, settled_rss, tree_parts, tree_rss
 
 RESEARCHER_EMAIL = "bench.scale@fedimg.example"
 RESEARCHER_PASSWORD = (
     "bench-scale-researcher-0123"  # a throw-away site in the work folder, deleted afterwards
 )
 SANDBOX_MODES = ("default", "on", "off")
+START_SECONDS = 120.0  # a fresh site's start without its ingest (tests.support.datasites' own timeout)
+INGEST_BYTES_PER_SECOND = 2**20  # a slow ingest of decoded pixels (~4 MiB/s seen here on a busy machine)
+
+
+def start_timeout(partition_bytes: int) -> float:
+    """Seconds a fresh site may take to answer: its start, plus its first ingest at 1 MiB/s of pixels.
+
+    The first start ingests the partition (decodes every image, uploads it, writes the maps):
+    5,000 images of 224 px (718 MiB of pixels) took about 3 minutes here, past the 120 s that
+    suffice for the 20,000 images of 64 px; the ceiling grows with the partition.
+
+    Parameters
+    ----------
+    partition_bytes : int
+        The partition's private arrays (decoded pixels and labels).
+
+    Returns
+    -------
+    float
+        Seconds.
+
+    Examples
+    --------
+    >>> start_timeout(0)
+    120.0
+    >>> round(start_timeout(5000 * 3 * 224 * 224))  # --large: 718 MiB of pixels
+    838
+    """
+    return START_SECONDS + partition_bytes / INGEST_BYTES_PER_SECOND
 
 
 def policy_text(sandbox: str, threads: int = 1) -> str | None:
@@ -75,6 +104,7 @@ def run_site_job(
     threads: int,
     sandbox: str,
     echo: Callable[..., None],
+    timeout: float = START_SECONDS,
 ) -> dict:
     """Start a site on ``client_dir``, run ``job`` through it, stop it; every figure of the HTTP side.
 
@@ -88,16 +118,19 @@ def run_site_job(
         Scratch folder: the site's state dir (removed afterwards), its log (kept) and the job's
         checkpoint, each named after the partition's federation folder.
     threads : int
-        torch threads at the site (``OMP_NUM_THREADS``).
+        torch threads at the site (``OMP_NUM_THREADS``) and in its sandbox workers (``--threads``).
     sandbox : str
         ``default``, ``on`` or ``off``: the policy written into the state dir (``policy_text``).
     echo : Callable
         Where progress lines go.
+    timeout : float
+        Seconds the site may take to start and ingest (``start_timeout`` of the partition's bytes).
 
     Returns
     -------
     dict
-        ``start_seconds`` (interpreter, ingest, until it answers), ``idle_rss_bytes``, ``calls`` (per
+        ``start_seconds`` (interpreter, ingest, until it answers), ``idle_rss_bytes`` and ``idle_parts``
+        (``memory.tree_parts``), ``start_timeout_seconds``, ``calls`` (per
         call: kind, seconds seen by the researcher, the round's wall time, the site tree's CPU and
         page faults, other processes' CPU, val accuracy), ``memory`` (``TreeMemoryWatch``'s figures),
         ``retained_rss_bytes`` after the job, ``high_water_reset`` and ``final_weights`` (the
@@ -122,11 +155,13 @@ def run_site_job(
     policy = policy_text(sandbox, threads)
     if policy is not None:
         (state_dir / POLICY_FILE).write_text(policy)
-    site = RunningSite(name, client_dir, state_dir, free_port(), {"OMP_NUM_THREADS": str(threads)})
-    # The first start ingests the partition (~1-5 MB/s here): 5,000 images at 224 px need minutes.
-    on_disk = sum(path.stat().st_size for path in client_dir.rglob("*") if path.is_file())
-    site.start_timeout = max(site.start_timeout, 120.0 + on_disk / 2**20)
-    result: dict = {"log": str(site.log_path), "policy": policy}
+    env = {"OMP_NUM_THREADS": str(threads)}
+    site = RunningSite(name, client_dir, state_dir, free_port(), env, start_timeout=timeout)
+    # The sandbox workers get an empty environment (OMP_NUM_THREADS does not reach them) and, without a
+    # policy's [sandbox] threads, take every core: the site's --threads (what `fedimg up` passes) gives them
+    # the baseline's threads, so both sides run the same computation.
+    site.command = lambda: [*RunningSite.command(site), "--threads", str(threads)]  # type: ignore[method-assign]
+    result: dict = {"log": str(site.log_path), "policy": policy, "start_timeout_seconds": timeout}
     try:
         started = time.perf_counter()
         site.start()
@@ -143,6 +178,7 @@ def run_site_job(
             federation = Federation.from_urls({name: site.url}, RESEARCHER_EMAIL, {name: RESEARCHER_PASSWORD})
         time.sleep(1.0)  # let the login's garbage settle before reading the idle size
         result["idle_rss_bytes"], result["idle_processes"] = settled_rss(pid), tree_rss(pid)[1]
+        result["idle_parts"] = tree_parts(pid)  # what the idle resident set is made of (site, spare worker)
         echo(
             f"    site answering after {result['start_seconds']:.0f} s (ingest included); idle RSS "
             f"{result['idle_rss_bytes'] / 2**20:.0f} MiB; submitting and approving the job…"

@@ -158,6 +158,15 @@ def test_a_quick_run_measures_both_sizes_over_a_real_site(tmp_path: Path, capsys
         assert part["train"] + part["val"] == entry["images"] and part["val"] >= 20
         assert part["bytes"] == entry["images"] * (3 * 16 * 16 + np.dtype(np.int64).itemsize)
         assert site["policy"] is None  # default mode: the site ran on its default policy
+        # ... and its sandbox workers on the baseline's one thread (they get no OMP_NUM_THREADS)
+        assert "1 torch thread(s) per worker" in Path(site["log"]).read_text()
+        assert site["start_timeout_seconds"] == bench_scale.start_timeout(entry["images"] * 3 * 16 * 16)
+        growth = summary["growth_parts"]  # what the peak was made of: the workers' and the site's own
+        assert set(growth) == {"site", "children"} and set(growth["children"]) == {
+            "RssAnon",
+            "RssFile",
+            "RssShmem",
+        }
         assert [(c["round"], c["kind"]) for c in site["calls"]] == [(0, "training"), (1, "evaluation only")]
         # the site tree's CPU, sandbox workers it has reaped included: never negative, the training call's real
         assert all(

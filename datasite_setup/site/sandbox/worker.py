@@ -40,7 +40,7 @@ from datasite_setup.site.sandbox.confine import Limits, confine
 from datasite_setup.site.sandbox.wire import receive, send
 from policies import use_remote_descent
 
-__all__ = ["ask_site", "main", "read_paths"]
+__all__ = ["ask_site", "first_use_of_common_ops", "main", "read_paths"]
 
 MAX_ERROR_CHARS = 4000
 _SYSTEM_LIBRARIES = ("/usr/lib", "/lib", "/lib64", "/usr/lib64", "/usr/local/lib")
@@ -103,6 +103,54 @@ def _warm_up() -> None:
     tempfile.gettempdir()
     per_sample = torch.func.vmap(torch.func.grad(lambda w, x: (w * x).sum()), in_dims=(None, 0))
     per_sample(torch.ones(2), torch.ones(3, 2))
+    first_use_of_common_ops()
+
+
+def first_use_of_common_ops() -> None:
+    """Run a tiny model once through the ops a job's model commonly uses: forward, backward, a step.
+
+    A process pays once for the first use of each op: torch loads its kernels' code pages
+    (file-backed, ~16 MiB for a small CNN's convolutions, pooling, losses and optimizers) and
+    builds its first-use structures (oneDNN's, the autograd engine's). A spare worker does it
+    while it waits, so that cost is part of every site's idle memory, not of the next job. The
+    tensors are tiny (a batch of 2 images of 8 px): nothing of their size is kept for the job.
+    torch's random state is left as a fresh interpreter's, so unseeded code behaves the same.
+
+    Examples
+    --------
+    >>> before = torch.random.get_rng_state()
+    >>> first_use_of_common_ops()
+    >>> bool(torch.equal(before, torch.random.get_rng_state()))
+    True
+    """
+    nn, F = torch.nn, torch.nn.functional
+    with torch.random.fork_rng(devices=[]):  # layer initialisation draws from the global generator
+        model = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(4, 4, 3, padding=1),
+            nn.ReLU(),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            nn.Dropout(0.1),
+            nn.Linear(4 * 2 * 2, 3),
+        )
+        images = np.zeros((2, 3, 8, 8), dtype=np.uint8)  # as a job reads its maps: uint8, then float
+        inputs = torch.as_tensor(np.array(images)).to("cpu", torch.float32) / 255.0
+        targets = torch.as_tensor(np.array([0, 1]), dtype=torch.int64)
+        sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        for optimizer in (sgd, torch.optim.Adam(model.parameters())):
+            optimizer.zero_grad()
+            F.cross_entropy(model(inputs), targets).backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            logits = model(inputs)
+            F.nll_loss(F.log_softmax(logits, 1), targets, reduction="sum")
+            confusion = np.zeros((3, 3), dtype=np.int64)
+            np.add.at(confusion, (targets.numpy(), logits.argmax(1).numpy()), 1)
 
 
 def _error(exc: BaseException) -> dict[str, str]:

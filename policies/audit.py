@@ -439,6 +439,6 @@ def describe_record(record: dict) -> str:
 
 def _short(key: str, value: object) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    if key.endswith(("_id", "sha256", "researcher")) and len(text) > 16 and " " not in text:
-        return text[:12]  # ids are long hex: the start tells them apart
+    if key.endswith(("_id", "sha256", "researcher")) and len(text) > 16 and not set(" @") & set(text):
+        return text[:12]  # ids and keys are long hex: the start tells them apart (an e-mail stays whole)
     return text

@@ -144,6 +144,23 @@ class Lockout:
     failures: int
     seconds: float
 
+    def audit_fields(self) -> dict[str, object]:
+        """The ``login_lockout`` audit record's fields (the address only when there is one).
+
+        Examples
+        --------
+        >>> Lockout("address", "127.0.0.9", None, 12, 2.0).audit_fields()
+        {'kind': 'address', 'value': '127.0.0.9', 'failures': 12, 'seconds': 2.0}
+        """
+        address = {"address": self.address} if self.address else {}
+        return {
+            "kind": self.kind,
+            "value": self.value,
+            **address,
+            "failures": self.failures,
+            "seconds": round(self.seconds, 1),
+        }
+
 
 class LoginThrottle:
     """Failed-login counts and locks of one site (thread-safe); the module docstring has the policy.

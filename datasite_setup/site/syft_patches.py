@@ -384,15 +384,7 @@ def _record_lockout(server: Any, lockout: Lockout) -> None:
     )
     enforcer = _enforcers.get(str(server.id))
     if enforcer is not None:
-        address = {"address": lockout.address} if lockout.address else {}
-        enforcer.audit.append(
-            "login_lockout",
-            kind=lockout.kind,
-            value=lockout.value,
-            **address,
-            failures=lockout.failures,
-            seconds=round(lockout.seconds, 1),
-        )
+        enforcer.audit.append("login_lockout", **lockout.audit_fields())
 
 
 # --- 4. the API-call gate ----------------------------------------------------------------------

@@ -234,6 +234,9 @@ def readable_record(record: Mapping[str, Any]) -> dict[str, Any]:
     --------
     >>> readable_record({"event": "release", "researcher": "6e72...", "researcher_email": "ada@uni.example"})
     {'event': 'release', 'researcher': 'ada@uni.example'}
+    >>> describe_record(readable_record({"event": "release", "researcher": "6e72" * 16,
+    ...                                  "researcher_email": "ada.lovelace@university.example"}))[-42:]
+    'researcher=ada.lovelace@university.example'
     >>> readable_record({"event": "owner", "email": "grace@hospital.example"})
     {'event': 'owner', 'email': 'grace@hospital.example'}
     """

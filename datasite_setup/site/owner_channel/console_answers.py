@@ -37,7 +37,7 @@ import numpy as np
 from PIL import Image
 
 from datasite_setup import DATASET_PREFIX, FedimgError, parse_dataset_info
-from datasite_setup.site import code_requests
+from datasite_setup.site import code_requests, site_admin
 from datasite_setup.site.asset_maps import load_asset_index, maps_dir, open_map, verify_asset_maps
 from datasite_setup.site.credentials import MIN_PASSWORD_CHARS, email_problem
 from datasite_setup.site.decisions import site_note
@@ -397,8 +397,6 @@ class ConsoleAnswers:
 
     def researcher_add(self, client: Any, request: dict[str, Any]) -> dict[str, Any]:
         """Create a researcher (DATA_SCIENTIST) account with the owner's client (the site audits it)."""
-        from syft.service.user.user_roles import ServiceRole
-
         email = (request.get("email") or "").strip()
         name = (request.get("name") or "").strip()
         password = request.get("password") or ""
@@ -411,17 +409,8 @@ class ConsoleAnswers:
             raise FedimgError(f"password: at least {MIN_PASSWORD_CHARS} characters")
         if any(user.email.lower() == email.lower() for user in self._users()):
             raise FedimgError(f"{email} already has an account at site {self.name}; nothing was changed")
-        try:
-            _quiet(
-                lambda: client.users.create(
-                    name=name,
-                    email=email,
-                    password=password,
-                    password_verify=password,
-                    role=ServiceRole.DATA_SCIENTIST,
-                    institution="",
-                )
-            )
+        try:  # the owner's client: the site records the account under the owner's name
+            site_admin.ensure_researcher(client, email=email, name=name, password=password)
         except Exception as exc:  # PySyft's refusal, in its words
             raise FedimgError(f"site {self.name}: cannot create {email}: {_syft_message(exc)}") from None
         return {

@@ -237,16 +237,7 @@ class SiteAnswers:
             lockout.seconds,
             lockout.failures,
         )
-        address = {"address": lockout.address} if lockout.address else {}
-        self.audit.append(
-            "login_lockout",
-            kind=lockout.kind,
-            value=lockout.value,
-            **address,
-            failures=lockout.failures,
-            seconds=round(lockout.seconds, 1),
-            via=CONSOLE_VIA,
-        )
+        self.audit.append("login_lockout", **lockout.audit_fields(), via=CONSOLE_VIA)
 
     def _owner_client(self, email: str, password: str, peer: Peer) -> Any:
         """A client with ``email``'s key once the password matches and the account is an owner."""

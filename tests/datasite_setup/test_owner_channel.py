@@ -22,7 +22,6 @@ import pytest
 
 import datasite_setup.site.site_admin as site_admin
 from datasite_setup.cli import main
-from datasite_setup.convert.federated_format import CLIENTS_DIR
 from datasite_setup.site.owner_channel import client as owner_channel
 from datasite_setup.site.owner_channel.protocol import MAX_REQUEST_BYTES, SUN_PATH_BYTES, socket_path
 from datasite_setup.site.owner_channel.server import OwnerChannel
@@ -30,7 +29,13 @@ from datasite_setup.site.owners import add_owner
 from datasite_setup.site.site_admin import ensure_researcher, login
 from policies import AUDIT_FILE, AuditLog, verify_audit_log
 from tests.researcher.http_sites import EMAIL, PASSWORD, submit
-from tests.support.datasites import REPO, RunningSite, convert_sample, free_port, password_file
+from tests.support.datasites import (
+    REPO,
+    RunningSite,
+    convert_sample,
+    password_file,
+    start_site_with_policy,
+)
 
 OWNER, OWNER_NAME, OWNER_PASSWORD = "grace@hospital.example", "Grace Hopper", "owner-pass-98765"
 NOBODY = 65534
@@ -39,9 +44,7 @@ NOBODY = 65534
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSite]:
     root = tmp_path_factory.mktemp("channel")
-    data = convert_sample(root / "out")
-    running = RunningSite("client_0", data / CLIENTS_DIR / "client_0", root / "state-client_0", free_port())
-    running.start()
+    running = start_site_with_policy(root, convert_sample(root / "out"), None)
     admin = login(running.url, running.admin)
     ensure_researcher(admin, email=EMAIL, name="Ada Lovelace", password=PASSWORD)
     add_owner(admin, email=OWNER, name=OWNER_NAME, password=OWNER_PASSWORD)

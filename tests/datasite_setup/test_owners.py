@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from datasite_setup.cli import main
-from datasite_setup.convert.federated_format import CLIENTS_DIR
 from datasite_setup.site import code_requests
 from datasite_setup.site.credentials import Credentials
 from datasite_setup.site.decisions import ACCOUNT_EVENT
@@ -26,7 +25,12 @@ from datasite_setup.site.owners import add_owner
 from datasite_setup.site.site_admin import ensure_researcher, login
 from policies import AUDIT_FILE, AuditLog, verify_audit_log
 from tests.researcher.http_sites import EMAIL, PASSWORD, submit
-from tests.support.datasites import RunningSite, convert_sample, free_port, password_file
+from tests.support.datasites import (
+    RunningSite,
+    convert_sample,
+    password_file,
+    start_site_with_policy,
+)
 
 OWNER, OWNER_NAME, OWNER_PASSWORD = "grace@hospital.example", "Grace Hopper", "owner-pass-98765"
 
@@ -34,9 +38,7 @@ OWNER, OWNER_NAME, OWNER_PASSWORD = "grace@hospital.example", "Grace Hopper", "o
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSite]:
     root = tmp_path_factory.mktemp("owners")
-    data = convert_sample(root / "out")
-    running = RunningSite("client_0", data / CLIENTS_DIR / "client_0", root / "state-client_0", free_port())
-    running.start()
+    running = start_site_with_policy(root, convert_sample(root / "out"), None)
     ensure_researcher(login(running.url, running.admin), email=EMAIL, name="Ada Lovelace", password=PASSWORD)
     yield running
     running.stop()

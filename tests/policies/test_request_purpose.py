@@ -15,7 +15,6 @@ import pytest
 
 import datasite_setup.site.site_admin as site_admin
 from datasite_setup.cli import main
-from datasite_setup.convert.federated_format import CLIENTS_DIR
 from datasite_setup.site.code_requests import PendingRequest, request_reasons, requests
 from datasite_setup.site.owners import add_owner
 from datasite_setup.site.site_admin import ensure_researcher, login
@@ -36,7 +35,12 @@ from researcher.models import SmallCNN
 from tests.policies.test_request_review import rendered
 from tests.policies.test_request_review import request as good_request
 from tests.researcher.http_sites import EMAIL, PASSWORD, connect, make_job
-from tests.support.datasites import RunningSite, convert_sample, free_port, password_file
+from tests.support.datasites import (
+    RunningSite,
+    convert_sample,
+    password_file,
+    start_site_with_policy,
+)
 
 SHA = "ab" * 32
 TRICKY = [
@@ -189,9 +193,7 @@ def _no_http_login(*args: object, **kwargs: object) -> None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSite]:
     root = tmp_path_factory.mktemp("purpose")
-    data = convert_sample(root / "out")
-    running = RunningSite("client_0", data / CLIENTS_DIR / "client_0", root / "state-client_0", free_port())
-    running.start()
+    running = start_site_with_policy(root, convert_sample(root / "out"), None)
     admin = login(running.url, running.admin)
     ensure_researcher(admin, email=EMAIL, name="Ada Lovelace", password=PASSWORD)
     add_owner(admin, email=OWNER, name="Grace Hopper", password=OWNER_PASSWORD)

@@ -159,12 +159,13 @@ def sample_federation(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def start_site_with_policy(
-    folder: Path, federation: Path, policy: str, name: str = "client_0"
+    folder: Path, federation: Path, policy: str | None, name: str = "client_0"
 ) -> RunningSite:
-    """Start site ``name`` of ``federation`` with ``policy`` as its ``policy.toml`` (a module's own limits)."""
+    """Start site ``name`` of ``federation`` with ``policy`` as its ``policy.toml`` (None: the defaults)."""
     state = folder / f"state-{name}"
     state.mkdir(parents=True)
-    (state / "policy.toml").write_text(policy)
+    if policy is not None:
+        (state / "policy.toml").write_text(policy)
     return RunningSite(name, federation / CLIENTS_DIR / name, state, free_port()).start()
 
 
